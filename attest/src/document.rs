@@ -1,0 +1,373 @@
+//! Parsing: the syntax of a Nitro attestation document, and nothing about trust.
+//!
+//! A document is a COSE_Sign1 (RFC 9052), tagged or untagged, whose protected header is exactly
+//! `{alg: ES384}` and whose payload is a CBOR map with the fields of AWS's CDDL schema. Parsing
+//! is strict: every required field with its type, no duplicate or unknown keys, no trailing bytes,
+//! and every field within its bound.
+
+use std::collections::BTreeMap;
+
+use aws_lc_rs::digest;
+use ciborium::Value;
+use coset::{CborSerializable, CoseSign1, TaggedCborSerializable, iana};
+
+use crate::error::ParseError;
+use crate::time::Timestamp;
+use crate::types::{MAX_USER_FIELD_LEN, PCR_LEN, PCR_SLOTS, PcrIndex, PcrValue};
+
+/// The largest document accepted, in bytes. Real documents are about 4.5 KiB; a document with
+/// every field at its bound is under 20 KiB.
+pub const MAX_DOCUMENT_LEN: usize = 32 * 1024;
+
+/// The most certificates `cabundle` may hold (AWS chains have four: root, regional, zonal,
+/// instance).
+pub const MAX_CABUNDLE_LEN: usize = 8;
+
+/// The largest certificate accepted, per AWS's schema.
+pub const MAX_CERT_LEN: usize = 1024;
+
+const MAX_MODULE_ID_LEN: usize = 256;
+const ES384_SIGNATURE_LEN: usize = 96;
+const COSE_SIGN1_TAG: u8 = 0xd2;
+
+/// A syntactically valid attestation document. It has not been verified: it exposes nothing a
+/// caller should act on. [`crate::Verifier::verify`] turns it into a [`crate::VerifiedDocument`].
+#[derive(Clone, Debug)]
+pub struct ParsedDocument {
+    pub(crate) cose: CoseSign1,
+    pub(crate) payload: Payload,
+    pub(crate) sha384: [u8; 48],
+}
+
+/// The decoded payload fields.
+#[derive(Clone, Debug)]
+pub(crate) struct Payload {
+    pub(crate) module_id: String,
+    pub(crate) timestamp: Timestamp,
+    pub(crate) pcrs: BTreeMap<PcrIndex, PcrValue>,
+    pub(crate) certificate: Vec<u8>,
+    pub(crate) cabundle: Vec<Vec<u8>>,
+    pub(crate) public_key: Option<Vec<u8>>,
+    pub(crate) user_data: Option<Vec<u8>>,
+    pub(crate) nonce: Option<Vec<u8>>,
+}
+
+impl Payload {
+    pub(crate) fn pcr0(&self) -> Option<&PcrValue> {
+        self.pcrs.iter().next().filter(|(i, _)| i.get() == 0).map(|(_, v)| v)
+    }
+}
+
+/// Parse a document: syntax only. See the module documentation for what is checked.
+pub fn parse(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
+    if bytes.len() > MAX_DOCUMENT_LEN {
+        return Err(ParseError::TooLarge {
+            len: bytes.len(),
+            max: MAX_DOCUMENT_LEN,
+        });
+    }
+    let cose = decode_cose(bytes)?;
+    check_protected_header(&cose)?;
+    if cose.signature.len() != ES384_SIGNATURE_LEN {
+        return Err(ParseError::SignatureLength {
+            len: cose.signature.len(),
+        });
+    }
+    let payload_bytes = cose.payload.as_deref().ok_or(ParseError::PayloadMissing)?;
+    let payload = decode_payload(payload_bytes)?;
+    let mut sha384 = [0; 48];
+    sha384.copy_from_slice(digest::digest(&digest::SHA384, bytes).as_ref());
+    Ok(ParsedDocument {
+        cose,
+        payload,
+        sha384,
+    })
+}
+
+impl ParsedDocument {
+    /// When the document claims it was made. Unverified until [`crate::Verifier::verify`]
+    /// succeeds, but safe to use as the time to verify at (`--at document`): a forged timestamp
+    /// breaks the signature.
+    pub fn timestamp(&self) -> Timestamp {
+        self.payload.timestamp
+    }
+
+    /// SHA-384 of the document's bytes: an identifier for logs, never the document itself.
+    pub fn sha384(&self) -> &[u8; 48] {
+        &self.sha384
+    }
+
+    /// Every decoded field, for display. Nothing here has been verified.
+    pub fn unverified(&self) -> Unverified<'_> {
+        let p = &self.payload;
+        Unverified {
+            module_id: &p.module_id,
+            timestamp: p.timestamp,
+            pcrs: &p.pcrs,
+            certificate: &p.certificate,
+            cabundle: &p.cabundle,
+            public_key: p.public_key.as_deref(),
+            user_data: p.user_data.as_deref(),
+            nonce: p.nonce.as_deref(),
+        }
+    }
+}
+
+/// The fields of a document that has only been parsed. The name is the warning: none of this
+/// may be trusted, it is for `attest inspect` and for diagnostics.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Unverified<'a> {
+    pub module_id: &'a str,
+    pub timestamp: Timestamp,
+    pub pcrs: &'a BTreeMap<PcrIndex, PcrValue>,
+    pub certificate: &'a [u8],
+    pub cabundle: &'a [Vec<u8>],
+    pub public_key: Option<&'a [u8]>,
+    pub user_data: Option<&'a [u8]>,
+    pub nonce: Option<&'a [u8]>,
+}
+
+fn decode_cose(bytes: &[u8]) -> Result<CoseSign1, ParseError> {
+    let cose_error = |e: coset::CoseError| ParseError::Cose {
+        reason: e.to_string(),
+    };
+    match bytes.first() {
+        Some(&COSE_SIGN1_TAG) => CoseSign1::from_tagged_slice(bytes).map_err(cose_error),
+        // Major type 6 is a tag; any tag other than 18 is the wrong structure.
+        Some(b) if b >> 5 == 6 => {
+            let tag = match ciborium::de::from_reader::<Value, _>(bytes) {
+                Ok(Value::Tag(tag, _)) => tag,
+                _ => u64::from(b & 0x1f),
+            };
+            Err(ParseError::UnexpectedTag { tag })
+        }
+        _ => CoseSign1::from_slice(bytes).map_err(cose_error),
+    }
+}
+
+fn check_protected_header(cose: &CoseSign1) -> Result<(), ParseError> {
+    let expected = coset::HeaderBuilder::new()
+        .algorithm(iana::Algorithm::ES384)
+        .build();
+    if cose.protected.header == expected {
+        return Ok(());
+    }
+    let found = match &cose.protected.header.alg {
+        Some(alg) if cose.protected.header.alg == expected.alg => {
+            format!("{alg:?} with other parameters")
+        }
+        Some(alg) => format!("{alg:?}"),
+        None => "no algorithm".to_owned(),
+    };
+    Err(ParseError::Algorithm { found })
+}
+
+fn decode_payload(mut bytes: &[u8]) -> Result<Payload, ParseError> {
+    let value: Value =
+        ciborium::de::from_reader(&mut bytes).map_err(|e| ParseError::PayloadCbor {
+            reason: e.to_string(),
+        })?;
+    if !bytes.is_empty() {
+        return Err(ParseError::PayloadCbor {
+            reason: format!("{} trailing bytes after the payload map", bytes.len()),
+        });
+    }
+    let Value::Map(entries) = value else {
+        return Err(ParseError::PayloadNotMap);
+    };
+
+    let mut fields = Fields::default();
+    for (key, value) in entries {
+        let Value::Text(key) = key else {
+            return Err(ParseError::NonTextKey);
+        };
+        let slot = match key.as_str() {
+            "module_id" => &mut fields.module_id,
+            "digest" => &mut fields.digest,
+            "timestamp" => &mut fields.timestamp,
+            "pcrs" => &mut fields.pcrs,
+            "certificate" => &mut fields.certificate,
+            "cabundle" => &mut fields.cabundle,
+            "public_key" => &mut fields.public_key,
+            "user_data" => &mut fields.user_data,
+            "nonce" => &mut fields.nonce,
+            _ => return Err(ParseError::UnknownField { field: key }),
+        };
+        if slot.replace(value).is_some() {
+            return Err(ParseError::DuplicateField { field: key });
+        }
+    }
+
+    let digest = text(required(fields.digest, "digest")?, "digest")?;
+    if digest != "SHA384" {
+        return Err(ParseError::FieldValue {
+            field: "digest",
+            reason: format!("{:?} is not \"SHA384\"", truncate(&digest)),
+        });
+    }
+    let module_id = text(required(fields.module_id, "module_id")?, "module_id")?;
+    check_len("module_id", module_id.len(), 1, MAX_MODULE_ID_LEN, "1..=256 bytes")?;
+
+    let timestamp = match required(fields.timestamp, "timestamp")? {
+        Value::Integer(i) => u64::try_from(i).ok().filter(|t| *t > 0),
+        _ => None,
+    }
+    .ok_or(ParseError::FieldType {
+        field: "timestamp",
+        expected: "a positive integer (milliseconds since the Unix epoch)",
+    })?;
+
+    let certificate = bytes_field(required(fields.certificate, "certificate")?, "certificate")?;
+    check_len("certificate", certificate.len(), 1, MAX_CERT_LEN, "1..=1024 bytes")?;
+
+    Ok(Payload {
+        module_id,
+        timestamp: Timestamp::from_unix_millis(timestamp),
+        pcrs: decode_pcrs(required(fields.pcrs, "pcrs")?)?,
+        certificate,
+        cabundle: decode_cabundle(required(fields.cabundle, "cabundle")?)?,
+        public_key: optional_bytes(fields.public_key, "public_key", 1)?,
+        user_data: optional_bytes(fields.user_data, "user_data", 0)?,
+        nonce: optional_bytes(fields.nonce, "nonce", 0)?,
+    })
+}
+
+#[derive(Default)]
+struct Fields {
+    module_id: Option<Value>,
+    digest: Option<Value>,
+    timestamp: Option<Value>,
+    pcrs: Option<Value>,
+    certificate: Option<Value>,
+    cabundle: Option<Value>,
+    public_key: Option<Value>,
+    user_data: Option<Value>,
+    nonce: Option<Value>,
+}
+
+fn decode_pcrs(value: Value) -> Result<BTreeMap<PcrIndex, PcrValue>, ParseError> {
+    let Value::Map(entries) = value else {
+        return Err(ParseError::FieldType {
+            field: "pcrs",
+            expected: "a map from index to bytes",
+        });
+    };
+    check_len("pcrs", entries.len(), 1, usize::from(PCR_SLOTS), "1..=32 entries")?;
+    let mut pcrs = BTreeMap::new();
+    for (index, value) in entries {
+        let index = match index {
+            Value::Integer(i) => u64::try_from(i).ok(),
+            _ => None,
+        }
+        .ok_or(ParseError::FieldType {
+            field: "pcrs",
+            expected: "a map with unsigned integer keys",
+        })?;
+        let index = PcrIndex::try_from(index).map_err(|_| ParseError::FieldValue {
+            field: "pcrs",
+            reason: format!("index {index} is outside 0..=31"),
+        })?;
+        let bytes = bytes_field(value, "pcrs")?;
+        if bytes.len() != PCR_LEN {
+            return Err(ParseError::FieldValue {
+                field: "pcrs",
+                reason: format!(
+                    "{index} is {} bytes; SHA384 PCRs are {PCR_LEN}",
+                    bytes.len()
+                ),
+            });
+        }
+        let pcr = PcrValue::try_from(bytes.as_slice()).map_err(|e| ParseError::FieldValue {
+            field: "pcrs",
+            reason: e.to_string(),
+        })?;
+        if pcrs.insert(index, pcr).is_some() {
+            return Err(ParseError::FieldValue {
+                field: "pcrs",
+                reason: format!("{index} appears more than once"),
+            });
+        }
+    }
+    Ok(pcrs)
+}
+
+fn decode_cabundle(value: Value) -> Result<Vec<Vec<u8>>, ParseError> {
+    let Value::Array(items) = value else {
+        return Err(ParseError::FieldType {
+            field: "cabundle",
+            expected: "an array of byte strings",
+        });
+    };
+    check_len("cabundle", items.len(), 1, MAX_CABUNDLE_LEN, "1..=8 certificates")?;
+    items
+        .into_iter()
+        .map(|item| {
+            let cert = bytes_field(item, "cabundle")?;
+            check_len("cabundle", cert.len(), 1, MAX_CERT_LEN, "1..=1024 bytes per certificate")?;
+            Ok(cert)
+        })
+        .collect()
+}
+
+fn required(value: Option<Value>, field: &'static str) -> Result<Value, ParseError> {
+    value.ok_or(ParseError::MissingField { field })
+}
+
+fn text(value: Value, field: &'static str) -> Result<String, ParseError> {
+    match value {
+        Value::Text(s) => Ok(s),
+        _ => Err(ParseError::FieldType {
+            field,
+            expected: "a text string",
+        }),
+    }
+}
+
+fn bytes_field(value: Value, field: &'static str) -> Result<Vec<u8>, ParseError> {
+    match value {
+        Value::Bytes(b) => Ok(b),
+        _ => Err(ParseError::FieldType {
+            field,
+            expected: "a byte string",
+        }),
+    }
+}
+
+/// An optional field may be absent or null (the NSM writes null for a field it was not given).
+fn optional_bytes(
+    value: Option<Value>,
+    field: &'static str,
+    min: usize,
+) -> Result<Option<Vec<u8>>, ParseError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bytes(b)) => {
+            let bound = if min == 0 { "0..=1024 bytes" } else { "1..=1024 bytes" };
+            check_len(field, b.len(), min, MAX_USER_FIELD_LEN, bound)?;
+            Ok(Some(b))
+        }
+        Some(_) => Err(ParseError::FieldType {
+            field,
+            expected: "a byte string or null",
+        }),
+    }
+}
+
+fn check_len(
+    field: &'static str,
+    len: usize,
+    min: usize,
+    max: usize,
+    bound: &'static str,
+) -> Result<(), ParseError> {
+    if (min..=max).contains(&len) {
+        Ok(())
+    } else {
+        Err(ParseError::FieldSize { field, len, bound })
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(32).collect()
+}

@@ -1,0 +1,214 @@
+//! What a verifier requires of an authentic document: measurements, debug mode, freshness,
+//! nonce and region. Dangerous choices are spelled out: allowing debug enclaves or documents of
+//! any age needs a call named `dangerous_…`.
+
+use std::collections::BTreeMap;
+use core::time::Duration;
+
+use crate::document::Payload;
+use crate::error::{PcrDifference, PolicyViolation};
+use crate::time::Timestamp;
+use crate::types::{Nonce, PcrIndex, PcrValue, Region, OutOfRange};
+
+/// The maximum age a [`Policy`] allows unless told otherwise.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+
+/// How far in the future of the verification time a document may be dated (clock skew between
+/// the Nitro hypervisor and the verifier).
+pub const ALLOWED_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// One allowed set of measurements: every listed PCR must match exactly. An all-zero value
+/// means "must be all zeros", never "don't care".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeasurementSet(BTreeMap<PcrIndex, PcrValue>);
+
+impl MeasurementSet {
+    /// The PCRs this set pins.
+    pub fn pcrs(&self) -> &BTreeMap<PcrIndex, PcrValue> {
+        &self.0
+    }
+
+    fn first_difference(&self, set: usize, actual: &BTreeMap<PcrIndex, PcrValue>) -> Option<PcrDifference> {
+        self.0.iter().find_map(|(index, expected)| {
+            let found = actual.get(index);
+            (found != Some(expected)).then(|| PcrDifference {
+                set,
+                index: *index,
+                expected: *expected,
+                actual: found.copied(),
+            })
+        })
+    }
+}
+
+impl TryFrom<BTreeMap<PcrIndex, PcrValue>> for MeasurementSet {
+    type Error = OutOfRange;
+
+    fn try_from(pcrs: BTreeMap<PcrIndex, PcrValue>) -> Result<Self, Self::Error> {
+        if pcrs.is_empty() {
+            return Err(OutOfRange::new("a measurement set", "at least one PCR"));
+        }
+        Ok(Self(pcrs))
+    }
+}
+
+/// The requirements an authentic document must meet.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    measurements: Vec<MeasurementSet>,
+    allow_debug: bool,
+    max_age: Option<Duration>,
+    nonce: Option<Nonce>,
+    regions: Vec<Region>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Policy {
+    /// Any measurements, debug enclaves refused, at most [`DEFAULT_MAX_AGE`] old, no nonce
+    /// expected, any region.
+    pub fn new() -> Self {
+        Self {
+            measurements: Vec::new(),
+            allow_debug: false,
+            max_age: Some(DEFAULT_MAX_AGE),
+            nonce: None,
+            regions: Vec::new(),
+        }
+    }
+
+    /// Allow one more set of measurements. Once any set is given, a document must match one.
+    pub fn allow_measurements(mut self, set: MeasurementSet) -> Self {
+        self.measurements.push(set);
+        self
+    }
+
+    /// Refuse documents made longer than `max_age` before the verification time.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+
+    /// Accept documents of any age. Replay protection must then come from somewhere else.
+    pub fn dangerous_any_age(mut self) -> Self {
+        self.max_age = None;
+        self
+    }
+
+    /// Accept enclaves in debug mode (PCR0 all zeros), whose memory the host can read.
+    pub fn dangerous_allow_debug(mut self) -> Self {
+        self.allow_debug = true;
+        self
+    }
+
+    /// Require the document to carry exactly this nonce.
+    pub fn expect_nonce(mut self, nonce: Nonce) -> Self {
+        self.nonce = Some(nonce);
+        self
+    }
+
+    /// Accept only documents whose chain names one of these regions. An empty list allows any.
+    pub fn allow_regions(mut self, regions: impl IntoIterator<Item = Region>) -> Self {
+        self.regions = regions.into_iter().collect();
+        self
+    }
+
+    /// The allowed measurement sets (empty: measurements are not pinned).
+    pub fn measurements(&self) -> &[MeasurementSet] {
+        &self.measurements
+    }
+
+    /// Whether debug enclaves are accepted.
+    pub fn allows_debug(&self) -> bool {
+        self.allow_debug
+    }
+
+    /// The maximum age, or `None` if any age is accepted.
+    pub fn max_age_limit(&self) -> Option<Duration> {
+        self.max_age
+    }
+
+    /// The allowed regions (empty: any).
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    pub(crate) fn check(
+        &self,
+        payload: &Payload,
+        region: Option<&Region>,
+        at: Timestamp,
+    ) -> Result<(), PolicyViolation> {
+        let pcr0 = payload.pcr0().ok_or(PolicyViolation::NoPcr0)?;
+        if *pcr0 == PcrValue::ZERO && !self.allow_debug {
+            return Err(PolicyViolation::DebugMode);
+        }
+
+        self.check_measurements(&payload.pcrs)?;
+        self.check_age(payload.timestamp, at)?;
+
+        if let Some(expected) = &self.nonce {
+            let expected_hex = data_encoding::HEXLOWER.encode(expected.as_bytes());
+            match &payload.nonce {
+                None => return Err(PolicyViolation::NonceMissing { expected: expected_hex }),
+                Some(actual) if !expected.matches(actual) => {
+                    return Err(PolicyViolation::NonceMismatch {
+                        expected: expected_hex,
+                        actual: data_encoding::HEXLOWER.encode(actual),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+
+        if !self.regions.is_empty() {
+            let region = region.ok_or(PolicyViolation::RegionUnknown)?;
+            if !self.regions.contains(region) {
+                return Err(PolicyViolation::RegionNotAllowed {
+                    region: region.clone(),
+                    allowed: self.regions.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_measurements(&self, pcrs: &BTreeMap<PcrIndex, PcrValue>) -> Result<(), PolicyViolation> {
+        if self.measurements.is_empty() {
+            return Ok(());
+        }
+        let mut differences = Vec::with_capacity(self.measurements.len());
+        for (i, set) in self.measurements.iter().enumerate() {
+            match set.first_difference(i, pcrs) {
+                None => return Ok(()),
+                Some(d) => differences.push(d),
+            }
+        }
+        match <[PcrDifference; 1]>::try_from(differences) {
+            Ok([only]) => Err(PolicyViolation::PcrMismatch(only)),
+            Err(all) => Err(PolicyViolation::NoMeasurementSetMatched(all)),
+        }
+    }
+
+    fn check_age(&self, timestamp: Timestamp, at: Timestamp) -> Result<(), PolicyViolation> {
+        if timestamp > at.saturating_add(ALLOWED_CLOCK_SKEW) {
+            return Err(PolicyViolation::FromTheFuture { timestamp, at });
+        }
+        if let Some(max_age) = self.max_age {
+            let age = at.duration_since(timestamp).unwrap_or(Duration::ZERO);
+            if age > max_age {
+                return Err(PolicyViolation::Stale {
+                    timestamp,
+                    at,
+                    age,
+                    max_age,
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! The policy file: a TOML file holding trust (roots, cross-certificates) and policy
+//! (measurements, debug, age, regions). Unknown keys are errors. See `docs/policy.md`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::policy::{MeasurementSet, Policy};
+use crate::time::parse_duration;
+use crate::types::{PcrIndex, PcrValue, Region};
+
+/// A policy file, read and checked. Certificate paths are resolved against the file's directory
+/// but not yet read.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PolicyFile {
+    /// Trust the built-in AWS Nitro root (default `true`).
+    pub aws_root: bool,
+    /// Further trust anchors, such as a national root.
+    pub roots: Vec<PathBuf>,
+    /// Cross-certificates, such as a national root's certificate for the AWS root.
+    pub cross_certificates: Vec<PathBuf>,
+    /// The policy the file describes.
+    pub policy: Policy,
+}
+
+/// A policy file that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyFileError {
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    #[error("{0}")]
+    Toml(String),
+    /// A value of the right type that is not allowed.
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default = "yes")]
+    aws_root: bool,
+    #[serde(default)]
+    roots: Vec<PathBuf>,
+    #[serde(default)]
+    cross_certificates: Vec<PathBuf>,
+    max_age: Option<String>,
+    #[serde(default)]
+    dangerous_any_age: bool,
+    #[serde(default)]
+    dangerous_allow_debug: bool,
+    #[serde(default)]
+    regions: Vec<String>,
+    #[serde(default)]
+    measurements: Vec<BTreeMap<String, String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl PolicyFile {
+    /// Parse a policy file's text. Relative certificate paths are resolved against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Self, PolicyFileError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| PolicyFileError::Toml(e.to_string()))?;
+        let invalid = |key: &str, reason: String| PolicyFileError::Invalid {
+            key: key.to_owned(),
+            reason,
+        };
+
+        let mut policy = Policy::new();
+        match (raw.max_age, raw.dangerous_any_age) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    "max_age",
+                    "cannot be set together with dangerous_any_age".to_owned(),
+                ));
+            }
+            (Some(text), false) => {
+                let max_age = parse_duration(&text).map_err(|e| invalid("max_age", e.to_string()))?;
+                policy = policy.max_age(max_age);
+            }
+            (None, true) => policy = policy.dangerous_any_age(),
+            (None, false) => {}
+        }
+        if raw.dangerous_allow_debug {
+            policy = policy.dangerous_allow_debug();
+        }
+        let regions = raw
+            .regions
+            .iter()
+            .map(|r| Region::try_from(r.as_str()).map_err(|e| invalid("regions", e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        policy = policy.allow_regions(regions);
+        for (i, set) in raw.measurements.iter().enumerate() {
+            policy = policy.allow_measurements(parse_measurement_set(set).map_err(|reason| {
+                invalid(&format!("measurements[{i}]"), reason)
+            })?);
+        }
+
+        let resolve = |paths: Vec<PathBuf>| -> Vec<PathBuf> {
+            paths.into_iter().map(|p| base_dir.join(p)).collect()
+        };
+        Ok(Self {
+            aws_root: raw.aws_root,
+            roots: resolve(raw.roots),
+            cross_certificates: resolve(raw.cross_certificates),
+            policy,
+        })
+    }
+}
+
+/// Keys are `pcr0` … `pcr31`; values are 96 hex digits.
+fn parse_measurement_set(set: &BTreeMap<String, String>) -> Result<MeasurementSet, String> {
+    let mut pcrs = BTreeMap::new();
+    for (key, value) in set {
+        let index = key
+            .strip_prefix("pcr")
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.len() <= 2)
+            .and_then(|n| n.parse::<u64>().ok())
+            .and_then(|n| PcrIndex::try_from(n).ok())
+            .ok_or_else(|| format!("unknown key {key:?}: expected pcr0 … pcr31"))?;
+        let value = PcrValue::from_hex(value).map_err(|e| format!("{key}: {e}"))?;
+        pcrs.insert(index, value);
+    }
+    MeasurementSet::try_from(pcrs).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<PolicyFile, PolicyFileError> {
+        PolicyFile::parse(text, Path::new("/etc/attest"))
+    }
+
+    #[test]
+    fn full_file() {
+        let pcr = "00".repeat(47) + "01";
+        let file = parse(&format!(
+            r#"
+            aws_root = false
+            roots = ["national-root.pem"]
+            cross_certificates = ["/abs/cross.pem"]
+            max_age = "10m"
+            regions = ["eu-central-1"]
+            dangerous_allow_debug = true
+
+            [[measurements]]
+            pcr0 = "{pcr}"
+            pcr2 = "{pcr}"
+
+            [[measurements]]
+            pcr0 = "{pcr}"
+            "#
+        ))
+        .unwrap();
+        assert!(!file.aws_root);
+        assert_eq!(file.roots, vec![PathBuf::from("/etc/attest/national-root.pem")]);
+        assert_eq!(file.cross_certificates, vec![PathBuf::from("/abs/cross.pem")]);
+        assert_eq!(
+            file.policy.max_age_limit(),
+            Some(core::time::Duration::from_secs(600))
+        );
+        assert!(file.policy.allows_debug());
+        assert_eq!(file.policy.regions().len(), 1);
+        assert_eq!(file.policy.measurements().len(), 2);
+        assert_eq!(file.policy.measurements().first().unwrap().pcrs().len(), 2);
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let file = parse("").unwrap();
+        assert!(file.aws_root);
+        assert!(!file.policy.allows_debug());
+        assert_eq!(
+            file.policy.max_age_limit(),
+            Some(crate::policy::DEFAULT_MAX_AGE)
+        );
+        assert!(file.policy.measurements().is_empty());
+    }
+
+    #[test]
+    fn rejects_what_it_does_not_understand() {
+        let pcr = "00".repeat(48);
+        for (text, needle) in [
+            ("allow_debug = true", "unknown field"),
+            ("max_age = \"soon\"", "max_age"),
+            ("max_age = \"5m\"\ndangerous_any_age = true", "dangerous_any_age"),
+            ("regions = [\"EU\"]", "regions"),
+            ("[[measurements]]\npcr32 = \"00\"", "pcr32"),
+            ("[[measurements]]\npcr0 = \"00\"", "pcr0"),
+            (&format!("[[measurements]]\nPCR0 = \"{pcr}\""), "PCR0"),
+            ("[[measurements]]", "at least one PCR"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
+    }
+}

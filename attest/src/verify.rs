@@ -1,0 +1,168 @@
+//! Verification: trust, signature, then policy. Only a [`VerifiedDocument`] hands out the fields
+//! a caller acts on.
+
+use std::collections::BTreeMap;
+
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
+
+use crate::cache::ChainCache;
+use crate::chain::verify_chain;
+use crate::document::ParsedDocument;
+use crate::error::VerifyError;
+use crate::policy::Policy;
+use crate::time::Timestamp;
+use crate::trust::TrustStore;
+use crate::types::{PcrIndex, PcrValue, Region};
+
+/// Verifies documents against a fixed trust configuration, remembering verified chains.
+///
+/// One verifier can be shared between threads; its chain cache is behind a lock held only for a
+/// map lookup or insert.
+#[derive(Debug)]
+pub struct Verifier {
+    trust: TrustStore,
+    cache: ChainCache,
+}
+
+impl Verifier {
+    /// A verifier that trusts `trust`.
+    pub fn new(trust: TrustStore) -> Self {
+        Self {
+            trust,
+            cache: ChainCache::default(),
+        }
+    }
+
+    /// Verify `document` at time `at` and check it against `policy`:
+    ///
+    /// 1. the chain from the document's certificate through `cabundle` to a trust anchor, every
+    ///    certificate valid at `at`, CA constraints and key usage;
+    /// 2. the ES384 signature over the COSE Sig_structure with the leaf key;
+    /// 3. the policy (debug, measurements, age, nonce, region).
+    pub fn verify(
+        &self,
+        document: &ParsedDocument,
+        policy: &Policy,
+        at: Timestamp,
+    ) -> Result<VerifiedDocument, VerifyError> {
+        let payload = &document.payload;
+        let chain = verify_chain(&self.trust, &self.cache, payload, at)?;
+
+        let to_be_signed = document.cose.tbs_data(&[]);
+        UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &chain.leaf_point)
+            .verify(&to_be_signed, &document.cose.signature)
+            .map_err(|_| VerifyError::SignatureInvalid)?;
+
+        policy.check(payload, chain.region.as_ref(), at)?;
+
+        let debug = payload.pcr0() == Some(&PcrValue::ZERO);
+        Ok(VerifiedDocument {
+            module_id: payload.module_id.clone(),
+            timestamp: payload.timestamp,
+            pcrs: payload.pcrs.clone(),
+            public_key: payload.public_key.clone(),
+            user_data: payload.user_data.clone(),
+            nonce: payload.nonce.clone(),
+            region: chain.region,
+            debug,
+            trust_path: TrustPath {
+                anchor_subject: chain.anchor_subject,
+                anchor_is_aws_root: chain.anchor_is_aws_root,
+                via_cross_certificate: chain.via_cross_certificate,
+            },
+            sha384: document.sha384,
+            verified_at: at,
+        })
+    }
+
+    /// How many verified chains are cached.
+    pub fn cached_chains(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// How the document's chain reached a trust anchor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrustPath {
+    /// The anchor's subject.
+    pub anchor_subject: String,
+    /// The anchor is the built-in AWS Nitro root.
+    pub anchor_is_aws_root: bool,
+    /// The path went through a configured cross-certificate (a nation's root of trust).
+    pub via_cross_certificate: bool,
+}
+
+/// A document whose chain, signature and policy have all been checked. It has no public
+/// constructor: holding one is proof that [`Verifier::verify`] accepted it.
+#[derive(Clone, Debug)]
+pub struct VerifiedDocument {
+    module_id: String,
+    timestamp: Timestamp,
+    pcrs: BTreeMap<PcrIndex, PcrValue>,
+    public_key: Option<Vec<u8>>,
+    user_data: Option<Vec<u8>>,
+    nonce: Option<Vec<u8>>,
+    region: Option<Region>,
+    debug: bool,
+    trust_path: TrustPath,
+    sha384: [u8; 48],
+    verified_at: Timestamp,
+}
+
+impl VerifiedDocument {
+    /// The enclave's module id (instance and enclave id).
+    pub fn module_id(&self) -> &str {
+        &self.module_id
+    }
+
+    /// When the Nitro hypervisor made the document.
+    pub fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+
+    /// Every PCR the document reports.
+    pub fn pcrs(&self) -> &BTreeMap<PcrIndex, PcrValue> {
+        &self.pcrs
+    }
+
+    /// The public key the enclave put in the document, if any.
+    pub fn public_key(&self) -> Option<&[u8]> {
+        self.public_key.as_deref()
+    }
+
+    /// The user data the enclave put in the document, if any.
+    pub fn user_data(&self) -> Option<&[u8]> {
+        self.user_data.as_deref()
+    }
+
+    /// The nonce in the document, if any.
+    pub fn nonce(&self) -> Option<&[u8]> {
+        self.nonce.as_deref()
+    }
+
+    /// The AWS region the regional CA names, when it names one.
+    pub fn region(&self) -> Option<&Region> {
+        self.region.as_ref()
+    }
+
+    /// PCR0 is all zeros: the enclave runs in debug mode (accepted only if the policy allowed it).
+    pub fn is_debug(&self) -> bool {
+        self.debug
+    }
+
+    /// How the chain reached a trust anchor.
+    pub fn trust_path(&self) -> &TrustPath {
+        &self.trust_path
+    }
+
+    /// SHA-384 of the document's bytes.
+    pub fn sha384(&self) -> &[u8; 48] {
+        &self.sha384
+    }
+
+    /// The time the document was verified at.
+    pub fn verified_at(&self) -> Timestamp {
+        self.verified_at
+    }
+}
