@@ -39,8 +39,7 @@ const OID_SECP384R1: &str = "1.3.132.0.34";
 impl CertInfo {
     pub(crate) fn parse(der: &[u8], position: CertPosition) -> Result<Self, VerifyError> {
         let malformed = |reason: String| VerifyError::CertificateMalformed { position, reason };
-        let (rest, cert) =
-            X509Certificate::from_der(der).map_err(|e| malformed(format!("{e}")))?;
+        let (rest, cert) = X509Certificate::from_der(der).map_err(|e| malformed(format!("{e}")))?;
         if !rest.is_empty() {
             return Err(malformed(format!(
                 "{} trailing bytes after the certificate",

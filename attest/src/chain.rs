@@ -41,10 +41,13 @@ pub(crate) fn verify_chain(
     let leaf = CertInfo::parse(&payload.certificate, CertPosition::Leaf)?;
     leaf.check_validity(at)?;
     leaf.check_leaf()?;
-    let leaf_point = leaf.p384_point.clone().ok_or(VerifyError::LeafKeyAlgorithm)?;
+    let leaf_point = leaf
+        .p384_point
+        .clone()
+        .ok_or(VerifyError::LeafKeyAlgorithm)?;
     let leaf_der = CertificateDer::from(payload.certificate.as_slice());
-    let leaf_cert = EndEntityCert::try_from(&leaf_der)
-        .map_err(|e| VerifyError::CertificateMalformed {
+    let leaf_cert =
+        EndEntityCert::try_from(&leaf_der).map_err(|e| VerifyError::CertificateMalformed {
             position: CertPosition::Leaf,
             reason: format!("{e:?}"),
         })?;
@@ -141,17 +144,17 @@ fn verify_bundle(
             position: CertPosition::Bundle(0),
             reason: "missing".to_owned(),
         })?;
-    let root_as_anchor =
-        webpki::anchor_from_trusted_cert(&root_der).map_err(|e| VerifyError::CertificateMalformed {
-            position: CertPosition::Bundle(0),
-            reason: format!("{e:?}"),
-        })?;
-    let root_cert = EndEntityCert::try_from(&root_der).map_err(|e| {
+    let root_as_anchor = webpki::anchor_from_trusted_cert(&root_der).map_err(|e| {
         VerifyError::CertificateMalformed {
             position: CertPosition::Bundle(0),
             reason: format!("{e:?}"),
         }
     })?;
+    let root_cert =
+        EndEntityCert::try_from(&root_der).map_err(|e| VerifyError::CertificateMalformed {
+            position: CertPosition::Bundle(0),
+            reason: format!("{e:?}"),
+        })?;
 
     let valid_anchors = trust.anchors_valid_at(at);
     let anchors: Vec<TrustAnchor<'_>> = valid_anchors.iter().map(|a| a.anchor.clone()).collect();
@@ -209,10 +212,10 @@ fn verify_bundle(
 
     let used: Vec<_> = path.intermediate_certificates().collect();
     let via_cross_certificate = used.len() >= bundle_len;
-    let anchor = valid_anchors
-        .iter()
-        .find(|a| a.anchor.subject == path.anchor().subject
-            && a.anchor.subject_public_key_info == path.anchor().subject_public_key_info);
+    let anchor = valid_anchors.iter().find(|a| {
+        a.anchor.subject == path.anchor().subject
+            && a.anchor.subject_public_key_info == path.anchor().subject_public_key_info
+    });
 
     // The chain is trusted for as long as every certificate on it is valid.
     let mut not_before = bundle.iter().map(|c| c.not_before).max().unwrap_or(at);
@@ -273,10 +276,10 @@ fn check_order(bundle: &[CertInfo], leaf: &CertInfo) -> Result<(), VerifyError> 
             return Err(VerifyError::ChainOrder {
                 position: cert.position,
                 subject: cert.subject.clone(),
-                expected_issuer: expected_issuer
-                    .map_or_else(|| "itself (cabundle[0] must be the root)".to_owned(), |i| {
-                        i.subject.clone()
-                    }),
+                expected_issuer: expected_issuer.map_or_else(
+                    || "itself (cabundle[0] must be the root)".to_owned(),
+                    |i| i.subject.clone(),
+                ),
             });
         }
         expected_issuer = Some(cert);

@@ -54,7 +54,11 @@ pub(crate) struct Payload {
 
 impl Payload {
     pub(crate) fn pcr0(&self) -> Option<&PcrValue> {
-        self.pcrs.iter().next().filter(|(i, _)| i.get() == 0).map(|(_, v)| v)
+        self.pcrs
+            .iter()
+            .next()
+            .filter(|(i, _)| i.get() == 0)
+            .map(|(_, v)| v)
     }
 }
 
@@ -207,7 +211,13 @@ fn decode_payload(mut bytes: &[u8]) -> Result<Payload, ParseError> {
         });
     }
     let module_id = text(required(fields.module_id, "module_id")?, "module_id")?;
-    check_len("module_id", module_id.len(), 1, MAX_MODULE_ID_LEN, "1..=256 bytes")?;
+    check_len(
+        "module_id",
+        module_id.len(),
+        1,
+        MAX_MODULE_ID_LEN,
+        "1..=256 bytes",
+    )?;
 
     let timestamp = match required(fields.timestamp, "timestamp")? {
         Value::Integer(i) => u64::try_from(i).ok().filter(|t| *t > 0),
@@ -219,7 +229,13 @@ fn decode_payload(mut bytes: &[u8]) -> Result<Payload, ParseError> {
     })?;
 
     let certificate = bytes_field(required(fields.certificate, "certificate")?, "certificate")?;
-    check_len("certificate", certificate.len(), 1, MAX_CERT_LEN, "1..=1024 bytes")?;
+    check_len(
+        "certificate",
+        certificate.len(),
+        1,
+        MAX_CERT_LEN,
+        "1..=1024 bytes",
+    )?;
 
     Ok(Payload {
         module_id,
@@ -253,7 +269,13 @@ fn decode_pcrs(value: Value) -> Result<BTreeMap<PcrIndex, PcrValue>, ParseError>
             expected: "a map from index to bytes",
         });
     };
-    check_len("pcrs", entries.len(), 1, usize::from(PCR_SLOTS), "1..=32 entries")?;
+    check_len(
+        "pcrs",
+        entries.len(),
+        1,
+        usize::from(PCR_SLOTS),
+        "1..=32 entries",
+    )?;
     let mut pcrs = BTreeMap::new();
     for (index, value) in entries {
         let index = match index {
@@ -299,12 +321,24 @@ fn decode_cabundle(value: Value) -> Result<Vec<Vec<u8>>, ParseError> {
             expected: "an array of byte strings",
         });
     };
-    check_len("cabundle", items.len(), 1, MAX_CABUNDLE_LEN, "1..=8 certificates")?;
+    check_len(
+        "cabundle",
+        items.len(),
+        1,
+        MAX_CABUNDLE_LEN,
+        "1..=8 certificates",
+    )?;
     items
         .into_iter()
         .map(|item| {
             let cert = bytes_field(item, "cabundle")?;
-            check_len("cabundle", cert.len(), 1, MAX_CERT_LEN, "1..=1024 bytes per certificate")?;
+            check_len(
+                "cabundle",
+                cert.len(),
+                1,
+                MAX_CERT_LEN,
+                "1..=1024 bytes per certificate",
+            )?;
             Ok(cert)
         })
         .collect()
@@ -343,7 +377,11 @@ fn optional_bytes(
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bytes(b)) => {
-            let bound = if min == 0 { "0..=1024 bytes" } else { "1..=1024 bytes" };
+            let bound = if min == 0 {
+                "0..=1024 bytes"
+            } else {
+                "1..=1024 bytes"
+            };
             check_len(field, b.len(), min, MAX_USER_FIELD_LEN, bound)?;
             Ok(Some(b))
         }

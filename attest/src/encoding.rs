@@ -89,7 +89,10 @@ mod tests {
     #[test]
     fn rejects_other_input() {
         assert_eq!(decode_document(b""), Err(EncodingError::Unrecognised));
-        assert_eq!(decode_document(b"not a document!"), Err(EncodingError::Unrecognised));
+        assert_eq!(
+            decode_document(b"not a document!"),
+            Err(EncodingError::Unrecognised)
+        );
         assert!(matches!(
             decode_document(&vec![b'a'; MAX_ENCODED_LEN + 1]),
             Err(EncodingError::TooLarge { .. })

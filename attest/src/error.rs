@@ -251,7 +251,10 @@ pub enum PolicyViolation {
     NonceMismatch { expected: String, actual: String },
     /// The region is not among those the policy allows.
     #[error("region {region} is not allowed (allowed: {})", join(allowed))]
-    RegionNotAllowed { region: Region, allowed: Vec<Region> },
+    RegionNotAllowed {
+        region: Region,
+        allowed: Vec<Region>,
+    },
     /// The policy restricts regions but the chain names none that can be read.
     #[error("the policy restricts regions but the regional CA's subject names no region")]
     RegionUnknown,

@@ -2,13 +2,13 @@
 //! nonce and region. Dangerous choices are spelled out: allowing debug enclaves or documents of
 //! any age needs a call named `dangerous_…`.
 
-use std::collections::BTreeMap;
 use core::time::Duration;
+use std::collections::BTreeMap;
 
 use crate::document::Payload;
 use crate::error::{PcrDifference, PolicyViolation};
 use crate::time::Timestamp;
-use crate::types::{Nonce, PcrIndex, PcrValue, Region, OutOfRange};
+use crate::types::{Nonce, OutOfRange, PcrIndex, PcrValue, Region};
 
 /// The maximum age a [`Policy`] allows unless told otherwise.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(5 * 60);
@@ -28,7 +28,11 @@ impl MeasurementSet {
         &self.0
     }
 
-    fn first_difference(&self, set: usize, actual: &BTreeMap<PcrIndex, PcrValue>) -> Option<PcrDifference> {
+    fn first_difference(
+        &self,
+        set: usize,
+        actual: &BTreeMap<PcrIndex, PcrValue>,
+    ) -> Option<PcrDifference> {
         self.0.iter().find_map(|(index, expected)| {
             let found = actual.get(index);
             (found != Some(expected)).then(|| PcrDifference {
@@ -154,7 +158,11 @@ impl Policy {
         if let Some(expected) = &self.nonce {
             let expected_hex = data_encoding::HEXLOWER.encode(expected.as_bytes());
             match &payload.nonce {
-                None => return Err(PolicyViolation::NonceMissing { expected: expected_hex }),
+                None => {
+                    return Err(PolicyViolation::NonceMissing {
+                        expected: expected_hex,
+                    });
+                }
                 Some(actual) if !expected.matches(actual) => {
                     return Err(PolicyViolation::NonceMismatch {
                         expected: expected_hex,
@@ -177,7 +185,10 @@ impl Policy {
         Ok(())
     }
 
-    fn check_measurements(&self, pcrs: &BTreeMap<PcrIndex, PcrValue>) -> Result<(), PolicyViolation> {
+    fn check_measurements(
+        &self,
+        pcrs: &BTreeMap<PcrIndex, PcrValue>,
+    ) -> Result<(), PolicyViolation> {
         if self.measurements.is_empty() {
             return Ok(());
         }

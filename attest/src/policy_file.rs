@@ -79,7 +79,8 @@ impl PolicyFile {
                 ));
             }
             (Some(text), false) => {
-                let max_age = parse_duration(&text).map_err(|e| invalid("max_age", e.to_string()))?;
+                let max_age =
+                    parse_duration(&text).map_err(|e| invalid("max_age", e.to_string()))?;
                 policy = policy.max_age(max_age);
             }
             (None, true) => policy = policy.dangerous_any_age(),
@@ -95,9 +96,10 @@ impl PolicyFile {
             .collect::<Result<Vec<_>, _>>()?;
         policy = policy.allow_regions(regions);
         for (i, set) in raw.measurements.iter().enumerate() {
-            policy = policy.allow_measurements(parse_measurement_set(set).map_err(|reason| {
-                invalid(&format!("measurements[{i}]"), reason)
-            })?);
+            policy = policy.allow_measurements(
+                parse_measurement_set(set)
+                    .map_err(|reason| invalid(&format!("measurements[{i}]"), reason))?,
+            );
         }
 
         let resolve = |paths: Vec<PathBuf>| -> Vec<PathBuf> {
@@ -158,8 +160,14 @@ mod tests {
         ))
         .unwrap();
         assert!(!file.aws_root);
-        assert_eq!(file.roots, vec![PathBuf::from("/etc/attest/national-root.pem")]);
-        assert_eq!(file.cross_certificates, vec![PathBuf::from("/abs/cross.pem")]);
+        assert_eq!(
+            file.roots,
+            vec![PathBuf::from("/etc/attest/national-root.pem")]
+        );
+        assert_eq!(
+            file.cross_certificates,
+            vec![PathBuf::from("/abs/cross.pem")]
+        );
         assert_eq!(
             file.policy.max_age_limit(),
             Some(core::time::Duration::from_secs(600))
@@ -188,7 +196,10 @@ mod tests {
         for (text, needle) in [
             ("allow_debug = true", "unknown field"),
             ("max_age = \"soon\"", "max_age"),
-            ("max_age = \"5m\"\ndangerous_any_age = true", "dangerous_any_age"),
+            (
+                "max_age = \"5m\"\ndangerous_any_age = true",
+                "dangerous_any_age",
+            ),
             ("regions = [\"EU\"]", "regions"),
             ("[[measurements]]\npcr32 = \"00\"", "pcr32"),
             ("[[measurements]]\npcr0 = \"00\"", "pcr0"),

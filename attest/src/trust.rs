@@ -84,7 +84,10 @@ impl TrustStore {
 
     /// Add a cross-certificate: a CA certificate one of the roots issued for another root (such
     /// as a national root's certificate for the AWS root), given as DER.
-    pub fn add_cross_certificate(&mut self, der: CertificateDer<'static>) -> Result<(), TrustError> {
+    pub fn add_cross_certificate(
+        &mut self,
+        der: CertificateDer<'static>,
+    ) -> Result<(), TrustError> {
         let info = CertInfo::parse(&der, CertPosition::CrossCertificate)?;
         info.check_ca().map_err(|e| TrustError::NotCa {
             reason: e.to_string(),
@@ -98,7 +101,11 @@ impl TrustStore {
         self.anchors.is_empty()
     }
 
-    fn push_anchor(&mut self, der: CertificateDer<'static>, is_aws_root: bool) -> Result<(), TrustError> {
+    fn push_anchor(
+        &mut self,
+        der: CertificateDer<'static>,
+        is_aws_root: bool,
+    ) -> Result<(), TrustError> {
         let info = CertInfo::parse(&der, CertPosition::TrustAnchor)?;
         let anchor = webpki::anchor_from_trusted_cert(&der)
             .map_err(|e| TrustError::Anchor {

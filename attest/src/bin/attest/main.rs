@@ -1,1 +1,148 @@
-fn main() {}
+//! `attest`: verify and inspect AWS Nitro attestation documents, and manage a development
+//! national root of trust.
+//!
+//! Exit codes: 0 verified (or done), 1 refused (a verdict), 2 usage, configuration or I/O error.
+
+mod inspect;
+mod json;
+mod pki;
+mod policy;
+mod verify;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+/// Verify and inspect AWS Nitro Enclaves attestation documents.
+#[derive(Debug, Parser)]
+#[command(
+    name = "attest",
+    version,
+    after_help = "Exit codes: 0 verified, 1 refused (the document must not be trusted), \
+                  2 usage, configuration or I/O error.\n\n\
+                  Example:\n  attest verify attest/tests/data/nitro/marlin-20240226-3a4a0301.cbor --at document"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Verify(verify::Args),
+    Inspect(inspect::Args),
+    #[command(subcommand)]
+    Pki(pki::Command),
+    #[command(subcommand)]
+    Policy(policy::Command),
+}
+
+/// What a command concluded, when it ran to the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Accepted,
+    Refused,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Verify(args) => verify::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Pki(command) => pki::run(command),
+        Command::Policy(command) => policy::run(command),
+    };
+    match result {
+        Ok(Verdict::Accepted) => ExitCode::SUCCESS,
+        Ok(Verdict::Refused) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("attest: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Read a document from a path, or standard input for `-`, and decode raw CBOR, hex or base64.
+fn read_document(source: &str) -> anyhow::Result<(Vec<u8>, attest::Encoding)> {
+    let limit = u64::try_from(attest::MAX_ENCODED_LEN).unwrap_or(u64::MAX) + 1;
+    let mut input = Vec::new();
+    if source == "-" {
+        std::io::stdin()
+            .take(limit)
+            .read_to_end(&mut input)
+            .context("reading the document from standard input")?;
+    } else {
+        std::fs::File::open(source)
+            .and_then(|f| f.take(limit).read_to_end(&mut input))
+            .with_context(|| format!("reading the document {source}"))?;
+    }
+    match attest::decode_document(&input) {
+        Ok(decoded) => Ok(decoded),
+        Err(e) => bail!("{source}: {e}"),
+    }
+}
+
+/// Read a file of limited size.
+fn read_small_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    const LIMIT: u64 = 1024 * 1024;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(LIMIT + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > LIMIT {
+        bail!("{what} {} is larger than 1 MiB", path.display());
+    }
+    Ok(bytes)
+}
+
+/// Write a file without replacing an existing one, via a temporary file, fsync and rename, so
+/// that a crash leaves either nothing or the whole file.
+fn write_new_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    if path.exists() {
+        bail!(
+            "{} already exists; refusing to overwrite it",
+            path.display()
+        );
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().context("output path has no file name")?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let result = (|| {
+        let mut file = options.open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
+    Ok(())
+}

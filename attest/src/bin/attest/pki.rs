@@ -1,0 +1,169 @@
+//! `attest pki`: a development national root, and cross-certificates under it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use attest::Timestamp;
+use attest::pki::{cross_certify, init_root};
+use rustls_pki_types::CertificateDer;
+
+use crate::{Verdict, read_small_file, write_new_file};
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// Create a development national root CA (ECDSA P-384): a certificate and its private key.
+    #[command(
+        after_help = "Example:\n  attest pki init-root --cert national-root.pem --key national-root.key \\\n      \
+        --name \"Example National Root CA\" --not-before 2020-01-01T00:00:00Z --days 7300\n\n\
+        The key is written with mode 0600. A production root belongs in an HSM."
+    )]
+    InitRoot {
+        /// Where to write the certificate (PEM). Must not exist.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// Where to write the private key (PKCS#8 PEM). Must not exist.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The root's common name.
+        #[arg(long, default_value = "Development National Root CA")]
+        name: String,
+        /// The root's organization.
+        #[arg(long, default_value = "Development Government")]
+        organization: String,
+        /// The root's two-letter country code.
+        #[arg(long, default_value = "XX")]
+        country: String,
+        #[command(flatten)]
+        validity: Validity,
+    },
+    /// Issue a cross-certificate for another root (by default the AWS Nitro root G1) under a
+    /// national root, so that a verifier trusting only the national root accepts that root's
+    /// documents while the cross-certificate is valid.
+    #[command(
+        after_help = "Example:\n  attest pki cross-certify --issuer-cert national-root.pem \\\n      \
+        --issuer-key national-root.key --not-before 2021-01-01T00:00:00Z --days 1461 \\\n      \
+        --out aws-cross.pem\n\n\
+        Withdraw trust by letting it expire, or by removing it from verifiers."
+    )]
+    CrossCertify {
+        /// The issuing (national) root certificate.
+        #[arg(long, value_name = "FILE")]
+        issuer_cert: PathBuf,
+        /// The issuing root's private key (PKCS#8 PEM).
+        #[arg(long, value_name = "FILE")]
+        issuer_key: PathBuf,
+        /// The root to cross-certify (PEM or DER). Default: the built-in AWS Nitro root G1.
+        #[arg(long, value_name = "FILE")]
+        target: Option<PathBuf>,
+        /// Where to write the cross-certificate (PEM). Must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        validity: Validity,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Validity {
+    /// Start of validity (RFC 3339). Default: now.
+    #[arg(long, value_name = "RFC3339")]
+    not_before: Option<String>,
+    /// End of validity (RFC 3339).
+    #[arg(long, value_name = "RFC3339", conflicts_with = "days")]
+    not_after: Option<String>,
+    /// Validity length in days from --not-before.
+    #[arg(long)]
+    days: Option<u64>,
+}
+
+impl Validity {
+    fn resolve(&self, default_days: u64) -> anyhow::Result<(Timestamp, Timestamp)> {
+        let not_before = match &self.not_before {
+            Some(t) => Timestamp::parse_rfc3339(t).context("--not-before")?,
+            None => Timestamp::now(),
+        };
+        let not_after = match (&self.not_after, self.days) {
+            (Some(t), _) => Timestamp::parse_rfc3339(t).context("--not-after")?,
+            (None, days) => not_before.saturating_add(core::time::Duration::from_secs(
+                days.unwrap_or(default_days).saturating_mul(86_400),
+            )),
+        };
+        if not_after <= not_before {
+            bail!("the validity ends ({not_after}) before it starts ({not_before})");
+        }
+        Ok((not_before, not_after))
+    }
+}
+
+pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
+    match command {
+        Command::InitRoot {
+            cert,
+            key,
+            name,
+            organization,
+            country,
+            validity,
+        } => {
+            let (not_before, not_after) = validity.resolve(3650)?;
+            let root = init_root(&name, &organization, &country, not_before, not_after)?;
+            write_new_file(&key, root.private_key_pem.as_bytes(), true)?;
+            write_new_file(&cert, pem(&root.certificate).as_bytes(), false)?;
+            println!(
+                "created root {name:?}, valid {not_before} → {not_after}\n  certificate {}\n  private key {} (keep it offline)",
+                cert.display(),
+                key.display()
+            );
+        }
+        Command::CrossCertify {
+            issuer_cert,
+            issuer_key,
+            target,
+            out,
+            validity,
+        } => {
+            let (not_before, not_after) = validity.resolve(365)?;
+            let issuer = one_certificate(&issuer_cert)?;
+            let key = String::from_utf8(read_small_file(&issuer_key, "issuer key")?)
+                .context("issuer key is not PEM")?;
+            let key = zeroize::Zeroizing::new(key);
+            let target = match &target {
+                Some(path) => one_certificate(path)?,
+                None => attest::aws_nitro_root_g1(),
+            };
+            let cross = cross_certify(&issuer, &key, &target, not_before, not_after)?;
+            write_new_file(&out, pem(&cross).as_bytes(), false)?;
+            println!(
+                "cross-certificate written to {}, valid {not_before} → {not_after}",
+                out.display()
+            );
+        }
+    }
+    Ok(Verdict::Accepted)
+}
+
+fn one_certificate(path: &PathBuf) -> anyhow::Result<CertificateDer<'static>> {
+    let mut certs = attest::load_certificates(&read_small_file(path, "certificate")?)
+        .with_context(|| path.display().to_string())?;
+    if certs.len() != 1 {
+        bail!(
+            "{} holds {} certificates; expected one",
+            path.display(),
+            certs.len()
+        );
+    }
+    certs.pop().context("no certificate")
+}
+
+fn pem(der: &CertificateDer<'_>) -> String {
+    let body = data_encoding::BASE64.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
