@@ -311,23 +311,21 @@ fn explain_path_failure(
             | webpki::Error::CertNotValidYet { .. }
             | webpki::Error::UnknownIssuer
     ) {
-        // Prefer naming a configured certificate whose validity excludes `at`.
-        for info in cross_for_root.clone() {
-            if let Err(e) = info.check_validity(at) {
-                return e;
-            }
-        }
-        if let Some(anchor) = anchor_for_root {
-            if let Err(e) = anchor.info.check_validity(at) {
-                return e;
-            }
-        }
-        for anchor in &trust.anchors {
-            if let Err(e) = anchor.info.check_validity(at) {
-                if matches!(error, webpki::Error::UnknownIssuer) {
-                    return e;
-                }
-            }
+        // Name a configured certificate on the way to the root whose validity excludes `at`:
+        // a cross-certificate for the root, the root as an anchor, or the anchor that issued
+        // such a cross-certificate.
+        let issuers_of_cross = trust.anchors.iter().map(|a| &a.info).filter(|anchor| {
+            cross_for_root
+                .clone()
+                .any(|cross| cross.issuer_raw == anchor.subject_raw)
+        });
+        let out_of_validity = cross_for_root
+            .clone()
+            .chain(anchor_for_root.map(|a| &a.info))
+            .chain(issuers_of_cross)
+            .find_map(|info| info.check_validity(at).err());
+        if let Some(e) = out_of_validity {
+            return e;
         }
     }
     if matches!(error, webpki::Error::UnknownIssuer) {

@@ -51,10 +51,10 @@ pub fn decode_document(input: &[u8]) -> Result<(Vec<u8>, Encoding), EncodingErro
     if text.is_empty() {
         return Err(EncodingError::Unrecognised);
     }
-    if text.iter().all(u8::is_ascii_hexdigit) {
-        if let Ok(bytes) = data_encoding::HEXLOWER_PERMISSIVE.decode(&text) {
-            return Ok((bytes, Encoding::Hex));
-        }
+    if text.iter().all(u8::is_ascii_hexdigit)
+        && let Ok(bytes) = data_encoding::HEXLOWER_PERMISSIVE.decode(&text)
+    {
+        return Ok((bytes, Encoding::Hex));
     }
     for engine in [&BASE64, &BASE64_NOPAD, &BASE64URL, &BASE64URL_NOPAD] {
         if let Ok(bytes) = engine.decode(&text) {

@@ -1,6 +1,12 @@
 //! Malformed documents: each rule of the format has a document that breaks only that rule, and
 //! the parser names it. Documents are rebuilt from a real one with one thing changed.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
 
 mod common;
 
@@ -55,10 +61,18 @@ fn a_tagged_cose_sign1_is_accepted_and_other_tags_are_not() {
 #[test]
 fn duplicate_keys_are_refused() {
     let bytes = with_payload(|m| {
-        let dup = m.iter().find(|(k, _)| k.as_text() == Some("nonce")).cloned();
+        let dup = m
+            .iter()
+            .find(|(k, _)| k.as_text() == Some("nonce"))
+            .cloned();
         m.push(dup.unwrap_or((Value::Text("nonce".into()), Value::Null)));
     });
-    assert_eq!(parse_err(&bytes), ParseError::DuplicateField { field: "nonce".into() });
+    assert_eq!(
+        parse_err(&bytes),
+        ParseError::DuplicateField {
+            field: "nonce".into()
+        }
+    );
 }
 
 #[test]
@@ -72,7 +86,14 @@ fn trailing_bytes_after_the_payload_are_refused() {
 
 #[test]
 fn every_required_field_is_required() {
-    for name in ["module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle"] {
+    for name in [
+        "module_id",
+        "digest",
+        "timestamp",
+        "pcrs",
+        "certificate",
+        "cabundle",
+    ] {
         let bytes = with_payload(|m| m.retain(|(k, _)| k.as_text() != Some(name)));
         match parse_err(&bytes) {
             ParseError::MissingField { field } => assert_eq!(field, name),
@@ -123,7 +144,9 @@ fn oversize_fields_are_refused() {
         };
         let bytes = with_payload(|m| *field(m, name) = value.clone());
         match parse_err(&bytes) {
-            ParseError::FieldSize { field, len: found, .. } => {
+            ParseError::FieldSize {
+                field, len: found, ..
+            } => {
                 assert_eq!((field, found), (name, len));
             }
             other => panic!("{name} of {len}: {other:?}"),
@@ -140,7 +163,12 @@ fn oversize_fields_are_refused() {
 #[test]
 fn unknown_fields_and_non_text_keys_are_refused() {
     let bytes = with_payload(|m| m.push((Value::Text("extra".into()), Value::Null)));
-    assert_eq!(parse_err(&bytes), ParseError::UnknownField { field: "extra".into() });
+    assert_eq!(
+        parse_err(&bytes),
+        ParseError::UnknownField {
+            field: "extra".into()
+        }
+    );
     let bytes = with_payload(|m| m.push((Value::Integer(1.into()), Value::Null)));
     assert_eq!(parse_err(&bytes), ParseError::NonTextKey);
 }
@@ -148,7 +176,13 @@ fn unknown_fields_and_non_text_keys_are_refused() {
 #[test]
 fn the_digest_must_be_sha384() {
     let bytes = with_payload(|m| *field(m, "digest") = Value::Text("SHA256".into()));
-    assert!(matches!(parse_err(&bytes), ParseError::FieldValue { field: "digest", .. }));
+    assert!(matches!(
+        parse_err(&bytes),
+        ParseError::FieldValue {
+            field: "digest",
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -160,7 +194,10 @@ fn pcr_maps_are_bounded() {
         (vec![pcr(32, 48)], "index 32"),
         (vec![pcr(0, 32)], "32-byte PCR"),
         (vec![pcr(0, 48), pcr(0, 48)], "duplicate index"),
-        (vec![(Value::Text("0".into()), Value::Bytes(vec![0; 48]))], "text index"),
+        (
+            vec![(Value::Text("0".into()), Value::Bytes(vec![0; 48]))],
+            "text index",
+        ),
     ];
     for (pcrs, what) in cases {
         let bytes = with_payload(|m| *field(m, "pcrs") = Value::Map(pcrs.clone()));
@@ -176,11 +213,25 @@ fn pcr_maps_are_bounded() {
 #[test]
 fn cabundle_must_be_non_empty_and_bounded() {
     let bytes = with_payload(|m| *field(m, "cabundle") = Value::Array(vec![]));
-    assert!(matches!(parse_err(&bytes), ParseError::FieldSize { field: "cabundle", len: 0, .. }));
+    assert!(matches!(
+        parse_err(&bytes),
+        ParseError::FieldSize {
+            field: "cabundle",
+            len: 0,
+            ..
+        }
+    ));
     let bytes = with_payload(|m| {
         *field(m, "cabundle") = Value::Array(vec![Value::Bytes(vec![0x30; 10]); 9]);
     });
-    assert!(matches!(parse_err(&bytes), ParseError::FieldSize { field: "cabundle", len: 9, .. }));
+    assert!(matches!(
+        parse_err(&bytes),
+        ParseError::FieldSize {
+            field: "cabundle",
+            len: 9,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -197,11 +248,15 @@ fn cabundle_in_the_wrong_order_is_refused() {
         },
     ] {
         let bytes = with_payload(|m| {
-            let Value::Array(bundle) = field(m, "cabundle") else { panic!() };
+            let Value::Array(bundle) = field(m, "cabundle") else {
+                panic!()
+            };
             edit(bundle);
         });
         let doc = attest::parse(&bytes).unwrap();
-        let err = verifier.verify(&doc, &Policy::new(), doc.timestamp()).unwrap_err();
+        let err = verifier
+            .verify(&doc, &Policy::new(), doc.timestamp())
+            .unwrap_err();
         assert!(matches!(err, VerifyError::ChainOrder { .. }), "{err:?}");
     }
 }
@@ -216,7 +271,10 @@ fn the_algorithm_must_be_exactly_es384() {
         header(vec![alg(-7)]),  // ES256
         header(vec![alg(-36)]), // ES512
         header(vec![]),
-        header(vec![alg(-35), (Value::Integer(4.into()), Value::Bytes(b"kid".to_vec()))]),
+        header(vec![
+            alg(-35),
+            (Value::Integer(4.into()), Value::Bytes(b"kid".to_vec())),
+        ]),
         Vec::new(),
     ] {
         let err = parse_err(&assemble(&protected, &payload, &signature));
@@ -241,7 +299,11 @@ fn signatures_must_be_96_bytes() {
 #[test]
 fn the_payload_must_be_a_map_and_present() {
     let (protected, _, signature) = dissect(&common::fixture(common::PROD));
-    let err = parse_err(&assemble(&protected, &encode(&Value::Array(vec![])), &signature));
+    let err = parse_err(&assemble(
+        &protected,
+        &encode(&Value::Array(vec![])),
+        &signature,
+    ));
     assert_eq!(err, ParseError::PayloadNotMap);
     let detached = encode(&Value::Array(vec![
         Value::Bytes(protected),
@@ -261,7 +323,9 @@ fn oversize_documents_are_refused_before_parsing() {
 #[test]
 fn a_leaf_that_is_a_ca_or_a_swapped_leaf_is_refused() {
     let bytes = with_payload(|m| {
-        let Value::Array(bundle) = field(m, "cabundle").clone() else { panic!() };
+        let Value::Array(bundle) = field(m, "cabundle").clone() else {
+            panic!()
+        };
         let instance_ca = bundle.last().unwrap().clone();
         bundle.len();
         *field(m, "certificate") = instance_ca;
@@ -270,12 +334,19 @@ fn a_leaf_that_is_a_ca_or_a_swapped_leaf_is_refused() {
     let err = common::aws_verifier()
         .verify(&doc, &Policy::new(), doc.timestamp())
         .unwrap_err();
-    assert!(matches!(err, VerifyError::BasicConstraints { .. }), "{err:?}");
+    assert!(
+        matches!(err, VerifyError::BasicConstraints { .. }),
+        "{err:?}"
+    );
 
     // Another real document's leaf: a valid certificate, but not the one that signed this.
     let other = common::parsed("marlin-20240403-b723381a.cbor");
     let other_leaf = other.unverified().certificate.to_vec();
     let bytes = with_payload(|m| *field(m, "certificate") = Value::Bytes(other_leaf));
     let doc = attest::parse(&bytes).unwrap();
-    assert!(common::aws_verifier().verify(&doc, &Policy::new(), doc.timestamp()).is_err());
+    assert!(
+        common::aws_verifier()
+            .verify(&doc, &Policy::new(), doc.timestamp())
+            .is_err()
+    );
 }

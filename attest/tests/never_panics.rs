@@ -1,6 +1,12 @@
 //! Property tests: any bytes, and any mutation of a real document, parse to a value or an error
 //! and verify to a value or an error, never a panic; and a mutated document is never accepted.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
 
 mod common;
 

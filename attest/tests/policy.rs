@@ -1,17 +1,28 @@
 //! The release policy on authentic documents: measurements, nonce, freshness and region.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
 
 mod common;
 
 use core::time::Duration;
 use std::collections::BTreeMap;
 
-use attest::{MeasurementSet, Nonce, PcrIndex, PcrValue, Policy, PolicyViolation, Region, VerifyError};
+use attest::{
+    MeasurementSet, Nonce, PcrIndex, PcrValue, Policy, PolicyViolation, Region, VerifyError,
+};
 
 fn refused(policy: &Policy, at_offset_ms: i64) -> PolicyViolation {
     let doc = common::parsed(common::PROD);
     let at = attest::Timestamp::from_unix_millis(
-        doc.timestamp().unix_millis().checked_add_signed(at_offset_ms).unwrap(),
+        doc.timestamp()
+            .unix_millis()
+            .checked_add_signed(at_offset_ms)
+            .unwrap(),
     );
     match common::aws_verifier().verify(&doc, policy, at) {
         Err(VerifyError::Policy(v)) => v,
@@ -24,7 +35,10 @@ fn actual_pcrs() -> BTreeMap<PcrIndex, PcrValue> {
 }
 
 fn set(pcrs: &[(u64, PcrValue)]) -> MeasurementSet {
-    let map = pcrs.iter().map(|(i, v)| (PcrIndex::try_from(*i).unwrap(), *v)).collect::<BTreeMap<_, _>>();
+    let map = pcrs
+        .iter()
+        .map(|(i, v)| (PcrIndex::try_from(*i).unwrap(), *v))
+        .collect::<BTreeMap<_, _>>();
     MeasurementSet::try_from(map).unwrap()
 }
 
@@ -35,8 +49,15 @@ fn pcr(i: u64) -> PcrValue {
 #[test]
 fn matching_measurements_are_accepted() {
     let doc = common::parsed(common::PROD);
-    let policy = Policy::new().allow_measurements(set(&[(0, pcr(0)), (1, pcr(1)), (2, pcr(2)), (3, pcr(3))]));
-    common::aws_verifier().verify(&doc, &policy, doc.timestamp()).unwrap();
+    let policy = Policy::new().allow_measurements(set(&[
+        (0, pcr(0)),
+        (1, pcr(1)),
+        (2, pcr(2)),
+        (3, pcr(3)),
+    ]));
+    common::aws_verifier()
+        .verify(&doc, &policy, doc.timestamp())
+        .unwrap();
 }
 
 #[test]
@@ -49,7 +70,10 @@ fn a_pcr_mismatch_names_the_pcr_with_both_values() {
             assert_eq!(d.expected, wrong);
             assert_eq!(d.actual, Some(pcr(2)));
             let text = d.to_string();
-            assert!(text.contains(&wrong.to_hex()) && text.contains(&pcr(2).to_hex()), "{text}");
+            assert!(
+                text.contains(&wrong.to_hex()) && text.contains(&pcr(2).to_hex()),
+                "{text}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -58,7 +82,10 @@ fn a_pcr_mismatch_names_the_pcr_with_both_values() {
 #[test]
 fn an_all_zero_expectation_is_not_a_wildcard() {
     let policy = Policy::new().allow_measurements(set(&[(0, PcrValue::ZERO)]));
-    assert!(matches!(refused(&policy, 0), PolicyViolation::PcrMismatch(_)));
+    assert!(matches!(
+        refused(&policy, 0),
+        PolicyViolation::PcrMismatch(_)
+    ));
 }
 
 #[test]
@@ -77,7 +104,9 @@ fn any_one_of_several_measurement_sets_suffices() {
     let policy = Policy::new()
         .allow_measurements(set(&[(0, wrong)]))
         .allow_measurements(set(&[(0, pcr(0)), (1, pcr(1))]));
-    common::aws_verifier().verify(&doc, &policy, doc.timestamp()).unwrap();
+    common::aws_verifier()
+        .verify(&doc, &policy, doc.timestamp())
+        .unwrap();
 
     let policy = Policy::new()
         .allow_measurements(set(&[(0, wrong)]))
@@ -105,13 +134,26 @@ fn a_nonce_must_match_exactly() {
     let err = verifier
         .verify(&doc, &base.clone().expect_nonce(bad), doc.timestamp())
         .unwrap_err();
-    assert!(matches!(err, VerifyError::Policy(PolicyViolation::NonceMismatch { .. })), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            VerifyError::Policy(PolicyViolation::NonceMismatch { .. })
+        ),
+        "{err:?}"
+    );
     let prefix = Nonce::try_from(b"Nonce".as_slice()).unwrap();
-    assert!(verifier.verify(&doc, &base.expect_nonce(prefix), doc.timestamp()).is_err());
+    assert!(
+        verifier
+            .verify(&doc, &base.expect_nonce(prefix), doc.timestamp())
+            .is_err()
+    );
 
     // A document without a nonce.
     let policy = Policy::new().expect_nonce(Nonce::try_from(vec![1]).unwrap());
-    assert!(matches!(refused(&policy, 0), PolicyViolation::NonceMissing { .. }));
+    assert!(matches!(
+        refused(&policy, 0),
+        PolicyViolation::NonceMissing { .. }
+    ));
 }
 
 #[test]
@@ -129,16 +171,24 @@ fn stale_and_future_documents_are_refused() {
     let at = attest::Timestamp::from_unix_millis(doc.timestamp().unix_millis() + 60_000);
     common::aws_verifier().verify(&doc, &policy, at).unwrap();
     // Older than the default five minutes.
-    assert!(matches!(refused(&Policy::new(), 301_000), PolicyViolation::Stale { .. }));
+    assert!(matches!(
+        refused(&Policy::new(), 301_000),
+        PolicyViolation::Stale { .. }
+    ));
     // Made after the verification time, beyond the allowed skew.
-    assert!(matches!(refused(&Policy::new(), -61_000), PolicyViolation::FromTheFuture { .. }));
+    assert!(matches!(
+        refused(&Policy::new(), -61_000),
+        PolicyViolation::FromTheFuture { .. }
+    ));
 }
 
 #[test]
 fn regions_can_be_pinned() {
     let doc = common::parsed(common::PROD);
     let allowed = Policy::new().allow_regions([Region::try_from("ap-south-1").unwrap()]);
-    let v = common::aws_verifier().verify(&doc, &allowed, doc.timestamp()).unwrap();
+    let v = common::aws_verifier()
+        .verify(&doc, &allowed, doc.timestamp())
+        .unwrap();
     assert_eq!(v.region().unwrap().as_str(), "ap-south-1");
 
     let policy = Policy::new().allow_regions([

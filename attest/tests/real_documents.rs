@@ -1,6 +1,12 @@
 //! Every real AWS document verifies at its own time against the built-in AWS root, reports the
 //! facts SOURCES.md records, and is refused today naming its expired leaf certificate.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
 
 mod common;
 

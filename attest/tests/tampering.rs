@@ -1,7 +1,13 @@
 //! Tampering with a real document: every single-bit flip in the signature, the payload and the
 //! leaf certificate is refused, and every truncation of every document is an error, never a
 //! panic.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! `attest pki`: a development national root, and cross-certificates under it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use attest::Timestamp;
@@ -142,7 +142,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
     Ok(Verdict::Accepted)
 }
 
-fn one_certificate(path: &PathBuf) -> anyhow::Result<CertificateDer<'static>> {
+fn one_certificate(path: &Path) -> anyhow::Result<CertificateDer<'static>> {
     let mut certs = attest::load_certificates(&read_small_file(path, "certificate")?)
         .with_context(|| path.display().to_string())?;
     if certs.len() != 1 {

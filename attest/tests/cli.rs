@@ -1,0 +1,361 @@
+//! The `attest` command line: exit codes, JSON shapes, input encodings, the policy file and the
+//! national-root flow from the README.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn attest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_attest"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn attest_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_attest"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+fn doc_path(name: &str) -> String {
+    common::data_dir().join(name).display().to_string()
+}
+
+#[test]
+fn verify_exit_codes_mean_verified_refused_and_error() {
+    let doc = doc_path(common::PROD);
+    let ok = attest(&["verify", &doc, "--at", "document"]);
+    assert_eq!(code(&ok), 0, "{}", stdout(&ok));
+    assert!(stdout(&ok).starts_with("verified: i-0df237f0418feb41e-enc018d1c7ef94eb110"));
+
+    let today = attest(&["verify", &doc]);
+    assert_eq!(code(&today), 1);
+    let line = stdout(&today);
+    assert!(
+        line.starts_with("rejected: leaf certificate")
+            && line.contains("expired at 2024-02-26T09:59:36Z"),
+        "{line}"
+    );
+    assert_eq!(line.lines().count(), 1);
+
+    assert_eq!(code(&attest(&["verify", "/no/such/file"])), 2);
+    assert_eq!(code(&attest(&["verify", &doc, "--at", "yesterday"])), 2);
+    assert_eq!(code(&attest(&["verify", &doc, "--max-age", "soon"])), 2);
+    assert_eq!(code(&attest(&["verify", &doc, "--nonce", "xyz"])), 2);
+    assert_eq!(code(&attest(&["verify", &doc, "--no-aws-root"])), 2);
+    assert_eq!(code(&attest(&["verify"])), 2);
+    assert_eq!(code(&attest(&["frobnicate"])), 2);
+    assert_eq!(code(&attest(&["--help"])), 0);
+}
+
+#[test]
+fn verify_json_has_the_documented_shape() {
+    let doc = doc_path("anjuna-20240124-8d6106b4-debug.cbor");
+    let out = attest(&[
+        "verify",
+        &doc,
+        "--at",
+        "document",
+        "--allow-debug",
+        "--json",
+    ]);
+    assert_eq!(code(&out), 0);
+    let v = json(&out);
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["encoding"], "cbor");
+    assert_eq!(v["region"], "us-east-2");
+    assert_eq!(v["debug"], true);
+    assert_eq!(v["trust"]["aws_root"], true);
+    assert_eq!(v["trust"]["via_cross_certificate"], false);
+    assert_eq!(
+        v["document"]["module_id"],
+        "i-0e4fe5de7ee5abe78-enc018d3cadd7d66279"
+    );
+    assert_eq!(v["document"]["timestamp_ms"], 1_706_120_065_635_u64);
+    assert_eq!(v["document"]["nonce"], "4e6f6e63650a");
+    assert_eq!(v["document"]["pcrs"].as_object().unwrap().len(), 16);
+    assert_eq!(v["measurements_pinned"], false);
+
+    let out = attest(&["verify", &doc, "--at", "document", "--json"]);
+    assert_eq!(code(&out), 1);
+    let v = json(&out);
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["error"]["kind"], "debug_mode");
+
+    let out = attest(&[
+        "verify",
+        &doc,
+        "--at",
+        "2026-01-01T00:00:00Z",
+        "--allow-debug",
+        "--json",
+    ]);
+    let v = json(&out);
+    assert_eq!(v["error"]["kind"], "certificate_expired");
+    assert_eq!(v["error"]["certificate"], "leaf certificate");
+    assert_eq!(v["error"]["not_after"], "2024-01-24T21:14:17Z");
+}
+
+#[test]
+fn hex_base64_and_stdin_inputs_are_detected() {
+    let bytes = common::fixture(common::PROD);
+    let hex = data_encoding::HEXLOWER.encode(&bytes);
+    let b64 = data_encoding::BASE64.encode(&bytes);
+    for (input, encoding) in [
+        (hex.as_bytes(), "hex"),
+        (b64.as_bytes(), "base64"),
+        (bytes.as_slice(), "cbor"),
+    ] {
+        let out = attest_stdin(&["verify", "-", "--at", "document", "--json"], input);
+        assert_eq!(code(&out), 0, "{encoding}");
+        assert_eq!(json(&out)["encoding"], encoding);
+    }
+    assert_eq!(
+        code(&attest_stdin(&["verify", "-"], b"%%% not a document %%%")),
+        2
+    );
+    // Well-encoded but malformed: a verdict.
+    let out = attest_stdin(&["verify", "-", "--json"], &[0x84, 0x40, 0xa0, 0x40, 0x40]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(json(&out)["error"]["kind"], "malformed_document");
+}
+
+#[test]
+fn policy_options_refuse_with_one_clear_line() {
+    let doc = doc_path(common::PROD);
+    let out = attest(&[
+        "verify",
+        &doc,
+        "--at",
+        "document",
+        "--region",
+        "eu-central-1",
+    ]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(
+        stdout(&out).trim(),
+        "rejected: region ap-south-1 is not allowed (allowed: eu-central-1)"
+    );
+
+    let out = attest(&[
+        "verify",
+        &doc,
+        "--at",
+        "2024-02-26T07:10:00Z",
+        "--max-age",
+        "5m",
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(stdout(&out).contains("stale"), "{}", stdout(&out));
+    let out = attest(&[
+        "verify",
+        &doc,
+        "--at",
+        "2024-02-26T07:10:00Z",
+        "--max-age",
+        "10m",
+    ]);
+    assert_eq!(code(&out), 0);
+
+    let out = attest(&[
+        "verify", &doc, "--at", "document", "--nonce", "00ff", "--json",
+    ]);
+    assert_eq!(json(&out)["error"]["kind"], "nonce_missing");
+}
+
+#[test]
+fn a_policy_file_pins_measurements_and_flags_override_it() {
+    let dir = tempdir("policy");
+    let doc = doc_path(common::PROD);
+    let pcrs = &json(&attest(&["inspect", &doc, "--json"]))["pcrs"];
+    let good = format!(
+        "max_age = \"1h\"\nregions = [\"ap-south-1\"]\n[[measurements]]\npcr0 = {}\npcr1 = {}\npcr2 = {}\n",
+        pcrs["0"], pcrs["1"], pcrs["2"]
+    );
+    std::fs::write(dir.join("good.toml"), &good).unwrap();
+    let policy = dir.join("good.toml").display().to_string();
+    let out = attest(&["verify", &doc, "--at", "document", "--policy", &policy]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    assert!(stdout(&out).contains("match the policy"));
+
+    let check = attest(&["policy", "check", &policy]);
+    assert_eq!(code(&check), 0);
+    assert!(stdout(&check).contains("one of 1 set(s)"));
+
+    // The command line replaces the file's regions.
+    let out = attest(&[
+        "verify",
+        &doc,
+        "--at",
+        "document",
+        "--policy",
+        &policy,
+        "--region",
+        "us-east-1",
+    ]);
+    assert_eq!(code(&out), 1);
+
+    let bad = good.replace(&pcrs["2"].to_string(), &format!("\"{}\"", "11".repeat(48)));
+    std::fs::write(dir.join("bad.toml"), bad).unwrap();
+    let out = attest(&[
+        "verify",
+        &doc,
+        "--at",
+        "document",
+        "--json",
+        "--policy",
+        dir.join("bad.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+    let v = json(&out);
+    assert_eq!(v["error"]["kind"], "pcr_mismatch");
+    assert_eq!(v["error"]["differences"][0]["pcr"], 2);
+    assert_eq!(v["error"]["differences"][0]["actual"], pcrs["2"]);
+
+    std::fs::write(dir.join("typo.toml"), "max_agee = \"1h\"\n").unwrap();
+    let out = attest(&["policy", "check", dir.join("typo.toml").to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_agee"));
+}
+
+#[test]
+fn the_national_root_flow_from_the_readme_works() {
+    let dir = tempdir("national");
+    let p = |name: &str| dir.join(name).display().to_string();
+    let out = attest(&[
+        "pki",
+        "init-root",
+        "--cert",
+        &p("root.pem"),
+        "--key",
+        &p("root.key"),
+        "--not-before",
+        "2020-01-01T00:00:00Z",
+        "--days",
+        "7300",
+    ]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("root.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Refuses to overwrite.
+    let again = attest(&[
+        "pki",
+        "init-root",
+        "--cert",
+        &p("root.pem"),
+        "--key",
+        &p("root.key"),
+    ]);
+    assert_eq!(code(&again), 2);
+
+    let out = attest(&[
+        "pki",
+        "cross-certify",
+        "--issuer-cert",
+        &p("root.pem"),
+        "--issuer-key",
+        &p("root.key"),
+        "--not-before",
+        "2021-01-01T00:00:00Z",
+        "--not-after",
+        "2024-03-01T00:00:00Z",
+        "--out",
+        &p("cross.pem"),
+    ]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+
+    let national = [
+        "--no-aws-root",
+        "--root",
+        &p("root.pem"),
+        "--cross-cert",
+        &p("cross.pem"),
+        "--at",
+        "document",
+        "--json",
+    ];
+    let feb = doc_path(common::PROD);
+    let out = attest(&[&["verify", feb.as_str()][..], &national[..]].concat());
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    assert_eq!(json(&out)["trust"]["via_cross_certificate"], true);
+
+    let july = doc_path("marlin-20240720-9606fab0.cbor");
+    let out = attest(&[&["verify", july.as_str()][..], &national[..]].concat());
+    assert_eq!(code(&out), 1);
+    let v = json(&out);
+    assert_eq!(v["error"]["kind"], "certificate_expired");
+    assert_eq!(v["error"]["certificate"], "cross-certificate");
+
+    let out = attest(&[
+        "verify",
+        &feb,
+        "--no-aws-root",
+        "--root",
+        &p("root.pem"),
+        "--at",
+        "document",
+        "--json",
+    ]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(json(&out)["error"]["kind"], "untrusted_root");
+}
+
+#[test]
+fn inspect_is_labelled_unverified() {
+    let doc = doc_path(common::PROD);
+    let out = attest(&["inspect", &doc]);
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).starts_with("NOT VERIFIED"));
+    let v = json(&attest(&["inspect", &doc, "--json"]));
+    assert_eq!(v["verified"], false);
+    let chain = v["chain"].as_array().unwrap();
+    assert_eq!(chain.len(), 5);
+    assert_eq!(chain[1]["region"], "ap-south-1");
+    assert_eq!(chain[0]["sha256"], attest::AWS_NITRO_ROOT_G1_SHA256);
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
