@@ -15,7 +15,7 @@ use crate::document::Payload;
 use crate::error::{CertPosition, VerifyError};
 use crate::time::Timestamp;
 use crate::trust::TrustStore;
-use crate::types::Region;
+use crate::types::{Region, short_hex};
 
 /// ES384 only: every Nitro certificate is signed with ecdsa-with-SHA384 by a P-384 key.
 static CHAIN_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] =
@@ -55,12 +55,19 @@ pub(crate) fn verify_chain(
     let key = ChainCache::key(&payload.cabundle);
     let cached = match cache.get(&key, at) {
         Some(cached) => {
+            tracing::debug!(chain = %short_hex(&key), "certificate chain found in cache");
             verify_leaf_under(&cached, &leaf_cert, &leaf, at)?;
             cached
         }
         None => {
             // The full path includes the leaf, so it needs no second check.
             let cached = verify_bundle(trust, payload, &leaf_cert, &leaf, at)?;
+            tracing::debug!(
+                chain = %short_hex(&key),
+                anchor = %cached.anchor_subject,
+                via_cross_certificate = cached.via_cross_certificate,
+                "certificate chain verified in full and cached"
+            );
             cache.insert(key, cached.clone());
             cached
         }

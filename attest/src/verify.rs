@@ -12,7 +12,7 @@ use crate::error::VerifyError;
 use crate::policy::Policy;
 use crate::time::Timestamp;
 use crate::trust::TrustStore;
-use crate::types::{PcrIndex, PcrValue, Region};
+use crate::types::{PcrIndex, PcrValue, Region, short_hex};
 
 /// Verifies documents against a fixed trust configuration, remembering verified chains.
 ///
@@ -45,13 +45,30 @@ impl Verifier {
         policy: &Policy,
         at: Timestamp,
     ) -> Result<VerifiedDocument, VerifyError> {
+        let result = self.verify_inner(document, policy, at);
+        let id = short_hex(document.sha384());
+        match &result {
+            Ok(v) => {
+                tracing::debug!(document = %id, module_id = v.module_id(), %at, "document verified")
+            }
+            Err(e) => {
+                tracing::debug!(document = %id, kind = e.kind(), error = %e, %at, "document refused")
+            }
+        }
+        result
+    }
+
+    fn verify_inner(
+        &self,
+        document: &ParsedDocument,
+        policy: &Policy,
+        at: Timestamp,
+    ) -> Result<VerifiedDocument, VerifyError> {
         let payload = &document.payload;
         let chain = verify_chain(&self.trust, &self.cache, payload, at)?;
 
         let to_be_signed = document.cose.tbs_data(&[]);
-        UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &chain.leaf_point)
-            .verify(&to_be_signed, &document.cose.signature)
-            .map_err(|_| VerifyError::SignatureInvalid)?;
+        verify_es384(&chain.leaf_point, &to_be_signed, &document.cose.signature)?;
 
         policy.check(payload, chain.region.as_ref(), at)?;
 
@@ -79,6 +96,14 @@ impl Verifier {
     pub fn cached_chains(&self) -> usize {
         self.cache.len()
     }
+}
+
+/// An ES384 signature: ECDSA P-384 with SHA-384, r ‖ s (IEEE P1363, as COSE encodes it), under an
+/// uncompressed EC point.
+fn verify_es384(point: &[u8], message: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
+    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, point)
+        .verify(message, signature)
+        .map_err(|_| VerifyError::SignatureInvalid)
 }
 
 /// How the document's chain reached a trust anchor.
@@ -164,5 +189,39 @@ impl VerifiedDocument {
     /// The time the document was verified at.
     pub fn verified_at(&self) -> Timestamp {
         self.verified_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verify_es384;
+
+    /// Every Wycheproof ECDSA P-384/SHA-384 P1363 vector through the document-signature check.
+    #[test]
+    fn wycheproof_es384_vectors() {
+        let text = include_str!("../tests/data/wycheproof/ecdsa_secp384r1_sha384_p1363_test.json");
+        let suite: serde_json::Value = serde_json::from_str(text).unwrap();
+        let hex = |v: &serde_json::Value| {
+            data_encoding::HEXLOWER
+                .decode(v.as_str().unwrap().as_bytes())
+                .unwrap()
+        };
+        let mut counted = 0;
+        for group in suite["testGroups"].as_array().unwrap() {
+            let point = hex(&group["publicKey"]["uncompressed"]);
+            for test in group["tests"].as_array().unwrap() {
+                let result = verify_es384(&point, &hex(&test["msg"]), &hex(&test["sig"]));
+                let expected_valid = test["result"] == "valid";
+                assert_eq!(
+                    result.is_ok(),
+                    expected_valid,
+                    "tcId {}: {}",
+                    test["tcId"],
+                    test["comment"]
+                );
+                counted += 1;
+            }
+        }
+        assert_eq!(counted, suite["numberOfTests"].as_u64().unwrap());
     }
 }

@@ -359,3 +359,38 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn logs_go_to_stderr_and_carry_no_document_contents() {
+    let doc = doc_path("anjuna-20240124-8d6106b4-debug.cbor");
+    for format in ["text", "json"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_attest"))
+            .args([
+                "verify",
+                &doc,
+                "--at",
+                "document",
+                "--allow-debug",
+                "--json",
+                "--log-format",
+                format,
+            ])
+            .env("RUST_LOG", "attest=trace")
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0);
+        assert_eq!(
+            json(&out)["verified"],
+            true,
+            "stdout stays JSON with logging on"
+        );
+        let logs = String::from_utf8(out.stderr.clone()).unwrap();
+        assert!(logs.contains("document verified"), "{format}: {logs}");
+        let user_data = "48656c6c6f20576f726c64210a";
+        let public_key = &json(&out)["document"]["public_key"].as_str().unwrap()[..64].to_owned();
+        assert!(
+            !logs.contains(user_data) && !logs.contains(public_key.as_str()),
+            "{logs}"
+        );
+    }
+}

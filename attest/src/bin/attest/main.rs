@@ -26,8 +26,18 @@ use clap::{Parser, Subcommand};
                   Example:\n  attest verify attest/tests/data/nitro/marlin-20240226-3a4a0301.cbor --at document"
 )]
 struct Cli {
+    /// Log format on standard error: text, or json for log collectors. Levels come from
+    /// RUST_LOG (for example RUST_LOG=attest=debug); the default is warn.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +69,7 @@ fn main() -> ExitCode {
             };
         }
     };
+    init_logging(cli.log_format);
     let result = match cli.command {
         Command::Verify(args) => verify::run(args),
         Command::Inspect(args) => inspect::run(args),
@@ -72,6 +83,35 @@ fn main() -> ExitCode {
             eprintln!("attest: error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Logs go to standard error, so that standard output stays the verdict. Logs carry hashes and
+/// ids, never document contents.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(LevelFilter::TRACE);
+    let result = match format {
+        LogFormat::Text => tracing_subscriber::util::SubscriberInitExt::try_init(
+            tracing_subscriber::layer::SubscriberExt::with(
+                builder
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .finish(),
+                filter,
+            ),
+        ),
+        LogFormat::Json => tracing_subscriber::util::SubscriberInitExt::try_init(
+            tracing_subscriber::layer::SubscriberExt::with(builder.json().finish(), filter),
+        ),
+    };
+    if let Err(e) = result {
+        eprintln!("attest: warning: logging disabled: {e}");
     }
 }
 
