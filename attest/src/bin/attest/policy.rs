@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use attest::{PolicyFile, TrustStore, format_duration, load_certificates};
+use attest::{PolicyFile, format_duration};
 
-use crate::{Verdict, read_small_file};
+use crate::{Verdict, load_trust, read_small_file};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
@@ -25,36 +25,18 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
     let parsed = PolicyFile::parse(&text, file.parent().unwrap_or(Path::new(".")))
         .with_context(|| format!("policy file {}", file.display()))?;
 
-    let mut trust = TrustStore::empty();
+    load_trust(parsed.aws_root, &parsed.roots, &parsed.cross_certificates)?;
     println!("policy file {} is valid:", file.display());
     if parsed.aws_root {
-        trust.add_aws_root()?;
         println!("  trust       AWS Nitro root G1 (built in)");
     } else {
         println!("  trust       not the AWS root");
     }
     for path in &parsed.roots {
-        for cert in load_certificates(&read_small_file(path, "root")?)
-            .with_context(|| format!("root {}", path.display()))?
-        {
-            trust
-                .add_root(cert)
-                .with_context(|| format!("root {}", path.display()))?;
-        }
         println!("  root        {}", path.display());
     }
     for path in &parsed.cross_certificates {
-        for cert in load_certificates(&read_small_file(path, "cross-certificate")?)
-            .with_context(|| format!("cross-certificate {}", path.display()))?
-        {
-            trust
-                .add_cross_certificate(cert)
-                .with_context(|| format!("cross-certificate {}", path.display()))?;
-        }
         println!("  cross-cert  {}", path.display());
-    }
-    if trust.is_empty() {
-        anyhow::bail!("the policy trusts no root: it would accept nothing");
     }
     let policy = &parsed.policy;
     match policy.measurements() {

@@ -2,15 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use attest::{
     Nonce, Policy, PolicyFile, Region, Timestamp, TrustStore, VerifiedDocument, Verifier,
-    load_certificates, parse_duration,
+    parse_duration,
 };
 use data_encoding::HEXLOWER;
 use serde_json::json;
 
-use crate::{Verdict, json, read_document, read_small_file};
+use crate::{Verdict, json, load_trust, read_document, read_small_file};
 
 /// Verify a document: certificate chain, signature, then policy.
 ///
@@ -152,33 +152,7 @@ fn configure(args: &Args) -> anyhow::Result<(TrustStore, Policy)> {
         cross_certs.clone_from(&args.cross_certs);
     }
 
-    let mut trust = TrustStore::empty();
-    if aws_root {
-        trust.add_aws_root()?;
-    }
-    for path in &roots {
-        for cert in load_certificates(&read_small_file(path, "root")?)
-            .with_context(|| format!("root {}", path.display()))?
-        {
-            trust
-                .add_root(cert)
-                .with_context(|| format!("root {}", path.display()))?;
-        }
-    }
-    for path in &cross_certs {
-        for cert in load_certificates(&read_small_file(path, "cross-certificate")?)
-            .with_context(|| format!("cross-certificate {}", path.display()))?
-        {
-            trust
-                .add_cross_certificate(cert)
-                .with_context(|| format!("cross-certificate {}", path.display()))?;
-        }
-    }
-    if trust.is_empty() {
-        bail!(
-            "no trust anchor: --no-aws-root needs at least one --root (or roots in the policy file)"
-        );
-    }
+    let trust = load_trust(aws_root, &roots, &cross_certs)?;
 
     if let Some(text) = &args.max_age {
         policy = policy.max_age(parse_duration(text).context("--max-age")?);
