@@ -13,7 +13,7 @@ use coset::{CborSerializable, CoseSign1, TaggedCborSerializable, iana};
 
 use crate::error::ParseError;
 use crate::time::Timestamp;
-use crate::types::{MAX_USER_FIELD_LEN, PCR_LEN, PCR_SLOTS, PcrIndex, PcrValue};
+use crate::types::{MAX_USER_FIELD_LEN, PCR_LEN, PCR_SLOTS, PcrIndex, PcrValue, short_hex};
 
 /// The largest document accepted, in bytes. Real documents are about 4.5 KiB; a document with
 /// every field at its bound is under 20 KiB.
@@ -32,7 +32,8 @@ const COSE_SIGN1_TAG: u8 = 0xd2;
 
 /// A syntactically valid attestation document. It has not been verified: it exposes nothing a
 /// caller should act on. [`crate::Verifier::verify`] turns it into a [`crate::VerifiedDocument`].
-#[derive(Clone, Debug)]
+/// Its `Debug` names it by hash, so that logging one never logs the document.
+#[derive(Clone)]
 pub struct ParsedDocument {
     pub(crate) cose: CoseSign1,
     pub(crate) payload: Payload,
@@ -40,7 +41,7 @@ pub struct ParsedDocument {
 }
 
 /// The decoded payload fields.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Payload {
     pub(crate) module_id: String,
     pub(crate) timestamp: Timestamp,
@@ -114,6 +115,16 @@ impl ParsedDocument {
             user_data: p.user_data.as_deref(),
             nonce: p.nonce.as_deref(),
         }
+    }
+}
+
+impl core::fmt::Debug for ParsedDocument {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ParsedDocument")
+            .field("sha384", &short_hex(&self.sha384))
+            .field("module_id", &self.payload.module_id)
+            .field("timestamp", &self.payload.timestamp)
+            .finish_non_exhaustive()
     }
 }
 

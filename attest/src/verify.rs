@@ -119,8 +119,9 @@ pub struct TrustPath {
 }
 
 /// A document whose chain, signature and policy have all been checked. It has no public
-/// constructor: holding one is proof that [`Verifier::verify`] accepted it.
-#[derive(Clone, Debug)]
+/// constructor: holding one is proof that [`Verifier::verify`] accepted it. Its `Debug` shows
+/// hashes and sizes, not the contents of `user_data`, `public_key` or `nonce`.
+#[derive(Clone)]
 pub struct VerifiedDocument {
     module_id: String,
     timestamp: Timestamp,
@@ -133,6 +134,23 @@ pub struct VerifiedDocument {
     trust_path: TrustPath,
     sha384: [u8; 48],
     verified_at: Timestamp,
+}
+
+impl core::fmt::Debug for VerifiedDocument {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let len = |field: &Option<Vec<u8>>| field.as_ref().map(Vec::len);
+        f.debug_struct("VerifiedDocument")
+            .field("sha384", &short_hex(&self.sha384))
+            .field("module_id", &self.module_id)
+            .field("timestamp", &self.timestamp)
+            .field("region", &self.region)
+            .field("debug", &self.debug)
+            .field("trust_path", &self.trust_path)
+            .field("public_key_len", &len(&self.public_key))
+            .field("user_data_len", &len(&self.user_data))
+            .field("nonce_len", &len(&self.nonce))
+            .finish_non_exhaustive()
+    }
 }
 
 impl VerifiedDocument {

@@ -157,3 +157,21 @@ fn public_types_are_send_and_sync() {
     check::<VerifyError>();
     check::<attest::ParseError>();
 }
+
+#[test]
+fn debug_output_names_documents_by_hash_and_never_prints_their_contents() {
+    let bytes = common::fixture("anjuna-20240124-8d6106b4-debug.cbor");
+    let doc = attest::parse(&bytes).unwrap();
+    let verified = common::aws_verifier()
+        .verify(&doc, &policy_for(true), doc.timestamp())
+        .unwrap();
+    let user_data_bytes = format!("{:?}", b"Hello World!\n".to_vec());
+    for text in [format!("{doc:?}"), format!("{verified:?}")] {
+        assert!(
+            text.contains("i-0e4fe5de7ee5abe78-enc018d3cadd7d66279"),
+            "{text}"
+        );
+        assert!(!text.contains(&user_data_bytes), "{text}");
+        assert!(text.len() < 1000, "{} bytes of Debug output", text.len());
+    }
+}
