@@ -41,6 +41,8 @@ mod verify;
 
 #[cfg(feature = "pki")]
 pub mod pki;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 // The public interface is:
 pub use crate::document::{

@@ -126,7 +126,10 @@ pub fn cross_certify(
     Ok(cert.der().clone())
 }
 
-fn ca_params(not_before: Timestamp, not_after: Timestamp) -> Result<CertificateParams, PkiError> {
+pub(crate) fn ca_params(
+    not_before: Timestamp,
+    not_after: Timestamp,
+) -> Result<CertificateParams, PkiError> {
     if not_before >= not_after {
         return Err(PkiError::Validity(format!(
             "notBefore {not_before} must be before notAfter {not_after}"
@@ -152,7 +155,7 @@ fn ca_params(not_before: Timestamp, not_after: Timestamp) -> Result<CertificateP
 }
 
 /// A positive 128-bit serial number from the system's CSPRNG.
-fn random_serial() -> Result<SerialNumber, PkiError> {
+pub(crate) fn random_serial() -> Result<SerialNumber, PkiError> {
     let mut serial = [0u8; 16];
     aws_lc_rs::rand::fill(&mut serial).map_err(|_| PkiError::Generate("no randomness".into()))?;
     if let Some(first) = serial.first_mut() {

@@ -394,3 +394,82 @@ fn logs_go_to_stderr_and_carry_no_document_contents() {
         );
     }
 }
+
+#[test]
+fn a_simulated_document_verifies_only_against_its_development_root() {
+    let dir = tempdir("simulate");
+    let p = |name: &str| dir.join(name).display().to_string();
+    let out = attest(&[
+        "pki",
+        "init-root",
+        "--cert",
+        &p("root.pem"),
+        "--key",
+        &p("root.key"),
+    ]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let pcr0 = "ab".repeat(48);
+    let out = attest(&[
+        "pki",
+        "simulate",
+        "--issuer-cert",
+        &p("root.pem"),
+        "--issuer-key",
+        &p("root.key"),
+        "--region",
+        "ap-south-1",
+        "--pcr",
+        &format!("0={pcr0}"),
+        "--nonce",
+        "0badc0de",
+        "--user-data",
+        "cafe",
+        "--out",
+        &p("sim.cbor"),
+    ]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = attest(&[
+        "verify",
+        &p("sim.cbor"),
+        "--no-aws-root",
+        "--root",
+        &p("root.pem"),
+        "--nonce",
+        "0badc0de",
+        "--region",
+        "ap-south-1",
+        "--json",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stdout(&out));
+    let v = json(&out);
+    assert_eq!(v["document"]["pcrs"]["0"], pcr0);
+    assert_eq!(v["document"]["user_data"], "cafe");
+    assert_eq!(v["document"]["nonce"], "0badc0de");
+
+    let out = attest(&["verify", &p("sim.cbor"), "--json"]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(json(&out)["error"]["kind"], "untrusted_root");
+
+    // Without --pcr 0 the document reports debug mode, which is refused by default.
+    let out = attest(&[
+        "pki",
+        "simulate",
+        "--issuer-cert",
+        &p("root.pem"),
+        "--issuer-key",
+        &p("root.key"),
+        "--out",
+        &p("debug.cbor"),
+    ]);
+    assert_eq!(code(&out), 0);
+    let out = attest(&[
+        "verify",
+        &p("debug.cbor"),
+        "--no-aws-root",
+        "--root",
+        &p("root.pem"),
+        "--json",
+    ]);
+    assert_eq!(json(&out)["error"]["kind"], "debug_mode");
+}

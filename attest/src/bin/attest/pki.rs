@@ -61,6 +61,41 @@ pub(crate) enum Command {
         #[command(flatten)]
         validity: Validity,
     },
+    /// Mint an attestation document in the real Nitro format under a development root, through
+    /// a simulated regional, zonal and instance CA. It verifies only with --root set to that
+    /// development root (never with the AWS root). For development and pipeline tests.
+    #[command(
+        after_help = "Example:\n  attest pki simulate --issuer-cert national-root.pem \\\n      \
+        --issuer-key national-root.key --nonce 0badc0de --out sim.cbor\n  \
+        attest verify sim.cbor --no-aws-root --root national-root.pem --nonce 0badc0de"
+    )]
+    Simulate {
+        /// The development root certificate.
+        #[arg(long, value_name = "FILE")]
+        issuer_cert: PathBuf,
+        /// The development root's private key (PKCS#8 PEM).
+        #[arg(long, value_name = "FILE")]
+        issuer_key: PathBuf,
+        /// The region the simulated CAs name.
+        #[arg(long, default_value = "eu-central-1")]
+        region: String,
+        /// A PCR value, as INDEX=HEX (96 hex digits). Repeatable. PCRs 0-15 not given are
+        /// reported as all zeros, so set PCR0 unless you want a debug-mode document.
+        #[arg(long = "pcr", value_name = "INDEX=HEX")]
+        pcrs: Vec<String>,
+        /// The nonce (hex).
+        #[arg(long, value_name = "HEX")]
+        nonce: Option<String>,
+        /// User data (hex).
+        #[arg(long, value_name = "HEX")]
+        user_data: Option<String>,
+        /// The document time (RFC 3339). Default: now.
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
+        /// Where to write the document (raw CBOR). Must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,6 +170,62 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
             write_new_file(&out, pem(&cross).as_bytes(), false)?;
             println!(
                 "cross-certificate written to {}, valid {not_before} → {not_after}",
+                out.display()
+            );
+        }
+        Command::Simulate {
+            issuer_cert,
+            issuer_key,
+            region,
+            pcrs,
+            nonce,
+            user_data,
+            at,
+            out,
+        } => {
+            let root = one_certificate(&issuer_cert)?;
+            let key = zeroize::Zeroizing::new(
+                String::from_utf8(read_small_file(&issuer_key, "issuer key")?)
+                    .context("issuer key is not PEM")?,
+            );
+            let at = match at {
+                Some(t) => Timestamp::parse_rfc3339(&t).context("--at")?,
+                None => Timestamp::now(),
+            };
+            let region = attest::Region::try_from(region.as_str()).context("--region")?;
+            let mut request = attest::sim::SimulatedRequest::default();
+            for i in 0..16 {
+                request
+                    .pcrs
+                    .insert(attest::PcrIndex::try_from(i)?, attest::PcrValue::ZERO);
+            }
+            for pcr in &pcrs {
+                let (index, value) = pcr.split_once('=').context("--pcr takes INDEX=HEX")?;
+                let index: u64 = index.parse().context("--pcr index")?;
+                request.pcrs.insert(
+                    attest::PcrIndex::try_from(index).context("--pcr index")?,
+                    attest::PcrValue::from_hex(value).context("--pcr value")?,
+                );
+            }
+            let hex = |field: &Option<String>, name: &str| -> anyhow::Result<Option<Vec<u8>>> {
+                field
+                    .as_deref()
+                    .map(|h| {
+                        data_encoding::HEXLOWER_PERMISSIVE
+                            .decode(h.as_bytes())
+                            .with_context(|| format!("{name} is not hex"))
+                    })
+                    .transpose()
+            };
+            let nonce = hex(&nonce, "--nonce")?;
+            let user_data = hex(&user_data, "--user-data")?;
+            request.nonce = nonce.as_deref();
+            request.user_data = user_data.as_deref();
+            let pki = attest::sim::SimulatedPki::new(&root, &key, region, at)?;
+            let document = pki.attest(&request, at)?;
+            write_new_file(&out, &document, false)?;
+            println!(
+                "simulated document written to {} (made at {at})",
                 out.display()
             );
         }
