@@ -43,6 +43,7 @@ mod verify;
 pub mod pki;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod wire;
 
 // The public interface is:
 pub use crate::document::{

@@ -147,6 +147,15 @@ impl TryFrom<&[u8]> for Nonce {
     }
 }
 
+/// Constant time in the contents: a nonce is compared against attacker-chosen bytes.
+impl PartialEq for Nonce {
+    fn eq(&self, other: &Self) -> bool {
+        self.matches(&other.0)
+    }
+}
+
+impl Eq for Nonce {}
+
 impl fmt::Debug for Nonce {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Nonce({})", short_hex(&self.0))
