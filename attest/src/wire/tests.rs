@@ -134,10 +134,13 @@ fn reading_frames_tells_closed_from_truncated() {
     assert!(matches!(read_frame(&mut reader), Err(WireError::Closed)));
 }
 
+/// Bytes, and a check on the error they must give.
+type Case = (Vec<u8>, fn(&WireError) -> bool);
+
 #[test]
 fn decoding_is_strict() {
     assert!(Request::decode(&attestation_request(&[])).is_ok());
-    let cases: Vec<(Vec<u8>, fn(&WireError) -> bool)> = vec![
+    let cases: Vec<Case> = vec![
         (
             attestation_request(&[("extra", Value::Null)]),
             |e| matches!(e, WireError::UnknownField(f) if f == "extra"),
