@@ -3,6 +3,7 @@
 
 use core::fmt;
 
+use aws_lc_rs::digest;
 use data_encoding::HEXLOWER;
 use subtle::ConstantTimeEq;
 
@@ -21,6 +22,15 @@ pub const MAX_USER_FIELD_LEN: usize = 1024;
 pub struct PcrIndex(u8);
 
 impl PcrIndex {
+    /// The index `index`, if it is below [`PCR_SLOTS`]; usable in constants.
+    pub const fn new(index: u8) -> Option<Self> {
+        if index < PCR_SLOTS {
+            Some(Self(index))
+        } else {
+            None
+        }
+    }
+
     /// The index as a number.
     pub const fn get(self) -> u8 {
         self.0
@@ -64,6 +74,24 @@ impl PcrValue {
     /// Lowercase hex, as `nitro-cli` prints it.
     pub fn to_hex(&self) -> String {
         HEXLOWER.encode(&self.0)
+    }
+
+    /// The value after extending this one with `data`, as the NSM does:
+    /// `SHA-384(current ‖ data)`.
+    pub fn extend(&self, data: &[u8]) -> Self {
+        let mut context = digest::Context::new(&digest::SHA384);
+        context.update(&self.0);
+        context.update(data);
+        let mut out = [0u8; PCR_LEN];
+        out.copy_from_slice(context.finish().as_ref());
+        Self(out)
+    }
+
+    /// The value a zeroed PCR holds after one extension with the SHA-384 digest of `bytes`:
+    /// `SHA-384(48 zero bytes ‖ SHA-384(bytes))`. This is how image measurements (PCR0, 1, 2,
+    /// 8) and the enclave's configuration PCR are formed.
+    pub fn measure(bytes: &[u8]) -> Self {
+        Self::ZERO.extend(digest::digest(&digest::SHA384, bytes).as_ref())
     }
 
     /// Parse 96 hex digits (either case).
@@ -233,6 +261,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn extend_and_measure_match_an_independent_sha384() {
+        // Computed with Python's hashlib: sha384(bytes(48) + sha384(b"abc").digest()).
+        assert_eq!(
+            PcrValue::measure(b"abc").to_hex(),
+            "93732e3733514a841c982cfa75ea76ab55fe011acb9cd980ef4523913c65be1b\
+             0998e04d77f8c174f81a82151619ca40"
+        );
+        // sha384(bytes(48) + b"\x01" * 48)
+        assert_eq!(
+            PcrValue::ZERO.extend(&[1; 48]).to_hex(),
+            "b2cdfa15c3fdc5772b099d6e1a5acb8a2eb8b94adb63393a7ae3068c8b4bd8cd\
+             ad83d6eb649d8178d0fe7a8135d0a003"
+        );
+    }
+
+    #[test]
     fn pcr_index_bounds() {
         assert!(PcrIndex::try_from(0).is_ok());
         assert!(PcrIndex::try_from(31).is_ok());
@@ -253,6 +297,14 @@ mod tests {
     #[test]
     fn nonce_bounds_and_comparison() {
         assert!(Nonce::try_from(Vec::new()).is_err());
+        assert_eq!(
+            Nonce::try_from(vec![1]).unwrap(),
+            Nonce::try_from(vec![1]).unwrap()
+        );
+        assert_ne!(
+            Nonce::try_from(vec![1]).unwrap(),
+            Nonce::try_from(vec![1, 0]).unwrap()
+        );
         assert!(Nonce::try_from(vec![0; 1025]).is_err());
         let n = Nonce::try_from(vec![1, 2, 3]).unwrap();
         assert!(n.matches(&[1, 2, 3]));

@@ -1,0 +1,308 @@
+//! The enclave's configuration: one TOML file, baked into the image in production. Its
+//! canonical form is hashed and extended into [`CONFIG_PCR`] at boot, so a verifier can pin the
+//! configuration like any other measurement (`enclave measure-config` prints the value).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use attest::{PcrIndex, PcrValue, Region, format_duration, parse_duration};
+use aws_lc_rs::digest;
+use data_encoding::HEXLOWER;
+use serde::Deserialize;
+use transport::Endpoint;
+
+/// The PCR that holds the configuration's measurement: the first one an enclave may extend.
+pub const CONFIG_PCR: PcrIndex = match PcrIndex::new(crate::nsm::FIRST_USER_PCR) {
+    Some(index) => index,
+    None => unreachable!(),
+};
+/// The largest configuration file read.
+pub(crate) const MAX_CONFIG_LEN: u64 = 64 * 1024;
+/// The vsock port of the control protocol unless configured.
+pub(crate) const DEFAULT_CONTROL_PORT: u32 = 5000;
+
+const DEFAULT_MAX_CONNECTIONS: usize = 64;
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A checked configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Where to listen: `vsock` in an enclave, `unix:<path>` in development.
+    pub listen: Endpoint,
+    /// The control protocol's port.
+    pub control_port: u32,
+    /// Connections served at once; more are answered `busy` and closed.
+    pub max_connections: usize,
+    /// A connection with no complete request for this long is closed.
+    pub idle_timeout: Duration,
+    /// Which NSM to use.
+    pub nsm: NsmConfig,
+}
+
+/// The NSM the configuration asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NsmConfig {
+    /// The real device, `/dev/nsm`.
+    Nitro,
+    /// The software NSM (development builds only).
+    Simulated(Box<SimulatedNsmConfig>),
+}
+
+/// Settings of the software NSM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimulatedNsmConfig {
+    /// The development root certificate's file.
+    pub root_certificate: PathBuf,
+    /// Its contents (PEM or DER), read when the configuration is loaded.
+    pub root_certificate_bytes: Vec<u8>,
+    /// The development root's private key (PKCS#8 PEM), read when the NSM starts.
+    pub root_key: PathBuf,
+    /// The region the simulated CAs name.
+    pub region: Region,
+    /// PCR0, PCR1, PCR2 as if measured from an image; by default measured from this executable.
+    pub boot_pcrs: Option<[PcrValue; 3]>,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("invalid configuration: {0}")]
+    Syntax(String),
+    /// A value is out of range.
+    #[error("invalid `{field}`: {reason}")]
+    Invalid {
+        /// The key.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    control_port: Option<u32>,
+    max_connections: Option<usize>,
+    idle_timeout: Option<String>,
+    nsm: Option<RawNsm>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNsm {
+    kind: String,
+    root_certificate: Option<PathBuf>,
+    root_key: Option<PathBuf>,
+    region: Option<String>,
+    pcr0: Option<String>,
+    pcr1: Option<String>,
+    pcr2: Option<String>,
+}
+
+fn invalid(field: &'static str, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+impl Config {
+    /// The embedded defaults: vsock, port 5000, the real NSM.
+    pub fn embedded_default() -> Self {
+        Config {
+            listen: Endpoint::Vsock(transport::Vsock::inside_enclave()),
+            control_port: DEFAULT_CONTROL_PORT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            nsm: NsmConfig::Nitro,
+        }
+    }
+
+    /// Read and check a configuration file. Relative paths in it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = read_bounded(path)?;
+        let text = String::from_utf8(text).map_err(|_| ConfigError::Read {
+            path: path.to_owned(),
+            reason: "not UTF-8".into(),
+        })?;
+        Self::from_toml(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Check a configuration given as TOML text; relative paths are resolved against `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.message().to_owned()))?;
+        let defaults = Self::embedded_default();
+        let listen = match raw.listen {
+            Some(text) => text.parse().map_err(|e| invalid("listen", e))?,
+            None => defaults.listen,
+        };
+        let control_port = raw.control_port.unwrap_or(defaults.control_port);
+        if control_port == u32::MAX {
+            return Err(invalid(
+                "control_port",
+                "4294967295 is vsock's \"any port\"",
+            ));
+        }
+        let max_connections = raw.max_connections.unwrap_or(defaults.max_connections);
+        if !(1..=4096).contains(&max_connections) {
+            return Err(invalid("max_connections", "must be 1 to 4096"));
+        }
+        let idle_timeout = match raw.idle_timeout {
+            Some(text) => parse_duration(&text).map_err(|e| invalid("idle_timeout", e))?,
+            None => defaults.idle_timeout,
+        };
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&idle_timeout) {
+            return Err(invalid("idle_timeout", "must be 1s to 1h"));
+        }
+        let nsm = match raw.nsm {
+            None => NsmConfig::Nitro,
+            Some(nsm) => nsm_config(nsm, base)?,
+        };
+        Ok(Config {
+            listen,
+            control_port,
+            max_connections,
+            idle_timeout,
+            nsm,
+        })
+    }
+
+    /// The canonical text that is measured: every setting, one per line, in a fixed order, with
+    /// referenced files by digest rather than by path.
+    pub fn canonical(&self) -> String {
+        let mut lines = vec![
+            "sovereign-enclave-config v1".to_owned(),
+            format!("listen = {}", self.listen),
+            format!("control_port = {}", self.control_port),
+            format!("max_connections = {}", self.max_connections),
+            format!("idle_timeout = {}", format_duration(self.idle_timeout)),
+        ];
+        match &self.nsm {
+            NsmConfig::Nitro => lines.push("nsm.kind = nitro".into()),
+            NsmConfig::Simulated(sim) => {
+                lines.push("nsm.kind = simulated".into());
+                lines.push(format!(
+                    "nsm.root_certificate.sha384 = {}",
+                    HEXLOWER.encode(
+                        digest::digest(&digest::SHA384, &sim.root_certificate_bytes).as_ref()
+                    )
+                ));
+                lines.push(format!("nsm.region = {}", sim.region));
+                if let Some(pcrs) = &sim.boot_pcrs {
+                    for (i, pcr) in pcrs.iter().enumerate() {
+                        lines.push(format!("nsm.pcr{i} = {pcr}"));
+                    }
+                }
+            }
+        }
+        let mut text = lines.join("\n");
+        text.push('\n');
+        text
+    }
+
+    /// SHA-384 of [`Config::canonical`]: what the enclave extends into [`CONFIG_PCR`].
+    pub fn digest(&self) -> [u8; 48] {
+        let mut out = [0u8; 48];
+        out.copy_from_slice(digest::digest(&digest::SHA384, self.canonical().as_bytes()).as_ref());
+        out
+    }
+
+    /// The value [`CONFIG_PCR`] holds once the enclave has booted with this configuration.
+    pub fn expected_pcr(&self) -> PcrValue {
+        PcrValue::ZERO.extend(&self.digest())
+    }
+}
+
+fn nsm_config(nsm: RawNsm, base: &Path) -> Result<NsmConfig, ConfigError> {
+    match nsm.kind.as_str() {
+        "nitro" => {
+            let extra = [
+                ("root_certificate", nsm.root_certificate.is_some()),
+                ("root_key", nsm.root_key.is_some()),
+                ("region", nsm.region.is_some()),
+                ("pcr0", nsm.pcr0.is_some()),
+                ("pcr1", nsm.pcr1.is_some()),
+                ("pcr2", nsm.pcr2.is_some()),
+            ];
+            if let Some((name, _)) = extra.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    "nsm",
+                    format!("`{name}` applies only to kind = \"simulated\""),
+                ));
+            }
+            Ok(NsmConfig::Nitro)
+        }
+        "simulated" => {
+            let root_certificate = base.join(nsm.root_certificate.ok_or_else(|| {
+                invalid("nsm.root_certificate", "required for the simulated NSM")
+            })?);
+            let root_key = base.join(
+                nsm.root_key
+                    .ok_or_else(|| invalid("nsm.root_key", "required for the simulated NSM"))?,
+            );
+            let root_certificate_bytes = read_bounded(&root_certificate)?;
+            attest::load_certificates(&root_certificate_bytes)
+                .map_err(|e| invalid("nsm.root_certificate", e))?;
+            let region = Region::try_from(nsm.region.as_deref().unwrap_or("eu-central-1"))
+                .map_err(|e| invalid("nsm.region", e))?;
+            let pcr = |field: &'static str, value: Option<String>| {
+                value
+                    .map(|hex| PcrValue::from_hex(&hex).map_err(|e| invalid(field, e)))
+                    .transpose()
+            };
+            let boot_pcrs = match (
+                pcr("nsm.pcr0", nsm.pcr0)?,
+                pcr("nsm.pcr1", nsm.pcr1)?,
+                pcr("nsm.pcr2", nsm.pcr2)?,
+            ) {
+                (Some(a), Some(b), Some(c)) => Some([a, b, c]),
+                (None, None, None) => None,
+                _ => return Err(invalid("nsm", "set all of pcr0, pcr1, pcr2, or none")),
+            };
+            Ok(NsmConfig::Simulated(Box::new(SimulatedNsmConfig {
+                root_certificate,
+                root_certificate_bytes,
+                root_key,
+                region,
+                boot_pcrs,
+            })))
+        }
+        other => Err(invalid(
+            "nsm.kind",
+            format!("`{other}`: expected \"nitro\" or \"simulated\""),
+        )),
+    }
+}
+
+/// Read a small file, refusing anything over [`MAX_CONFIG_LEN`].
+pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    let error = |reason: String| ConfigError::Read {
+        path: path.to_owned(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| error(e.to_string()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| error(e.to_string()))?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_CONFIG_LEN {
+        return Err(error(format!("larger than {MAX_CONFIG_LEN} bytes")));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+use std::path::PathBuf;
+
+use super::*;
+
+fn dev_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("enclave-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = attest::aws_nitro_root_g1();
+    std::fs::write(dir.join("root.der"), root.as_ref()).unwrap();
+    dir
+}
+
+#[test]
+fn an_empty_file_means_the_embedded_defaults() {
+    let config = Config::from_toml("", Path::new("/")).unwrap();
+    assert_eq!(config, Config::embedded_default());
+    assert_eq!(config.listen.to_string(), "vsock");
+    assert_eq!(config.control_port, 5000);
+    assert_eq!(config.nsm, NsmConfig::Nitro);
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_refused_by_name() {
+    let cases = [
+        ("lisen = \"vsock\"", "lisen"),
+        ("listen = \"tcp:1.2.3.4\"", "listen"),
+        ("control_port = 4294967295", "control_port"),
+        ("max_connections = 0", "max_connections"),
+        ("idle_timeout = \"0s\"", "idle_timeout"),
+        ("idle_timeout = \"soon\"", "idle_timeout"),
+        ("[nsm]\nkind = \"tpm\"", "nsm.kind"),
+        ("[nsm]\nkind = \"nitro\"\nregion = \"eu-west-1\"", "region"),
+        ("[nsm]\nkind = \"simulated\"", "nsm.root_certificate"),
+        ("[nsm]\nkind = \"nitro\"\nsecret = 1", "secret"),
+    ];
+    for (text, named) in cases {
+        let error = Config::from_toml(text, Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(named), "{text:?}: {error}");
+    }
+}
+
+#[test]
+fn simulated_paths_are_relative_to_the_file() {
+    let dir = dev_dir();
+    let text = "listen = \"unix:/tmp/e.sock\"\n[nsm]\nkind = \"simulated\"\n\
+                root_certificate = \"root.der\"\nroot_key = \"root.key\"\nregion = \"ap-south-1\"\n";
+    let config = Config::from_toml(text, &dir).unwrap();
+    let NsmConfig::Simulated(sim) = &config.nsm else {
+        panic!("not simulated")
+    };
+    assert_eq!(sim.root_certificate, dir.join("root.der"));
+    assert_eq!(sim.root_key, dir.join("root.key"));
+    assert_eq!(sim.region.as_str(), "ap-south-1");
+    assert!(config.canonical().contains("nsm.kind = simulated"));
+    assert!(
+        !config.canonical().contains("root.der"),
+        "files are measured by digest"
+    );
+
+    let missing = text.replace("root.der", "absent.der");
+    assert!(matches!(
+        Config::from_toml(&missing, &dir),
+        Err(ConfigError::Read { .. })
+    ));
+}
+
+#[test]
+fn every_setting_changes_the_measurement() {
+    let base = Config::embedded_default();
+    let variants = [
+        "listen = \"unix:/tmp/e.sock\"",
+        "control_port = 5001",
+        "max_connections = 65",
+        "idle_timeout = \"31s\"",
+    ];
+    let mut digests = vec![base.digest()];
+    for text in variants {
+        let config = Config::from_toml(text, Path::new("/")).unwrap();
+        assert!(!digests.contains(&config.digest()), "{text}");
+        digests.push(config.digest());
+    }
+    assert_eq!(
+        base.expected_pcr(),
+        PcrValue::ZERO.extend(&base.digest()),
+        "the PCR is one extension of the digest"
+    );
+    assert_eq!(
+        base.digest().to_vec(),
+        digest::digest(&digest::SHA384, base.canonical().as_bytes())
+            .as_ref()
+            .to_vec()
+    );
+}

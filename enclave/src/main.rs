@@ -1,0 +1,243 @@
+//! `enclave`: the runtime inside a Nitro enclave.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use data_encoding::HEXLOWER;
+use enclave::{
+    CONFIG_PCR, Config, NsmConfig, SIMULATED_NSM_COMPILED, Service, measure_config, open_nsm,
+    permit,
+};
+use transport::{Endpoint, Transport};
+
+/// How long connections in flight may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The runtime inside a Nitro enclave: measures its configuration into PCR16, then serves health
+/// and attestation documents over vsock.
+#[derive(Debug, Parser)]
+#[command(
+    name = "enclave",
+    version,
+    after_help = "Examples:\n  \
+    enclave run --config /etc/enclave.toml\n  \
+    enclave check-config enclave.toml --json\n\n\
+    Exit codes: 0 success, 1 the configuration was refused (check-config), 2 usage, configuration, \
+    NSM or I/O error."
+)]
+struct Cli {
+    /// Log format on standard error: text, or json for collectors. Levels from RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Boot: open the NSM, extend the configuration's digest into PCR16 and lock it, then serve
+    /// the control protocol until SIGTERM.
+    #[command(after_help = "Examples:\n  \
+        enclave run                                   # embedded defaults: vsock port 5000, /dev/nsm\n  \
+        enclave run --config dev.toml --listen unix:/tmp/enclave.sock\n\n\
+        A build without the `simulated-nsm` feature refuses nsm.kind = \"simulated\".")]
+    Run {
+        /// Configuration file (TOML). Default: the embedded defaults.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Listen here instead (`vsock` or `unix:<path>`); it is part of what is measured.
+        #[arg(long, value_name = "ENDPOINT")]
+        listen: Option<String>,
+    },
+    /// Check a configuration file and print what it means, with the PCR16 value an enclave
+    /// booted with it reports (for release policies).
+    #[command(after_help = "Example:\n  enclave check-config enclave.toml --json")]
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+        /// Print JSON: {"valid", "canonical", "config_sha384", "pcr", "pcr_value", "error"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Run { config, listen } => run(config, listen),
+        Command::CheckConfig { file, json } => check_config(&file, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("enclave: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(path: Option<&PathBuf>, listen: Option<String>) -> anyhow::Result<Config> {
+    let mut config = match path {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    };
+    if let Some(listen) = listen {
+        config.listen = listen.parse().context("--listen")?;
+    }
+    Ok(config)
+}
+
+fn run(path: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<ExitCode> {
+    let config = load(path.as_ref(), listen)?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        simulated_nsm_compiled = SIMULATED_NSM_COMPILED,
+        "enclave starting: {}",
+        if SIMULATED_NSM_COMPILED {
+            "DEVELOPMENT build, the simulated NSM is compiled in"
+        } else {
+            "production build, the simulated NSM is refused"
+        }
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let nsm = open_nsm(&config)?;
+        let pcr = measure_config(&*nsm, &config)?;
+        tracing::info!(
+            pcr = CONFIG_PCR.get(),
+            value = %pcr,
+            nsm = nsm.kind().as_str(),
+            "configuration measured and locked"
+        );
+        let service = Arc::new(Service::new(nsm, &config));
+        match &config.listen {
+            Endpoint::Vsock(vsock) => serve(vsock, config.control_port, service).await,
+            Endpoint::Hybrid(hybrid) => serve(hybrid, config.control_port, service).await,
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve<T: Transport>(
+    transport: &T,
+    port: u32,
+    service: Arc<Service>,
+) -> anyhow::Result<()> {
+    let listener = transport
+        .listen(&[port])
+        .await
+        .with_context(|| format!("listening on port {port}"))?;
+    tracing::info!(port, "serving the control protocol");
+    service
+        .run(listener, shutdown_signal(), SHUTDOWN_GRACE)
+        .await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+    tracing::info!("shutdown requested");
+}
+
+fn check_config(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(file) {
+        Ok(config) => config,
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "valid": false, "error": e.to_string() })
+                );
+            } else {
+                println!("invalid: {e}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let refused = permit(&config.nsm, SIMULATED_NSM_COMPILED).err();
+    let digest = HEXLOWER.encode(&config.digest());
+    let pcr = config.expected_pcr();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "valid": refused.is_none(),
+                "canonical": config.canonical(),
+                "config_sha384": digest,
+                "pcr": CONFIG_PCR.get(),
+                "pcr_value": pcr.to_hex(),
+                "error": refused.as_ref().map(ToString::to_string),
+            })
+        );
+    } else {
+        match &refused {
+            None => println!("valid: {}", file.display()),
+            Some(e) => println!("refused by this build: {e}"),
+        }
+        print!("{}", config.canonical());
+        println!("config sha384 = {digest}");
+        println!("PCR{} = {pcr}", CONFIG_PCR.get());
+        if matches!(config.nsm, NsmConfig::Simulated(_)) {
+            println!("note: the simulated NSM is for development only");
+        }
+    }
+    Ok(if refused.is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Logs go to standard error; they carry ids and digests, never document contents.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(LevelFilter::TRACE);
+    let result = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .finish()
+            .with(filter)
+            .try_init(),
+        LogFormat::Json => builder.json().finish().with(filter).try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("enclave: warning: logging disabled: {e}");
+    }
+}

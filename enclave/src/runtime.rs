@@ -1,0 +1,180 @@
+//! Boot: choose the NSM (refusing the simulated one in a production build), then measure the
+//! configuration into its PCR and lock it.
+
+use std::sync::Arc;
+
+use attest::PcrValue;
+
+use crate::config::{CONFIG_PCR, Config, NsmConfig};
+use crate::nitro_nsm::NitroNsm;
+use crate::nsm::{Nsm, NsmError};
+
+/// Whether this build contains the simulated NSM (the `simulated-nsm` feature).
+pub const SIMULATED_NSM_COMPILED: bool = cfg!(feature = "simulated-nsm");
+
+/// Why the enclave would not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration asks for the simulated NSM and this build does not include it.
+    #[error(
+        "this enclave build refuses the simulated NSM: it was built without the \
+         `simulated-nsm` feature (a production build). Use nsm.kind = \"nitro\" on Nitro \
+         hardware, or build with `--features enclave/simulated-nsm` for development"
+    )]
+    SimulatedNsmRefused,
+    /// The NSM failed.
+    #[error(transparent)]
+    Nsm(#[from] NsmError),
+    /// The configuration PCR did not end up where the configuration says it should.
+    #[error("PCR{index} is {actual} after boot, expected {expected}: it was extended before")]
+    ConfigPcrMismatch {
+        /// The PCR.
+        index: u8,
+        /// Its value.
+        actual: PcrValue,
+        /// What measuring this configuration into a fresh PCR gives.
+        expected: PcrValue,
+    },
+    /// A file the simulated NSM needs could not be used.
+    #[error("simulated NSM: {0}")]
+    Simulated(String),
+}
+
+/// Refuse a configuration that needs the simulated NSM when it is not compiled in.
+pub fn permit(nsm: &NsmConfig, simulated_compiled: bool) -> Result<(), StartError> {
+    match nsm {
+        NsmConfig::Simulated(_) if !simulated_compiled => Err(StartError::SimulatedNsmRefused),
+        _ => Ok(()),
+    }
+}
+
+/// Open the NSM the configuration names.
+pub fn open_nsm(config: &Config) -> Result<Arc<dyn Nsm>, StartError> {
+    permit(&config.nsm, SIMULATED_NSM_COMPILED)?;
+    match &config.nsm {
+        NsmConfig::Nitro => Ok(Arc::new(NitroNsm::open()?)),
+        #[cfg(feature = "simulated-nsm")]
+        NsmConfig::Simulated(sim) => simulated::open(sim),
+        #[cfg(not(feature = "simulated-nsm"))]
+        NsmConfig::Simulated(_) => Err(StartError::SimulatedNsmRefused),
+    }
+}
+
+/// Extend the configuration's digest into [`CONFIG_PCR`] and lock it, so that every attestation
+/// document from now on carries the measurement and nothing can change it.
+pub fn measure_config(nsm: &dyn Nsm, config: &Config) -> Result<PcrValue, StartError> {
+    let actual = nsm.extend_pcr(CONFIG_PCR, &config.digest())?;
+    nsm.lock_pcr(CONFIG_PCR)?;
+    let expected = config.expected_pcr();
+    if actual != expected {
+        return Err(StartError::ConfigPcrMismatch {
+            index: CONFIG_PCR.get(),
+            actual,
+            expected,
+        });
+    }
+    Ok(actual)
+}
+
+#[cfg(feature = "simulated-nsm")]
+mod simulated {
+    use std::sync::Arc;
+
+    use attest::{PcrValue, Timestamp};
+
+    use super::StartError;
+    use crate::config::{SimulatedNsmConfig, read_bounded};
+    use crate::nsm::Nsm;
+    use crate::simulated_nsm::{BootMeasurements, DevelopmentRoot, SimulatedNsm};
+
+    pub(super) fn open(sim: &SimulatedNsmConfig) -> Result<Arc<dyn Nsm>, StartError> {
+        let error = |e: &dyn std::fmt::Display| StartError::Simulated(e.to_string());
+        let certificate = attest::load_certificates(&sim.root_certificate_bytes)
+            .map_err(|e| error(&e))?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StartError::Simulated("no certificate in the root file".into()))?;
+        let key = read_bounded(&sim.root_key).map_err(|e| error(&e))?;
+        let key_pem = String::from_utf8(key)
+            .map_err(|_| StartError::Simulated("the root key is not PEM".into()))?;
+        let boot = match sim.boot_pcrs {
+            Some([pcr0, pcr1, pcr2]) => BootMeasurements { pcr0, pcr1, pcr2 },
+            None => measure_own_executable()?,
+        };
+        tracing::warn!(
+            pcr0 = %boot.pcr0,
+            "SIMULATED NSM: attestation documents are signed under a development root, not by \
+             AWS Nitro hardware; never use this build in production"
+        );
+        Ok(Arc::new(SimulatedNsm::new(
+            DevelopmentRoot {
+                certificate,
+                key_pem,
+            },
+            sim.region.clone(),
+            boot,
+            Box::new(Timestamp::now),
+        )))
+    }
+
+    /// Without an image, PCR0 and PCR2 measure this executable and PCR1 measures nothing (there
+    /// is no kernel), so that a changed binary changes the measurements.
+    fn measure_own_executable() -> Result<BootMeasurements, StartError> {
+        let path = std::env::current_exe().map_err(|e| StartError::Simulated(e.to_string()))?;
+        let bytes = std::fs::read(&path).map_err(|e| StartError::Simulated(e.to_string()))?;
+        let application = PcrValue::measure(&bytes);
+        Ok(BootMeasurements {
+            pcr0: application,
+            pcr1: PcrValue::measure(b""),
+            pcr2: application,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::SimulatedNsmConfig;
+
+    fn simulated() -> NsmConfig {
+        NsmConfig::Simulated(Box::new(SimulatedNsmConfig {
+            root_certificate: PathBuf::from("root.pem"),
+            root_certificate_bytes: Vec::new(),
+            root_key: PathBuf::from("root.key"),
+            region: attest::Region::try_from("eu-central-1").unwrap(),
+            boot_pcrs: None,
+        }))
+    }
+
+    #[test]
+    fn a_production_build_refuses_the_simulated_nsm() {
+        let error = permit(&simulated(), false).unwrap_err();
+        assert!(matches!(error, StartError::SimulatedNsmRefused));
+        assert!(error.to_string().contains("simulated-nsm"));
+        assert!(permit(&simulated(), true).is_ok());
+        assert!(permit(&NsmConfig::Nitro, false).is_ok());
+    }
+
+    #[cfg(not(feature = "simulated-nsm"))]
+    #[test]
+    fn this_build_refuses_the_simulated_nsm() {
+        let mut config = Config::embedded_default();
+        config.nsm = simulated();
+        assert!(matches!(
+            open_nsm(&config),
+            Err(StartError::SimulatedNsmRefused)
+        ));
+    }
+
+    #[test]
+    fn the_real_nsm_is_not_faked_outside_an_enclave() {
+        if std::path::Path::new("/dev/nsm").exists() {
+            return;
+        }
+        let error = open_nsm(&Config::embedded_default()).unwrap_err();
+        assert!(error.to_string().contains("/dev/nsm"), "{error}");
+    }
+}

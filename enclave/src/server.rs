@@ -1,0 +1,202 @@
+//! The control protocol's server: health, and fresh attestation documents over a caller's nonce.
+//! It keeps nothing between requests: each answer depends only on the request, the measured
+//! configuration and the NSM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use attest::wire::{ErrorCode, Health, Request, RequestBody, Response, ResponseBody, WireError};
+use aws_lc_rs::digest;
+use data_encoding::HEXLOWER;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use transport::frame::{read_frame, write_frame};
+use transport::{Connection, Listener};
+
+use crate::config::Config;
+use crate::nsm::{AttestationRequest, Nsm};
+
+/// How long a refusal (`busy`, a framing error) may take to write before the connection is
+/// dropped anyway.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What every connection shares: the NSM and what health reports.
+pub struct Service {
+    nsm: Arc<dyn Nsm>,
+    health: Health,
+    idle_timeout: Duration,
+    connections: Arc<Semaphore>,
+}
+
+impl core::fmt::Debug for Service {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Service")
+            .field("health", &self.health)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service for an enclave booted with `config` on `nsm`.
+    pub fn new(nsm: Arc<dyn Nsm>, config: &Config) -> Self {
+        Service {
+            health: Health {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                nsm: nsm.kind(),
+                config_digest: config.digest(),
+            },
+            nsm,
+            idle_timeout: config.idle_timeout,
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+        }
+    }
+
+    /// Answer one decoded request.
+    pub async fn answer(&self, request: Request) -> Response {
+        let body = match request.body {
+            RequestBody::Health => ResponseBody::Health(self.health.clone()),
+            RequestBody::Attestation { nonce } => {
+                let nsm = self.nsm.clone();
+                let attested = tokio::task::spawn_blocking(move || {
+                    nsm.attest(&AttestationRequest {
+                        nonce: Some(nonce.as_bytes()),
+                        ..AttestationRequest::default()
+                    })
+                })
+                .await;
+                match attested {
+                    Ok(Ok(document)) => {
+                        tracing::info!(
+                            id = request.id,
+                            document_sha384 = %short_digest(&document),
+                            "attestation document issued"
+                        );
+                        ResponseBody::Attestation { document }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(id = request.id, error = %e, "NSM attestation failed");
+                        return Response::error(request.id, ErrorCode::NsmFailure, &e.to_string());
+                    }
+                    Err(_) => {
+                        return Response::error(
+                            request.id,
+                            ErrorCode::NsmFailure,
+                            "the attestation task failed",
+                        );
+                    }
+                }
+            }
+            _ => {
+                return Response::error(request.id, ErrorCode::UnknownOperation, "not served here");
+            }
+        };
+        Response {
+            id: request.id,
+            body,
+        }
+    }
+
+    /// Serve one connection until the peer closes it, goes idle, or breaks the framing.
+    /// Malformed messages are answered and the connection stays usable; framing errors are
+    /// answered and the connection is closed, since the frame boundary is lost.
+    pub async fn serve_connection<S: Connection>(&self, mut stream: S) {
+        loop {
+            let body = match tokio::time::timeout(self.idle_timeout, read_frame(&mut stream)).await
+            {
+                Ok(Ok(body)) => body,
+                Ok(Err(WireError::Closed)) => return,
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "closing a connection after a framing error");
+                    refuse(&mut stream, Response::error(0, e.code(), &e.to_string())).await;
+                    return;
+                }
+                Err(_) => {
+                    let message = format!(
+                        "no complete request within {}",
+                        attest::format_duration(self.idle_timeout)
+                    );
+                    refuse(
+                        &mut stream,
+                        Response::error(0, ErrorCode::TruncatedFrame, &message),
+                    )
+                    .await;
+                    return;
+                }
+            };
+            let response = match Request::decode(&body) {
+                Ok(request) => {
+                    tracing::debug!(id = request.id, "request");
+                    self.answer(request).await
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "refused a malformed request");
+                    Response::error(0, e.code(), &e.to_string())
+                }
+            };
+            if write_frame(&mut stream, &response.encode()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Accept connections until `shutdown` completes, then give those in flight `grace` to
+    /// finish.
+    pub async fn run<S: Connection>(
+        self: Arc<Self>,
+        mut listener: Listener<S>,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+    ) {
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let Ok((_, mut stream)) = accepted else { break };
+                    match self.connections.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let service = self.clone();
+                            tasks.spawn(async move {
+                                service.serve_connection(stream).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            tracing::warn!("at the connection limit; refusing a connection");
+                            tasks.spawn(async move {
+                                let busy = Response::error(0, ErrorCode::Busy, "at the connection limit");
+                                refuse(&mut stream, busy).await;
+                            });
+                        }
+                    }
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        drop(listener);
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "closing connections still open at shutdown"
+            );
+            tasks.abort_all();
+        }
+    }
+}
+
+async fn refuse<S: Connection>(stream: &mut S, response: Response) {
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+        let _ = write_frame(stream, &response.encode()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+fn short_digest(bytes: &[u8]) -> String {
+    let digest = digest::digest(&digest::SHA384, bytes);
+    HEXLOWER.encode(digest.as_ref().get(..8).unwrap_or_default())
+}
