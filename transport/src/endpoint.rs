@@ -4,7 +4,9 @@
 use core::fmt;
 use core::str::FromStr;
 
-use crate::{HybridVsock, Vsock};
+use std::io;
+
+use crate::{Connection, HybridVsock, Transport, Vsock};
 
 /// A transport chosen by configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +44,16 @@ impl FromStr for Endpoint {
             }
             _ => Err(invalid()),
         }
+    }
+}
+
+impl Endpoint {
+    /// Host side: connect to the enclave's `port` over whichever transport this is.
+    pub async fn connect(&self, port: u32) -> io::Result<Box<dyn Connection>> {
+        Ok(match self {
+            Endpoint::Vsock(vsock) => Box::new(vsock.connect(port).await?),
+            Endpoint::Hybrid(hybrid) => Box::new(hybrid.connect(port).await?),
+        })
     }
 }
 

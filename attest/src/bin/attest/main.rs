@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 verified (or done), 1 refused (a verdict), 2 usage, configuration or I/O error.
 
+mod fetch;
 mod inspect;
 mod json;
 mod pki;
@@ -44,6 +45,7 @@ enum LogFormat {
 enum Command {
     Verify(verify::Args),
     Inspect(inspect::Args),
+    Fetch(fetch::Args),
     #[command(subcommand)]
     Pki(pki::Command),
     #[command(subcommand)]
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Verify(args) => verify::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Fetch(args) => fetch::run(args),
         Command::Pki(command) => pki::run(command),
         Command::Policy(command) => policy::run(command),
     };

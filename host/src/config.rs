@@ -1,0 +1,421 @@
+//! The host's configuration: one TOML file (`docs/host.md` describes every key), or the
+//! embedded development defaults of `host run --dev`. Unknown keys are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use attest::parse_duration;
+use serde::Deserialize;
+
+/// The largest configuration file read.
+const MAX_CONFIG_LEN: u64 = 64 * 1024;
+
+/// A checked configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostConfig {
+    /// How the enclave is launched and supervised.
+    pub enclave: EnclaveSettings,
+    /// Client-facing TCP listeners, each forwarded to one enclave port.
+    pub forwards: Vec<Forward>,
+    /// Host ports the enclave may connect to, each relayed to one allowlisted TCP address.
+    pub relays: Vec<Relay>,
+    /// Liveness, readiness, status and metrics over HTTP; none if unset.
+    pub admin: Option<SocketAddr>,
+    /// How long connections in flight may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// Launching and supervising the enclave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnclaveSettings {
+    /// Where the enclave runs.
+    pub launch: Launch,
+    /// The enclave's control-protocol port (for the readiness probe).
+    pub control_port: u32,
+    /// How long a launched enclave has to answer a health request.
+    pub ready_timeout: Duration,
+    /// The first wait before a restart; it doubles after each failure up to the maximum.
+    pub restart_backoff: Duration,
+    /// The longest wait before a restart.
+    pub restart_backoff_max: Duration,
+}
+
+/// Where and how the enclave is launched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// A local `enclave` process reached over Unix sockets (hybrid vsock), with the simulated NSM.
+    Development {
+        /// The `enclave` executable.
+        binary: PathBuf,
+        /// Its configuration file.
+        config: PathBuf,
+        /// The hybrid vsock socket (`--listen unix:<socket>`).
+        socket: PathBuf,
+    },
+    /// A Nitro enclave started with `nitro-cli run-enclave`, reached over vsock.
+    Nitro(NitroSettings),
+}
+
+/// `nitro-cli run-enclave` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NitroSettings {
+    /// The `nitro-cli` executable.
+    pub nitro_cli: PathBuf,
+    /// The enclave image.
+    pub eif: PathBuf,
+    /// vCPUs for the enclave.
+    pub cpu_count: u32,
+    /// Memory for the enclave, MiB.
+    pub memory_mib: u64,
+    /// A fixed CID, or one chosen by `nitro-cli`.
+    pub cid: Option<u32>,
+    /// Debug mode: the console is readable and PCR0–2 are zero, so verifiers refuse it by
+    /// default. Never in production.
+    pub debug_mode: bool,
+}
+
+/// A client-facing listener forwarded byte for byte to an enclave port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// The enclave's vsock port.
+    pub enclave_port: u32,
+    /// Connections at once; more are closed on accept.
+    pub max_connections: usize,
+    /// A connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// A host port the enclave connects to, relayed to one TCP address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relay {
+    /// The vsock port on the host.
+    pub port: u32,
+    /// The only address this port reaches (`host:port`), resolved at each connection.
+    pub target: String,
+    /// Connections at once.
+    pub max_connections: usize,
+    /// A connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("invalid configuration: {0}")]
+    Syntax(String),
+    /// A value is out of range or inconsistent.
+    #[error("invalid `{field}`: {reason}")]
+    Invalid {
+        /// The key.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.to_string(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    enclave: RawEnclave,
+    #[serde(default)]
+    forward: Vec<RawForward>,
+    #[serde(default)]
+    relay: Vec<RawRelay>,
+    admin: Option<RawAdmin>,
+    shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnclave {
+    mode: String,
+    control_port: Option<u32>,
+    ready_timeout: Option<String>,
+    restart_backoff: Option<String>,
+    restart_backoff_max: Option<String>,
+    development: Option<RawDevelopment>,
+    nitro: Option<RawNitro>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevelopment {
+    binary: Option<PathBuf>,
+    config: PathBuf,
+    socket: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNitro {
+    nitro_cli: Option<PathBuf>,
+    eif: PathBuf,
+    cpu_count: u32,
+    memory_mib: u64,
+    cid: Option<u32>,
+    #[serde(default)]
+    debug_mode: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    listen: String,
+    enclave_port: u32,
+    max_connections: Option<usize>,
+    idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    port: u32,
+    target: String,
+    max_connections: Option<usize>,
+    idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+}
+
+fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    let value = match text {
+        Some(text) => parse_duration(text).map_err(|e| invalid(field, e))?,
+        None => default,
+    };
+    if value.is_zero() || value > Duration::from_secs(24 * 3600) {
+        return Err(invalid(field, "must be more than 0 and at most 24h"));
+    }
+    Ok(value)
+}
+
+fn limit(field: &str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    let value = value.unwrap_or(default);
+    if !(1..=65_536).contains(&value) {
+        return Err(invalid(field, "must be 1 to 65536"));
+    }
+    Ok(value)
+}
+
+fn port(field: &str, value: u32) -> Result<u32, ConfigError> {
+    if value == u32::MAX {
+        return Err(invalid(field, "4294967295 is vsock's \"any port\""));
+    }
+    Ok(value)
+}
+
+impl HostConfig {
+    /// Read and check a configuration file; relative paths are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        use std::io::Read;
+        let error = |reason: String| ConfigError::Read {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_LEN + 1).read_to_string(&mut text))
+            .map_err(|e| error(e.to_string()))?;
+        if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_CONFIG_LEN {
+            return Err(error(format!("larger than {MAX_CONFIG_LEN} bytes")));
+        }
+        Self::from_toml(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Check a configuration given as TOML; relative paths are resolved against `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.message().to_owned()))?;
+        let enclave = enclave_settings(raw.enclave, base)?;
+        let mut forwards = Vec::with_capacity(raw.forward.len());
+        for (i, f) in raw.forward.into_iter().enumerate() {
+            let field = |name: &str| format!("forward[{i}].{name}");
+            forwards.push(Forward {
+                listen: f.listen.parse().map_err(|_| {
+                    invalid(field("listen"), "expected an address like 0.0.0.0:8443")
+                })?,
+                enclave_port: port(&field("enclave_port"), f.enclave_port)?,
+                max_connections: limit(&field("max_connections"), f.max_connections, 256)?,
+                idle_timeout: duration(
+                    &field("idle_timeout"),
+                    f.idle_timeout.as_deref(),
+                    Duration::from_secs(60),
+                )?,
+            });
+        }
+        let mut relays: Vec<Relay> = Vec::with_capacity(raw.relay.len());
+        for (i, r) in raw.relay.into_iter().enumerate() {
+            let field = |name: &str| format!("relay[{i}].{name}");
+            let port = port(&field("port"), r.port)?;
+            if relays.iter().any(|other| other.port == port) {
+                return Err(invalid(
+                    field("port"),
+                    "each port relays to exactly one address",
+                ));
+            }
+            check_target(&r.target).map_err(|e| invalid(field("target"), e))?;
+            relays.push(Relay {
+                port,
+                target: r.target,
+                max_connections: limit(&field("max_connections"), r.max_connections, 64)?,
+                idle_timeout: duration(
+                    &field("idle_timeout"),
+                    r.idle_timeout.as_deref(),
+                    Duration::from_secs(300),
+                )?,
+            });
+        }
+        let admin = raw
+            .admin
+            .map(|a| a.listen.parse())
+            .transpose()
+            .map_err(|_| invalid("admin.listen", "expected an address like 127.0.0.1:9100"))?;
+        Ok(HostConfig {
+            enclave,
+            forwards,
+            relays,
+            admin,
+            shutdown_grace: duration(
+                "shutdown_grace",
+                raw.shutdown_grace.as_deref(),
+                Duration::from_secs(10),
+            )?,
+        })
+    }
+}
+
+fn enclave_settings(raw: RawEnclave, base: &Path) -> Result<EnclaveSettings, ConfigError> {
+    let launch = match raw.mode.as_str() {
+        "development" => {
+            if raw.nitro.is_some() {
+                return Err(invalid("enclave.nitro", "set only with mode = \"nitro\""));
+            }
+            let dev = raw.development.ok_or_else(|| {
+                invalid(
+                    "enclave.development",
+                    "required with mode = \"development\"",
+                )
+            })?;
+            Launch::Development {
+                binary: match dev.binary {
+                    Some(binary) => base.join(binary),
+                    None => sibling_executable("enclave"),
+                },
+                config: base.join(dev.config),
+                socket: base.join(dev.socket),
+            }
+        }
+        "nitro" => {
+            if raw.development.is_some() {
+                return Err(invalid(
+                    "enclave.development",
+                    "set only with mode = \"development\"",
+                ));
+            }
+            let nitro = raw
+                .nitro
+                .ok_or_else(|| invalid("enclave.nitro", "required with mode = \"nitro\""))?;
+            if nitro.cpu_count == 0 {
+                return Err(invalid("enclave.nitro.cpu_count", "must be at least 1"));
+            }
+            if nitro.memory_mib < 64 {
+                return Err(invalid("enclave.nitro.memory_mib", "must be at least 64"));
+            }
+            if matches!(nitro.cid, Some(cid) if cid <= 3) {
+                return Err(invalid("enclave.nitro.cid", "CIDs 0-3 are reserved"));
+            }
+            Launch::Nitro(NitroSettings {
+                nitro_cli: nitro
+                    .nitro_cli
+                    .unwrap_or_else(|| PathBuf::from("nitro-cli")),
+                eif: base.join(nitro.eif),
+                cpu_count: nitro.cpu_count,
+                memory_mib: nitro.memory_mib,
+                cid: nitro.cid,
+                debug_mode: nitro.debug_mode,
+            })
+        }
+        other => {
+            return Err(invalid(
+                "enclave.mode",
+                format!("`{other}`: expected \"development\" or \"nitro\""),
+            ));
+        }
+    };
+    let restart_backoff = duration(
+        "enclave.restart_backoff",
+        raw.restart_backoff.as_deref(),
+        Duration::from_secs(1),
+    )?;
+    let restart_backoff_max = duration(
+        "enclave.restart_backoff_max",
+        raw.restart_backoff_max.as_deref(),
+        Duration::from_secs(60),
+    )?;
+    if restart_backoff_max < restart_backoff {
+        return Err(invalid(
+            "enclave.restart_backoff_max",
+            "must not be less than restart_backoff",
+        ));
+    }
+    Ok(EnclaveSettings {
+        launch,
+        control_port: port("enclave.control_port", raw.control_port.unwrap_or(5000))?,
+        ready_timeout: duration(
+            "enclave.ready_timeout",
+            raw.ready_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?,
+        restart_backoff,
+        restart_backoff_max,
+    })
+}
+
+/// A relay target is `host:port` with a non-zero port; it is resolved when connections are made.
+fn check_target(target: &str) -> Result<(), String> {
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or("expected host:port, for example broker.example:9443")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.len() > 253 {
+        return Err("the host name is empty or too long".into());
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err("the port must be 1 to 65535".into()),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// An executable next to this one (where cargo and packages put sibling binaries).
+pub fn sibling_executable(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! The embedded development setup of `host run --dev`: a directory holding a development root
+//! (created once), the enclave's configuration (simulated NSM under that root) and the hybrid
+//! vsock socket; clients on 127.0.0.1:8443, the admin endpoint on 127.0.0.1:9100.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use attest::Timestamp;
+
+use crate::config::{EnclaveSettings, Forward, HostConfig, Launch, sibling_executable};
+
+/// Where clients connect in development.
+pub const DEV_FORWARD: &str = "127.0.0.1:8443";
+/// The admin endpoint in development.
+pub const DEV_ADMIN: &str = "127.0.0.1:9100";
+
+/// Prepare `dir` and return the development configuration that uses it.
+pub fn prepare(dir: &Path) -> anyhow::Result<HostConfig> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    let (cert, key) = (dir.join("dev-root.pem"), dir.join("dev-root.key"));
+    if !cert.exists() || !key.exists() {
+        let now = Timestamp::now();
+        let ten_years = now.saturating_add(Duration::from_secs(10 * 365 * 86_400));
+        let root = attest::pki::init_root(
+            "Development National Root CA",
+            "Development Government",
+            "XX",
+            Timestamp::from_unix_secs(now.unix_secs().saturating_sub(86_400)),
+            ten_years,
+        )?;
+        write_file(&key, root.private_key_pem.as_bytes(), true)?;
+        write_file(
+            &cert,
+            pem("CERTIFICATE", root.certificate.as_ref()).as_bytes(),
+            false,
+        )?;
+        tracing::info!(root = %cert.display(), "created a development root");
+    }
+    let socket = dir.join("enclave.sock");
+    let enclave_config = dir.join("enclave.toml");
+    let text = format!(
+        "# Written by `host run --dev`: the development enclave, on the simulated NSM.\n\
+         listen = \"unix:{}\"\n\n[nsm]\nkind = \"simulated\"\n\
+         root_certificate = \"dev-root.pem\"\nroot_key = \"dev-root.key\"\nregion = \"eu-central-1\"\n",
+        socket.display()
+    );
+    write_file(&enclave_config, text.as_bytes(), false)?;
+    Ok(HostConfig {
+        enclave: EnclaveSettings {
+            launch: Launch::Development {
+                binary: sibling_executable("enclave"),
+                config: enclave_config,
+                socket,
+            },
+            control_port: 5000,
+            ready_timeout: Duration::from_secs(30),
+            restart_backoff: Duration::from_secs(1),
+            restart_backoff_max: Duration::from_secs(30),
+        },
+        forwards: vec![Forward {
+            listen: parse(DEV_FORWARD)?,
+            enclave_port: 5000,
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(60),
+        }],
+        relays: Vec::new(),
+        admin: Some(parse(DEV_ADMIN)?),
+        shutdown_grace: Duration::from_secs(10),
+    })
+}
+
+fn parse(address: &str) -> anyhow::Result<SocketAddr> {
+    Ok(address.parse()?)
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = data_encoding::BASE64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Write via a temporary file and rename, so a crash never leaves half a file.
+fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    if private {
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

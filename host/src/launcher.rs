@@ -1,0 +1,294 @@
+//! Starting and stopping the enclave. Development: a local `enclave` process on Unix sockets
+//! (hybrid vsock) with the simulated NSM. Production: `nitro-cli run-enclave`, with
+//! `nitro-cli describe-enclaves` to find its CID and notice when it stops.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::process::{Child, Command};
+use transport::{Endpoint, HybridVsock, Vsock};
+
+use crate::config::{Launch, NitroSettings};
+
+/// How often a Nitro enclave's state is polled.
+const NITRO_POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a stopping enclave process has between SIGTERM and SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most output read from one `nitro-cli` call.
+const MAX_NITRO_CLI_OUTPUT: usize = 1024 * 1024;
+
+/// A launched enclave.
+#[derive(Debug)]
+pub struct Running {
+    /// How to reach it.
+    pub endpoint: Endpoint,
+    /// An identifier for logs and status: a process id, or a Nitro enclave id.
+    pub id: String,
+    handle: Handle,
+}
+
+#[derive(Debug)]
+enum Handle {
+    Process(Child),
+    Nitro {
+        cli: NitroSettings,
+        enclave_id: String,
+    },
+}
+
+/// Start the enclave.
+pub async fn launch(launch: &Launch) -> anyhow::Result<Running> {
+    match launch {
+        Launch::Development {
+            binary,
+            config,
+            socket,
+        } => {
+            let child = Command::new(binary)
+                .arg("run")
+                .arg("--config")
+                .arg(config)
+                .arg("--listen")
+                .arg(format!("unix:{}", socket.display()))
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| anyhow::anyhow!("starting {}: {e}", binary.display()))?;
+            let id = child
+                .id()
+                .map_or_else(|| "exited".into(), |pid| pid.to_string());
+            Ok(Running {
+                endpoint: Endpoint::Hybrid(HybridVsock::new(socket)),
+                id,
+                handle: Handle::Process(child),
+            })
+        }
+        Launch::Nitro(settings) => {
+            let mut command = Command::new(&settings.nitro_cli);
+            command.args(run_enclave_args(settings));
+            let output = run_cli(command).await?;
+            let (enclave_id, cid) = started_enclave(&output)
+                .map_err(|e| anyhow::anyhow!("reading nitro-cli run-enclave output: {e}"))?;
+            Ok(Running {
+                endpoint: Endpoint::Vsock(Vsock::new(cid)),
+                id: enclave_id.clone(),
+                handle: Handle::Nitro {
+                    cli: settings.clone(),
+                    enclave_id,
+                },
+            })
+        }
+    }
+}
+
+impl Running {
+    /// The process id of a development enclave.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.handle {
+            Handle::Process(child) => child.id(),
+            Handle::Nitro { .. } => None,
+        }
+    }
+
+    /// Wait until the enclave stops, and say how.
+    pub async fn exited(&mut self) -> String {
+        match &mut self.handle {
+            Handle::Process(child) => match child.wait().await {
+                Ok(status) => status.to_string(),
+                Err(e) => format!("wait failed: {e}"),
+            },
+            Handle::Nitro { cli, enclave_id } => loop {
+                tokio::time::sleep(NITRO_POLL_INTERVAL).await;
+                let mut command = Command::new(&cli.nitro_cli);
+                command.arg("describe-enclaves");
+                match run_cli(command).await {
+                    Ok(output) => match enclave_state(&output, enclave_id) {
+                        Ok(Some(state)) if state == "RUNNING" => {}
+                        Ok(Some(state)) => return format!("state {state}"),
+                        Ok(None) => return "no longer listed by nitro-cli".into(),
+                        Err(e) => tracing::warn!(error = %e, "cannot read describe-enclaves"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "nitro-cli describe-enclaves failed"),
+                }
+            },
+        }
+    }
+
+    /// Stop the enclave: SIGTERM then, after a bound, SIGKILL; or `nitro-cli terminate-enclave`.
+    pub async fn stop(mut self) {
+        match &mut self.handle {
+            Handle::Process(child) => {
+                if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                if tokio::time::timeout(STOP_TIMEOUT, child.wait())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("the enclave ignored SIGTERM; killing it");
+                    let _ = child.kill().await;
+                }
+            }
+            Handle::Nitro { cli, enclave_id } => {
+                let mut command = Command::new(&cli.nitro_cli);
+                command.args(["terminate-enclave", "--enclave-id", enclave_id.as_str()]);
+                if let Err(e) = run_cli(command).await {
+                    tracing::error!(error = %e, "nitro-cli terminate-enclave failed");
+                }
+            }
+        }
+    }
+}
+
+/// The `nitro-cli run-enclave` arguments for these settings.
+pub fn run_enclave_args(settings: &NitroSettings) -> Vec<String> {
+    let mut args = vec![
+        "run-enclave".to_owned(),
+        "--eif-path".to_owned(),
+        settings.eif.display().to_string(),
+        "--cpu-count".to_owned(),
+        settings.cpu_count.to_string(),
+        "--memory".to_owned(),
+        settings.memory_mib.to_string(),
+    ];
+    if let Some(cid) = settings.cid {
+        args.extend(["--enclave-cid".to_owned(), cid.to_string()]);
+    }
+    if settings.debug_mode {
+        args.push("--debug-mode".to_owned());
+    }
+    args
+}
+
+/// What `nitro-cli run-enclave` prints (the fields used here).
+#[derive(Debug, Deserialize)]
+struct RunEnclaveOutput {
+    #[serde(rename = "EnclaveID")]
+    enclave_id: String,
+    #[serde(rename = "EnclaveCID")]
+    enclave_cid: u32,
+}
+
+/// One entry of `nitro-cli describe-enclaves` (the fields used here).
+#[derive(Debug, Deserialize)]
+struct DescribedEnclave {
+    #[serde(rename = "EnclaveID")]
+    enclave_id: String,
+    #[serde(rename = "State")]
+    state: String,
+}
+
+/// The state `describe-enclaves` output gives for `enclave_id`, or `None` if it is not listed.
+pub fn enclave_state(output: &[u8], enclave_id: &str) -> Result<Option<String>, String> {
+    let enclaves: Vec<DescribedEnclave> =
+        serde_json::from_slice(output).map_err(|e| e.to_string())?;
+    Ok(enclaves
+        .into_iter()
+        .find(|e| e.enclave_id == enclave_id)
+        .map(|e| e.state))
+}
+
+/// The CID and id in `run-enclave` output.
+pub fn started_enclave(output: &[u8]) -> Result<(String, u32), String> {
+    let started: RunEnclaveOutput = serde_json::from_slice(output).map_err(|e| e.to_string())?;
+    Ok((started.enclave_id, started.enclave_cid))
+}
+
+async fn run_cli(mut command: Command) -> anyhow::Result<Vec<u8>> {
+    let output = command
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| anyhow::anyhow!("running nitro-cli: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        anyhow::bail!(
+            "nitro-cli failed ({}): {}",
+            output.status,
+            stderr.chars().take(512).collect::<String>()
+        );
+    }
+    if output.stdout.len() > MAX_NITRO_CLI_OUTPUT {
+        anyhow::bail!("nitro-cli printed more than {MAX_NITRO_CLI_OUTPUT} bytes");
+    }
+    Ok(output.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    // Shapes as `nitro-cli` 1.x prints them (AWS Nitro Enclaves user guide, "nitro-cli
+    // run-enclave" and "nitro-cli describe-enclaves").
+    const RUN_OUTPUT: &str = r#"{
+  "EnclaveName": "sovereign",
+  "EnclaveID": "i-05f6ed443aEXAMPLE-enc173dfe3eEXAMPLE",
+  "ProcessID": 7077,
+  "EnclaveCID": 16,
+  "NumberOfCPUs": 2,
+  "CPUIDs": [1, 3],
+  "MemoryMiB": 4096
+}"#;
+
+    const DESCRIBE_OUTPUT: &str = r#"[
+  {
+    "EnclaveName": "sovereign",
+    "EnclaveID": "i-05f6ed443aEXAMPLE-enc173dfe3eEXAMPLE",
+    "ProcessID": 7077,
+    "EnclaveCID": 16,
+    "NumberOfCPUs": 2,
+    "CPUIDs": [1, 3],
+    "MemoryMiB": 4096,
+    "State": "RUNNING",
+    "Flags": "NONE",
+    "Measurements": {"HashAlgorithm": "Sha384 { ... }", "PCR0": "00", "PCR1": "00", "PCR2": "00"}
+  }
+]"#;
+
+    #[test]
+    fn run_enclave_arguments_follow_the_settings() {
+        let mut settings = NitroSettings {
+            nitro_cli: PathBuf::from("nitro-cli"),
+            eif: PathBuf::from("/opt/enclave.eif"),
+            cpu_count: 2,
+            memory_mib: 4096,
+            cid: None,
+            debug_mode: false,
+        };
+        assert_eq!(
+            run_enclave_args(&settings).join(" "),
+            "run-enclave --eif-path /opt/enclave.eif --cpu-count 2 --memory 4096"
+        );
+        settings.cid = Some(16);
+        settings.debug_mode = true;
+        assert!(
+            run_enclave_args(&settings)
+                .join(" ")
+                .ends_with("--enclave-cid 16 --debug-mode")
+        );
+    }
+
+    #[test]
+    fn nitro_cli_output_is_read() {
+        let (id, cid) = started_enclave(RUN_OUTPUT.as_bytes()).unwrap();
+        assert_eq!(cid, 16);
+        assert_eq!(
+            enclave_state(DESCRIBE_OUTPUT.as_bytes(), &id).unwrap(),
+            Some("RUNNING".to_owned())
+        );
+        assert_eq!(
+            enclave_state(DESCRIBE_OUTPUT.as_bytes(), "i-other").unwrap(),
+            None
+        );
+        assert_eq!(enclave_state(b"[]", &id).unwrap(), None);
+        assert!(enclave_state(b"{", &id).is_err());
+        assert!(started_enclave(b"{\"EnclaveID\": \"x\"}").is_err());
+    }
+}
