@@ -53,23 +53,13 @@ enum Command {
         attest verify doc.cbor --no-aws-root --root .sovereign-dev/dev-root.pem")]
     Run {
         /// Configuration file (TOML); see docs/host.md.
-        #[arg(
-            long,
-            value_name = "FILE",
-            required_unless_present = "dev",
-            conflicts_with = "dev"
-        )]
+        #[arg(long, value_name = "FILE", conflicts_with = "dev")]
         config: Option<PathBuf>,
         /// Use the embedded development defaults instead of a configuration file.
         #[arg(long)]
         dev: bool,
         /// The development directory (root, enclave configuration, sockets).
-        #[arg(
-            long,
-            value_name = "DIR",
-            default_value = ".sovereign-dev",
-            requires = "dev"
-        )]
+        #[arg(long, value_name = "DIR", default_value = ".sovereign-dev")]
         dev_dir: PathBuf,
     },
     /// Check a configuration file and print what it means.

@@ -1,0 +1,251 @@
+//! Running a host (development mode) with its enclave as real processes, on free ports, in a
+//! fresh directory; and a client for the control protocol.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use attest::wire::{Request, RequestBody, Response, read_frame, write_frame};
+use attest::{Nonce, Timestamp, TrustStore, Verifier};
+use rustls_pki_types::CertificateDer;
+
+/// A binary built by `cargo test --workspace`, next to this test's directory.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A host running a development enclave.
+pub struct Stack {
+    pub dir: PathBuf,
+    pub forward: SocketAddr,
+    pub admin: SocketAddr,
+    pub socket: PathBuf,
+    pub root: CertificateDer<'static>,
+    host: Child,
+}
+
+/// Extra host configuration (TOML appended to the generated file).
+pub struct Options<'a> {
+    pub extra: &'a str,
+    pub forward_max_connections: usize,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            extra: "",
+            forward_max_connections: 64,
+        }
+    }
+}
+
+impl Stack {
+    pub fn start(name: &str) -> Self {
+        Self::start_with(name, Options::default())
+    }
+
+    pub fn start_with(name: &str, options: Options<'_>) -> Self {
+        let dir = temp_dir(name);
+        let now = Timestamp::now();
+        let root = attest::pki::init_root(
+            "Test Development Root",
+            "Test",
+            "XX",
+            Timestamp::from_unix_secs(now.unix_secs() - 86_400),
+            Timestamp::from_unix_secs(now.unix_secs() + 86_400 * 30),
+        )
+        .unwrap();
+        std::fs::write(dir.join("root.der"), root.certificate.as_ref()).unwrap();
+        std::fs::write(dir.join("root.key"), root.private_key_pem.as_bytes()).unwrap();
+        let socket = dir.join("enclave.sock");
+        std::fs::write(
+            dir.join("enclave.toml"),
+            format!(
+                "listen = \"unix:{}\"\nidle_timeout = \"2s\"\n[nsm]\nkind = \"simulated\"\n\
+                 root_certificate = \"root.der\"\nroot_key = \"root.key\"\nregion = \"eu-west-3\"\n",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let forward: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = format!(
+            "shutdown_grace = \"2s\"\n\
+             [enclave]\nmode = \"development\"\nrestart_backoff = \"1s\"\n\
+             [enclave.development]\nbinary = \"{enclave}\"\nconfig = \"enclave.toml\"\n\
+             socket = \"enclave.sock\"\n\n\
+             [[forward]]\nlisten = \"{forward}\"\nenclave_port = 5000\nidle_timeout = \"5s\"\n\
+             max_connections = {max}\n\n\
+             [admin]\nlisten = \"{admin}\"\n{extra}\n",
+            enclave = binary("enclave").display(),
+            max = options.forward_max_connections,
+            extra = options.extra,
+        );
+        std::fs::write(dir.join("host.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("host.log")).unwrap();
+        let host = Command::new(binary("host"))
+            .args(["run", "--config"])
+            .arg(dir.join("host.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut stack = Stack {
+            dir,
+            forward,
+            admin,
+            socket,
+            root: root.certificate,
+            host,
+        };
+        stack.wait_ready(Duration::from_secs(30));
+        stack
+    }
+
+    /// Wait until `/readyz` answers 200.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.host.try_wait() {
+                panic!("the host exited ({status}); log:\n{}", self.log());
+            }
+            if self.get("/readyz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the host never became ready; log:\n{}", self.log());
+    }
+
+    /// A GET on the admin endpoint: status code and body.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect_timeout(&self.admin, Duration::from_secs(1)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        let code = text.get(9..12)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1.to_owned();
+        Some((code, body))
+    }
+
+    /// The host's (and the enclave's) log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("host.log")).unwrap_or_default()
+    }
+
+    /// A verifier that trusts this stack's development root only.
+    pub fn verifier(&self) -> Verifier {
+        let mut trust = TrustStore::empty();
+        trust.add_root(self.root.clone()).unwrap();
+        Verifier::new(trust)
+    }
+
+    /// Send SIGTERM and wait for the host to exit; returns its exit status code.
+    pub fn stop(mut self) -> Option<i32> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> Option<i32> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.host.id()).unwrap());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.host.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.host.kill();
+        None
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Ok(None) = self.host.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// A random 32-byte nonce.
+pub fn nonce() -> Nonce {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).unwrap();
+    Nonce::try_from(&bytes[..]).unwrap()
+}
+
+/// One request and its response over a fresh connection to `address`.
+pub fn exchange(address: SocketAddr, request: &Request) -> Result<Response, String> {
+    let mut stream =
+        TcpStream::connect_timeout(&address, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write_frame(&mut stream, &request.encode()).map_err(|e| e.to_string())?;
+    let body = read_frame(&mut stream).map_err(|e| e.to_string())?;
+    Response::decode(&body).map_err(|e| e.to_string())
+}
+
+/// An attestation request.
+pub fn attestation_request(id: u64, nonce: &Nonce) -> Request {
+    Request {
+        id,
+        body: RequestBody::Attestation {
+            nonce: nonce.clone(),
+        },
+    }
+}
+
+/// Send raw bytes on a fresh connection, half-close, and read everything that comes back.
+pub fn raw_exchange(address: SocketAddr, bytes: &[u8], half_close: bool) -> Vec<u8> {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    if half_close {
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    out
+}
