@@ -3,14 +3,16 @@
 //! directions have ended, when either fails, or when neither has moved a byte for the idle
 //! timeout.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 /// The copy buffer for each direction.
-const BUFFER_LEN: usize = 64 * 1024;
+const BUFFER_LEN: usize = 256 * 1024;
 
 /// How a pumped connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,22 +42,19 @@ where
 {
     let start = Instant::now();
     let last_activity_ms = AtomicU64::new(0);
-    let (mut a_read, mut a_write) = tokio::io::split(a);
-    let (mut b_read, mut b_write) = tokio::io::split(b);
-    let up = copy_half(
-        &mut a_read,
-        &mut b_write,
-        counters.a_to_b,
-        &last_activity_ms,
+    let mut a = Tracked {
+        inner: a,
+        read: counters.a_to_b,
+        last_activity_ms: &last_activity_ms,
         start,
-    );
-    let down = copy_half(
-        &mut b_read,
-        &mut a_write,
-        counters.b_to_a,
-        &last_activity_ms,
+    };
+    let mut b = Tracked {
+        inner: b,
+        read: counters.b_to_a,
+        last_activity_ms: &last_activity_ms,
         start,
-    );
+    };
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUFFER_LEN, BUFFER_LEN);
     let watchdog = async {
         loop {
             let last = Duration::from_millis(last_activity_ms.load(Ordering::Relaxed));
@@ -66,48 +65,58 @@ where
             tokio::time::sleep_until(deadline).await;
         }
     };
-    tokio::pin!(up, down, watchdog);
-    let (mut up_done, mut down_done) = (false, false);
-    loop {
-        tokio::select! {
-            result = &mut up, if !up_done => {
-                if result.is_err() { return Ending::Failed; }
-                up_done = true;
-            }
-            result = &mut down, if !down_done => {
-                if result.is_err() { return Ending::Failed; }
-                down_done = true;
-            }
-            () = &mut watchdog => return Ending::Idle,
-        }
-        if up_done && down_done {
-            return Ending::Closed;
-        }
+    tokio::select! {
+        result = copy => match result {
+            Ok(_) => Ending::Closed,
+            Err(_) => Ending::Failed,
+        },
+        () = watchdog => Ending::Idle,
     }
 }
 
-async fn copy_half<R, W>(
-    reader: &mut R,
-    writer: &mut W,
-    counter: &AtomicU64,
-    last_activity_ms: &AtomicU64,
+/// A stream that counts the bytes read from it and notes when they arrived. Each direction is
+/// counted where it is read, so one wrapper per side counts both directions.
+struct Tracked<'a, S> {
+    inner: S,
+    read: &'a AtomicU64,
+    last_activity_ms: &'a AtomicU64,
     start: Instant,
-) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buffer = vec![0u8; BUFFER_LEN];
-    loop {
-        let n = reader.read(&mut buffer).await?;
-        let Some(chunk) = buffer.get(..n).filter(|c| !c.is_empty()) else {
-            // End of stream: pass the half-close on, so the peer sees it too.
-            return writer.shutdown().await;
-        };
-        writer.write_all(chunk).await?;
-        counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
-        let elapsed = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last_activity_ms.store(elapsed, Ordering::Relaxed);
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
+            self.read
+                .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+            let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.last_activity_ms.store(elapsed, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
