@@ -296,3 +296,23 @@ fn wire_errors_map_to_the_codes_the_enclave_sends() {
         ErrorCode::UnknownOperation
     );
 }
+
+/// The example in docs/protocol.md, byte for byte.
+#[test]
+fn the_documented_example_decodes() {
+    let frame = data_encoding::HEXLOWER
+        .decode(b"00000022a461760162696408626f706b6174746573746174696f6e656e6f6e6365440badc0de")
+        .unwrap();
+    let body = read_frame(&mut frame.as_slice()).unwrap();
+    let request = Request::decode(&body).unwrap();
+    assert_eq!(
+        request,
+        Request {
+            id: 8,
+            body: RequestBody::Attestation {
+                nonce: nonce(&[0x0b, 0xad, 0xc0, 0xde])
+            }
+        }
+    );
+    assert_eq!(request.encode(), body, "encoding is canonical");
+}
