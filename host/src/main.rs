@@ -134,34 +134,13 @@ async fn serve(config: HostConfig) -> anyhow::Result<()> {
     };
     for relay in config.relays.clone() {
         tracing::info!(port = relay.port, target = %relay.target, "relaying");
+        let (shared, stopping) = (shared.clone(), stopping.clone());
         match &parent {
-            Endpoint::Vsock(t) => {
-                let listener = t
-                    .listen_parent(relay.port)
-                    .await
-                    .context("relay listener")?;
-                tasks.spawn(host::relay::serve(
-                    listener,
-                    relay,
-                    shared.clone(),
-                    stopping.clone(),
-                    grace,
-                ));
-            }
+            Endpoint::Vsock(t) => tasks.spawn(bind_relay(t, relay, shared, stopping, grace).await?),
             Endpoint::Hybrid(t) => {
-                let listener = t
-                    .listen_parent(relay.port)
-                    .await
-                    .context("relay listener")?;
-                tasks.spawn(host::relay::serve(
-                    listener,
-                    relay,
-                    shared.clone(),
-                    stopping.clone(),
-                    grace,
-                ));
+                tasks.spawn(bind_relay(t, relay, shared, stopping, grace).await?)
             }
-        }
+        };
     }
     if let Some(address) = config.admin {
         let listener = TcpListener::bind(address)
@@ -186,6 +165,21 @@ async fn serve(config: HostConfig) -> anyhow::Result<()> {
     while tasks.join_next().await.is_some() {}
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Listen on the relay's host port; the returned future serves it until shutdown.
+async fn bind_relay<T: Transport>(
+    transport: &T,
+    relay: host::Relay,
+    shared: Arc<Shared>,
+    stopping: watch::Receiver<bool>,
+    grace: std::time::Duration,
+) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    let listener = transport
+        .listen_parent(relay.port)
+        .await
+        .with_context(|| format!("relay listener on host port {}", relay.port))?;
+    Ok(host::relay::serve(listener, relay, shared, stopping, grace))
 }
 
 /// SIGTERM or SIGINT.

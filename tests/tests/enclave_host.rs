@@ -95,7 +95,13 @@ fn a_document_fetched_through_the_host_verifies_with_the_nonce_echoed() {
     };
     assert_eq!(health.nsm, NsmKind::Simulated);
     assert_eq!(health.config_digest, config.digest());
+    let enclave_pid = pid_in(&stack.get("/status").unwrap().1);
     assert_eq!(stack.stop(), Some(0), "SIGTERM stops the host cleanly");
+    let enclave = nix::unistd::Pid::from_raw(i32::try_from(enclave_pid).unwrap());
+    assert!(
+        nix::sys::signal::kill(enclave, None).is_err(),
+        "the host stopped its enclave on the way out"
+    );
 }
 
 #[test]

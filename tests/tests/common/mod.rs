@@ -103,6 +103,17 @@ impl Stack {
             ),
         )
         .unwrap();
+        let check = Command::new(binary("enclave"))
+            .arg("check-config")
+            .arg(dir.join("enclave.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "the `enclave` binary refuses the simulated NSM (a production build): run the tests \
+             with `cargo test --workspace`, which builds it with the `simulated-nsm` feature\n{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
         let forward: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
