@@ -45,7 +45,12 @@ pub async fn launch(launch: &Launch) -> anyhow::Result<Running> {
             config,
             socket,
         } => {
-            let child = Command::new(binary)
+            let mut command = Command::new(binary);
+            // Run where its configuration is, so that anything it wrote would be found there.
+            if let Some(dir) = config.parent().filter(|d| d.is_dir()) {
+                command.current_dir(dir);
+            }
+            let child = command
                 .arg("run")
                 .arg("--config")
                 .arg(config)

@@ -48,6 +48,7 @@ fn fetch_verified(stack: &Stack) {
 #[test]
 fn a_document_fetched_through_the_host_verifies_with_the_nonce_echoed() {
     let stack = Stack::start("fetch");
+    let files_before = listing(&stack.dir);
     let n = nonce();
     let response = exchange(stack.forward, &attestation_request(42, &n)).unwrap();
     assert_eq!(response.id, 42, "the response answers our request");
@@ -95,6 +96,8 @@ fn a_document_fetched_through_the_host_verifies_with_the_nonce_echoed() {
     };
     assert_eq!(health.nsm, NsmKind::Simulated);
     assert_eq!(health.config_digest, config.digest());
+    // Serving wrote nothing: the directory holds what it held (configuration, root, socket, log).
+    assert_eq!(listing(&stack.dir), files_before);
     let enclave_pid = pid_in(&stack.get("/status").unwrap().1);
     assert_eq!(stack.stop(), Some(0), "SIGTERM stops the host cleanly");
     let enclave = nix::unistd::Pid::from_raw(i32::try_from(enclave_pid).unwrap());
@@ -250,6 +253,18 @@ fn the_enclave_restarts_after_a_crash_and_the_host_reports_it() {
     );
     assert!(stack.log().contains("the enclave stopped"));
     fetch_verified(&stack);
+}
+
+/// Names and sizes of the files in `dir`, except the host's growing log.
+fn listing(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "host.log")
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+        .collect();
+    files.sort();
+    files
 }
 
 fn pid_in(status: &str) -> u32 {
