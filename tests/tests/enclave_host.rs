@@ -261,7 +261,12 @@ fn listing(dir: &std::path::Path) -> Vec<(String, u64)> {
         .unwrap()
         .map(|e| e.unwrap())
         .filter(|e| e.file_name() != "host.log")
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
         .collect();
     files.sort();
     files
