@@ -8,13 +8,18 @@
     clippy::as_conversions
 )]
 
-mod common;
-
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+
+/// A production document (not debug), from the real documents next to the library's tests.
+const PROD: &str = "marlin-20240226-3a4a0301.cbor";
+
+fn nitro_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/nitro")
+}
 
 fn attest(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_attest"))
@@ -48,12 +53,12 @@ fn json(out: &Output) -> Value {
 }
 
 fn doc_path(name: &str) -> String {
-    common::data_dir().join(name).display().to_string()
+    nitro_dir().join(name).display().to_string()
 }
 
 #[test]
 fn verify_exit_codes_mean_verified_refused_and_error() {
-    let doc = doc_path(common::PROD);
+    let doc = doc_path(PROD);
     let ok = attest(&["verify", &doc, "--at", "document"]);
     assert_eq!(code(&ok), 0, "{}", stdout(&ok));
     assert!(stdout(&ok).starts_with("verified: i-0df237f0418feb41e-enc018d1c7ef94eb110"));
@@ -129,7 +134,7 @@ fn verify_json_has_the_documented_shape() {
 
 #[test]
 fn hex_base64_and_stdin_inputs_are_detected() {
-    let bytes = common::fixture(common::PROD);
+    let bytes = std::fs::read(nitro_dir().join(PROD)).unwrap();
     let hex = data_encoding::HEXLOWER.encode(&bytes);
     let b64 = data_encoding::BASE64.encode(&bytes);
     for (input, encoding) in [
@@ -153,7 +158,7 @@ fn hex_base64_and_stdin_inputs_are_detected() {
 
 #[test]
 fn policy_options_refuse_with_one_clear_line() {
-    let doc = doc_path(common::PROD);
+    let doc = doc_path(PROD);
     let out = attest(&[
         "verify",
         &doc,
@@ -197,7 +202,7 @@ fn policy_options_refuse_with_one_clear_line() {
 #[test]
 fn a_policy_file_pins_measurements_and_flags_override_it() {
     let dir = tempdir("policy");
-    let doc = doc_path(common::PROD);
+    let doc = doc_path(PROD);
     let pcrs = &json(&attest(&["inspect", &doc, "--json"]))["pcrs"];
     let good = format!(
         "max_age = \"1h\"\nregions = [\"ap-south-1\"]\n[[measurements]]\npcr0 = {}\npcr1 = {}\npcr2 = {}\n",
@@ -312,7 +317,7 @@ fn the_national_root_flow_from_the_readme_works() {
         "document",
         "--json",
     ];
-    let feb = doc_path(common::PROD);
+    let feb = doc_path(PROD);
     let out = attest(&[&["verify", feb.as_str()][..], &national[..]].concat());
     assert_eq!(code(&out), 0, "{}", stdout(&out));
     assert_eq!(json(&out)["trust"]["via_cross_certificate"], true);
@@ -340,7 +345,7 @@ fn the_national_root_flow_from_the_readme_works() {
 
 #[test]
 fn inspect_is_labelled_unverified() {
-    let doc = doc_path(common::PROD);
+    let doc = doc_path(PROD);
     let out = attest(&["inspect", &doc]);
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).starts_with("NOT VERIFIED"));

@@ -1,0 +1,431 @@
+//! Inference receipts: what an enclave signs about every answer it gives.
+//!
+//! A receipt is a tagged COSE_Sign1 (RFC 9052) with algorithm ES384 in the protected header and,
+//! as payload, a CBOR map in the deterministic encoding:
+//!
+//! ```text
+//! { "v": 1, "time": ms, "sequence": uint, "request_sha384": bytes(48),
+//!   "response_sha384": bytes(48), "model_digest": bytes(48), "policy_version": uint,
+//!   "key_release_index": uint, "checkpoint": text (the log's signed checkpoint) }
+//! ```
+//!
+//! The key is the enclave's: generated inside it at boot and bound into an attestation document
+//! (the document's `public_key` field holds its SubjectPublicKeyInfo). A client verifies a
+//! receipt offline with the receipt, that document, and its policy: see [`verify_receipt`].
+
+use attest::{ParseError, Policy, Timestamp, VerifiedDocument, Verifier, VerifyError};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+    UnparsedPublicKey,
+};
+use ciborium::Value;
+use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::checkpoint::{CheckpointError, SignedCheckpoint};
+use crate::note::NoteVerifier;
+
+/// The receipt payload version.
+pub const RECEIPT_VERSION: u64 = 1;
+/// The largest receipt accepted, in bytes.
+pub const MAX_RECEIPT_LEN: usize = 64 * 1024;
+/// The content type in a receipt's protected header.
+pub const RECEIPT_CONTENT_TYPE: &str = "application/inference-receipt+cbor";
+
+/// Why a receipt was refused or could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    /// The bytes are not a receipt.
+    #[error("malformed receipt: {0}")]
+    Malformed(String),
+    /// The attestation document cannot be parsed.
+    #[error("the attestation document is malformed: {0}")]
+    DocumentMalformed(ParseError),
+    /// The attestation document does not verify under the policy at the receipt's time.
+    #[error("the attestation document is refused: {0}")]
+    Document(#[from] VerifyError),
+    /// The attestation document binds no usable receipt key.
+    #[error("the attestation document binds no P-384 public key: {0}")]
+    NoKey(&'static str),
+    /// The signature does not verify with the key the document binds.
+    #[error("the receipt's signature does not verify with the key in the attestation document")]
+    Signature,
+    /// A bound field differs from what the verifier expected.
+    #[error("{field} is {found}, expected {expected}")]
+    Mismatch {
+        /// The field.
+        field: &'static str,
+        /// What the receipt says.
+        found: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// The receipt claims a time before its attestation document existed.
+    #[error("the receipt is dated {receipt}, before its attestation document ({document})")]
+    BeforeDocument {
+        /// The receipt's time.
+        receipt: Timestamp,
+        /// The document's time.
+        document: Timestamp,
+    },
+    /// The checkpoint in the receipt does not verify.
+    #[error("the receipt's checkpoint is refused: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    /// The key-release entry is not inside the checkpoint's tree.
+    #[error("key-release index {index} is not inside the checkpoint's tree of size {size}")]
+    IndexOutsideCheckpoint {
+        /// The index.
+        index: u64,
+        /// The checkpoint's size.
+        size: u64,
+    },
+    /// Signing failed.
+    #[error("cannot sign: {0}")]
+    Sign(&'static str),
+}
+
+/// What a receipt binds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptClaims {
+    /// When the enclave signed it.
+    pub time: Timestamp,
+    /// The enclave's receipt counter: strictly increasing for one receipt key.
+    pub sequence: u64,
+    /// SHA-384 of the request body, as received.
+    pub request_sha384: [u8; 48],
+    /// SHA-384 of the response body, as sent.
+    pub response_sha384: [u8; 48],
+    /// SHA-384 of the model that answered.
+    pub model_digest: [u8; 48],
+    /// The release-policy version the model key was released under.
+    pub policy_version: u64,
+    /// The index of that key-release decision in the transparency log.
+    pub key_release_index: u64,
+    /// A signed checkpoint of the log that covers that index.
+    pub checkpoint: String,
+}
+
+impl ReceiptClaims {
+    fn to_payload(&self) -> Result<Vec<u8>, ReceiptError> {
+        let mut map: Vec<(&'static str, Value)> = vec![
+            ("v", uint(RECEIPT_VERSION)),
+            ("time", uint(self.time.unix_millis())),
+            ("sequence", uint(self.sequence)),
+            ("request_sha384", Value::Bytes(self.request_sha384.to_vec())),
+            (
+                "response_sha384",
+                Value::Bytes(self.response_sha384.to_vec()),
+            ),
+            ("model_digest", Value::Bytes(self.model_digest.to_vec())),
+            ("policy_version", uint(self.policy_version)),
+            ("key_release_index", uint(self.key_release_index)),
+            ("checkpoint", Value::Text(self.checkpoint.clone())),
+        ];
+        map.sort_by(|(a, _), (b, _)| (a.len(), *a).cmp(&(b.len(), *b)));
+        let value = Value::Map(
+            map.into_iter()
+                .map(|(k, v)| (Value::Text(k.to_owned()), v))
+                .collect(),
+        );
+        let mut out = Vec::new();
+        ciborium::into_writer(&value, &mut out)
+            .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        Ok(out)
+    }
+
+    fn from_payload(payload: &[u8]) -> Result<Self, ReceiptError> {
+        let malformed = |m: &str| ReceiptError::Malformed(m.to_owned());
+        let value: Value =
+            ciborium::from_reader(payload).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        let Value::Map(pairs) = value else {
+            return Err(malformed("the payload is not a map"));
+        };
+        let mut fields = std::collections::BTreeMap::new();
+        for (k, v) in pairs {
+            let Value::Text(k) = k else {
+                return Err(malformed("payload keys are text"));
+            };
+            if fields.insert(k, v).is_some() {
+                return Err(malformed("a payload key appears twice"));
+            }
+        }
+        let mut take = |name: &str| {
+            fields
+                .remove(name)
+                .ok_or_else(|| ReceiptError::Malformed(format!("{name} is missing")))
+        };
+        let version = as_uint("v", take("v")?)?;
+        if version != RECEIPT_VERSION {
+            return Err(ReceiptError::Malformed(format!(
+                "receipt version {version} is unknown"
+            )));
+        }
+        let claims = Self {
+            time: Timestamp::from_unix_millis(as_uint("time", take("time")?)?),
+            sequence: as_uint("sequence", take("sequence")?)?,
+            request_sha384: as_digest("request_sha384", take("request_sha384")?)?,
+            response_sha384: as_digest("response_sha384", take("response_sha384")?)?,
+            model_digest: as_digest("model_digest", take("model_digest")?)?,
+            policy_version: as_uint("policy_version", take("policy_version")?)?,
+            key_release_index: as_uint("key_release_index", take("key_release_index")?)?,
+            checkpoint: match take("checkpoint")? {
+                Value::Text(t) => t,
+                _ => return Err(malformed("checkpoint is text")),
+            },
+        };
+        if let Some(unknown) = fields.keys().next() {
+            return Err(ReceiptError::Malformed(format!("unknown key {unknown:?}")));
+        }
+        if claims.to_payload()? != payload {
+            return Err(malformed("the payload is not in canonical CBOR encoding"));
+        }
+        Ok(claims)
+    }
+}
+
+/// A receipt as received: its claims, not yet verified.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Receipt {
+    /// What it claims.
+    pub claims: ReceiptClaims,
+    sign1: CoseSign1,
+}
+
+impl Receipt {
+    /// Parse a receipt. Nothing is verified here: see [`verify_receipt`].
+    pub fn parse(bytes: &[u8]) -> Result<Self, ReceiptError> {
+        if bytes.len() > MAX_RECEIPT_LEN {
+            return Err(ReceiptError::Malformed(
+                "larger than a receipt may be".into(),
+            ));
+        }
+        let sign1 = CoseSign1::from_tagged_slice(bytes)
+            .map_err(|e| ReceiptError::Malformed(format!("not a tagged COSE_Sign1: {e}")))?;
+        let alg = sign1.protected.header.alg.clone();
+        if alg
+            != Some(coset::RegisteredLabelWithPrivate::Assigned(
+                iana::Algorithm::ES384,
+            ))
+        {
+            return Err(ReceiptError::Malformed(
+                "the protected header must name ES384".into(),
+            ));
+        }
+        if !sign1.protected.header.crit.is_empty() {
+            return Err(ReceiptError::Malformed(
+                "critical headers are not understood".into(),
+            ));
+        }
+        let payload = sign1
+            .payload
+            .as_deref()
+            .ok_or_else(|| ReceiptError::Malformed("the payload is detached".into()))?;
+        let claims = ReceiptClaims::from_payload(payload)?;
+        if sign1.signature.len() != 96 {
+            return Err(ReceiptError::Malformed(
+                "an ES384 signature is 96 bytes".into(),
+            ));
+        }
+        Ok(Self { claims, sign1 })
+    }
+
+    fn verify_signature(&self, public_key: &[u8]) -> Result<(), ReceiptError> {
+        self.sign1
+            .verify_signature(b"", |signature, data| {
+                UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, public_key).verify(data, signature)
+            })
+            .map_err(|_| ReceiptError::Signature)
+    }
+}
+
+/// The enclave's receipt key.
+#[derive(Debug)]
+pub struct ReceiptSigner {
+    key: EcdsaKeyPair,
+    next_sequence: AtomicU64,
+}
+
+impl ReceiptSigner {
+    /// A fresh P-384 key. It never leaves the enclave and dies with it.
+    pub fn generate() -> Result<Self, ReceiptError> {
+        let key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING)
+            .map_err(|_| ReceiptError::Sign("key generation failed"))?;
+        Ok(Self {
+            key,
+            next_sequence: AtomicU64::new(0),
+        })
+    }
+
+    /// The public key as a DER SubjectPublicKeyInfo: what the attestation document's
+    /// `public_key` binds.
+    pub fn public_key_der(&self) -> Result<Vec<u8>, ReceiptError> {
+        self.key
+            .public_key()
+            .as_der()
+            .map(|der| der.as_ref().to_vec())
+            .map_err(|_| ReceiptError::Sign("cannot encode the public key"))
+    }
+
+    /// The next sequence number; each call returns a new one.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sign `claims`; returns the tagged COSE_Sign1 bytes.
+    pub fn sign(&self, claims: &ReceiptClaims) -> Result<Vec<u8>, ReceiptError> {
+        let protected = HeaderBuilder::new()
+            .algorithm(iana::Algorithm::ES384)
+            .content_type(RECEIPT_CONTENT_TYPE.to_owned())
+            .build();
+        let rng = SystemRandom::new();
+        let mut failed = false;
+        let sign1 = CoseSign1Builder::new()
+            .protected(protected)
+            .payload(claims.to_payload()?)
+            .create_signature(b"", |data| match self.key.sign(&rng, data) {
+                Ok(sig) => sig.as_ref().to_vec(),
+                Err(_) => {
+                    failed = true;
+                    Vec::new()
+                }
+            })
+            .build();
+        if failed {
+            return Err(ReceiptError::Sign("signing failed"));
+        }
+        sign1
+            .to_tagged_vec()
+            .map_err(|e| ReceiptError::Malformed(e.to_string()))
+    }
+}
+
+/// What a receipt must match to be accepted.
+#[derive(Debug)]
+pub struct ReceiptPolicy {
+    /// The policy the attestation document must satisfy (measurements, debug, region, age).
+    /// The document is judged at the receipt's time, so its age is the receipt's age at signing.
+    pub attestation: Policy,
+    /// The model that must have answered.
+    pub model_digest: [u8; 48],
+    /// The release-policy version the key must have been released under, if pinned.
+    pub policy_version: Option<u64>,
+    /// Keys that may sign the log's checkpoints. Empty means the checkpoint is not checked,
+    /// which the caller must choose explicitly.
+    pub log_keys: Vec<NoteVerifier>,
+    /// The log's origin, if pinned.
+    pub log_origin: Option<String>,
+}
+
+/// A receipt that verified, with the document that vouches for its key.
+#[derive(Debug)]
+pub struct VerifiedReceipt {
+    /// What the receipt binds.
+    pub claims: ReceiptClaims,
+    /// The attestation document, verified at the receipt's time.
+    pub document: VerifiedDocument,
+    /// The log checkpoint, if log keys were given.
+    pub checkpoint: Option<SignedCheckpoint>,
+}
+
+/// Verify a receipt offline:
+///
+/// 1. parse the receipt (strict COSE_Sign1, ES384, canonical payload);
+/// 2. verify the attestation document with `verifier` under `policy.attestation`, at the
+///    receipt's time, and check the receipt is not dated before the document;
+/// 3. verify the receipt's signature with the public key the document binds;
+/// 4. check the request and response hashes, the model digest and the policy version;
+/// 5. if log keys are given, verify the checkpoint and that it covers the key-release index.
+pub fn verify_receipt(
+    receipt: &[u8],
+    document: &[u8],
+    verifier: &Verifier,
+    policy: &ReceiptPolicy,
+    request_sha384: &[u8; 48],
+    response_sha384: &[u8; 48],
+) -> Result<VerifiedReceipt, ReceiptError> {
+    let receipt = Receipt::parse(receipt)?;
+    let claims = &receipt.claims;
+    let parsed = attest::parse(document).map_err(ReceiptError::DocumentMalformed)?;
+    let verified = verifier.verify(&parsed, &policy.attestation, claims.time)?;
+    if claims.time < verified.timestamp() {
+        return Err(ReceiptError::BeforeDocument {
+            receipt: claims.time,
+            document: verified.timestamp(),
+        });
+    }
+    let key = verified
+        .public_key()
+        .ok_or(ReceiptError::NoKey("the document has no public_key"))?;
+    receipt.verify_signature(key)?;
+
+    expect("request_sha384", &claims.request_sha384, request_sha384)?;
+    expect("response_sha384", &claims.response_sha384, response_sha384)?;
+    expect("model_digest", &claims.model_digest, &policy.model_digest)?;
+    if let Some(version) = policy.policy_version {
+        if claims.policy_version != version {
+            return Err(ReceiptError::Mismatch {
+                field: "policy_version",
+                found: claims.policy_version.to_string(),
+                expected: version.to_string(),
+            });
+        }
+    }
+    let checkpoint = if policy.log_keys.is_empty() {
+        None
+    } else {
+        let cp = SignedCheckpoint::open(
+            claims.checkpoint.as_bytes(),
+            &policy.log_keys,
+            policy.log_origin.as_deref(),
+        )?;
+        if claims.key_release_index >= cp.checkpoint.size {
+            return Err(ReceiptError::IndexOutsideCheckpoint {
+                index: claims.key_release_index,
+                size: cp.checkpoint.size,
+            });
+        }
+        Some(cp)
+    };
+    Ok(VerifiedReceipt {
+        claims: receipt.claims,
+        document: verified,
+        checkpoint,
+    })
+}
+
+fn expect(field: &'static str, found: &[u8; 48], expected: &[u8; 48]) -> Result<(), ReceiptError> {
+    if found == expected {
+        return Ok(());
+    }
+    Err(ReceiptError::Mismatch {
+        field,
+        found: data_encoding::HEXLOWER.encode(found),
+        expected: data_encoding::HEXLOWER.encode(expected),
+    })
+}
+
+fn uint(n: u64) -> Value {
+    Value::Integer(n.into())
+}
+
+fn as_uint(name: &str, value: Value) -> Result<u64, ReceiptError> {
+    match value {
+        Value::Integer(i) => {
+            u64::try_from(i).map_err(|_| ReceiptError::Malformed(format!("{name} is out of range")))
+        }
+        _ => Err(ReceiptError::Malformed(format!(
+            "{name} is not an unsigned integer"
+        ))),
+    }
+}
+
+fn as_digest(name: &str, value: Value) -> Result<[u8; 48], ReceiptError> {
+    match value {
+        Value::Bytes(b) => <[u8; 48]>::try_from(b.as_slice())
+            .map_err(|_| ReceiptError::Malformed(format!("{name} is not 48 bytes"))),
+        _ => Err(ReceiptError::Malformed(format!("{name} is not bytes"))),
+    }
+}
