@@ -344,7 +344,7 @@ impl FileStore {
         let Ok(len) = usize::try_from(len) else {
             return Ok(None);
         };
-        if len == 0 || len > MAX_ENTRY_LEN || offset + record_len(len) > file_len {
+        if len > MAX_ENTRY_LEN || offset + record_len(len) > file_len {
             return Ok(None);
         }
         let mut body = vec![0u8; len + HASH_LEN];
@@ -519,7 +519,7 @@ impl RecordReader<'_> {
         let Ok(len) = usize::try_from(u32::from_be_bytes(len)) else {
             return Ok(None);
         };
-        if len == 0 || len > MAX_ENTRY_LEN {
+        if len > MAX_ENTRY_LEN {
             return Ok(None);
         }
         let mut body = vec![0u8; len + HASH_LEN];
@@ -564,7 +564,10 @@ fn open_rw(path: &Path) -> Result<File, StoreError> {
 fn open_file(dir: &Path, name: &str, magic: &[u8; 8]) -> Result<File, StoreError> {
     let path = dir.join(name);
     let file = open_rw(&path)?;
-    let len = file_len(&file, name)?;
+    let len = file
+        .metadata()
+        .map_err(StoreError::io(format!("cannot stat {}", path.display())))?
+        .len();
     if len == 0 {
         write_at(&file, magic, 0, name)?;
         file.sync_all()

@@ -41,7 +41,10 @@ pub enum ProofError {
     /// The proof has fewer hashes than a proof for these sizes must have.
     #[error("the proof has too few hashes for these sizes")]
     TooShort,
-    /// The proof was for equal or empty trees but was not empty.
+    /// Consistency with the empty tree proves nothing.
+    #[error("a consistency proof from the empty tree proves nothing")]
+    EmptyOldTree,
+    /// The proof was for equal trees but was not empty.
     #[error("the proof must be empty for these sizes")]
     NotEmpty,
     /// The proof leads to a different root.
@@ -258,7 +261,8 @@ fn root_from_inclusion(
 
 /// Verify that the tree of `new` leaves with root `new_root` extends the tree of `old` leaves
 /// with root `old_root` (RFC 9162 section 2.1.4.2). Equal sizes need an empty proof and equal
-/// roots; every tree extends the empty tree.
+/// roots. A proof from the empty tree proves nothing and is refused, as in RFC 9162, where the
+/// old size is positive.
 pub fn verify_consistency(
     old: u64,
     new: u64,
@@ -268,6 +272,9 @@ pub fn verify_consistency(
 ) -> Result<(), ProofError> {
     if old > new {
         return Err(ProofError::SizesOutOfOrder { old, new });
+    }
+    if old == 0 {
+        return Err(ProofError::EmptyOldTree);
     }
     if old == new {
         if !proof.is_empty() {
@@ -280,13 +287,6 @@ pub fn verify_consistency(
             });
         }
         return Ok(());
-    }
-    if old == 0 {
-        return if proof.is_empty() {
-            Ok(())
-        } else {
-            Err(ProofError::NotEmpty)
-        };
     }
     let (first, rest) = if old.is_power_of_two() {
         (old_root, proof)

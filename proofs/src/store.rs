@@ -34,8 +34,8 @@ pub enum StoreError {
     /// runs recovery.
     #[error("an earlier write failed; reopen the log to recover")]
     Poisoned,
-    /// An entry is empty or larger than [`MAX_ENTRY_LEN`].
-    #[error("entry of {len} bytes: entries must be 1 to {MAX_ENTRY_LEN} bytes")]
+    /// An entry is larger than [`MAX_ENTRY_LEN`].
+    #[error("entry of {len} bytes: entries must be at most {MAX_ENTRY_LEN} bytes")]
     EntrySize {
         /// The entry's length.
         len: usize,
@@ -124,7 +124,7 @@ fn check_at_most(what: &'static str, value: u64, size: u64) -> Result<(), StoreE
 }
 
 pub(crate) fn check_entry(entry: &[u8]) -> Result<(), StoreError> {
-    if entry.is_empty() || entry.len() > MAX_ENTRY_LEN {
+    if entry.len() > MAX_ENTRY_LEN {
         return Err(StoreError::EntrySize { len: entry.len() });
     }
     Ok(())

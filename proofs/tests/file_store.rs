@@ -1,0 +1,283 @@
+//! The file store: the same tree as the in-memory reference, durable across reopening, and
+//! repaired after every kind of interrupted append.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use proofs::{FileStore, Log, LogError, LogStore, MemoryStore, NoteSigner, StoreError, audit};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn entry(i: u64) -> Vec<u8> {
+    format!("entry number {i}").into_bytes()
+}
+
+fn fill(store: &mut impl LogStore, from: u64, to: u64) {
+    let entries: Vec<Vec<u8>> = (from..to).map(entry).collect();
+    let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+    store.append(&refs).unwrap();
+}
+
+fn len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+fn truncate(path: &Path, by: u64) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.set_len(len(path) - by).unwrap();
+}
+
+#[test]
+fn file_and_memory_stores_agree() {
+    let dir = temp_dir("agree");
+    let mut file = FileStore::open(&dir).unwrap();
+    let mut memory = MemoryStore::new();
+    let mut size = 0u64;
+    for batch in [1u64, 1, 2, 5, 13, 64, 1, 200, 3] {
+        fill(&mut file, size, size + batch);
+        fill(&mut memory, size, size + batch);
+        size += batch;
+        assert_eq!(file.size(), size);
+        assert_eq!(file.root(), memory.root());
+        for index in [0, size / 2, size - 1] {
+            assert_eq!(file.entry(index).unwrap(), entry(index));
+            assert_eq!(
+                file.inclusion_proof(index, size).unwrap(),
+                memory.inclusion_proof(index, size).unwrap()
+            );
+        }
+        for old in [1, size / 3 + 1, size] {
+            assert_eq!(
+                file.consistency_proof(old, size).unwrap(),
+                memory.consistency_proof(old, size).unwrap()
+            );
+        }
+    }
+    assert_eq!(file.verify_all().unwrap(), memory.root());
+    drop(file);
+    let reopened = FileStore::open(&dir).unwrap();
+    assert!(!reopened.recovery().repaired(), "{:?}", reopened.recovery());
+    assert_eq!(reopened.size(), size);
+    assert_eq!(reopened.root(), memory.root());
+    assert!(matches!(
+        reopened.entry(size),
+        Err(StoreError::OutOfRange { .. })
+    ));
+    assert!(reopened.inclusion_proof(0, size + 1).is_err());
+}
+
+#[test]
+fn a_second_writer_is_locked_out() {
+    let dir = temp_dir("lock");
+    let _first = FileStore::open(&dir).unwrap();
+    assert!(matches!(FileStore::open(&dir), Err(StoreError::Locked(_))));
+}
+
+#[test]
+fn foreign_files_are_refused() {
+    let dir = temp_dir("foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("entries"), b"not a log at all").unwrap();
+    assert!(matches!(FileStore::open(&dir), Err(StoreError::Corrupt(_))));
+}
+
+/// A fresh log of `size` entries in `dir`, closed.
+fn log_of(dir: &Path, size: u64) -> proofs::Hash {
+    let mut store = FileStore::open(dir).unwrap();
+    fill(&mut store, 0, size);
+    store.root()
+}
+
+fn reopen_and_check(dir: &Path, size: u64, root: proofs::Hash) -> proofs::Recovery {
+    let store = FileStore::open(dir).unwrap();
+    assert_eq!(store.size(), size);
+    assert_eq!(store.root(), root);
+    assert_eq!(store.verify_all().unwrap(), root);
+    for i in 0..size {
+        assert_eq!(store.entry(i).unwrap(), entry(i));
+    }
+    let recovery = store.recovery().clone();
+    drop(store);
+    // A second open finds nothing left to repair.
+    assert!(!FileStore::open(dir).unwrap().recovery().repaired());
+    recovery
+}
+
+#[test]
+fn a_torn_final_record_is_truncated() {
+    let dir = temp_dir("torn");
+    let root = log_of(&dir, 100);
+    // Half of a record: a length and some of its bytes.
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(dir.join("entries"))
+        .unwrap();
+    f.write_all(&[0, 0, 0, 40, b'x', b'y']).unwrap();
+    let recovery = reopen_and_check(&dir, 100, root);
+    assert_eq!(recovery.truncated_entry_bytes, 6);
+}
+
+#[test]
+fn a_complete_record_with_a_wrong_hash_is_dropped() {
+    let dir = temp_dir("badhash");
+    let root = log_of(&dir, 10);
+    let mut record = vec![0, 0, 0, 3, b'a', b'b', b'c'];
+    record.extend_from_slice(&[0u8; 32]);
+    OpenOptions::new()
+        .append(true)
+        .open(dir.join("entries"))
+        .unwrap()
+        .write_all(&record)
+        .unwrap();
+    let recovery = reopen_and_check(&dir, 10, root);
+    assert_eq!(recovery.truncated_entry_bytes, 39);
+}
+
+#[test]
+fn records_written_but_not_indexed_are_kept() {
+    let dir = temp_dir("unindexed");
+    let mut memory = MemoryStore::new();
+    fill(&mut memory, 0, 300);
+    log_of(&dir, 300);
+    // The writer died after writing the records, before the index and nodes of the last ones.
+    truncate(&dir.join("index"), 8 * 7 + 3);
+    truncate(&dir.join("nodes"), 32 * 20);
+    let recovery = reopen_and_check(&dir, 300, memory.root());
+    assert!(recovery.indexed_records >= 7, "{recovery:?}");
+    assert!(recovery.rewritten_nodes >= 20, "{recovery:?}");
+}
+
+#[test]
+fn damaged_node_hashes_in_the_tail_are_rewritten() {
+    let dir = temp_dir("nodes");
+    let root = log_of(&dir, 500);
+    let nodes = OpenOptions::new()
+        .write(true)
+        .open(dir.join("nodes"))
+        .unwrap();
+    let at = len(&dir.join("nodes")) - 32 * 5;
+    nodes.write_all_at(&[0u8; 32], at).unwrap();
+    let recovery = reopen_and_check(&dir, 500, root);
+    assert!(recovery.rewritten_nodes >= 1);
+}
+
+#[test]
+fn a_lost_node_file_is_rebuilt_from_the_entries() {
+    let dir = temp_dir("rebuild");
+    let root = log_of(&dir, 3000);
+    let nodes = OpenOptions::new()
+        .write(true)
+        .open(dir.join("nodes"))
+        .unwrap();
+    nodes.set_len(8).unwrap();
+    let recovery = reopen_and_check(&dir, 3000, root);
+    assert_eq!(
+        recovery.rewritten_nodes,
+        2 * 3000 - u64::from(3000u64.count_ones())
+    );
+}
+
+#[test]
+fn index_slots_pointing_at_garbage_are_dropped_and_rebuilt() {
+    let dir = temp_dir("slots");
+    let root = log_of(&dir, 50);
+    let index = OpenOptions::new()
+        .write(true)
+        .open(dir.join("index"))
+        .unwrap();
+    // The last slot points into the middle of a record.
+    let at = len(&dir.join("index")) - 8;
+    index.write_all_at(&12345u64.to_be_bytes(), at).unwrap();
+    let recovery = reopen_and_check(&dir, 50, root);
+    assert_eq!(recovery.dropped_index_slots, 1);
+    assert_eq!(recovery.indexed_records, 1);
+}
+
+#[test]
+fn a_full_audit_finds_damage_older_than_recovery_looks() {
+    let dir = temp_dir("audit");
+    log_of(&dir, 2000);
+    // Flip a byte inside entry 3's text, far older than the last RECHECK entries.
+    let entries = OpenOptions::new()
+        .write(true)
+        .open(dir.join("entries"))
+        .unwrap();
+    let offset = 8 + 3 * (4 + 32 + entry(0).len() as u64) + 4 + 2;
+    entries.write_all_at(b"X", offset).unwrap();
+    let store = FileStore::open(&dir).unwrap();
+    assert!(matches!(store.verify_all(), Err(StoreError::Corrupt(_))));
+    assert!(matches!(store.entry(3), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn the_log_refuses_a_checkpoint_its_entries_do_not_support() {
+    let dir = temp_dir("checkpoint");
+    let signer = NoteSigner::generate("gov.example/log").unwrap();
+    let skey = signer.to_skey().unwrap();
+    let key = signer.verifier();
+    {
+        let mut log = Log::open(FileStore::open(&dir).unwrap(), signer).unwrap();
+        for i in 0..20 {
+            log.append(&entry(i)).unwrap();
+        }
+        let cp = log.checkpoint().unwrap();
+        assert_eq!(cp.checkpoint.size, 20);
+        let proof = log.prove_inclusion(7).unwrap().to_text();
+        let included = audit::verify_inclusion_file(
+            proof.as_bytes(),
+            &proofs::Hash::leaf(&entry(7)),
+            std::slice::from_ref(&key),
+            Some("gov.example/log"),
+        )
+        .unwrap();
+        assert_eq!(included.checkpoint.checkpoint.size, 20);
+    }
+    // Reopened: the checkpoint is found and still matches.
+    let log = Log::open(
+        FileStore::open(&dir).unwrap(),
+        NoteSigner::parse(&skey).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(log.latest_checkpoint().unwrap().checkpoint.size, 20);
+    drop(log);
+
+    // Entries lost behind the log's back: the checkpoint is ahead of the store.
+    let record = 4 + 32 + entry(19).len() as u64;
+    truncate(&dir.join("entries"), record);
+    let err = Log::open(
+        FileStore::open(&dir).unwrap(),
+        NoteSigner::parse(&skey).unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::CheckpointAhead {
+                checkpoint: 20,
+                stored: 19
+            }
+        ),
+        "{err}"
+    );
+
+    // Another log's key cannot vouch for this checkpoint.
+    let stranger = NoteSigner::generate("gov.example/log").unwrap();
+    assert!(matches!(
+        Log::open(FileStore::open(&dir).unwrap(), stranger),
+        Err(LogError::Checkpoint(_))
+    ));
+}
