@@ -109,13 +109,13 @@ impl SignedCheckpoint {
             .iter()
             .map(|k| k.name().to_owned())
             .collect();
-        if let Some(origin) = origin {
-            if checkpoint.origin != origin {
-                return Err(CheckpointError::Origin {
-                    expected: origin.to_owned(),
-                    found: checkpoint.origin,
-                });
-            }
+        if let Some(origin) = origin
+            && checkpoint.origin != origin
+        {
+            return Err(CheckpointError::Origin {
+                expected: origin.to_owned(),
+                found: checkpoint.origin,
+            });
         }
         Ok(Self {
             checkpoint,
@@ -152,7 +152,7 @@ mod tests {
         let key = NoteVerifier::parse(SUMDB_VKEY).unwrap();
         let cp = SignedCheckpoint::open(
             SUMDB_CHECKPOINT.as_bytes(),
-            &[key.clone()],
+            std::slice::from_ref(&key),
             Some("go.sum database tree"),
         )
         .unwrap();
@@ -163,7 +163,11 @@ mod tests {
         );
         assert_eq!(cp.note, SUMDB_CHECKPOINT);
         assert!(matches!(
-            SignedCheckpoint::open(SUMDB_CHECKPOINT.as_bytes(), &[key.clone()], Some("other")),
+            SignedCheckpoint::open(
+                SUMDB_CHECKPOINT.as_bytes(),
+                std::slice::from_ref(&key),
+                Some("other")
+            ),
             Err(CheckpointError::Origin { .. })
         ));
         let altered = SUMDB_CHECKPOINT.replace("6476701", "6476702");

@@ -215,10 +215,10 @@ impl Entry {
                 if let Some(r) = &k.region {
                     check_text("region", r)?;
                 }
-                if let Some(n) = &k.nonce {
-                    if n.is_empty() || n.len() > MAX_NONCE_LEN {
-                        return Err(field("nonce", format!("1 to {MAX_NONCE_LEN} bytes")));
-                    }
+                if let Some(n) = &k.nonce
+                    && (n.is_empty() || n.len() > MAX_NONCE_LEN)
+                {
+                    return Err(field("nonce", format!("1 to {MAX_NONCE_LEN} bytes")));
                 }
                 if k.outcome == Outcome::Released {
                     let missing = [

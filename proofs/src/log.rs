@@ -121,10 +121,10 @@ impl<S: LogStore> Log<S> {
     /// nothing was appended since).
     pub fn checkpoint(&mut self) -> Result<SignedCheckpoint, LogError> {
         let size = self.store.size();
-        if let Some(latest) = &self.latest {
-            if latest.checkpoint.size == size {
-                return Ok(latest.clone());
-            }
+        if let Some(latest) = &self.latest
+            && latest.checkpoint.size == size
+        {
+            return Ok(latest.clone());
         }
         let checkpoint = Checkpoint {
             origin: self.signer.name().to_owned(),

@@ -114,14 +114,14 @@ impl<'a, S: Subtrees + ?Sized> View<'a, S> {
     /// MTH(D[lo:hi]) for a node of this tree.
     fn subtree(&self, lo: u64, hi: u64) -> Result<Hash, StoreError> {
         let len = hi - lo;
-        if len.is_power_of_two() && lo % len == 0 {
+        if len.is_power_of_two() && lo.is_multiple_of(len) {
             let level = len.trailing_zeros();
             return self.source.perfect(level, lo >> level);
         }
-        if hi == self.size {
-            if let Some((_, hash)) = self.border.iter().find(|(start, _)| *start == lo) {
-                return Ok(*hash);
-            }
+        if hi == self.size
+            && let Some((_, hash)) = self.border.iter().find(|(start, _)| *start == lo)
+        {
+            return Ok(*hash);
         }
         Err(StoreError::Corrupt(format!(
             "node [{lo}, {hi}) is not a node of the tree of size {}",

@@ -483,7 +483,7 @@ mod tests {
         bad.replace_range(60..64, "ABCD");
         let note = Note::parse(format!("{TEXT}\n{bad}").as_bytes()).unwrap();
         assert!(matches!(
-            note.verify(&[peter.clone()]),
+            note.verify(std::slice::from_ref(&peter)),
             Err(NoteError::BadSignature { .. })
         ));
         let altered = TEXT.replace("problem", "problems");

@@ -364,14 +364,14 @@ pub fn verify_receipt(
     expect("request_sha384", &claims.request_sha384, request_sha384)?;
     expect("response_sha384", &claims.response_sha384, response_sha384)?;
     expect("model_digest", &claims.model_digest, &policy.model_digest)?;
-    if let Some(version) = policy.policy_version {
-        if claims.policy_version != version {
-            return Err(ReceiptError::Mismatch {
-                field: "policy_version",
-                found: claims.policy_version.to_string(),
-                expected: version.to_string(),
-            });
-        }
+    if let Some(version) = policy.policy_version
+        && claims.policy_version != version
+    {
+        return Err(ReceiptError::Mismatch {
+            field: "policy_version",
+            found: claims.policy_version.to_string(),
+            expected: version.to_string(),
+        });
     }
     let checkpoint = if policy.log_keys.is_empty() {
         None
