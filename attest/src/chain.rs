@@ -18,7 +18,7 @@ use crate::trust::TrustStore;
 use crate::types::{Region, short_hex};
 
 /// ES384 only: every Nitro certificate is signed with ecdsa-with-SHA384 by a P-384 key.
-static CHAIN_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] =
+pub(crate) static CHAIN_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] =
     &[webpki::aws_lc_rs::ECDSA_P384_SHA384];
 
 /// What a verified chain tells the caller.

@@ -41,6 +41,7 @@ mod verify;
 
 #[cfg(feature = "pki")]
 pub mod pki;
+pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod wire;

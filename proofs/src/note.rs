@@ -11,12 +11,18 @@
 //! signer key `PRIVATE+KEY+<name>+<key ID>+base64(0x01 ‖ seed)`. The key ID is the first four
 //! bytes of SHA-256(name ‖ "\n" ‖ 0x01 ‖ public key).
 
+use attest::service::{ServiceRole, verify_service_certificate};
+use attest::{Timestamp, TrustStore};
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::encoding::AsBigEndian;
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use data_encoding::BASE64;
 use zeroize::Zeroizing;
 
+/// A DER SubjectPublicKeyInfo for Ed25519 (RFC 8410) up to the 32 key bytes.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
 /// The signature type byte of Ed25519 in signed notes.
 const ALG_ED25519: u8 = 0x01;
 /// The largest note accepted, in bytes.
@@ -60,6 +66,9 @@ pub enum NoteError {
         /// The ID.
         key_id: u32,
     },
+    /// The log key's certificate is not from a trusted root, or not for a transparency log.
+    #[error("the log key certificate is refused: {0}")]
+    Certificate(String),
     /// Key generation or signing failed.
     #[error("the signing key cannot be used: {0}")]
     Key(&'static str),
@@ -238,6 +247,31 @@ impl NoteVerifier {
             return Err(NoteError::MalformedKey("the key ID does not match the key"));
         }
         Ok(verifier)
+    }
+
+    /// The key certified by `certificate` (DER): issued by one of `trust`'s roots for the
+    /// transparency-log role, valid at `at`, for an Ed25519 key. The key name is the
+    /// certificate's common name.
+    pub fn from_certificate(
+        certificate: &[u8],
+        trust: &TrustStore,
+        at: Timestamp,
+    ) -> Result<Self, NoteError> {
+        let key = verify_service_certificate(certificate, trust, ServiceRole::TransparencyLog, at)
+            .map_err(|e| NoteError::Certificate(e.to_string()))?;
+        let public_key = key
+            .spki_der
+            .strip_prefix(&ED25519_SPKI_PREFIX)
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .ok_or_else(|| NoteError::Certificate("the certified key is not Ed25519".into()))?;
+        Self::new(&key.name, public_key)
+    }
+
+    /// The key as a DER SubjectPublicKeyInfo, for certification under a national root.
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        let mut der = ED25519_SPKI_PREFIX.to_vec();
+        der.extend_from_slice(&self.public_key);
+        der
     }
 
     /// The key name.

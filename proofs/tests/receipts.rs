@@ -354,3 +354,40 @@ fn the_checkpoint_is_checked_when_log_keys_are_given() {
     p.log_keys.clear();
     assert!(check(&f, &receipt, &p).unwrap().checkpoint.is_none());
 }
+
+#[test]
+fn the_log_key_is_certified_under_the_national_root() {
+    use attest::pki::certify_service_key;
+    use attest::service::ServiceRole;
+    let signer = NoteSigner::generate("gov.example/key-release-log").unwrap();
+    let key = signer.verifier();
+    let certify = |role| {
+        certify_service_key(
+            &root().certificate,
+            &root().private_key_pem,
+            &key.to_spki_der(),
+            key.name(),
+            role,
+            t("2026-01-01T00:00:00Z"),
+            t("2027-01-01T00:00:00Z"),
+        )
+        .unwrap()
+    };
+    let cert = certify(ServiceRole::TransparencyLog);
+    let mut trust = TrustStore::empty();
+    trust.add_root(root().certificate.clone()).unwrap();
+    let now = t("2026-06-01T12:00:00Z");
+    assert_eq!(
+        NoteVerifier::from_certificate(&cert, &trust, now).unwrap(),
+        key
+    );
+    // Not for another role, not under another root, not after it expires.
+    let broker = certify(ServiceRole::KeyBroker);
+    assert!(NoteVerifier::from_certificate(&broker, &trust, now).is_err());
+    assert!(NoteVerifier::from_certificate(&cert, &TrustStore::aws().unwrap(), now).is_err());
+    assert!(NoteVerifier::from_certificate(&cert, &trust, t("2027-06-01T00:00:00Z")).is_err());
+    let mut tampered = cert.to_vec();
+    let last = tampered.len() - 5;
+    tampered[last] ^= 1;
+    assert!(NoteVerifier::from_certificate(&tampered, &trust, now).is_err());
+}
