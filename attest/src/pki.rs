@@ -201,6 +201,43 @@ fn same_name(name: &X509Name<'_>) -> Result<DistinguishedName, PkiError> {
     Ok(out)
 }
 
+/// Issue, under the national root `issuer`, an end-entity certificate for one of the
+/// government's own service keys (`subject_spki_der`, any algorithm): `CN=<name>,
+/// OU=<role>`, digitalSignature only. A verifier learns the key from the certificate with
+/// [`crate::service::verify_service_certificate`], so the root is the only thing to distribute.
+pub fn certify_service_key(
+    issuer_certificate: &CertificateDer<'_>,
+    issuer_key_pem: &str,
+    subject_spki_der: &[u8],
+    name: &str,
+    role: crate::service::ServiceRole,
+    not_before: Timestamp,
+    not_after: Timestamp,
+) -> Result<CertificateDer<'static>, PkiError> {
+    let key = KeyPair::from_pem(issuer_key_pem).map_err(|e| PkiError::Key(e.to_string()))?;
+    let issuer_x509 = parse(issuer_certificate)?;
+    if issuer_x509.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(PkiError::KeyMismatch);
+    }
+    let issuer = Issuer::from_ca_cert_der(issuer_certificate, key)
+        .map_err(|e| PkiError::Certificate(e.to_string()))?;
+    let subject_key = SubjectPublicKeyInfo::from_der(subject_spki_der)
+        .map_err(|e| PkiError::Key(format!("the service key: {e}")))?;
+    let mut params = ca_params(not_before, not_after)?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    params.key_identifier_method = KeyIdMethod::Sha256;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationalUnitName, role.as_str());
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    let cert = params
+        .signed_by(&subject_key, &issuer)
+        .map_err(|e| PkiError::Generate(e.to_string()))?;
+    Ok(cert.der().clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,41 +313,4 @@ mod tests {
         );
         assert!(matches!(err, Err(PkiError::Validity(_))));
     }
-}
-
-/// Issue, under the national root `issuer`, an end-entity certificate for one of the
-/// government's own service keys (`subject_spki_der`, any algorithm): `CN=<name>,
-/// OU=<role>`, digitalSignature only. A verifier learns the key from the certificate with
-/// [`crate::service::verify_service_certificate`], so the root is the only thing to distribute.
-pub fn certify_service_key(
-    issuer_certificate: &CertificateDer<'_>,
-    issuer_key_pem: &str,
-    subject_spki_der: &[u8],
-    name: &str,
-    role: crate::service::ServiceRole,
-    not_before: Timestamp,
-    not_after: Timestamp,
-) -> Result<CertificateDer<'static>, PkiError> {
-    let key = KeyPair::from_pem(issuer_key_pem).map_err(|e| PkiError::Key(e.to_string()))?;
-    let issuer_x509 = parse(issuer_certificate)?;
-    if issuer_x509.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-        return Err(PkiError::KeyMismatch);
-    }
-    let issuer = Issuer::from_ca_cert_der(issuer_certificate, key)
-        .map_err(|e| PkiError::Certificate(e.to_string()))?;
-    let subject_key = SubjectPublicKeyInfo::from_der(subject_spki_der)
-        .map_err(|e| PkiError::Key(format!("the service key: {e}")))?;
-    let mut params = ca_params(not_before, not_after)?;
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.use_authority_key_identifier_extension = true;
-    params.key_identifier_method = KeyIdMethod::Sha256;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationalUnitName, role.as_str());
-    dn.push(DnType::CommonName, name);
-    params.distinguished_name = dn;
-    let cert = params
-        .signed_by(&subject_key, &issuer)
-        .map_err(|e| PkiError::Generate(e.to_string()))?;
-    Ok(cert.der().clone())
 }

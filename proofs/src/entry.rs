@@ -125,6 +125,7 @@ pub struct KeyRelease {
 
 /// A typed log entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Entry {
     /// An image and policy registration.
     ImageRegistration(ImageRegistration),

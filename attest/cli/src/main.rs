@@ -6,8 +6,10 @@
 mod fetch;
 mod inspect;
 mod json;
+mod log;
 mod pki;
 mod policy;
+mod receipt;
 mod verify;
 
 use std::io::Read;
@@ -50,6 +52,12 @@ enum Command {
     Pki(pki::Command),
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Check the transparency log's proofs offline; create a log key.
+    #[command(subcommand)]
+    Log(log::Command),
+    /// Check inference receipts offline.
+    #[command(subcommand)]
+    Receipt(receipt::Command),
 }
 
 /// What a command concluded, when it ran to the end.
@@ -78,6 +86,8 @@ fn main() -> ExitCode {
         Command::Fetch(args) => fetch::run(args),
         Command::Pki(command) => pki::run(command),
         Command::Policy(command) => policy::run(command),
+        Command::Log(command) => log::run(command),
+        Command::Receipt(command) => receipt::run(command),
     };
     match result {
         Ok(Verdict::Accepted) => ExitCode::SUCCESS,

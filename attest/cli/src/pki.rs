@@ -61,6 +61,30 @@ pub(crate) enum Command {
         #[command(flatten)]
         validity: Validity,
     },
+    /// Certify a transparency-log key (a C2SP signed-note verifier key) under a national root,
+    /// so that verifiers holding the root learn the key with --log-cert.
+    #[command(
+        after_help = "Example:\n  attest pki certify-log-key --issuer-cert national-root.pem \\\n      \
+        --issuer-key national-root.key --log-key log.vkey --days 365 --out log.pem\n  \
+        attest log verify-inclusion entry.tlog-proof --entry entry.cbor \\\n      \
+        --log-cert log.pem --log-root national-root.pem"
+    )]
+    CertifyLogKey {
+        /// The issuing (national) root certificate.
+        #[arg(long, value_name = "FILE")]
+        issuer_cert: PathBuf,
+        /// The issuing root's private key (PKCS#8 PEM).
+        #[arg(long, value_name = "FILE")]
+        issuer_key: PathBuf,
+        /// The log's verifier key, `<name>+<key ID>+<base64 key>`, or a file holding one.
+        #[arg(long, value_name = "VKEY|FILE")]
+        log_key: String,
+        /// Where to write the certificate (PEM). Must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        validity: Validity,
+    },
     /// Mint an attestation document in the real Nitro format under a development root, through
     /// a simulated regional, zonal and instance CA. It verifies only with --root set to that
     /// development root (never with the AWS root). For development and pipeline tests.
@@ -170,6 +194,42 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
             write_new_file(&out, pem(&cross).as_bytes(), false)?;
             println!(
                 "cross-certificate written to {}, valid {not_before} → {not_after}",
+                out.display()
+            );
+        }
+        Command::CertifyLogKey {
+            issuer_cert,
+            issuer_key,
+            log_key,
+            out,
+            validity,
+        } => {
+            let (not_before, not_after) = validity.resolve(365)?;
+            let issuer = one_certificate(&issuer_cert)?;
+            let key = zeroize::Zeroizing::new(
+                String::from_utf8(read_small_file(&issuer_key, "issuer key")?)
+                    .context("issuer key is not PEM")?,
+            );
+            let text = if Path::new(&log_key).is_file() {
+                String::from_utf8(read_small_file(Path::new(&log_key), "log key")?)
+                    .context("the log key file is not UTF-8")?
+            } else {
+                log_key.clone()
+            };
+            let verifier = proofs::NoteVerifier::parse(text.trim()).context("--log-key")?;
+            let cert = attest::pki::certify_service_key(
+                &issuer,
+                &key,
+                &verifier.to_spki_der(),
+                verifier.name(),
+                attest::service::ServiceRole::TransparencyLog,
+                not_before,
+                not_after,
+            )?;
+            write_new_file(&out, pem(&cert).as_bytes(), false)?;
+            println!(
+                "log key {} certified in {}, valid {not_before} → {not_after}",
+                verifier.name(),
                 out.display()
             );
         }

@@ -27,6 +27,23 @@ use crate::{Verdict, json, load_trust, read_document, read_small_file};
 pub(crate) struct Args {
     /// The document: a path, or - for standard input; raw CBOR, hex or base64.
     doc: String,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Require this nonce (hex).
+    #[arg(long, value_name = "HEX")]
+    nonce: Option<String>,
+    /// Verify at this time (RFC 3339), or `document` for the document's own timestamp. Default: now.
+    #[arg(long, value_name = "RFC3339|document")]
+    at: Option<String>,
+    /// Print the result as JSON (see docs/cli.md for the shape).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where trust comes from and what a document must satisfy: shared by every command that
+/// verifies attestation documents.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TrustArgs {
     /// Trust this root (PEM or DER), for example a national root. Repeatable.
     #[arg(long = "root", value_name = "FILE")]
     roots: Vec<PathBuf>,
@@ -39,12 +56,6 @@ pub(crate) struct Args {
     /// Policy file (TOML): roots, cross-certificates, measurements, debug, max age, regions.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// Require this nonce (hex).
-    #[arg(long, value_name = "HEX")]
-    nonce: Option<String>,
-    /// Verify at this time (RFC 3339), or `document` for the document's own timestamp. Default: now.
-    #[arg(long, value_name = "RFC3339|document")]
-    at: Option<String>,
     /// Refuse documents older than this at the verification time (for example 90s, 5m, 1h).
     /// Default: 5m.
     #[arg(long, value_name = "DURATION")]
@@ -55,13 +66,13 @@ pub(crate) struct Args {
     /// Accept only this AWS region (for example eu-central-1). Repeatable.
     #[arg(long = "region", value_name = "REGION")]
     regions: Vec<String>,
-    /// Print the result as JSON (see docs/cli.md for the shape).
-    #[arg(long)]
-    json: bool,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
-    let (trust, policy) = configure(&args)?;
+    let (trust, mut policy) = configure(&args.trust)?;
+    if let Some(hex) = &args.nonce {
+        policy = policy.expect_nonce(Nonce::from_hex(hex).context("--nonce")?);
+    }
     let (bytes, encoding) = read_document(&args.doc)?;
 
     let document = match attest::parse(&bytes) {
@@ -125,7 +136,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
 }
 
 /// Trust and policy from the policy file, then the command line.
-fn configure(args: &Args) -> anyhow::Result<(TrustStore, Policy)> {
+pub(crate) fn configure(args: &TrustArgs) -> anyhow::Result<(TrustStore, Policy)> {
     let file = match &args.policy {
         Some(path) => {
             let text = read_small_file(path, "policy file")?;
@@ -168,9 +179,6 @@ fn configure(args: &Args) -> anyhow::Result<(TrustStore, Policy)> {
             .collect::<Result<Vec<_>, _>>()
             .context("--region")?;
         policy = policy.allow_regions(regions);
-    }
-    if let Some(hex) = &args.nonce {
-        policy = policy.expect_nonce(Nonce::from_hex(hex).context("--nonce")?);
     }
     Ok((trust, policy))
 }
