@@ -131,9 +131,8 @@ impl Note {
                 "a signature line needs a name and a signature",
             ))?;
             check_name(name)?;
-            let raw = BASE64
-                .decode(b64.as_bytes())
-                .map_err(|_| NoteError::Malformed("signature is not base64"))?;
+            let raw = decode_base64(b64)
+                .ok_or(NoteError::Malformed("signature is not canonical base64"))?;
             let (id, signature) = raw
                 .split_first_chunk::<4>()
                 .ok_or(NoteError::Malformed("signature too short"))?;
@@ -234,9 +233,7 @@ impl NoteVerifier {
             return Err(NoteError::MalformedKey("expected <name>+<key ID>+<key>"));
         };
         let id = parse_key_id(id)?;
-        let raw = BASE64
-            .decode(key.as_bytes())
-            .map_err(|_| NoteError::MalformedKey("the key is not base64"))?;
+        let raw = decode_base64(key).ok_or(NoteError::MalformedKey("the key is not base64"))?;
         let public_key = match raw.split_first() {
             Some((&ALG_ED25519, key)) => <[u8; 32]>::try_from(key)
                 .map_err(|_| NoteError::MalformedKey("an Ed25519 key is 32 bytes"))?,
@@ -341,9 +338,7 @@ impl NoteSigner {
         check_name(name)?;
         let id = parse_key_id(id)?;
         let raw = Zeroizing::new(
-            BASE64
-                .decode(key.as_bytes())
-                .map_err(|_| NoteError::MalformedKey("the key is not base64"))?,
+            decode_base64(key).ok_or(NoteError::MalformedKey("the key is not base64"))?,
         );
         let seed = match raw.split_first() {
             Some((&ALG_ED25519, seed)) if seed.len() == 32 => seed,
@@ -427,6 +422,13 @@ impl std::fmt::Debug for NoteSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "NoteSigner({}+{:08x})", self.name, self.key_id)
     }
+}
+
+/// Standard padded base64, in its one canonical spelling only (no padding mid-string, no
+/// non-zero trailing bits), so that what parses re-serialises to the same bytes.
+pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let bytes = BASE64.decode(text.as_bytes()).ok()?;
+    (BASE64.encode(&bytes) == text).then_some(bytes)
 }
 
 fn key_id(name: &str, public_key: &[u8]) -> u32 {
@@ -541,6 +543,14 @@ mod tests {
             assert!(Note::parse(bad.as_bytes()).is_err(), "{bad:?}");
         }
         assert!(Note::parse(b"\xff\n\n\xe2\x80\x94 a AAAAAAA=\n").is_err());
+        // Found by the fuzzer: two padded base64 blocks back to back decode, but are not the
+        // one spelling of those bytes.
+        assert!(
+            Note::parse(
+                "a\n\n\u{2014} k Ykwasmoonv04oTefmaf1grrVFYoqbXjoWIHbSQk=bXjoWIHbSQk=\n".as_bytes()
+            )
+            .is_err()
+        );
     }
 
     #[test]

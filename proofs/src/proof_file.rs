@@ -69,9 +69,9 @@ impl InclusionProofFile {
         if let Some(after) = rest.strip_prefix("extra ") {
             let (value, next) = split_line(after)?;
             extra = Some(
-                BASE64
-                    .decode(value.as_bytes())
-                    .map_err(|_| ProofFileError::Malformed("extra data is not base64"))?,
+                crate::note::decode_base64(value).ok_or(ProofFileError::Malformed(
+                    "extra data is not canonical base64",
+                ))?,
             );
             rest = next;
         }
