@@ -88,13 +88,7 @@ pub fn cross_certify(
     not_before: Timestamp,
     not_after: Timestamp,
 ) -> Result<CertificateDer<'static>, PkiError> {
-    let key = KeyPair::from_pem(issuer_key_pem).map_err(|e| PkiError::Key(e.to_string()))?;
-    let issuer_x509 = parse(issuer_certificate)?;
-    if issuer_x509.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-        return Err(PkiError::KeyMismatch);
-    }
-    let issuer = Issuer::from_ca_cert_der(issuer_certificate, key)
-        .map_err(|e| PkiError::Certificate(e.to_string()))?;
+    let issuer = load_issuer(issuer_certificate, issuer_key_pem)?;
 
     let target_x509 = parse(target)?;
     let target_key = SubjectPublicKeyInfo::from_der(target_x509.public_key().raw)
@@ -124,6 +118,19 @@ pub fn cross_certify(
         )));
     }
     Ok(cert.der().clone())
+}
+
+/// An issuer from its certificate and private key, checking that the two belong together.
+fn load_issuer<'a>(
+    certificate: &'a CertificateDer<'_>,
+    key_pem: &str,
+) -> Result<Issuer<'a, KeyPair>, PkiError> {
+    let key = KeyPair::from_pem(key_pem).map_err(|e| PkiError::Key(e.to_string()))?;
+    let x509 = parse(certificate)?;
+    if x509.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(PkiError::KeyMismatch);
+    }
+    Issuer::from_ca_cert_der(certificate, key).map_err(|e| PkiError::Certificate(e.to_string()))
 }
 
 pub(crate) fn ca_params(
@@ -214,13 +221,7 @@ pub fn certify_service_key(
     not_before: Timestamp,
     not_after: Timestamp,
 ) -> Result<CertificateDer<'static>, PkiError> {
-    let key = KeyPair::from_pem(issuer_key_pem).map_err(|e| PkiError::Key(e.to_string()))?;
-    let issuer_x509 = parse(issuer_certificate)?;
-    if issuer_x509.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-        return Err(PkiError::KeyMismatch);
-    }
-    let issuer = Issuer::from_ca_cert_der(issuer_certificate, key)
-        .map_err(|e| PkiError::Certificate(e.to_string()))?;
+    let issuer = load_issuer(issuer_certificate, issuer_key_pem)?;
     let subject_key = SubjectPublicKeyInfo::from_der(subject_spki_der)
         .map_err(|e| PkiError::Key(format!("the service key: {e}")))?;
     let mut params = ca_params(not_before, not_after)?;
