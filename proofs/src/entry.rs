@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use attest::{PcrIndex, PcrValue, Timestamp};
 use ciborium::Value;
 
+use crate::cbor::{encode_map, uint};
 use crate::hash::Hash;
 use crate::store::MAX_ENTRY_LEN;
 
@@ -177,12 +178,7 @@ impl Entry {
                 }
             }
         }
-        // Deterministic order: by encoded key, that is shorter keys first, then bytewise.
-        map.sort_by(|(a, _), (b, _)| (a.len(), *a).cmp(&(b.len(), *b)));
-        let value = Value::Map(map.into_iter().map(|(k, v)| (text(k), v)).collect());
-        let mut out = Vec::new();
-        ciborium::into_writer(&value, &mut out).map_err(|e| EntryError::Cbor(e.to_string()))?;
-        Ok(out)
+        encode_map(map).map_err(EntryError::Cbor)
     }
 
     fn validate(&self) -> Result<(), EntryError> {
@@ -378,10 +374,6 @@ impl Fields {
         }
         Ok(entry)
     }
-}
-
-fn uint(n: u64) -> Value {
-    Value::Integer(n.into())
 }
 
 fn text(s: &str) -> Value {

@@ -81,14 +81,7 @@ struct View<'a, S: ?Sized> {
 
 impl<'a, S: Subtrees + ?Sized> View<'a, S> {
     fn new(source: &'a S, size: u64) -> Result<Self, StoreError> {
-        let mut parts = Vec::new();
-        let mut start = 0u64;
-        for level in (0..64u32).rev() {
-            if size >> level & 1 == 1 {
-                parts.push((start, source.perfect(level, start >> level)?));
-                start += 1u64 << level;
-            }
-        }
+        let parts = perfect_parts(source, size)?;
         let mut border = Vec::with_capacity(parts.len());
         let mut acc: Option<Hash> = None;
         for (lo, hash) in parts.into_iter().rev() {
@@ -169,6 +162,23 @@ impl<'a, S: Subtrees + ?Sized> View<'a, S> {
         }
         Ok(())
     }
+}
+
+/// The perfect subtrees that make up the tree of `size` leaves, left (largest) first, with the
+/// leaf each starts at: one per set bit of `size`.
+fn perfect_parts<S: Subtrees + ?Sized>(
+    source: &S,
+    size: u64,
+) -> Result<Vec<(u64, Hash)>, StoreError> {
+    let mut parts = Vec::new();
+    let mut start = 0u64;
+    for level in (0..64u32).rev() {
+        if size >> level & 1 == 1 {
+            parts.push((start, source.perfect(level, start >> level)?));
+            start += 1u64 << level;
+        }
+    }
+    Ok(parts)
 }
 
 /// The root of the tree of the first `size` leaves. The caller checks `size` is in the tree.
@@ -356,14 +366,10 @@ pub(crate) struct Frontier {
 impl Frontier {
     /// The frontier of the tree of `size` leaves held by `source`.
     pub(crate) fn load<S: Subtrees + ?Sized>(source: &S, size: u64) -> Result<Self, StoreError> {
-        let mut stack = Vec::new();
-        let mut start = 0u64;
-        for level in (0..64u32).rev() {
-            if size >> level & 1 == 1 {
-                stack.push(source.perfect(level, start >> level)?);
-                start += 1u64 << level;
-            }
-        }
+        let stack = perfect_parts(source, size)?
+            .into_iter()
+            .map(|(_, hash)| hash)
+            .collect();
         Ok(Self { size, stack })
     }
 

@@ -16,7 +16,7 @@
 
 use data_encoding::BASE64;
 
-use crate::checkpoint::{CheckpointError, parse_size};
+use crate::checkpoint::parse_size;
 use crate::hash::Hash;
 
 const TLOG_PROOF_HEADER: &str = "c2sp.org/tlog-proof@v1";
@@ -34,12 +34,6 @@ pub enum ProofFileError {
     /// The file is not in the expected format.
     #[error("malformed proof file: {0}")]
     Malformed(&'static str),
-}
-
-impl From<CheckpointError> for ProofFileError {
-    fn from(_: CheckpointError) -> Self {
-        Self::Malformed("a size must be decimal without leading zeros")
-    }
 }
 
 /// An inclusion proof in `c2sp.org/tlog-proof@v1` form.
@@ -79,7 +73,7 @@ impl InclusionProofFile {
             .strip_prefix("index ")
             .ok_or(ProofFileError::Malformed("expected an index line"))?;
         let (index, mut rest) = split_line(after)?;
-        let index = parse_size(index)?;
+        let index = size(index)?;
         let mut hashes = Vec::new();
         loop {
             let (line, next) = split_line(rest)?;
@@ -148,7 +142,7 @@ impl ConsistencyProofFile {
             rest.strip_prefix("new ")
                 .ok_or(ProofFileError::Malformed("expected a new line"))?,
         )?;
-        let (old, new) = (parse_size(old)?, parse_size(new)?);
+        let (old, new) = (size(old)?, size(new)?);
         let mut hashes = Vec::new();
         while !rest.is_empty() {
             let (line, next) = split_line(rest)?;
@@ -182,6 +176,12 @@ fn text_of(bytes: &[u8]) -> Result<&str, ProofFileError> {
 fn split_line(text: &str) -> Result<(&str, &str), ProofFileError> {
     text.split_once('\n').ok_or(ProofFileError::Malformed(
         "a line does not end in a newline",
+    ))
+}
+
+fn size(text: &str) -> Result<u64, ProofFileError> {
+    parse_size(text).ok_or(ProofFileError::Malformed(
+        "a size or index must be decimal without leading zeros",
     ))
 }
 

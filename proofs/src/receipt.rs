@@ -24,6 +24,7 @@ use ciborium::Value;
 use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::cbor::{encode_map, uint};
 use crate::checkpoint::{CheckpointError, SignedCheckpoint};
 use crate::note::NoteVerifier;
 
@@ -110,7 +111,7 @@ pub struct ReceiptClaims {
 
 impl ReceiptClaims {
     fn to_payload(&self) -> Result<Vec<u8>, ReceiptError> {
-        let mut map: Vec<(&'static str, Value)> = vec![
+        let map: Vec<(&'static str, Value)> = vec![
             ("v", uint(RECEIPT_VERSION)),
             ("time", uint(self.time.unix_millis())),
             ("sequence", uint(self.sequence)),
@@ -124,16 +125,7 @@ impl ReceiptClaims {
             ("key_release_index", uint(self.key_release_index)),
             ("checkpoint", Value::Text(self.checkpoint.clone())),
         ];
-        map.sort_by(|(a, _), (b, _)| (a.len(), *a).cmp(&(b.len(), *b)));
-        let value = Value::Map(
-            map.into_iter()
-                .map(|(k, v)| (Value::Text(k.to_owned()), v))
-                .collect(),
-        );
-        let mut out = Vec::new();
-        ciborium::into_writer(&value, &mut out)
-            .map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-        Ok(out)
+        encode_map(map).map_err(ReceiptError::Malformed)
     }
 
     fn from_payload(payload: &[u8]) -> Result<Self, ReceiptError> {
@@ -405,10 +397,6 @@ fn expect(field: &'static str, found: &[u8; 48], expected: &[u8; 48]) -> Result<
         found: data_encoding::HEXLOWER.encode(found),
         expected: data_encoding::HEXLOWER.encode(expected),
     })
-}
-
-fn uint(n: u64) -> Value {
-    Value::Integer(n.into())
 }
 
 fn as_uint(name: &str, value: Value) -> Result<u64, ReceiptError> {

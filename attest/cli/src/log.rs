@@ -112,15 +112,7 @@ impl LogKeys {
     pub(crate) fn load(&self) -> anyhow::Result<Vec<NoteVerifier>> {
         let mut keys = Vec::new();
         for key in &self.keys {
-            let text = if Path::new(key).is_file() {
-                String::from_utf8(read_small_file(Path::new(key), "log key")?)
-                    .context("the log key file is not UTF-8")?
-            } else {
-                key.clone()
-            };
-            keys.push(
-                NoteVerifier::parse(text.trim()).with_context(|| format!("--log-key {key}"))?,
-            );
+            keys.push(read_vkey(key).with_context(|| format!("--log-key {key}"))?);
         }
         if !self.certs.is_empty() {
             let trust = load_trust(false, &self.log_roots, &[])?;
@@ -145,6 +137,17 @@ impl LogKeys {
         }
         Ok(keys)
     }
+}
+
+/// A log verifier key given on the command line: the key itself, or a file holding it.
+pub(crate) fn read_vkey(arg: &str) -> anyhow::Result<NoteVerifier> {
+    let text = if Path::new(arg).is_file() {
+        String::from_utf8(read_small_file(Path::new(arg), "log key")?)
+            .context("the log key file is not UTF-8")?
+    } else {
+        arg.to_owned()
+    };
+    Ok(NoteVerifier::parse(text.trim())?)
 }
 
 pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {

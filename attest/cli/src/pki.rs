@@ -210,13 +210,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
                 String::from_utf8(read_small_file(&issuer_key, "issuer key")?)
                     .context("issuer key is not PEM")?,
             );
-            let text = if Path::new(&log_key).is_file() {
-                String::from_utf8(read_small_file(Path::new(&log_key), "log key")?)
-                    .context("the log key file is not UTF-8")?
-            } else {
-                log_key.clone()
-            };
-            let verifier = proofs::NoteVerifier::parse(text.trim()).context("--log-key")?;
+            let verifier = crate::log::read_vkey(&log_key).context("--log-key")?;
             let cert = attest::pki::certify_service_key(
                 &issuer,
                 &key,
