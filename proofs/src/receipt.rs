@@ -341,13 +341,15 @@ pub fn verify_receipt(
     let receipt = Receipt::parse(receipt)?;
     let claims = &receipt.claims;
     let parsed = attest::parse(document).map_err(ReceiptError::DocumentMalformed)?;
-    let verified = verifier.verify(&parsed, &policy.attestation, claims.time)?;
-    if claims.time < verified.timestamp() {
+    // Checked first, so that the refusal names the cause rather than a certificate that was not
+    // yet valid at the receipt's time; the document's verification below covers its timestamp.
+    if claims.time < parsed.timestamp() {
         return Err(ReceiptError::BeforeDocument {
             receipt: claims.time,
-            document: verified.timestamp(),
+            document: parsed.timestamp(),
         });
     }
+    let verified = verifier.verify(&parsed, &policy.attestation, claims.time)?;
     let key = verified
         .public_key()
         .ok_or(ReceiptError::NoKey("the document has no public_key"))?;
