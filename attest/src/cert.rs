@@ -25,6 +25,10 @@ pub(crate) struct CertInfo {
     pub(crate) common_name: Option<String>,
     /// The raw EC point when the key is on P-384.
     pub(crate) p384_point: Option<Vec<u8>>,
+    /// The issuer's name, for display.
+    pub(crate) issuer: String,
+    /// For an EC key: its curve's OID (dotted) and its raw point.
+    pub(crate) ec_key: Option<(String, Vec<u8>)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -58,13 +62,16 @@ impl CertInfo {
                 key_cert_sign: ku.value.key_cert_sign(),
             });
         let spki = cert.public_key();
-        let is_p384 = spki.algorithm.algorithm.to_id_string() == OID_EC_PUBLIC_KEY
-            && spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .is_some_and(|oid| oid.to_id_string() == OID_SECP384R1);
+        let ec_curve = (spki.algorithm.algorithm.to_id_string() == OID_EC_PUBLIC_KEY)
+            .then(|| {
+                spki.algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.as_oid().ok())
+                    .map(|oid| oid.to_id_string())
+            })
+            .flatten();
+        let is_p384 = ec_curve.as_deref() == Some(OID_SECP384R1);
         let validity = cert.validity();
         Ok(Self {
             position,
@@ -83,6 +90,8 @@ impl CertInfo {
                 .and_then(|cn| cn.as_str().ok())
                 .map(str::to_owned),
             p384_point: is_p384.then(|| spki.subject_public_key.data.to_vec()),
+            issuer: cert.issuer().to_string(),
+            ec_key: ec_curve.map(|curve| (curve, spki.subject_public_key.data.to_vec())),
         })
     }
 

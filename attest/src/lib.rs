@@ -39,6 +39,7 @@ mod trust;
 mod types;
 mod verify;
 
+pub mod image;
 #[cfg(feature = "pki")]
 pub mod pki;
 pub mod service;

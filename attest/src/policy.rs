@@ -28,6 +28,11 @@ impl MeasurementSet {
         &self.0
     }
 
+    /// A set from PCRs the caller knows to be non-empty.
+    pub(crate) fn from_nonempty(pcrs: BTreeMap<PcrIndex, PcrValue>) -> Self {
+        Self(pcrs)
+    }
+
     fn first_difference(
         &self,
         set: usize,
