@@ -4,9 +4,11 @@
 //! Exit codes: 0 verified (or done), 1 refused (a verdict), 2 usage, configuration or I/O error.
 
 mod fetch;
+mod image;
 mod inspect;
 mod json;
 mod log;
+mod pkcs11;
 mod pki;
 mod policy;
 mod receipt;
@@ -48,6 +50,10 @@ enum Command {
     Verify(verify::Args),
     Inspect(inspect::Args),
     Fetch(fetch::Args),
+    Measure(image::MeasureArgs),
+    /// Build enclave images (EIF) and reproducible ramdisks.
+    #[command(subcommand)]
+    Image(image::Command),
     #[command(subcommand)]
     Pki(pki::Command),
     #[command(subcommand)]
@@ -84,6 +90,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Fetch(args) => fetch::run(args),
+        Command::Measure(args) => image::measure(args),
+        Command::Image(command) => image::run(command),
         Command::Pki(command) => pki::run(command),
         Command::Policy(command) => policy::run(command),
         Command::Log(command) => log::run(command),
@@ -196,7 +204,19 @@ fn read_small_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
 /// that a crash leaves either nothing or the whole file.
 fn write_new_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
     use std::io::Write;
-    if path.exists() {
+    write_atomically(path, private, false, |file| Ok(file.write_all(contents)?))
+}
+
+/// Write `path` through `fill`, into a temporary file beside it that is fsynced and renamed into
+/// place only when `fill` succeeds: readers see the old file or the whole new one, never part,
+/// and a failure leaves nothing behind. An existing file is replaced only with `overwrite`.
+fn write_atomically<T>(
+    path: &Path,
+    private: bool,
+    overwrite: bool,
+    fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if !overwrite && path.exists() {
         bail!(
             "{} already exists; refusing to overwrite it",
             path.display()
@@ -207,7 +227,11 @@ fn write_new_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = path.file_name().context("output path has no file name")?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -218,15 +242,22 @@ fn write_new_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result
     #[cfg(not(unix))]
     let _ = private;
     let result = (|| {
-        let mut file = options.open(&tmp)?;
-        file.write_all(contents)?;
+        let file = options
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        let mut writer = std::io::BufWriter::with_capacity(1024 * 1024, file);
+        let value = fill(&mut writer)?;
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
+        if !overwrite && path.exists() {
+            bail!("{} appeared while it was being written", path.display());
+        }
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(value)
     })();
-    if let Err(e) = result {
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
     }
-    Ok(())
+    result.with_context(|| format!("writing {}", path.display()))
 }

@@ -16,10 +16,40 @@ pub(crate) enum Command {
         /// The policy file.
         file: PathBuf,
     },
+    /// Print the policy fragment (a [[measurements]] set) that pins an enclave image: its PCR0,
+    /// PCR1, PCR2 and, when signed, PCR8, or only the PCRs given with --pcr. The image is read
+    /// and checked as `attest measure` does.
+    #[command(after_help = "Examples:\n  \
+        attest policy from-image enclave.eif >> release-policy.toml\n  \
+        attest policy from-image enclave.eif --pcr 8   # pin only the signer of signed images\n\n\
+        Exit codes: 0 printed, 1 the image is malformed or its CRC or signature is wrong, \
+        2 usage or I/O error.")]
+    FromImage {
+        /// The image (EIF).
+        image: PathBuf,
+        /// Pin only this PCR (0, 1, 2 or 8); repeat for several. Default: all of them.
+        #[arg(long = "pcr", value_parser = image_pcr)]
+        pcrs: Vec<u8>,
+        /// Print JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn image_pcr(text: &str) -> Result<u8, String> {
+    match text.trim_start_matches("pcr").parse::<u8>() {
+        Ok(index @ (0 | 1 | 2 | 8)) => Ok(index),
+        _ => Err("an image measures PCR 0, 1, 2 and (signed) 8".into()),
+    }
 }
 
 pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
-    let Command::Check { file } = command;
+    let file = match command {
+        Command::Check { file } => file,
+        Command::FromImage { image, pcrs, json } => {
+            return crate::image::policy_fragment(&image, &pcrs, json);
+        }
+    };
     let text = String::from_utf8(read_small_file(&file, "policy file")?)
         .context("policy file is not UTF-8")?;
     let parsed = PolicyFile::parse(&text, file.parent().unwrap_or(Path::new(".")))

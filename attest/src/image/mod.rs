@@ -47,5 +47,6 @@ pub use measure::Measurements;
 pub use ramdisk::{RamdiskError, RamdiskOptions, RamdiskSummary, write_ramdisk};
 pub use read::{Image, Section, read, read_file};
 pub use signature::{
-    FileSigner, ImageSignature, PcrSigner, SignatureError, SigningAlgorithm, pcr0_payload,
+    FileSigner, ImageSignature, PcrSigner, SignatureError, SigningAlgorithm,
+    certificate_for_signing, pcr0_payload,
 };

@@ -193,6 +193,14 @@ pub(crate) fn signing_certificate(
     Ok((certificate, info, algorithm, point))
 }
 
+/// The certificate in `bytes` (PEM or DER, exactly one) and the signing algorithm its EC key
+/// implies: what a [`PcrSigner`] backed by a token needs.
+pub fn certificate_for_signing(
+    bytes: &[u8],
+) -> Result<(CertificateDer<'static>, SigningAlgorithm), SignatureError> {
+    signing_certificate(bytes).map(|(certificate, _, algorithm, _)| (certificate, algorithm))
+}
+
 impl FileSigner {
     /// A signer from a PEM private key and its certificate (PEM or DER). Refuses a key that does
     /// not belong to the certificate.
