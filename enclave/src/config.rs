@@ -61,6 +61,8 @@ pub struct SimulatedNsmConfig {
     pub region: Region,
     /// PCR0, PCR1, PCR2 as if measured from an image; by default measured from this executable.
     pub boot_pcrs: Option<[PcrValue; 3]>,
+    /// PCR8, when the image the measurements come from is signed.
+    pub pcr8: Option<PcrValue>,
 }
 
 /// Why a configuration was refused.
@@ -108,6 +110,7 @@ struct RawNsm {
     pcr0: Option<String>,
     pcr1: Option<String>,
     pcr2: Option<String>,
+    image: Option<PathBuf>,
 }
 
 fn invalid(field: &'static str, reason: impl ToString) -> ConfigError {
@@ -205,6 +208,9 @@ impl Config {
                         lines.push(format!("nsm.pcr{i} = {pcr}"));
                     }
                 }
+                if let Some(pcr8) = &sim.pcr8 {
+                    lines.push(format!("nsm.pcr8 = {pcr8}"));
+                }
             }
         }
         let mut text = lines.join("\n");
@@ -235,6 +241,7 @@ fn nsm_config(nsm: RawNsm, base: &Path) -> Result<NsmConfig, ConfigError> {
                 ("pcr0", nsm.pcr0.is_some()),
                 ("pcr1", nsm.pcr1.is_some()),
                 ("pcr2", nsm.pcr2.is_some()),
+                ("image", nsm.image.is_some()),
             ];
             if let Some((name, _)) = extra.iter().find(|(_, set)| *set) {
                 return Err(invalid(
@@ -262,7 +269,7 @@ fn nsm_config(nsm: RawNsm, base: &Path) -> Result<NsmConfig, ConfigError> {
                     .map(|hex| PcrValue::from_hex(&hex).map_err(|e| invalid(field, e)))
                     .transpose()
             };
-            let boot_pcrs = match (
+            let mut boot_pcrs = match (
                 pcr("nsm.pcr0", nsm.pcr0)?,
                 pcr("nsm.pcr1", nsm.pcr1)?,
                 pcr("nsm.pcr2", nsm.pcr2)?,
@@ -271,12 +278,25 @@ fn nsm_config(nsm: RawNsm, base: &Path) -> Result<NsmConfig, ConfigError> {
                 (None, None, None) => None,
                 _ => return Err(invalid("nsm", "set all of pcr0, pcr1, pcr2, or none")),
             };
+            let mut pcr8 = None;
+            if let Some(image) = nsm.image {
+                if boot_pcrs.is_some() {
+                    return Err(invalid("nsm.image", "set an image or pcr0..pcr2, not both"));
+                }
+                // As the Nitro hypervisor does: the PCRs are measured from the image booted.
+                let image = attest::image::read_file(&base.join(image))
+                    .map_err(|e| invalid("nsm.image", e))?;
+                let m = image.measurements;
+                boot_pcrs = Some([m.pcr0, m.pcr1, m.pcr2]);
+                pcr8 = m.pcr8;
+            }
             Ok(NsmConfig::Simulated(Box::new(SimulatedNsmConfig {
                 root_certificate,
                 root_certificate_bytes,
                 root_key,
                 region,
                 boot_pcrs,
+                pcr8,
             })))
         }
         other => Err(invalid(

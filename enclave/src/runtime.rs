@@ -99,7 +99,12 @@ mod simulated {
         let key_pem = String::from_utf8(key)
             .map_err(|_| StartError::Simulated("the root key is not PEM".into()))?;
         let boot = match sim.boot_pcrs {
-            Some([pcr0, pcr1, pcr2]) => BootMeasurements { pcr0, pcr1, pcr2 },
+            Some([pcr0, pcr1, pcr2]) => BootMeasurements {
+                pcr0,
+                pcr1,
+                pcr2,
+                pcr8: sim.pcr8,
+            },
             None => measure_own_executable()?,
         };
         tracing::warn!(
@@ -128,6 +133,7 @@ mod simulated {
             pcr0: application,
             pcr1: PcrValue::measure(b""),
             pcr2: application,
+            pcr8: None,
         })
     }
 }
@@ -146,6 +152,7 @@ mod tests {
             root_key: PathBuf::from("root.key"),
             region: attest::Region::try_from("eu-central-1").unwrap(),
             boot_pcrs: None,
+            pcr8: None,
         }))
     }
 

@@ -27,6 +27,8 @@ pub struct BootMeasurements {
     pub pcr1: PcrValue,
     /// PCR2: the application.
     pub pcr2: PcrValue,
+    /// PCR8: the image's signing certificate, for a signed image.
+    pub pcr8: Option<PcrValue>,
 }
 
 /// The development root the simulated PKI issues under.
@@ -86,6 +88,7 @@ impl SimulatedNsm {
                 0 => boot.pcr0,
                 1 => boot.pcr1,
                 2 => boot.pcr2,
+                8 => boot.pcr8.unwrap_or(PcrValue::ZERO),
                 _ => PcrValue::ZERO,
             };
         }

@@ -93,3 +93,42 @@ fn every_setting_changes_the_measurement() {
             .to_vec()
     );
 }
+
+#[test]
+fn a_simulated_nsm_measures_the_image_it_is_given() {
+    use attest::image::{ImageBuilder, Part};
+    // A directory of its own: other tests rewrite `dev_dir`'s root while they run.
+    let dir = dev_dir().join("image");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("root.der"), attest::aws_nitro_root_g1().as_ref()).unwrap();
+    let mut eif = Vec::new();
+    let built = ImageBuilder::new(Part::bytes(b"kernel".to_vec()), "console=ttyS0")
+        .ramdisk(Part::bytes(b"boot".to_vec()))
+        .ramdisk(Part::bytes(b"app".to_vec()))
+        .write(&mut eif)
+        .unwrap();
+    std::fs::write(dir.join("enclave.eif"), &eif).unwrap();
+    let text = "[nsm]\nkind = \"simulated\"\nroot_certificate = \"root.der\"\n\
+                root_key = \"root.key\"\nimage = \"enclave.eif\"\n";
+    let config = Config::from_toml(text, &dir).unwrap();
+    let NsmConfig::Simulated(sim) = &config.nsm else {
+        panic!("not simulated")
+    };
+    let m = built.measurements;
+    assert_eq!(sim.boot_pcrs, Some([m.pcr0, m.pcr1, m.pcr2]));
+    assert_eq!(sim.pcr8, None);
+    assert!(config.canonical().contains(&m.pcr2.to_hex()));
+
+    let both = format!(
+        "{text}pcr0 = \"{}\"\npcr1 = \"{0}\"\npcr2 = \"{0}\"\n",
+        m.pcr0
+    );
+    let error = Config::from_toml(&both, &dir).unwrap_err().to_string();
+    assert!(error.contains("not both"), "{error}");
+    std::fs::write(dir.join("broken.eif"), &eif[..eif.len() - 1]).unwrap();
+    let broken = text.replace("enclave.eif", "broken.eif");
+    let error = Config::from_toml(&broken, &dir).unwrap_err().to_string();
+    assert!(error.contains("nsm.image"), "{error}");
+    let nitro = "[nsm]\nkind = \"nitro\"\nimage = \"enclave.eif\"\n";
+    assert!(Config::from_toml(nitro, &dir).is_err());
+}

@@ -14,6 +14,7 @@ fn pcr(index: u8) -> PcrIndex {
 
 fn boot() -> BootMeasurements {
     BootMeasurements {
+        pcr8: None,
         pcr0: PcrValue::measure(b"image"),
         pcr1: PcrValue::measure(b"kernel"),
         pcr2: PcrValue::measure(b"application"),

@@ -64,6 +64,8 @@ pub struct Stack {
 pub struct Options<'a> {
     pub extra: &'a str,
     pub forward_max_connections: usize,
+    /// TOML lines appended to the enclave's `[nsm]` section.
+    pub nsm_extra: &'a str,
 }
 
 impl Default for Options<'_> {
@@ -71,6 +73,7 @@ impl Default for Options<'_> {
         Options {
             extra: "",
             forward_max_connections: 64,
+            nsm_extra: "",
         }
     }
 }
@@ -98,8 +101,9 @@ impl Stack {
             dir.join("enclave.toml"),
             format!(
                 "listen = \"unix:{}\"\nidle_timeout = \"2s\"\n[nsm]\nkind = \"simulated\"\n\
-                 root_certificate = \"root.der\"\nroot_key = \"root.key\"\nregion = \"eu-west-3\"\n",
-                socket.display()
+                 root_certificate = \"root.der\"\nroot_key = \"root.key\"\nregion = \"eu-west-3\"\n{}\n",
+                socket.display(),
+                options.nsm_extra,
             ),
         )
         .unwrap();
