@@ -88,23 +88,53 @@ impl Default for Metadata {
     }
 }
 
+/// The metadata section's JSON, in the field order of `aws-nitro-enclaves-image-format`'s
+/// `EifIdentityInfo`, so that an image built here is byte for byte what that library writes.
+#[derive(serde::Serialize)]
+struct IdentityJson<'a> {
+    #[serde(rename = "ImageName")]
+    name: &'a str,
+    #[serde(rename = "ImageVersion")]
+    version: &'a str,
+    #[serde(rename = "BuildMetadata")]
+    build: BuildJson<'a>,
+    #[serde(rename = "DockerInfo")]
+    docker: Option<()>,
+    #[serde(rename = "CustomMetadata")]
+    custom: Option<()>,
+}
+
+#[derive(serde::Serialize)]
+struct BuildJson<'a> {
+    #[serde(rename = "BuildTime")]
+    time: String,
+    #[serde(rename = "BuildTool")]
+    tool: &'a str,
+    #[serde(rename = "BuildToolVersion")]
+    tool_version: &'a str,
+    #[serde(rename = "OperatingSystem")]
+    os: &'a str,
+    #[serde(rename = "KernelVersion")]
+    kernel: &'a str,
+}
+
 impl Metadata {
     fn to_json(&self) -> Vec<u8> {
-        serde_json::json!({
-            "ImageName": self.name,
-            "ImageVersion": self.version,
-            "BuildMetadata": {
-                "BuildTime": self.build_time.to_string(),
-                "BuildTool": "attest",
-                "BuildToolVersion": env!("CARGO_PKG_VERSION"),
-                "OperatingSystem": "Linux",
-                "KernelVersion": self.kernel_version,
+        let identity = IdentityJson {
+            name: &self.name,
+            version: &self.version,
+            build: BuildJson {
+                time: self.build_time.to_string(),
+                tool: "attest",
+                tool_version: env!("CARGO_PKG_VERSION"),
+                os: "Linux",
+                kernel: &self.kernel_version,
             },
-            "DockerInfo": null,
-            "CustomMetadata": null,
-        })
-        .to_string()
-        .into_bytes()
+            docker: None,
+            custom: None,
+        };
+        // Serialising strings and nulls cannot fail.
+        serde_json::to_vec(&identity).unwrap_or_default()
     }
 }
 
