@@ -35,14 +35,19 @@ fn entry(i: u64) -> Vec<u8> {
         document_sha384: Some([7; 48]),
         nonce: Some(i.to_be_bytes().repeat(4)),
     });
-    LogEntry::new(e).map(|e| e.bytes().to_vec()).unwrap_or_default()
+    LogEntry::new(e)
+        .map(|e| e.bytes().to_vec())
+        .unwrap_or_default()
 }
 
 struct Rng(u64);
 
 impl Rng {
     fn below(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) % bound.max(1)
     }
 }
@@ -60,14 +65,21 @@ fn rate(budget: Duration, mut f: impl FnMut()) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let total: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000_000);
+    let total: u64 = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let dir = match args.next() {
         Some(d) => PathBuf::from(d),
         None => std::env::temp_dir().join(format!("log-bench-{}", std::process::id())),
     };
     let _ = std::fs::remove_dir_all(&dir);
     println!("log benchmark: {total} entries in {}", dir.display());
-    println!("entry size: {} bytes (a key-release decision)", entry(0).len());
+    println!(
+        "entry size: {} bytes (a key-release decision)",
+        entry(0).len()
+    );
 
     // Durable appends, one at a time: every append fsyncs the three files before returning.
     let mut store = FileStore::open(&dir)?;
@@ -128,11 +140,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
         .map(|m| m.len())
         .sum();
-    println!("on disk: {:.1} MiB for {size} entries", bytes as f64 / (1024.0 * 1024.0));
+    println!(
+        "on disk: {:.1} MiB for {size} entries",
+        bytes as f64 / (1024.0 * 1024.0)
+    );
 
     let start = Instant::now();
     let store = FileStore::open(&dir)?;
-    println!("reopen (recovery check of the newest entries): {:.1?}", start.elapsed());
+    println!(
+        "reopen (recovery check of the newest entries): {:.1?}",
+        start.elapsed()
+    );
     let root = store.root();
 
     let budget = Duration::from_secs(3);
@@ -163,7 +181,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|k| {
             let old = 1 + (k * 104729) % size;
             let old_root = store.root_at(old).unwrap_or_else(|_| Hash::empty());
-            (old, old_root, store.consistency_proof(old, size).unwrap_or_default())
+            (
+                old,
+                old_root,
+                store.consistency_proof(old, size).unwrap_or_default(),
+            )
         })
         .collect();
     let mut k = 0usize;
@@ -180,7 +202,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let start = Instant::now();
     store.verify_all()?;
-    println!("full audit (re-hash every entry and node): {:.1?}", start.elapsed());
+    println!(
+        "full audit (re-hash every entry and node): {:.1?}",
+        start.elapsed()
+    );
     drop(store);
     std::fs::remove_dir_all(&dir)?;
     Ok(())

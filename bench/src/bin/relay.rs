@@ -31,7 +31,11 @@ async fn main() {
     tokio::spawn(async move {
         while let Ok((port, stream)) = listener.accept().await {
             tokio::spawn(async move {
-                if port == PORT_BULK { sink(stream).await } else { echo(stream).await }
+                if port == PORT_BULK {
+                    sink(stream).await
+                } else {
+                    echo(stream).await
+                }
             });
         }
     });
@@ -50,12 +54,24 @@ async fn main() {
             max_connections: 16,
             idle_timeout: Duration::from_secs(60),
         };
-        tokio::spawn(host::forward::serve(listener, forward, shared.clone(), stopping.clone(), Duration::from_secs(1)));
+        tokio::spawn(host::forward::serve(
+            listener,
+            forward,
+            shared.clone(),
+            stopping.clone(),
+            Duration::from_secs(1),
+        ));
         forwards.push(address);
     }
 
-    println!("relay benchmark: {} MiB one way, {ROUND_TRIPS} round trips of 64 bytes, median of {ROUNDS} rounds", BULK_BYTES >> 20);
-    println!("machine: {} logical CPUs", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "relay benchmark: {} MiB one way, {ROUND_TRIPS} round trips of 64 bytes, median of {ROUNDS} rounds",
+        BULK_BYTES >> 20
+    );
+    println!(
+        "machine: {} logical CPUs",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     let mut direct_tp = Vec::new();
     let mut relay_tp = Vec::new();
     let mut direct_lat = Vec::new();
@@ -67,11 +83,23 @@ async fn main() {
         relay_lat.extend(latencies(tcp(forwards[1]).await).await);
     }
     let (direct, relayed) = (median(&mut direct_tp), median(&mut relay_tp));
-    println!("throughput  direct {:8.0} MiB/s   via host {:8.0} MiB/s   ratio {:.1}%", direct / 1048576.0, relayed / 1048576.0, 100.0 * relayed / direct);
+    println!(
+        "throughput  direct {:8.0} MiB/s   via host {:8.0} MiB/s   ratio {:.1}%",
+        direct / 1048576.0,
+        relayed / 1048576.0,
+        100.0 * relayed / direct
+    );
     let (d50, d99) = percentiles(&mut direct_lat);
     let (r50, r99) = percentiles(&mut relay_lat);
-    println!("round trip  direct p50 {:6.1} µs p99 {:6.1} µs   via host p50 {:6.1} µs p99 {:6.1} µs", d50, d99, r50, r99);
-    println!("added by the host: p50 {:.1} µs, p99 {:.1} µs", r50 - d50, r99 - d99);
+    println!(
+        "round trip  direct p50 {:6.1} µs p99 {:6.1} µs   via host p50 {:6.1} µs p99 {:6.1} µs",
+        d50, d99, r50, r99
+    );
+    println!(
+        "added by the host: p50 {:.1} µs, p99 {:.1} µs",
+        r50 - d50,
+        r99 - d99
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
