@@ -21,7 +21,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-/// Verify and inspect AWS Nitro Enclaves attestation documents.
+/// Verify and inspect AWS Nitro Enclaves attestation documents; measure and build enclave
+/// images; check transparency-log proofs and inference receipts offline.
 #[derive(Debug, Parser)]
 #[command(
     name = "attest",
@@ -54,8 +55,11 @@ enum Command {
     /// Build enclave images (EIF) and reproducible ramdisks.
     #[command(subcommand)]
     Image(image::Command),
+    /// Create a development national root, cross-certificates and service-key certificates;
+    /// mint simulated documents.
     #[command(subcommand)]
     Pki(pki::Command),
+    /// Check a policy file; print the policy that pins an enclave image.
     #[command(subcommand)]
     Policy(policy::Command),
     /// Check the transparency log's proofs offline; create a log key.

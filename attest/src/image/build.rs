@@ -18,7 +18,7 @@ use super::format::{
 };
 use super::measure::{Measurements, Measurer};
 use super::read::stream;
-use super::signature::{ImageSignature, PcrSigner, sign_section, verify_section};
+use super::signature::{ImageSignature, PcrSigner, sign_section};
 
 /// A kernel or ramdisk: bytes in memory, or a file read when the image is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -305,8 +305,8 @@ impl<'a> ImageBuilder<'a> {
         let [pcr0, pcr1, pcr2] = measurer.finish()?;
         let mut signature = None;
         if let Some(signer) = self.signer {
-            let section = sign_section(signer, &pcr0)?;
-            signature = Some(verify_section(&section, &pcr0)?);
+            let (section, verified) = sign_section(signer, &pcr0)?;
+            signature = Some(verified);
             planned.push(planned_bytes(SectionKind::Signature, "signature", section));
         }
 

@@ -293,12 +293,12 @@ fn certificate_pem(certificate: &CertificateDer<'_>) -> String {
     pem
 }
 
-/// Sign `pcr0` and encode the signature section. The result is verified before it is returned,
-/// so a signer whose key does not match its certificate is caught here.
+/// Sign `pcr0` and encode the signature section. The section is verified as a reader would
+/// before it is returned, so a signer whose key does not match its certificate is caught here.
 pub(crate) fn sign_section(
     signer: &dyn PcrSigner,
     pcr0: &PcrValue,
-) -> Result<Vec<u8>, SignatureError> {
+) -> Result<(Vec<u8>, ImageSignature), SignatureError> {
     let algorithm = signer.algorithm();
     let cose = CoseSign1Builder::new()
         .protected(HeaderBuilder::new().algorithm(algorithm.cose()).build())
@@ -314,8 +314,8 @@ pub(crate) fn sign_section(
         ),
         (Value::Text(SIGNATURE_FIELD.into()), byte_array(&cose)),
     ])]));
-    verify_section(&section, pcr0)?;
-    Ok(section)
+    let verified = verify_section(&section, pcr0)?;
+    Ok((section, verified))
 }
 
 fn bytes_of(value: Value, what: &str) -> Result<Vec<u8>, SignatureError> {
