@@ -12,20 +12,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
-
 /// A production document (not debug), from the real documents next to the library's tests.
 const PROD: &str = "marlin-20240226-3a4a0301.cbor";
 
+mod common;
+
+use common::{attest, code, json, tempdir};
+
 fn nitro_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/nitro")
-}
-
-fn attest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attest"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 fn attest_stdin(args: &[&str], input: &[u8]) -> Output {
@@ -40,16 +35,8 @@ fn attest_stdin(args: &[&str], input: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap()
-}
-
 fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
 }
 
 fn doc_path(name: &str) -> String {
@@ -355,14 +342,6 @@ fn inspect_is_labelled_unverified() {
     assert_eq!(chain.len(), 5);
     assert_eq!(chain[1]["region"], "ap-south-1");
     assert_eq!(chain[0]["sha256"], attest::AWS_NITRO_ROOT_G1_SHA256);
-}
-
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

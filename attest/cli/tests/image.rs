@@ -15,34 +15,9 @@ use std::process::{Command, Output};
 use attest::{PcrValue, PolicyFile};
 use serde_json::Value;
 
-fn attest_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_attest"));
-    command.args(args);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().unwrap()
-}
+mod common;
 
-fn attest(args: &[&str]) -> Output {
-    attest_env(args, &[])
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("attest-image-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{attest, attest_env, code, json, tempdir};
 
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use attest::pki::init_root;
 use attest::sim::{SimulatedPki, SimulatedRequest};
@@ -20,31 +19,10 @@ use data_encoding::HEXLOWER;
 use proofs::entry::{Entry, KeyRelease, LogEntry, Outcome};
 use proofs::receipt::{ReceiptClaims, ReceiptSigner};
 use proofs::{Log, MemoryStore, NoteSigner};
-use serde_json::Value;
 
-fn attest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attest"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
 
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap()
-}
-
-fn stdout_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn dir(name: &str) -> PathBuf {
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{attest, code, json as stdout_json, tempdir as dir};
 
 fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> String {
     let path = dir.join(name);
