@@ -47,6 +47,15 @@ impl Part {
         }
     }
 
+    fn len(&self, role: &str) -> Result<u64, ImageError> {
+        match self {
+            Part::Bytes(bytes) => Ok(u64::try_from(bytes.len()).unwrap_or(u64::MAX)),
+            Part::File(path) => std::fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(ImageError::io(format!("reading {}", self.describe(role)))),
+        }
+    }
+
     fn open(&self, role: &str) -> Result<(Box<dyn Read + '_>, u64), ImageError> {
         match self {
             Part::Bytes(bytes) => Ok((
@@ -290,8 +299,7 @@ impl<'a> ImageBuilder<'a> {
         ));
         let mut app_remaining = 0u64;
         for ramdisk in self.ramdisks.iter().skip(1) {
-            let (_, len) = ramdisk.open("ramdisk")?;
-            app_remaining = app_remaining.saturating_add(len);
+            app_remaining = app_remaining.saturating_add(ramdisk.len("ramdisk")?);
         }
         for (index, ramdisk) in self.ramdisks.iter().enumerate() {
             let role = format!("ramdisk {}", index + 1);
@@ -348,13 +356,15 @@ impl<'a> ImageBuilder<'a> {
                     let mut check = crc32fast::Hasher::new();
                     check.update(&section_header);
                     let mut failed = None;
-                    copy_part(source, &part.role, part.size, &mut buffer, |chunk| {
-                        check.update(chunk);
+                    let expected = Some(part.size);
+                    stream_part(source, &part.role, expected, &mut buffer, |chunk| {
+                        check.update(&chunk);
                         if failed.is_none()
-                            && let Err(e) = out.write_all(chunk)
+                            && let Err(e) = out.write_all(&chunk)
                         {
                             failed = Some(e);
                         }
+                        chunk
                     })?;
                     if let Some(e) = failed {
                         return Err(write_error()(e));
@@ -392,11 +402,10 @@ fn plan_part<'p>(
     (kind, role, part): (SectionKind, &str, &'p Part),
     boot: bool,
 ) -> Result<u64, ImageError> {
-    let (_, size) = part.open(role)?;
     let mut crc = crc32fast::Hasher::new();
-    crc.update(&encode_section_header(kind, size));
-    copy_part_owned(part, role, size, buffer, |chunk| {
-        crc.update(&chunk);
+    let mut body = crc32fast::Hasher::new();
+    let size = stream_part(part, role, None, buffer, |chunk| {
+        body.update(&chunk);
         if boot {
             measurer.boot(&chunk);
             chunk
@@ -404,6 +413,8 @@ fn plan_part<'p>(
             measurer.app(chunk)
         }
     })?;
+    crc.update(&encode_section_header(kind, size));
+    crc.combine(&body);
     planned.push(Planned {
         kind,
         role: role.to_owned(),
@@ -428,42 +439,34 @@ fn planned_bytes(kind: SectionKind, role: &str, bytes: Vec<u8>) -> Planned<'stat
     }
 }
 
-/// Stream exactly `size` bytes of a part, then check that it has no more.
-fn copy_part_owned(
+/// Open a part once and stream it: its current length, or exactly `expected` bytes when given
+/// (the writing pass), checking afterwards that it has no more. Returns the length streamed.
+fn stream_part(
     part: &Part,
     role: &str,
-    size: u64,
+    expected: Option<u64>,
     buffer: &mut Vec<u8>,
     each: impl FnMut(Vec<u8>) -> Vec<u8>,
-) -> Result<(), ImageError> {
-    let (mut input, _) = part.open(role)?;
+) -> Result<u64, ImageError> {
+    let (mut input, len) = part.open(role)?;
     let changed = || ImageError::InputChanged {
         part: part.describe(role),
     };
+    let size = expected.unwrap_or(len);
+    if size != len {
+        return Err(changed());
+    }
     stream(&mut input, size, buffer, each).map_err(|e| match e {
         ImageError::Length { .. } => changed(),
         other => other,
     })?;
     let mut probe = [0u8; 1];
     match input.read(&mut probe) {
-        Ok(0) => Ok(()),
+        Ok(0) => Ok(size),
         Ok(_) => Err(changed()),
         Err(source) => Err(ImageError::Io {
             context: format!("reading {}", part.describe(role)),
             source,
         }),
     }
-}
-
-fn copy_part(
-    part: &Part,
-    role: &str,
-    size: u64,
-    buffer: &mut Vec<u8>,
-    mut each: impl FnMut(&[u8]),
-) -> Result<(), ImageError> {
-    copy_part_owned(part, role, size, buffer, |chunk| {
-        each(&chunk);
-        chunk
-    })
 }
