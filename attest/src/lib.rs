@@ -54,7 +54,7 @@ pub use crate::document::{
 pub use crate::encoding::{Encoding, EncodingError, MAX_ENCODED_LEN, decode_document};
 pub use crate::error::{CertPosition, ParseError, PcrDifference, PolicyViolation, VerifyError};
 pub use crate::policy::{ALLOWED_CLOCK_SKEW, DEFAULT_MAX_AGE, MeasurementSet, Policy};
-pub use crate::policy_file::{PolicyFile, PolicyFileError};
+pub use crate::policy_file::{PolicyFile, PolicyFileError, PolicyRules};
 pub use crate::time::{InvalidDuration, InvalidTime, Timestamp, format_duration, parse_duration};
 pub use crate::trust::{
     AWS_NITRO_ROOT_G1_SHA256, TrustError, TrustStore, aws_nitro_root_g1, load_certificates,

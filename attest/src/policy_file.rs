@@ -61,17 +61,32 @@ fn yes() -> bool {
     true
 }
 
-impl PolicyFile {
-    /// Parse a policy file's text. Relative certificate paths are resolved against `base_dir`.
-    pub fn parse(text: &str, base_dir: &Path) -> Result<Self, PolicyFileError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| PolicyFileError::Toml(e.to_string()))?;
+/// The policy half of a policy file, on its own: `max_age`, `dangerous_any_age`,
+/// `dangerous_allow_debug`, `regions` and `[[measurements]]`, with the same meaning and checks.
+/// Other tools embed it in their own files (the key broker has one per model).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRules {
+    max_age: Option<String>,
+    #[serde(default)]
+    dangerous_any_age: bool,
+    #[serde(default)]
+    dangerous_allow_debug: bool,
+    #[serde(default)]
+    regions: Vec<String>,
+    #[serde(default)]
+    measurements: Vec<BTreeMap<String, String>>,
+}
+
+impl PolicyRules {
+    /// The policy these rules describe. Key names in errors are prefixed with `context`.
+    pub fn to_policy(&self, context: &str) -> Result<Policy, PolicyFileError> {
         let invalid = |key: &str, reason: String| PolicyFileError::Invalid {
-            key: key.to_owned(),
+            key: format!("{context}{key}"),
             reason,
         };
-
         let mut policy = Policy::new();
-        match (raw.max_age, raw.dangerous_any_age) {
+        match (&self.max_age, self.dangerous_any_age) {
             (Some(_), true) => {
                 return Err(invalid(
                     "max_age",
@@ -80,28 +95,43 @@ impl PolicyFile {
             }
             (Some(text), false) => {
                 let max_age =
-                    parse_duration(&text).map_err(|e| invalid("max_age", e.to_string()))?;
+                    parse_duration(text).map_err(|e| invalid("max_age", e.to_string()))?;
                 policy = policy.max_age(max_age);
             }
             (None, true) => policy = policy.dangerous_any_age(),
             (None, false) => {}
         }
-        if raw.dangerous_allow_debug {
+        if self.dangerous_allow_debug {
             policy = policy.dangerous_allow_debug();
         }
-        let regions = raw
+        let regions = self
             .regions
             .iter()
             .map(|r| Region::try_from(r.as_str()).map_err(|e| invalid("regions", e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         policy = policy.allow_regions(regions);
-        for (i, set) in raw.measurements.iter().enumerate() {
+        for (i, set) in self.measurements.iter().enumerate() {
             policy = policy.allow_measurements(
                 parse_measurement_set(set)
                     .map_err(|reason| invalid(&format!("measurements[{i}]"), reason))?,
             );
         }
+        Ok(policy)
+    }
+}
 
+impl PolicyFile {
+    /// Parse a policy file's text. Relative certificate paths are resolved against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Self, PolicyFileError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| PolicyFileError::Toml(e.to_string()))?;
+        let rules = PolicyRules {
+            max_age: raw.max_age,
+            dangerous_any_age: raw.dangerous_any_age,
+            dangerous_allow_debug: raw.dangerous_allow_debug,
+            regions: raw.regions,
+            measurements: raw.measurements,
+        };
+        let policy = rules.to_policy("")?;
         let resolve = |paths: Vec<PathBuf>| -> Vec<PathBuf> {
             paths.into_iter().map(|p| base_dir.join(p)).collect()
         };

@@ -1,4 +1,5 @@
-//! What the log records: image and policy registrations, and every key-release decision.
+//! What the log records: image and policy registrations, sealed models, release-policy changes,
+//! and every key-release decision.
 //!
 //! An entry is a CBOR map in the core deterministic encoding of RFC 8949 section 4.2.1 (shortest
 //! lengths, definite lengths, keys sorted by their encoded bytes, absent rather than null
@@ -14,6 +15,10 @@
 //!     "reason": text, "model_id": text, "key_id": text, "policy_version": uint,
 //!     ? "module_id": text, ? "pcrs": { uint: bytes(48) }, ? "region": text,
 //!     ? "document_sha384": bytes(48), ? "nonce": bytes }
+//! model-sealed: { "v": 1, "type": "model-sealed", "time": ms, "model_id": text,
+//!     "key_id": text, "model_digest": bytes(48), "model_len": uint }
+//! policy-change: { "v": 1, "type": "policy-change", "time": ms, "policy_version": uint,
+//!     "policy_sha384": bytes(48), "models": [text] }
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +36,8 @@ pub const ENTRY_VERSION: u64 = 1;
 pub const MAX_TEXT_LEN: usize = 256;
 /// The most approvers a registration lists.
 pub const MAX_APPROVERS: usize = 32;
+/// The most models a policy change lists.
+pub const MAX_POLICY_MODELS: usize = 256;
 /// The longest nonce, in bytes (the NSM accepts up to 512).
 pub const MAX_NONCE_LEN: usize = 512;
 
@@ -124,6 +131,34 @@ pub struct KeyRelease {
     pub nonce: Option<Vec<u8>>,
 }
 
+/// A model sealed under a new data key: what a later release of that key unlocks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSealed {
+    /// When it was sealed.
+    pub time: Timestamp,
+    /// The model.
+    pub model_id: String,
+    /// The data key it was sealed under.
+    pub key_id: String,
+    /// SHA-384 of the model's plaintext.
+    pub model_digest: [u8; 48],
+    /// The plaintext's length in bytes.
+    pub model_len: u64,
+}
+
+/// A new release policy taking effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyChange {
+    /// When it took effect.
+    pub time: Timestamp,
+    /// The policy's version.
+    pub policy_version: u64,
+    /// SHA-384 of the policy file's bytes.
+    pub policy_sha384: [u8; 48],
+    /// The models it covers.
+    pub models: Vec<String>,
+}
+
 /// A typed log entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -132,6 +167,10 @@ pub enum Entry {
     ImageRegistration(ImageRegistration),
     /// A key-release decision.
     KeyRelease(KeyRelease),
+    /// A model sealed under a new data key.
+    ModelSealed(ModelSealed),
+    /// A release policy taking effect.
+    PolicyChange(PolicyChange),
 }
 
 impl Entry {
@@ -176,6 +215,24 @@ impl Entry {
                 if let Some(n) = &k.nonce {
                     map.push(("nonce", Value::Bytes(n.clone())));
                 }
+            }
+            Self::ModelSealed(m) => {
+                map.push(("type", text("model-sealed")));
+                map.push(("time", uint(millis(m.time))));
+                map.push(("model_id", text(&m.model_id)));
+                map.push(("key_id", text(&m.key_id)));
+                map.push(("model_digest", Value::Bytes(m.model_digest.to_vec())));
+                map.push(("model_len", uint(m.model_len)));
+            }
+            Self::PolicyChange(p) => {
+                map.push(("type", text("policy-change")));
+                map.push(("time", uint(millis(p.time))));
+                map.push(("policy_version", uint(p.policy_version)));
+                map.push(("policy_sha384", Value::Bytes(p.policy_sha384.to_vec())));
+                map.push((
+                    "models",
+                    Value::Array(p.models.iter().map(|m| text(m)).collect()),
+                ));
             }
         }
         encode_map(map).map_err(EntryError::Cbor)
@@ -226,6 +283,25 @@ impl Entry {
                     ];
                     if let Some((name, _)) = missing.iter().find(|(_, m)| *m) {
                         return Err(field(name, "a release records the evidence it was made on"));
+                    }
+                }
+            }
+            Self::ModelSealed(m) => {
+                check_text("model_id", &m.model_id)?;
+                check_text("key_id", &m.key_id)?;
+            }
+            Self::PolicyChange(p) => {
+                if p.models.len() > MAX_POLICY_MODELS {
+                    return Err(field(
+                        "models",
+                        format!("at most {MAX_POLICY_MODELS} models"),
+                    ));
+                }
+                let mut seen = BTreeSet::new();
+                for m in &p.models {
+                    check_text("models", m)?;
+                    if !seen.insert(m) {
+                        return Err(field("models", format!("{m:?} is listed twice")));
                     }
                 }
             }
@@ -323,13 +399,7 @@ impl Fields {
                 model_digest: as_digest("model_digest", self.need("model_digest")?)?,
                 policy_version: as_uint("policy_version", self.need("policy_version")?)?,
                 pcrs: as_pcrs(self.need("pcrs")?)?,
-                approvers: match self.need("approvers")? {
-                    Value::Array(items) => items
-                        .into_iter()
-                        .map(|v| as_text("approvers", v))
-                        .collect::<Result<_, _>>()?,
-                    _ => return Err(field("approvers", "expected an array")),
-                },
+                approvers: as_text_array("approvers", self.need("approvers")?)?,
             }),
             "key-release" => Entry::KeyRelease(KeyRelease {
                 time: Timestamp::from_unix_millis(as_uint("time", self.need("time")?)?),
@@ -366,6 +436,19 @@ impl Fields {
                         _ => Err(field("nonce", "expected bytes")),
                     })
                     .transpose()?,
+            }),
+            "model-sealed" => Entry::ModelSealed(ModelSealed {
+                time: Timestamp::from_unix_millis(as_uint("time", self.need("time")?)?),
+                model_id: as_text("model_id", self.need("model_id")?)?,
+                key_id: as_text("key_id", self.need("key_id")?)?,
+                model_digest: as_digest("model_digest", self.need("model_digest")?)?,
+                model_len: as_uint("model_len", self.need("model_len")?)?,
+            }),
+            "policy-change" => Entry::PolicyChange(PolicyChange {
+                time: Timestamp::from_unix_millis(as_uint("time", self.need("time")?)?),
+                policy_version: as_uint("policy_version", self.need("policy_version")?)?,
+                policy_sha384: as_digest("policy_sha384", self.need("policy_sha384")?)?,
+                models: as_text_array("models", self.need("models")?)?,
             }),
             other => return Err(field("type", format!("unknown entry type {other:?}"))),
         };
@@ -411,6 +494,13 @@ fn as_text(name: &'static str, value: Value) -> Result<String, EntryError> {
             Ok(t)
         }
         _ => Err(field(name, "expected text")),
+    }
+}
+
+fn as_text_array(name: &'static str, value: Value) -> Result<Vec<String>, EntryError> {
+    match value {
+        Value::Array(items) => items.into_iter().map(|v| as_text(name, v)).collect(),
+        _ => Err(field(name, "expected an array")),
     }
 }
 
@@ -490,9 +580,33 @@ mod tests {
         }
     }
 
+    fn sealed() -> Entry {
+        Entry::ModelSealed(ModelSealed {
+            time: Timestamp::from_unix_millis(1_700_000_000_456),
+            model_id: "smollm2-135m".into(),
+            key_id: "kek-1/0a0b".into(),
+            model_digest: [5; 48],
+            model_len: 138_126_432,
+        })
+    }
+
+    fn policy_change() -> Entry {
+        Entry::PolicyChange(PolicyChange {
+            time: Timestamp::from_unix_millis(1_700_000_000_789),
+            policy_version: 4,
+            policy_sha384: [6; 48],
+            models: vec!["smollm2-135m".into(), "other".into()],
+        })
+    }
+
     #[test]
     fn entries_round_trip_byte_for_byte() {
-        for entry in [registration(), Entry::KeyRelease(release())] {
+        for entry in [
+            registration(),
+            Entry::KeyRelease(release()),
+            sealed(),
+            policy_change(),
+        ] {
             let encoded = LogEntry::new(entry.clone()).unwrap();
             let decoded = LogEntry::decode(encoded.bytes()).unwrap();
             assert_eq!(decoded.entry(), &entry);
@@ -572,6 +686,16 @@ mod tests {
         };
         r.approvers.push("alice@gov.example".into());
         assert!(Entry::ImageRegistration(r).encode().is_err());
+        let Entry::PolicyChange(mut p) = policy_change() else {
+            panic!()
+        };
+        p.models.push("other".into());
+        assert!(Entry::PolicyChange(p).encode().is_err());
+        let Entry::ModelSealed(mut m) = sealed() else {
+            panic!()
+        };
+        m.key_id = String::new();
+        assert!(Entry::ModelSealed(m).encode().is_err());
         for bad in [&b""[..], b"\xa0", b"\x01", b"\xa1\x61v\x02"] {
             assert!(LogEntry::decode(bad).is_err());
         }

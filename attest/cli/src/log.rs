@@ -305,6 +305,21 @@ fn entry_json(entry: &Entry) -> Value {
             "document_sha384": k.document_sha384.map(|d| hex(&d)),
             "nonce": k.nonce.as_deref().map(hex),
         }),
+        Entry::ModelSealed(m) => json!({
+            "type": "model-sealed",
+            "time": m.time.to_string(),
+            "model_id": m.model_id,
+            "key_id": m.key_id,
+            "model_digest": hex(&m.model_digest),
+            "model_len": m.model_len,
+        }),
+        Entry::PolicyChange(p) => json!({
+            "type": "policy-change",
+            "time": p.time.to_string(),
+            "policy_version": p.policy_version,
+            "policy_sha384": hex(&p.policy_sha384),
+            "models": p.models,
+        }),
         _ => json!({ "type": "unknown" }),
     }
 }
@@ -322,6 +337,16 @@ fn describe(entry: &Entry) -> String {
             k.model_id,
             k.key_id,
             k.time
+        ),
+        Entry::ModelSealed(m) => format!(
+            "model sealed: model {} key {} ({} bytes) at {}",
+            m.model_id, m.key_id, m.model_len, m.time
+        ),
+        Entry::PolicyChange(p) => format!(
+            "release policy version {} took effect at {} ({} models)",
+            p.policy_version,
+            p.time,
+            p.models.len()
         ),
         _ => "an entry of an unknown type".into(),
     }
