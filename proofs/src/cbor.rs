@@ -5,12 +5,12 @@
 use ciborium::Value;
 
 /// An unsigned integer.
-pub(crate) fn uint(n: u64) -> Value {
+pub fn uint(n: u64) -> Value {
     Value::Integer(n.into())
 }
 
 /// Encode a map with text keys in deterministic order.
-pub(crate) fn encode_map(mut fields: Vec<(&'static str, Value)>) -> Result<Vec<u8>, String> {
+pub fn encode_map(mut fields: Vec<(&'static str, Value)>) -> Result<Vec<u8>, String> {
     fields.sort_by(|(a, _), (b, _)| (a.len(), *a).cmp(&(b.len(), *b)));
     let map = Value::Map(
         fields

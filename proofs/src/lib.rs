@@ -28,7 +28,7 @@
 //! ```
 
 pub mod audit;
-mod cbor;
+pub mod cbor;
 pub mod checkpoint;
 pub mod entry;
 mod file_store;

@@ -4,6 +4,9 @@
 //! - [`format`] and the functions at the crate root: the sealed-model file, chunked AES-256-GCM
 //!   in the STREAM style. [`digest`] and [`seal`] are the broker's two passes;
 //!   [`open_into_memory`] is the enclave's one.
+//! - [`release`]: the key-release protocol's messages, the broker's signed response, and the
+//!   enclave's side of a release ([`release::KeyRequest`]), which checks every bound field and
+//!   the transparency-log proof before it unwraps the key.
 //!
 //! ```
 //! use sealing::{DataKey, Expected, Header, Id};
@@ -34,6 +37,7 @@
 
 mod error;
 pub mod format;
+pub mod release;
 mod stream;
 
 // The public interface is:

@@ -1,0 +1,766 @@
+//! The key-release protocol between an enclave and the key broker, carried over the host's relay
+//! (which sees only what is here: public keys, attestation documents, signed responses and a
+//! data key wrapped to a key that never leaves the enclave).
+//!
+//! ```text
+//! enclave → broker   hello     { model_id }
+//! broker  → enclave  challenge { nonce (32 random bytes, single use), expires_in_ms }
+//! enclave → broker   attest    { nonce, document }   document: NSM attestation with that nonce,
+//!                                                    public_key = an ephemeral RSA key,
+//!                                                    user_data = request_user_data(model, nonce)
+//! broker  → enclave  release   { response, certificate }  or  denied { reason, message }
+//! ```
+//!
+//! `response` is a tagged COSE_Sign1 (ES384) by the broker's key, whose `certificate` the
+//! national root issued for the `key-broker` role. Its payload ([`ReleaseClaims`]) binds the
+//! nonce, the model and key ids, the model's digest and length, the policy version, the
+//! document's digest, the wrapped data key, and the transparency-log entry recording the
+//! release with its inclusion proof. [`KeyRequest::accept`] checks all of it before it unwraps
+//! the key.
+//!
+//! Messages are CBOR maps with text keys, `v` (1) and `op`; unknown and duplicate keys are
+//! errors; every field is bounded. Frames are those of [`attest::wire`].
+
+use std::collections::BTreeMap;
+
+use attest::service::{ServiceCertError, ServiceRole, verify_service_certificate};
+use attest::{Timestamp, TrustStore};
+use aws_lc_rs::digest::{SHA384, digest};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{
+    KeySize, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepAlgorithm, OaepPrivateDecryptingKey,
+    PrivateDecryptingKey,
+};
+use aws_lc_rs::signature::{
+    ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+    UnparsedPublicKey,
+};
+use ciborium::Value;
+use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana};
+use proofs::NoteVerifier;
+use proofs::cbor::{encode_map, uint};
+use proofs::entry::{Entry, LogEntry, Outcome};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::format::{DIGEST_LEN, DataKey, Id, KEY_LEN};
+
+/// The protocol and payload version.
+pub const RELEASE_VERSION: u64 = 1;
+/// The challenge nonce's length.
+pub const NONCE_LEN: usize = 32;
+/// The largest wrapped key (an RSA-4096 ciphertext).
+pub const MAX_WRAPPED_KEY_LEN: usize = 512;
+/// The largest broker certificate.
+pub const MAX_CERTIFICATE_LEN: usize = 8 * 1024;
+/// The largest inclusion proof (text).
+pub const MAX_PROOF_LEN: usize = 8 * 1024;
+/// The largest signed response.
+pub const MAX_RESPONSE_LEN: usize = 24 * 1024;
+/// The longest denial reason or message.
+pub const MAX_REASON_LEN: usize = 256;
+/// The content type in a response's protected header.
+pub const RESPONSE_CONTENT_TYPE: &str = "application/key-release+cbor";
+/// The size of the enclave's ephemeral RSA key.
+pub const EPHEMERAL_KEY_SIZE: KeySize = KeySize::Rsa3072;
+
+/// The digest RSA-OAEP uses (with MGF1 over the same digest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OaepHash {
+    /// SHA-256: the default.
+    Sha256,
+    /// SHA-1: only where an HSM supports nothing else (SoftHSM2 2.6); OAEP's security does not
+    /// rest on SHA-1's collision resistance, but both sides must opt in.
+    Sha1,
+}
+
+impl OaepHash {
+    /// `sha256` or `sha1`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Sha1 => "sha1",
+        }
+    }
+
+    /// Parse `sha256` or `sha1`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "sha256" => Some(Self::Sha256),
+            "sha1" => Some(Self::Sha1),
+            _ => None,
+        }
+    }
+
+    fn algorithm(self) -> &'static OaepAlgorithm {
+        match self {
+            Self::Sha256 => &OAEP_SHA256_MGF1SHA256,
+            Self::Sha1 => &OAEP_SHA1_MGF1SHA1,
+        }
+    }
+}
+
+/// Why a release message or response was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReleaseError {
+    /// The bytes are not a valid message or payload.
+    #[error("malformed key-release message: {0}")]
+    Malformed(String),
+    /// Another protocol version.
+    #[error("unsupported key-release protocol version {0}")]
+    Version(u64),
+    /// A message other than the one the protocol expects next.
+    #[error("expected a {expected} message, got {got}")]
+    Unexpected {
+        /// What was expected.
+        expected: &'static str,
+        /// What came.
+        got: &'static str,
+    },
+    /// The broker refused.
+    #[error("the key broker refused: {reason}: {message}")]
+    Denied {
+        /// The machine-readable reason.
+        reason: String,
+        /// The broker's explanation.
+        message: String,
+    },
+    /// The broker's certificate is not a key-broker certificate under the trusted roots.
+    #[error("the key broker's certificate is refused: {0}")]
+    UntrustedBroker(#[from] ServiceCertError),
+    /// The response's signature does not verify with the broker's certified key.
+    #[error("the response's signature does not verify with the key broker's certified key")]
+    Signature,
+    /// A bound field differs from this request.
+    #[error("the response's {field} does not match this request")]
+    Mismatch {
+        /// The field.
+        field: &'static str,
+    },
+    /// The release is not proven to be in the transparency log.
+    #[error("the release is not proven to be in the transparency log: {0}")]
+    Log(String),
+    /// The wrapped key cannot be unwrapped with this request's key.
+    #[error("the wrapped data key does not unwrap with this request's key")]
+    Unwrap,
+    /// The response uses an OAEP digest this side does not accept.
+    #[error("the response wraps the key with RSA-OAEP {0}, which this side does not accept")]
+    OaepNotAllowed(&'static str),
+    /// A key or signature could not be made.
+    #[error("crypto failure: {0}")]
+    Crypto(&'static str),
+}
+
+impl ReleaseError {
+    /// A stable short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::Version(_) => "version",
+            Self::Unexpected { .. } => "unexpected_message",
+            Self::Denied { .. } => "denied",
+            Self::UntrustedBroker(_) => "untrusted_broker",
+            Self::Signature => "signature",
+            Self::Mismatch { .. } => "mismatch",
+            Self::Log(_) => "log",
+            Self::Unwrap => "unwrap",
+            Self::OaepNotAllowed(_) => "oaep_not_allowed",
+            Self::Crypto(_) => "crypto",
+        }
+    }
+}
+
+fn malformed(reason: impl Into<String>) -> ReleaseError {
+    ReleaseError::Malformed(reason.into())
+}
+
+/// One message of the protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// enclave → broker: which model's key it wants.
+    Hello {
+        /// The model.
+        model_id: Id,
+    },
+    /// broker → enclave: the nonce to attest over.
+    Challenge {
+        /// Single-use, random.
+        nonce: [u8; NONCE_LEN],
+        /// How long the broker will accept it.
+        expires_in_ms: u64,
+    },
+    /// enclave → broker: the attestation document over the nonce.
+    Attest {
+        /// The challenge's nonce.
+        nonce: [u8; NONCE_LEN],
+        /// The NSM's attestation document (COSE_Sign1).
+        document: Vec<u8>,
+    },
+    /// broker → enclave: the signed release.
+    Release {
+        /// A tagged COSE_Sign1 over [`ReleaseClaims`].
+        response: Vec<u8>,
+        /// The broker key's certificate (DER).
+        certificate: Vec<u8>,
+    },
+    /// broker → enclave: the request was refused.
+    Denied {
+        /// A stable machine-readable reason (`pcr_mismatch`, `nonce_replayed`, …).
+        reason: String,
+        /// A human explanation.
+        message: String,
+    },
+}
+
+impl Message {
+    /// The operation's name.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Challenge { .. } => "challenge",
+            Self::Attest { .. } => "attest",
+            Self::Release { .. } => "release",
+            Self::Denied { .. } => "denied",
+        }
+    }
+
+    /// The message's bytes (one frame's body).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fields: Vec<(&'static str, Value)> = vec![
+            ("v", uint(RELEASE_VERSION)),
+            ("op", Value::Text(self.op().to_owned())),
+        ];
+        match self {
+            Self::Hello { model_id } => {
+                fields.push(("model_id", Value::Text(model_id.as_str().to_owned())));
+            }
+            Self::Challenge {
+                nonce,
+                expires_in_ms,
+            } => {
+                fields.push(("nonce", Value::Bytes(nonce.to_vec())));
+                fields.push(("expires_in_ms", uint(*expires_in_ms)));
+            }
+            Self::Attest { nonce, document } => {
+                fields.push(("nonce", Value::Bytes(nonce.to_vec())));
+                fields.push(("document", Value::Bytes(document.clone())));
+            }
+            Self::Release {
+                response,
+                certificate,
+            } => {
+                fields.push(("response", Value::Bytes(response.clone())));
+                fields.push(("certificate", Value::Bytes(certificate.clone())));
+            }
+            Self::Denied { reason, message } => {
+                fields.push(("reason", Value::Text(truncate(reason))));
+                fields.push(("message", Value::Text(truncate(message))));
+            }
+        }
+        encode_map(fields).unwrap_or_default()
+    }
+
+    /// Decode one frame's body; anything but a valid message is an error.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ReleaseError> {
+        let mut f = Fields::parse(bytes)?;
+        let version = f.uint("v")?;
+        if version != RELEASE_VERSION {
+            return Err(ReleaseError::Version(version));
+        }
+        let op = f.text("op", 16)?;
+        let message = match op.as_str() {
+            "hello" => Self::Hello {
+                model_id: f.id("model_id")?,
+            },
+            "challenge" => Self::Challenge {
+                nonce: f.array("nonce")?,
+                expires_in_ms: f.uint("expires_in_ms")?,
+            },
+            "attest" => Self::Attest {
+                nonce: f.array("nonce")?,
+                document: f.bytes("document", attest::MAX_DOCUMENT_LEN)?,
+            },
+            "release" => Self::Release {
+                response: f.bytes("response", MAX_RESPONSE_LEN)?,
+                certificate: f.bytes("certificate", MAX_CERTIFICATE_LEN)?,
+            },
+            "denied" => Self::Denied {
+                reason: f.text("reason", MAX_REASON_LEN)?,
+                message: f.text("message", MAX_REASON_LEN)?,
+            },
+            other => return Err(malformed(format!("unknown operation {other:?}"))),
+        };
+        f.done()?;
+        Ok(message)
+    }
+}
+
+fn truncate(text: &str) -> String {
+    let mut end = text.len().min(MAX_REASON_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default().to_owned()
+}
+
+/// What the broker signs when it releases a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseClaims {
+    /// The challenge nonce the document was made over.
+    pub nonce: [u8; NONCE_LEN],
+    /// The model.
+    pub model_id: Id,
+    /// The data key released.
+    pub key_id: Id,
+    /// SHA-384 of the model's plaintext, as sealed.
+    pub model_digest: [u8; DIGEST_LEN],
+    /// The model's plaintext length.
+    pub model_len: u64,
+    /// The release policy's version that allowed it.
+    pub policy_version: u64,
+    /// SHA-384 of the attestation document the decision was made on.
+    pub document_sha384: [u8; DIGEST_LEN],
+    /// The data key, RSA-OAEP-wrapped to the document's public key.
+    pub wrapped_key: Vec<u8>,
+    /// The OAEP digest.
+    pub oaep_hash: OaepHash,
+    /// The index of the log entry recording this release.
+    pub log_index: u64,
+    /// That entry's bytes (a `key-release` entry, canonical CBOR).
+    pub log_entry: Vec<u8>,
+    /// A `c2sp.org/tlog-proof@v1` proof that the entry is in a signed checkpoint.
+    pub inclusion_proof: Vec<u8>,
+}
+
+impl ReleaseClaims {
+    fn to_payload(&self) -> Result<Vec<u8>, ReleaseError> {
+        let text = |s: &str| Value::Text(s.to_owned());
+        encode_map(vec![
+            ("v", uint(RELEASE_VERSION)),
+            ("nonce", Value::Bytes(self.nonce.to_vec())),
+            ("model_id", text(self.model_id.as_str())),
+            ("key_id", text(self.key_id.as_str())),
+            ("model_digest", Value::Bytes(self.model_digest.to_vec())),
+            ("model_len", uint(self.model_len)),
+            ("policy_version", uint(self.policy_version)),
+            (
+                "document_sha384",
+                Value::Bytes(self.document_sha384.to_vec()),
+            ),
+            ("wrapped_key", Value::Bytes(self.wrapped_key.clone())),
+            ("oaep_hash", text(self.oaep_hash.as_str())),
+            ("log_index", uint(self.log_index)),
+            ("log_entry", Value::Bytes(self.log_entry.clone())),
+            (
+                "inclusion_proof",
+                Value::Bytes(self.inclusion_proof.clone()),
+            ),
+        ])
+        .map_err(malformed)
+    }
+
+    fn from_payload(bytes: &[u8]) -> Result<Self, ReleaseError> {
+        let mut f = Fields::parse(bytes)?;
+        let version = f.uint("v")?;
+        if version != RELEASE_VERSION {
+            return Err(ReleaseError::Version(version));
+        }
+        let oaep = f.text("oaep_hash", 16)?;
+        let claims = Self {
+            nonce: f.array("nonce")?,
+            model_id: f.id("model_id")?,
+            key_id: f.id("key_id")?,
+            model_digest: f.array("model_digest")?,
+            model_len: f.uint("model_len")?,
+            policy_version: f.uint("policy_version")?,
+            document_sha384: f.array("document_sha384")?,
+            wrapped_key: f.bytes("wrapped_key", MAX_WRAPPED_KEY_LEN)?,
+            oaep_hash: OaepHash::parse(&oaep)
+                .ok_or_else(|| malformed(format!("unknown OAEP digest {oaep:?}")))?,
+            log_index: f.uint("log_index")?,
+            log_entry: f.bytes("log_entry", proofs::MAX_ENTRY_LEN)?,
+            inclusion_proof: f.bytes("inclusion_proof", MAX_PROOF_LEN)?,
+        };
+        f.done()?;
+        Ok(claims)
+    }
+}
+
+/// The broker's response key: a P-384 key whose certificate the national root issued for the
+/// `key-broker` role.
+pub struct ResponseSigner {
+    key: EcdsaKeyPair,
+    certificate: Vec<u8>,
+}
+
+impl std::fmt::Debug for ResponseSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseSigner").finish_non_exhaustive()
+    }
+}
+
+impl ResponseSigner {
+    /// A signer from a PKCS#8 (DER) P-384 key and its certificate (DER). The certificate must
+    /// be a `key-broker` certificate under `trust` at `now`, for this key: a broker that starts
+    /// is one that enclaves will accept.
+    pub fn new(
+        pkcs8: &[u8],
+        certificate: Vec<u8>,
+        trust: &TrustStore,
+        now: Timestamp,
+    ) -> Result<Self, ReleaseError> {
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8)
+            .map_err(|_| malformed("the broker key is not a PKCS#8 P-384 key"))?;
+        let certified =
+            verify_service_certificate(&certificate, trust, ServiceRole::KeyBroker, now)?;
+        let ours = key
+            .public_key()
+            .as_der()
+            .map_err(|_| ReleaseError::Crypto("public key encoding"))?;
+        if certified.spki_der != ours.as_ref() {
+            return Err(malformed(
+                "the broker certificate certifies another key than the broker key",
+            ));
+        }
+        Ok(Self { key, certificate })
+    }
+
+    /// The certificate sent with every response.
+    pub fn certificate(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    /// Sign `claims`: a tagged COSE_Sign1.
+    pub fn sign(&self, claims: &ReleaseClaims) -> Result<Vec<u8>, ReleaseError> {
+        let protected = HeaderBuilder::new()
+            .algorithm(iana::Algorithm::ES384)
+            .content_type(RESPONSE_CONTENT_TYPE.to_owned())
+            .build();
+        let rng = SystemRandom::new();
+        let mut failed = false;
+        let sign1 = CoseSign1Builder::new()
+            .protected(protected)
+            .payload(claims.to_payload()?)
+            .create_signature(b"", |data| match self.key.sign(&rng, data) {
+                Ok(sig) => sig.as_ref().to_vec(),
+                Err(_) => {
+                    failed = true;
+                    Vec::new()
+                }
+            })
+            .build();
+        if failed {
+            return Err(ReleaseError::Crypto("signing failed"));
+        }
+        sign1.to_tagged_vec().map_err(|e| malformed(e.to_string()))
+    }
+}
+
+/// The `user_data` an enclave puts in its document: SHA-384 over a domain separator, the model
+/// id and the nonce, so a document made for one request cannot serve another.
+pub fn request_user_data(model_id: &Id, nonce: &[u8; NONCE_LEN]) -> [u8; DIGEST_LEN] {
+    let mut input = b"sovereign key release v1\0".to_vec();
+    input.extend_from_slice(model_id.as_str().as_bytes());
+    input.push(0);
+    input.extend_from_slice(nonce);
+    sha384(&input)
+}
+
+/// SHA-384 of `bytes`.
+pub fn sha384(bytes: &[u8]) -> [u8; DIGEST_LEN] {
+    <[u8; DIGEST_LEN]>::try_from(digest(&SHA384, bytes).as_ref()).unwrap_or([0; DIGEST_LEN])
+}
+
+/// What an enclave trusts when it accepts a released key: baked into its measured
+/// configuration.
+#[derive(Debug)]
+pub struct ReleaseTrust {
+    /// The national root(s) the broker's certificate must chain to.
+    pub broker_roots: TrustStore,
+    /// The transparency log's keys.
+    pub log_keys: Vec<NoteVerifier>,
+    /// The log's origin, if pinned.
+    pub log_origin: Option<String>,
+    /// The OAEP digests accepted.
+    pub oaep_hashes: Vec<OaepHash>,
+}
+
+/// A key the broker released, checked and unwrapped.
+#[derive(Debug)]
+pub struct ReleasedKey {
+    /// The data key.
+    pub key: DataKey,
+    /// What the broker signed about it.
+    pub claims: ReleaseClaims,
+    /// The log checkpoint the release is included in.
+    pub checkpoint: proofs::SignedCheckpoint,
+}
+
+/// One release request in flight, on the enclave's side: an ephemeral RSA key pair whose
+/// private half never leaves this value and is freed (and cleared by aws-lc) when it drops.
+pub struct KeyRequest {
+    model_id: Id,
+    key: OaepPrivateDecryptingKey,
+    public_key_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRequest")
+            .field("model_id", &self.model_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRequest {
+    /// A request for `model_id`'s key, with a fresh ephemeral key pair.
+    pub fn new(model_id: Id) -> Result<Self, ReleaseError> {
+        let private = PrivateDecryptingKey::generate(EPHEMERAL_KEY_SIZE)
+            .map_err(|_| ReleaseError::Crypto("RSA key generation"))?;
+        let public_key_der = private
+            .public_key()
+            .as_der()
+            .map_err(|_| ReleaseError::Crypto("RSA public key encoding"))?
+            .as_ref()
+            .to_vec();
+        let key = OaepPrivateDecryptingKey::new(private)
+            .map_err(|_| ReleaseError::Crypto("RSA-OAEP key"))?;
+        Ok(Self {
+            model_id,
+            key,
+            public_key_der,
+        })
+    }
+
+    /// The model asked for.
+    pub fn model_id(&self) -> &Id {
+        &self.model_id
+    }
+
+    /// The ephemeral public key (DER SubjectPublicKeyInfo) for the document's `public_key`.
+    pub fn public_key_der(&self) -> &[u8] {
+        &self.public_key_der
+    }
+
+    /// Check the broker's answer to the attestation `document` this side sent over `nonce`, and
+    /// unwrap the data key. Everything is checked before the key is unwrapped: the broker's
+    /// certificate against the national root at `now`, the signature, every bound field, the
+    /// log entry and its inclusion proof. The request is consumed, so its private key is gone
+    /// whatever the outcome.
+    pub fn accept(
+        self,
+        nonce: &[u8; NONCE_LEN],
+        document: &[u8],
+        answer: &Message,
+        trust: &ReleaseTrust,
+        now: Timestamp,
+    ) -> Result<ReleasedKey, ReleaseError> {
+        let (response, certificate) = match answer {
+            Message::Release {
+                response,
+                certificate,
+            } => (response, certificate),
+            Message::Denied { reason, message } => {
+                return Err(ReleaseError::Denied {
+                    reason: reason.clone(),
+                    message: message.clone(),
+                });
+            }
+            other => {
+                return Err(ReleaseError::Unexpected {
+                    expected: "release",
+                    got: other.op(),
+                });
+            }
+        };
+        let broker = verify_service_certificate(
+            certificate,
+            &trust.broker_roots,
+            ServiceRole::KeyBroker,
+            now,
+        )?;
+        let claims = verify_response(response, &broker.spki_der)?;
+
+        let mismatch = |field| Err(ReleaseError::Mismatch { field });
+        if !bool::from(claims.nonce.ct_eq(nonce)) {
+            return mismatch("nonce");
+        }
+        if claims.model_id != self.model_id {
+            return mismatch("model_id");
+        }
+        if claims.document_sha384 != sha384(document) {
+            return mismatch("document_sha384");
+        }
+        if !trust.oaep_hashes.contains(&claims.oaep_hash) {
+            return Err(ReleaseError::OaepNotAllowed(claims.oaep_hash.as_str()));
+        }
+        let checkpoint = check_log_entry(&claims, trust)?;
+
+        let mut out = Zeroizing::new(vec![0u8; self.key.min_output_size()]);
+        let key = self
+            .key
+            .decrypt(
+                claims.oaep_hash.algorithm(),
+                &claims.wrapped_key,
+                &mut out,
+                None,
+            )
+            .map_err(|_| ReleaseError::Unwrap)?;
+        if key.len() != KEY_LEN {
+            return Err(ReleaseError::Unwrap);
+        }
+        let key = DataKey::from_slice(key).map_err(|_| ReleaseError::Unwrap)?;
+        Ok(ReleasedKey {
+            key,
+            claims,
+            checkpoint,
+        })
+    }
+}
+
+/// Verify a response's COSE_Sign1 with the broker's key (DER SubjectPublicKeyInfo) and return
+/// its claims.
+pub fn verify_response(response: &[u8], broker_spki: &[u8]) -> Result<ReleaseClaims, ReleaseError> {
+    if response.len() > MAX_RESPONSE_LEN {
+        return Err(malformed("the response is larger than allowed"));
+    }
+    let sign1 = CoseSign1::from_tagged_slice(response)
+        .map_err(|e| malformed(format!("not a tagged COSE_Sign1: {e}")))?;
+    let header = &sign1.protected.header;
+    if header.alg
+        != Some(coset::RegisteredLabelWithPrivate::Assigned(
+            iana::Algorithm::ES384,
+        ))
+        || !header.crit.is_empty()
+        || header.content_type != Some(coset::ContentType::Text(RESPONSE_CONTENT_TYPE.to_owned()))
+    {
+        return Err(malformed(
+            "the protected header must name ES384 and the key-release content type, and nothing critical",
+        ));
+    }
+    sign1
+        .verify_signature(b"", |signature, data| {
+            UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, broker_spki).verify(data, signature)
+        })
+        .map_err(|_| ReleaseError::Signature)?;
+    let payload = sign1
+        .payload
+        .as_deref()
+        .ok_or_else(|| malformed("the payload is detached"))?;
+    ReleaseClaims::from_payload(payload)
+}
+
+/// The log entry must be the release these claims describe, and be in a checkpoint the log's
+/// key signed.
+fn check_log_entry(
+    claims: &ReleaseClaims,
+    trust: &ReleaseTrust,
+) -> Result<proofs::SignedCheckpoint, ReleaseError> {
+    let entry = LogEntry::decode(&claims.log_entry)
+        .map_err(|e| ReleaseError::Log(format!("the log entry: {e}")))?;
+    let Entry::KeyRelease(release) = entry.entry() else {
+        return Err(ReleaseError::Log(
+            "the log entry is not a key release".into(),
+        ));
+    };
+    let consistent = release.outcome == Outcome::Released
+        && release.model_id == claims.model_id.as_str()
+        && release.key_id == claims.key_id.as_str()
+        && release.policy_version == claims.policy_version
+        && release.nonce.as_deref() == Some(&claims.nonce[..])
+        && release.document_sha384 == Some(claims.document_sha384);
+    if !consistent {
+        return Err(ReleaseError::Log(
+            "the log entry records another decision than the response".into(),
+        ));
+    }
+    let included = proofs::audit::verify_inclusion_file(
+        &claims.inclusion_proof,
+        &entry.leaf_hash(),
+        &trust.log_keys,
+        trust.log_origin.as_deref(),
+    )
+    .map_err(|e| ReleaseError::Log(e.to_string()))?;
+    if included.index != claims.log_index {
+        return Err(ReleaseError::Mismatch { field: "log_index" });
+    }
+    Ok(included.checkpoint)
+}
+
+/// The fields of a CBOR map with text keys, taken one by one so that unknown ones are refused.
+struct Fields(BTreeMap<String, Value>);
+
+impl Fields {
+    fn parse(bytes: &[u8]) -> Result<Self, ReleaseError> {
+        if bytes.len() > MAX_RESPONSE_LEN + attest::MAX_DOCUMENT_LEN {
+            return Err(malformed("larger than any message"));
+        }
+        let value: Value =
+            ciborium::from_reader(bytes).map_err(|e| malformed(format!("not CBOR: {e}")))?;
+        let Value::Map(pairs) = value else {
+            return Err(malformed("expected a map"));
+        };
+        let mut map = BTreeMap::new();
+        for (k, v) in pairs {
+            let Value::Text(k) = k else {
+                return Err(malformed("keys are text"));
+            };
+            if map.contains_key(&k) {
+                return Err(malformed(format!("duplicate field {k:?}")));
+            }
+            map.insert(k, v);
+        }
+        Ok(Self(map))
+    }
+
+    fn need(&mut self, name: &'static str) -> Result<Value, ReleaseError> {
+        self.0
+            .remove(name)
+            .ok_or_else(|| malformed(format!("missing field `{name}`")))
+    }
+
+    fn uint(&mut self, name: &'static str) -> Result<u64, ReleaseError> {
+        match self.need(name)? {
+            Value::Integer(i) => {
+                u64::try_from(i).map_err(|_| malformed(format!("`{name}` is out of range")))
+            }
+            _ => Err(malformed(format!("`{name}` is not an unsigned integer"))),
+        }
+    }
+
+    fn text(&mut self, name: &'static str, max: usize) -> Result<String, ReleaseError> {
+        match self.need(name)? {
+            Value::Text(t) if t.len() <= max => Ok(t),
+            Value::Text(_) => Err(malformed(format!("`{name}` is longer than {max} bytes"))),
+            _ => Err(malformed(format!("`{name}` is not text"))),
+        }
+    }
+
+    fn id(&mut self, name: &'static str) -> Result<Id, ReleaseError> {
+        let text = self.text(name, crate::format::MAX_ID_LEN)?;
+        Id::new(&text).map_err(|e| malformed(format!("`{name}`: {e}")))
+    }
+
+    fn bytes(&mut self, name: &'static str, max: usize) -> Result<Vec<u8>, ReleaseError> {
+        match self.need(name)? {
+            Value::Bytes(b) if b.len() <= max => Ok(b),
+            Value::Bytes(_) => Err(malformed(format!("`{name}` is longer than {max} bytes"))),
+            _ => Err(malformed(format!("`{name}` is not bytes"))),
+        }
+    }
+
+    fn array<const N: usize>(&mut self, name: &'static str) -> Result<[u8; N], ReleaseError> {
+        let bytes = self.bytes(name, N)?;
+        <[u8; N]>::try_from(bytes.as_slice())
+            .map_err(|_| malformed(format!("`{name}` is not {N} bytes")))
+    }
+
+    fn done(self) -> Result<(), ReleaseError> {
+        match self.0.keys().next() {
+            Some(k) => Err(malformed(format!("unknown field {k:?}"))),
+            None => Ok(()),
+        }
+    }
+}
