@@ -7,6 +7,7 @@
 //! - [`FileStore`]: durable embedded storage (fsync before acknowledgement, recovery on open);
 //!   [`LogStore`] is the trait a server database would implement.
 //! - [`Log`]: appends entries and signs checkpoints.
+//! - [`durable`]: files replaced atomically (temporary file, fsync, rename).
 //! - [`entry`]: the typed entries: image registrations and key-release decisions, in one
 //!   canonical encoding.
 //! - [`receipt`]: COSE_Sign1 receipts that bind an answer to a measured enclave.
@@ -30,6 +31,7 @@
 pub mod audit;
 pub mod cbor;
 pub mod checkpoint;
+pub mod durable;
 pub mod entry;
 mod file_store;
 mod hash;

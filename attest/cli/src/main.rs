@@ -211,57 +211,16 @@ fn write_new_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result
     write_atomically(path, private, false, |file| Ok(file.write_all(contents)?))
 }
 
-/// Write `path` through `fill`, into a temporary file beside it that is fsynced and renamed into
-/// place only when `fill` succeeds: readers see the old file or the whole new one, never part,
-/// and a failure leaves nothing behind. An existing file is replaced only with `overwrite`.
+/// Write `path` through `fill` atomically ([`proofs::durable::write_atomically`]): a crash or a
+/// failure leaves the old file or nothing, never part. An existing file is replaced only with
+/// `overwrite`.
 fn write_atomically<T>(
     path: &Path,
     private: bool,
     overwrite: bool,
     fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    if !overwrite && path.exists() {
-        bail!(
-            "{} already exists; refusing to overwrite it",
-            path.display()
-        );
-    }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().context("output path has no file name")?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let result = (|| {
-        let file = options
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        let mut writer = std::io::BufWriter::with_capacity(1024 * 1024, file);
-        let value = fill(&mut writer)?;
-        let file = writer.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        if !overwrite && path.exists() {
-            bail!("{} appeared while it was being written", path.display());
-        }
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(value)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
+    let replace = proofs::durable::Replace { private, overwrite };
+    proofs::durable::write_atomically(path, replace, fill)
+        .with_context(|| format!("writing {}", path.display()))
 }
