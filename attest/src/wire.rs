@@ -188,6 +188,43 @@ pub struct Health {
     /// SHA-384 of the enclave's canonical configuration, the value extended into its
     /// configuration PCR.
     pub config_digest: [u8; CONFIG_DIGEST_LEN],
+    /// The sealed model the enclave serves, if its configuration names one.
+    pub model: Option<ModelStatus>,
+}
+
+/// Where an enclave is in acquiring its model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelStatus {
+    /// The model's id (at most [`MAX_TEXT_LEN`] bytes).
+    pub id: String,
+    /// Loading, ready or failed.
+    pub state: ModelState,
+    /// SHA-384 of the model's plaintext, once it is loaded and checked.
+    pub sha384: Option<[u8; 48]>,
+    /// Why it failed, or what it is waiting for (at most [`MAX_TEXT_LEN`] bytes).
+    pub detail: Option<String>,
+}
+
+/// The states of [`ModelStatus`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelState {
+    /// Asking the key broker for the key, or fetching and decrypting the model.
+    Loading,
+    /// Decrypted, checked and held in memory.
+    Ready,
+    /// Refused by the broker, or the response or model did not check out.
+    Failed,
+}
+
+impl ModelState {
+    /// `loading`, `ready` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Loading => "loading",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 /// Which Nitro Secure Module an enclave uses.
@@ -328,6 +365,16 @@ impl Response {
                     "config_digest".into(),
                     Value::Bytes(health.config_digest.to_vec()),
                 ));
+                if let Some(model) = &health.model {
+                    fields.push(text_field("model", &model.id));
+                    fields.push(text_field("model_state", model.state.as_str()));
+                    if let Some(digest) = &model.sha384 {
+                        fields.push(("model_sha384".into(), Value::Bytes(digest.to_vec())));
+                    }
+                    if let Some(detail) = &model.detail {
+                        fields.push(text_field("model_detail", detail));
+                    }
+                }
             }
             ResponseBody::Attestation { document } => {
                 fields.push(text_field("op", "attestation"));
@@ -365,10 +412,40 @@ impl Response {
                         reason: format!("{} bytes, expected {CONFIG_DIGEST_LEN}", d.len()),
                     }
                 })?;
+                let model = match message.take_optional("model") {
+                    None => None,
+                    Some(id) => Some(ModelStatus {
+                        id: Message::text(id, "model")?,
+                        state: match message.take_text("model_state")?.as_str() {
+                            "loading" => ModelState::Loading,
+                            "ready" => ModelState::Ready,
+                            "failed" => ModelState::Failed,
+                            other => {
+                                return Err(WireError::InvalidField {
+                                    field: "model_state",
+                                    reason: format!("unknown state `{other}`"),
+                                });
+                            }
+                        },
+                        sha384: message
+                            .take_optional("model_sha384")
+                            .map(|v| match v {
+                                Value::Bytes(b) => <[u8; 48]>::try_from(b.as_slice())
+                                    .map_err(|_| too_long("model_sha384", b.len(), 48)),
+                                _ => Err(wrong_type("model_sha384", "a byte string")),
+                            })
+                            .transpose()?,
+                        detail: message
+                            .take_optional("model_detail")
+                            .map(|v| Message::text(v, "model_detail"))
+                            .transpose()?,
+                    }),
+                };
                 ResponseBody::Health(Health {
                     version,
                     nsm,
                     config_digest,
+                    model,
                 })
             }
             "attestation" => ResponseBody::Attestation {
@@ -562,8 +639,16 @@ impl Message {
         }
     }
 
+    fn take_optional(&mut self, field: &'static str) -> Option<Value> {
+        self.take(field).ok()
+    }
+
     fn take_text(&mut self, field: &'static str) -> Result<String, WireError> {
-        match self.take(field)? {
+        Self::text(self.take(field)?, field)
+    }
+
+    fn text(value: Value, field: &'static str) -> Result<String, WireError> {
+        match value {
             Value::Text(text) if text.len() <= MAX_TEXT_LEN => Ok(text),
             Value::Text(text) => Err(too_long(field, text.len(), MAX_TEXT_LEN)),
             _ => Err(wrong_type(field, "a text string")),

@@ -37,6 +37,29 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Which NSM to use.
     pub nsm: NsmConfig,
+    /// The sealed model to acquire at boot, if any.
+    pub model: Option<ModelConfig>,
+}
+
+/// The sealed model an enclave acquires at boot: its key from the key broker (through the
+/// host's relay), its ciphertext from the host. Everything the enclave trusts the broker with is
+/// here, so it is measured with the rest of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// The model's id.
+    pub id: sealing::Id,
+    /// The host port relayed to the key broker.
+    pub broker_port: u32,
+    /// The host port that serves the sealed model.
+    pub source_port: u32,
+    /// The largest model held in memory, in bytes.
+    pub max_size: u64,
+    /// The national root certificates the broker's certificate must chain to (file contents).
+    pub broker_roots: Vec<Vec<u8>>,
+    /// The transparency log's verifier keys (`<name>+<id>+<key>`).
+    pub log_keys: Vec<String>,
+    /// The OAEP digests accepted for the wrapped key.
+    pub oaep_hashes: Vec<sealing::release::OaepHash>,
 }
 
 /// The NSM the configuration asks for.
@@ -98,7 +121,23 @@ struct RawConfig {
     max_connections: Option<usize>,
     idle_timeout: Option<String>,
     nsm: Option<RawNsm>,
+    model: Option<RawModel>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    id: String,
+    broker_port: u32,
+    source_port: u32,
+    max_size: Option<u64>,
+    broker_roots: Vec<PathBuf>,
+    log_keys: Vec<String>,
+    oaep_hashes: Option<Vec<String>>,
+}
+
+/// The largest model an enclave holds unless configured: 16 GiB.
+const DEFAULT_MAX_MODEL_SIZE: u64 = 16 * 1024 * 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +168,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             nsm: NsmConfig::Nitro,
+            model: None,
         }
     }
 
@@ -173,12 +213,14 @@ impl Config {
             None => NsmConfig::Nitro,
             Some(nsm) => nsm_config(nsm, base)?,
         };
+        let model = raw.model.map(|m| model_config(m, base)).transpose()?;
         Ok(Config {
             listen,
             control_port,
             max_connections,
             idle_timeout,
             nsm,
+            model,
         })
     }
 
@@ -211,6 +253,24 @@ impl Config {
                 if let Some(pcr8) = &sim.pcr8 {
                     lines.push(format!("nsm.pcr8 = {pcr8}"));
                 }
+            }
+        }
+        if let Some(model) = &self.model {
+            lines.push(format!("model.id = {}", model.id));
+            lines.push(format!("model.broker_port = {}", model.broker_port));
+            lines.push(format!("model.source_port = {}", model.source_port));
+            lines.push(format!("model.max_size = {}", model.max_size));
+            for root in &model.broker_roots {
+                lines.push(format!(
+                    "model.broker_root.sha384 = {}",
+                    HEXLOWER.encode(digest::digest(&digest::SHA384, root).as_ref())
+                ));
+            }
+            for key in &model.log_keys {
+                lines.push(format!("model.log_key = {key}"));
+            }
+            for hash in &model.oaep_hashes {
+                lines.push(format!("model.oaep_hash = {}", hash.as_str()));
             }
         }
         let mut text = lines.join("\n");
@@ -304,6 +364,61 @@ fn nsm_config(nsm: RawNsm, base: &Path) -> Result<NsmConfig, ConfigError> {
             format!("`{other}`: expected \"nitro\" or \"simulated\""),
         )),
     }
+}
+
+fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> {
+    let id = sealing::Id::new(&raw.id).map_err(|e| invalid("model.id", e))?;
+    for (field, port) in [
+        ("model.broker_port", raw.broker_port),
+        ("model.source_port", raw.source_port),
+    ] {
+        if port == 0 || port == u32::MAX {
+            return Err(invalid(field, "1 to 4294967294"));
+        }
+    }
+    if raw.broker_roots.is_empty() {
+        return Err(invalid(
+            "model.broker_roots",
+            "name the national root(s) the key broker's certificate chains to",
+        ));
+    }
+    let mut broker_roots = Vec::new();
+    for path in raw.broker_roots {
+        let bytes = read_bounded(&base.join(&path))?;
+        attest::load_certificates(&bytes).map_err(|e| invalid("model.broker_roots", e))?;
+        broker_roots.push(bytes);
+    }
+    if raw.log_keys.is_empty() {
+        return Err(invalid(
+            "model.log_keys",
+            "name the transparency log's verifier key: releases must be logged",
+        ));
+    }
+    for key in &raw.log_keys {
+        proofs::NoteVerifier::parse(key).map_err(|e| invalid("model.log_keys", e))?;
+    }
+    let oaep_hashes = raw
+        .oaep_hashes
+        .unwrap_or_else(|| vec!["sha256".into()])
+        .iter()
+        .map(|h| {
+            sealing::release::OaepHash::parse(h).ok_or_else(|| {
+                invalid(
+                    "model.oaep_hashes",
+                    format!("{h:?}: \"sha256\" or \"sha1\""),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ModelConfig {
+        id,
+        broker_port: raw.broker_port,
+        source_port: raw.source_port,
+        max_size: raw.max_size.unwrap_or(DEFAULT_MAX_MODEL_SIZE),
+        broker_roots,
+        log_keys: raw.log_keys,
+        oaep_hashes,
+    })
 }
 
 /// Read a small file, refusing anything over [`MAX_CONFIG_LEN`].

@@ -2,7 +2,9 @@
 //! development build the simulated one, which a production build refuses), extends its
 //! configuration's digest into PCR16 and locks it, then serves the control protocol
 //! ([`attest::wire`]) on its vsock port: health, and fresh attestation documents over a
-//! caller's nonce. It holds no state between requests and writes nothing to disk.
+//! caller's nonce. With a `[model]` in its configuration it acquires a sealed model at boot
+//! ([`model`]): the key from the key broker, the ciphertext from the host, decrypted in memory.
+//! It holds no state between requests and writes nothing to disk.
 //!
 //! ```
 //! use enclave::{CONFIG_PCR, Config};
@@ -20,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+pub mod model;
 mod nitro_nsm;
 mod nsm;
 mod runtime;
@@ -28,7 +31,9 @@ mod server;
 mod simulated_nsm;
 
 // The public interface is:
-pub use crate::config::{CONFIG_PCR, Config, ConfigError, NsmConfig, SimulatedNsmConfig};
+pub use crate::config::{
+    CONFIG_PCR, Config, ConfigError, ModelConfig, NsmConfig, SimulatedNsmConfig,
+};
 pub use crate::nitro_nsm::NitroNsm;
 pub use crate::nsm::{AttestationRequest, FIRST_USER_PCR, Nsm, NsmError, PcrState};
 pub use crate::runtime::{SIMULATED_NSM_COMPILED, StartError, measure_config, open_nsm, permit};

@@ -124,10 +124,9 @@ fn run(path: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<ExitCode
             nsm = nsm.kind().as_str(),
             "configuration measured and locked"
         );
-        let service = Arc::new(Service::new(nsm, &config));
         match &config.listen {
-            Endpoint::Vsock(vsock) => serve(vsock, config.control_port, service).await,
-            Endpoint::Hybrid(hybrid) => serve(hybrid, config.control_port, service).await,
+            Endpoint::Vsock(vsock) => serve(vsock, &config, nsm).await,
+            Endpoint::Hybrid(hybrid) => serve(hybrid, &config, nsm).await,
         }
     })?;
     Ok(ExitCode::SUCCESS)
@@ -135,9 +134,21 @@ fn run(path: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<ExitCode
 
 async fn serve<T: Transport>(
     transport: &T,
-    port: u32,
-    service: Arc<Service>,
+    config: &Config,
+    nsm: Arc<dyn enclave::Nsm>,
 ) -> anyhow::Result<()> {
+    let port = config.control_port;
+    let slot = config.model.as_ref().map(|model| {
+        let slot = Arc::new(enclave::model::ModelSlot::new(&model.id));
+        tokio::spawn(enclave::model::acquire(
+            transport.clone(),
+            nsm.clone(),
+            model.clone(),
+            slot.clone(),
+        ));
+        slot
+    });
+    let service = Arc::new(Service::new(nsm, config, slot));
     let listener = transport
         .listen(&[port])
         .await

@@ -15,6 +15,7 @@ use transport::frame::{read_frame, write_frame};
 use transport::{Connection, Listener};
 
 use crate::config::Config;
+use crate::model::ModelSlot;
 use crate::nsm::{AttestationRequest, Nsm};
 
 /// How long a refusal (`busy`, a framing error) may take to write before the connection is
@@ -25,6 +26,7 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Service {
     nsm: Arc<dyn Nsm>,
     health: Health,
+    model: Option<Arc<ModelSlot>>,
     idle_timeout: Duration,
     connections: Arc<Semaphore>,
 }
@@ -38,14 +40,17 @@ impl core::fmt::Debug for Service {
 }
 
 impl Service {
-    /// A service for an enclave booted with `config` on `nsm`.
-    pub fn new(nsm: Arc<dyn Nsm>, config: &Config) -> Self {
+    /// A service for an enclave booted with `config` on `nsm`; `model` is the slot its sealed
+    /// model is acquired into, if it has one.
+    pub fn new(nsm: Arc<dyn Nsm>, config: &Config, model: Option<Arc<ModelSlot>>) -> Self {
         Service {
             health: Health {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 nsm: nsm.kind(),
                 config_digest: config.digest(),
+                model: None,
             },
+            model,
             nsm,
             idle_timeout: config.idle_timeout,
             connections: Arc::new(Semaphore::new(config.max_connections)),
@@ -55,7 +60,10 @@ impl Service {
     /// Answer one decoded request.
     pub async fn answer(&self, request: Request) -> Response {
         let body = match request.body {
-            RequestBody::Health => ResponseBody::Health(self.health.clone()),
+            RequestBody::Health => ResponseBody::Health(Health {
+                model: self.model.as_ref().map(|m| m.status()),
+                ..self.health.clone()
+            }),
             RequestBody::Attestation { nonce } => {
                 let nsm = self.nsm.clone();
                 let attested = tokio::task::spawn_blocking(move || {

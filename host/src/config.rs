@@ -20,6 +20,8 @@ pub struct HostConfig {
     pub forwards: Vec<Forward>,
     /// Host ports the enclave may connect to, each relayed to one allowlisted TCP address.
     pub relays: Vec<Relay>,
+    /// The sealed model served to the enclave, if any.
+    pub model: Option<crate::model_source::ModelSource>,
     /// Liveness, readiness, status and metrics over HTTP; none if unset.
     pub admin: Option<SocketAddr>,
     /// How long connections in flight may take to finish after SIGTERM.
@@ -141,6 +143,7 @@ struct RawConfig {
     forward: Vec<RawForward>,
     #[serde(default)]
     relay: Vec<RawRelay>,
+    model: Option<RawModel>,
     admin: Option<RawAdmin>,
     shutdown_grace: Option<String>,
 }
@@ -184,6 +187,13 @@ struct RawForward {
     enclave_port: u32,
     max_connections: Option<usize>,
     idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    path: PathBuf,
+    port: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +298,19 @@ impl HostConfig {
                 )?,
             });
         }
+        let model = match raw.model {
+            None => None,
+            Some(m) => {
+                let port = port("model.port", m.port)?;
+                if relays.iter().any(|r| r.port == port) {
+                    return Err(invalid("model.port", "a relay already uses this port"));
+                }
+                Some(crate::model_source::ModelSource {
+                    path: base.join(m.path),
+                    port,
+                })
+            }
+        };
         let admin = raw
             .admin
             .map(|a| a.listen.parse())
@@ -297,6 +320,7 @@ impl HostConfig {
             enclave,
             forwards,
             relays,
+            model,
             admin,
             shutdown_grace: duration(
                 "shutdown_grace",

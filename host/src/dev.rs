@@ -62,6 +62,7 @@ pub fn prepare(dir: &Path) -> anyhow::Result<HostConfig> {
             restart_backoff: Duration::from_secs(1),
             restart_backoff_max: Duration::from_secs(30),
         },
+        model: None,
         forwards: vec![Forward {
             listen: parse(DEV_FORWARD)?,
             enclave_port: 5000,

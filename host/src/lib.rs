@@ -36,6 +36,7 @@ pub mod dev;
 pub mod forward;
 pub mod launcher;
 mod metrics;
+pub mod model_source;
 pub mod pump;
 pub mod relay;
 mod state;

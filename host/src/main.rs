@@ -142,6 +142,14 @@ async fn serve(config: HostConfig) -> anyhow::Result<()> {
             }
         };
     }
+    if let Some(source) = config.model.clone() {
+        tracing::info!(port = source.port, path = %source.path.display(), "serving the sealed model");
+        let stopping = stopping.clone();
+        match &parent {
+            Endpoint::Vsock(t) => tasks.spawn(bind_model(t, source, stopping).await?),
+            Endpoint::Hybrid(t) => tasks.spawn(bind_model(t, source, stopping).await?),
+        };
+    }
     if let Some(address) = config.admin {
         let listener = TcpListener::bind(address)
             .await
@@ -180,6 +188,19 @@ async fn bind_relay<T: Transport>(
         .await
         .with_context(|| format!("relay listener on host port {}", relay.port))?;
     Ok(host::relay::serve(listener, relay, shared, stopping, grace))
+}
+
+/// Listen on the model's host port; the returned future serves it until shutdown.
+async fn bind_model<T: Transport>(
+    transport: &T,
+    source: host::model_source::ModelSource,
+    stopping: watch::Receiver<bool>,
+) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    let listener = transport
+        .listen_parent(source.port)
+        .await
+        .with_context(|| format!("model listener on host port {}", source.port))?;
+    Ok(host::model_source::serve(listener, source, stopping))
 }
 
 /// SIGTERM or SIGINT.

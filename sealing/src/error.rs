@@ -62,7 +62,13 @@ pub enum SealError {
     Crypto(&'static str),
     /// Reading or writing failed.
     #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for SealError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 impl SealError {

@@ -97,11 +97,16 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
         }
         ResponseBody::Health(health) if args.health => {
             let digest = HEXLOWER.encode(&health.config_digest);
+            let model = health.model.as_ref().map(|m| {
+                json!({ "id": m.id, "state": m.state.as_str(),
+                        "sha384": m.sha384.map(|d| HEXLOWER.encode(&d)), "detail": m.detail })
+            });
             if args.json {
                 println!(
                     "{}",
                     json!({ "healthy": true, "version": health.version,
-                            "nsm": health.nsm.as_str(), "config_sha384": digest })
+                            "nsm": health.nsm.as_str(), "config_sha384": digest,
+                            "model": model })
                 );
             } else {
                 println!(
@@ -109,6 +114,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
                     health.version,
                     health.nsm.as_str()
                 );
+                if let Some(m) = &health.model {
+                    println!(
+                        "model {}: {}{}",
+                        m.id,
+                        m.state.as_str(),
+                        m.detail
+                            .as_deref()
+                            .map(|d| format!(" ({d})"))
+                            .unwrap_or_default()
+                    );
+                }
             }
             Ok(Verdict::Accepted)
         }

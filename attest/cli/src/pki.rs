@@ -85,6 +85,32 @@ pub(crate) enum Command {
         #[command(flatten)]
         validity: Validity,
     },
+    /// Certify a key broker's response key (ECDSA P-384, a PEM public key as `broker init`
+    /// writes it) under a national root, for the key-broker role: enclaves holding the root
+    /// accept release responses signed with it.
+    #[command(
+        after_help = "Example:\n  attest pki certify-broker-key --issuer-cert national-root.pem \\\n      \
+        --issuer-key national-root.key --public-key broker.pub.pem --days 365 --out broker.pem"
+    )]
+    CertifyBrokerKey {
+        /// The issuing (national) root certificate.
+        #[arg(long, value_name = "FILE")]
+        issuer_cert: PathBuf,
+        /// The issuing root's private key (PKCS#8 PEM).
+        #[arg(long, value_name = "FILE")]
+        issuer_key: PathBuf,
+        /// The broker's public key (PEM `PUBLIC KEY`, P-384).
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+        /// The certificate's common name.
+        #[arg(long, default_value = "key-broker")]
+        name: String,
+        /// Where to write the certificate (PEM). Must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        validity: Validity,
+    },
     /// Mint an attestation document in the real Nitro format under a development root, through
     /// a simulated regional, zonal and instance CA. It verifies only with --root set to that
     /// development root (never with the AWS root). For development and pipeline tests.
@@ -227,6 +253,37 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
                 out.display()
             );
         }
+        Command::CertifyBrokerKey {
+            issuer_cert,
+            issuer_key,
+            public_key,
+            name,
+            out,
+            validity,
+        } => {
+            let (not_before, not_after) = validity.resolve(365)?;
+            let issuer = one_certificate(&issuer_cert)?;
+            let key = zeroize::Zeroizing::new(
+                String::from_utf8(read_small_file(&issuer_key, "issuer key")?)
+                    .context("issuer key is not PEM")?,
+            );
+            let spki = p384_public_key(&read_small_file(&public_key, "public key")?)
+                .with_context(|| public_key.display().to_string())?;
+            let cert = attest::pki::certify_service_key(
+                &issuer,
+                &key,
+                &spki,
+                &name,
+                attest::service::ServiceRole::KeyBroker,
+                not_before,
+                not_after,
+            )?;
+            write_new_file(&out, pem(&cert).as_bytes(), false)?;
+            println!(
+                "key broker {name:?} certified in {}, valid {not_before} → {not_after}",
+                out.display()
+            );
+        }
         Command::Simulate {
             issuer_cert,
             issuer_key,
@@ -285,6 +342,27 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
         }
     }
     Ok(Verdict::Accepted)
+}
+
+/// The DER SubjectPublicKeyInfo of a PEM `PUBLIC KEY` that is an ECDSA P-384 key.
+fn p384_public_key(pem: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use rustls_pki_types::SubjectPublicKeyInfoDer;
+    use rustls_pki_types::pem::PemObject;
+    use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384};
+    use x509_parser::prelude::FromDer;
+    use x509_parser::x509::SubjectPublicKeyInfo;
+
+    let der = SubjectPublicKeyInfoDer::from_pem_slice(pem).context("not a PEM public key")?;
+    let (_, info) = SubjectPublicKeyInfo::from_der(&der).context("not a DER public key")?;
+    let curve = info
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok());
+    if info.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY || curve != Some(OID_NIST_EC_P384) {
+        bail!("the key broker's key must be ECDSA P-384");
+    }
+    Ok(der.to_vec())
 }
 
 fn one_certificate(path: &Path) -> anyhow::Result<CertificateDer<'static>> {

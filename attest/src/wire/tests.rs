@@ -56,6 +56,35 @@ fn every_message_round_trips() {
                 version: "0.1.0".into(),
                 nsm: NsmKind::Simulated,
                 config_digest: [7; CONFIG_DIGEST_LEN],
+                model: None,
+            }),
+        },
+        Response {
+            id: 4,
+            body: ResponseBody::Health(Health {
+                version: "0.1.0".into(),
+                nsm: NsmKind::Nitro,
+                config_digest: [7; CONFIG_DIGEST_LEN],
+                model: Some(ModelStatus {
+                    id: "smollm2".into(),
+                    state: ModelState::Ready,
+                    sha384: Some([9; 48]),
+                    detail: None,
+                }),
+            }),
+        },
+        Response {
+            id: 5,
+            body: ResponseBody::Health(Health {
+                version: "0.1.0".into(),
+                nsm: NsmKind::Nitro,
+                config_digest: [7; CONFIG_DIGEST_LEN],
+                model: Some(ModelStatus {
+                    id: "smollm2".into(),
+                    state: ModelState::Failed,
+                    sha384: None,
+                    detail: Some("denied: pcr_mismatch".into()),
+                }),
             }),
         },
         Response {

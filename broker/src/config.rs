@@ -1,0 +1,485 @@
+//! The broker's configuration: one TOML file; relative paths are relative to its directory;
+//! unknown keys are errors. `broker check-config FILE` prints what it means.
+//!
+//! ```toml
+//! listen = "127.0.0.1:9443"        # where enclaves (through their host's relay) connect
+//! state_dir = "state"              # sealed-model registry, transparency log, policy state
+//! policy = "release-policy.toml"   # see `broker policy check`
+//! nonce_lifetime = "30s"           # a challenge must be answered within this
+//! max_pending = 10000              # challenges outstanding at once; more are refused (busy)
+//! workers = 4                      # releases decided at once (one HSM session each)
+//! max_connections = 256
+//! io_timeout = "10s"               # a peer silent this long is disconnected
+//!
+//! [trust]                          # whose attestation documents are accepted
+//! aws_root = true                  # the built-in AWS Nitro root G1
+//! roots = ["national-root.pem"]    # national roots
+//! cross_certificates = []          # e.g. the national root's certificate for the AWS root
+//!
+//! [signing]                        # the response key, certified for the key-broker role
+//! key = "broker.key"               # PKCS#8 PEM, P-384
+//! certificate = "broker.pem"       # issued by a national root
+//!
+//! [log]
+//! origin = "gov.example/key-release-log"
+//! key = "log.skey"                 # the C2SP signed-note key (created by `broker init`)
+//!
+//! [key_store]
+//! kind = "pkcs11"                  # or "software"
+//! kek_label = "kek-1"
+//! oaep_hash = "sha256"             # or "sha1" where the HSM has nothing else (SoftHSM2)
+//! module = "/usr/lib/softhsm/libsofthsm2.so"   # pkcs11: the module, the token, how keys wrap
+//! token = "broker"
+//! kek_wrap = "aes-key-wrap"        # or "aes-key-wrap-pad", "vendor:0x…"
+//! # pin_file = "pin"               # else $BROKER_PKCS11_PIN
+//! # file = "state/keystore.json"   # software: the store, and its passphrase's file
+//! # passphrase_file = "passphrase" # else $BROKER_PASSPHRASE
+//! ```
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use attest::{TrustStore, format_duration, load_certificates, parse_duration};
+use sealing::release::OaepHash;
+use serde::Deserialize;
+
+use crate::keystore::KekWrapMechanism;
+
+/// The largest configuration, key or certificate file read.
+pub const MAX_SMALL_FILE: u64 = 64 * 1024;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn invalid(key: &str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid `{key}`: {reason}"))
+}
+
+/// Read a file of at most `max` bytes.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ConfigError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max {
+        return Err(ConfigError(format!(
+            "{} is larger than {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Which key store, and its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyStoreConfig {
+    /// A PKCS#11 token.
+    Pkcs11 {
+        /// The module.
+        module: PathBuf,
+        /// The token's label.
+        token: String,
+        /// How data keys wrap under the KEK.
+        kek_wrap: KekWrapMechanism,
+        /// A file holding the user PIN; else `$BROKER_PKCS11_PIN`.
+        pin_file: Option<PathBuf>,
+    },
+    /// The embedded software store.
+    Software {
+        /// The store's file.
+        file: PathBuf,
+        /// A file holding the passphrase; else `$BROKER_PASSPHRASE`.
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// The release policy file.
+    pub policy: PathBuf,
+    /// How long a challenge nonce is accepted.
+    pub nonce_lifetime: Duration,
+    /// Challenges outstanding at once.
+    pub max_pending: usize,
+    /// Releases decided at once.
+    pub workers: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Per-message I/O timeout.
+    pub io_timeout: Duration,
+    /// Trust the AWS root.
+    pub aws_root: bool,
+    /// National roots.
+    pub roots: Vec<PathBuf>,
+    /// Cross-certificates.
+    pub cross_certificates: Vec<PathBuf>,
+    /// The response key (PKCS#8 PEM).
+    pub signing_key: PathBuf,
+    /// Its certificate.
+    pub signing_certificate: PathBuf,
+    /// The log's origin.
+    pub log_origin: String,
+    /// The log's signing key file.
+    pub log_key: PathBuf,
+    /// The KEK's label.
+    pub kek_label: String,
+    /// The OAEP digest for wrapping to enclaves.
+    pub oaep_hash: OaepHash,
+    /// The key store.
+    pub key_store: KeyStoreConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    listen: String,
+    state_dir: PathBuf,
+    policy: PathBuf,
+    nonce_lifetime: Option<String>,
+    max_pending: Option<usize>,
+    workers: Option<usize>,
+    max_connections: Option<usize>,
+    io_timeout: Option<String>,
+    trust: RawTrust,
+    signing: RawSigning,
+    log: RawLog,
+    key_store: RawKeyStore,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    #[serde(default = "yes")]
+    aws_root: bool,
+    #[serde(default)]
+    roots: Vec<PathBuf>,
+    #[serde(default)]
+    cross_certificates: Vec<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    key: PathBuf,
+    certificate: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    origin: String,
+    key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeyStore {
+    kind: String,
+    kek_label: String,
+    oaep_hash: Option<String>,
+    module: Option<PathBuf>,
+    token: Option<String>,
+    kek_wrap: Option<String>,
+    pin_file: Option<PathBuf>,
+    file: Option<PathBuf>,
+    passphrase_file: Option<PathBuf>,
+}
+
+fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let d = parse_duration(&text).map_err(|e| invalid(key, e))?;
+    if d.is_zero() || d > Duration::from_secs(86_400) {
+        return Err(invalid(key, "more than zero and at most a day"));
+    }
+    Ok(d)
+}
+
+fn limit(
+    key: &str,
+    value: Option<usize>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    let n = value.unwrap_or(default);
+    if n == 0 || n > max {
+        return Err(invalid(key, format!("1 to {max}")));
+    }
+    Ok(n)
+}
+
+impl Config {
+    /// Read and check the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let bytes = read_bounded(path, MAX_SMALL_FILE)?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| ConfigError(format!("{} is not UTF-8", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(text, base)
+    }
+
+    /// Check a configuration's text; relative paths resolve against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| ConfigError(format!("invalid configuration: {e}")))?;
+        let at = |p: PathBuf| base.join(p);
+        let listen = raw
+            .listen
+            .parse()
+            .map_err(|e| invalid("listen", format!("{e}: expected ADDRESS:PORT")))?;
+        let origin = raw.log.origin;
+        if origin.is_empty() || origin.len() > 128 || origin.contains(char::is_whitespace) {
+            return Err(invalid("log.origin", "1 to 128 characters, no spaces"));
+        }
+        let ks = raw.key_store;
+        sealing::Id::new(&ks.kek_label).map_err(|e| invalid("key_store.kek_label", e))?;
+        let oaep_hash = match ks.oaep_hash.as_deref() {
+            None => OaepHash::Sha256,
+            Some(text) => OaepHash::parse(text)
+                .ok_or_else(|| invalid("key_store.oaep_hash", "\"sha256\" or \"sha1\""))?,
+        };
+        let only = |kind: &str, present: &[(&str, bool)]| -> Result<(), ConfigError> {
+            match present.iter().find(|(_, p)| *p) {
+                Some((key, _)) => Err(invalid(
+                    &format!("key_store.{key}"),
+                    format!("not a setting of a {kind} key store"),
+                )),
+                None => Ok(()),
+            }
+        };
+        let key_store = match ks.kind.as_str() {
+            "pkcs11" => {
+                only(
+                    "pkcs11",
+                    &[
+                        ("file", ks.file.is_some()),
+                        ("passphrase_file", ks.passphrase_file.is_some()),
+                    ],
+                )?;
+                let kek_wrap = match ks.kek_wrap.as_deref() {
+                    None => KekWrapMechanism::AesKeyWrap,
+                    Some(text) => KekWrapMechanism::parse(text).ok_or_else(|| {
+                        invalid(
+                            "key_store.kek_wrap",
+                            "\"aes-key-wrap\", \"aes-key-wrap-pad\" or \"vendor:0x…\"",
+                        )
+                    })?,
+                };
+                KeyStoreConfig::Pkcs11 {
+                    module: ks
+                        .module
+                        .ok_or_else(|| invalid("key_store.module", "required for pkcs11"))?,
+                    token: ks
+                        .token
+                        .ok_or_else(|| invalid("key_store.token", "required for pkcs11"))?,
+                    kek_wrap,
+                    pin_file: ks.pin_file.map(at),
+                }
+            }
+            "software" => {
+                only(
+                    "software",
+                    &[
+                        ("module", ks.module.is_some()),
+                        ("token", ks.token.is_some()),
+                        ("kek_wrap", ks.kek_wrap.is_some()),
+                        ("pin_file", ks.pin_file.is_some()),
+                    ],
+                )?;
+                KeyStoreConfig::Software {
+                    file: at(ks
+                        .file
+                        .ok_or_else(|| invalid("key_store.file", "required for software"))?),
+                    passphrase_file: ks.passphrase_file.map(at),
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "key_store.kind",
+                    format!("{other:?}: expected \"pkcs11\" or \"software\""),
+                ));
+            }
+        };
+        Ok(Self {
+            listen,
+            state_dir: at(raw.state_dir),
+            policy: at(raw.policy),
+            nonce_lifetime: duration(
+                "nonce_lifetime",
+                raw.nonce_lifetime,
+                Duration::from_secs(30),
+            )?,
+            max_pending: limit("max_pending", raw.max_pending, 10_000, 1_000_000)?,
+            workers: limit("workers", raw.workers, 4, 256)?,
+            max_connections: limit("max_connections", raw.max_connections, 256, 65_536)?,
+            io_timeout: duration("io_timeout", raw.io_timeout, Duration::from_secs(10))?,
+            aws_root: raw.trust.aws_root,
+            roots: raw.trust.roots.into_iter().map(at).collect(),
+            cross_certificates: raw.trust.cross_certificates.into_iter().map(at).collect(),
+            signing_key: at(raw.signing.key),
+            signing_certificate: at(raw.signing.certificate),
+            log_origin: origin,
+            log_key: at(raw.log.key),
+            kek_label: ks.kek_label,
+            oaep_hash,
+            key_store,
+        })
+    }
+
+    /// The trust store documents are verified against.
+    pub fn trust_store(&self) -> Result<TrustStore, ConfigError> {
+        let mut trust = TrustStore::empty();
+        if self.aws_root {
+            trust
+                .add_aws_root()
+                .map_err(|e| ConfigError(e.to_string()))?;
+        }
+        for path in &self.roots {
+            for cert in load_certificates(&read_bounded(path, MAX_SMALL_FILE)?)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+            {
+                trust
+                    .add_root(cert)
+                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            }
+        }
+        for path in &self.cross_certificates {
+            for cert in load_certificates(&read_bounded(path, MAX_SMALL_FILE)?)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+            {
+                trust
+                    .add_cross_certificate(cert)
+                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            }
+        }
+        if trust.is_empty() {
+            return Err(ConfigError(
+                "no trust anchor: set trust.aws_root or trust.roots".into(),
+            ));
+        }
+        Ok(trust)
+    }
+
+    /// What the configuration means, for `broker check-config --json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let key_store = match &self.key_store {
+            KeyStoreConfig::Pkcs11 {
+                module,
+                token,
+                kek_wrap,
+                pin_file,
+            } => serde_json::json!({
+                "kind": "pkcs11", "module": module, "token": token,
+                "kek_wrap": kek_wrap.to_string(), "pin_file": pin_file,
+            }),
+            KeyStoreConfig::Software {
+                file,
+                passphrase_file,
+            } => serde_json::json!({
+                "kind": "software", "file": file, "passphrase_file": passphrase_file,
+            }),
+        };
+        serde_json::json!({
+            "listen": self.listen.to_string(),
+            "state_dir": self.state_dir,
+            "policy": self.policy,
+            "nonce_lifetime": format_duration(self.nonce_lifetime),
+            "max_pending": self.max_pending,
+            "workers": self.workers,
+            "max_connections": self.max_connections,
+            "io_timeout": format_duration(self.io_timeout),
+            "trust": {
+                "aws_root": self.aws_root,
+                "roots": self.roots,
+                "cross_certificates": self.cross_certificates,
+            },
+            "signing": { "key": self.signing_key, "certificate": self.signing_certificate },
+            "log": { "origin": self.log_origin, "key": self.log_key },
+            "key_store": key_store,
+            "kek_label": self.kek_label,
+            "oaep_hash": self.oaep_hash.as_str(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "listen = \"127.0.0.1:9443\"\nstate_dir = \"s\"\npolicy = \"p.toml\"\n\
+        [trust]\nroots = [\"r.pem\"]\n[signing]\nkey = \"b.key\"\ncertificate = \"b.pem\"\n\
+        [log]\norigin = \"gov.example/log\"\nkey = \"log.skey\"\n";
+
+    #[test]
+    fn a_full_configuration_resolves_paths_and_defaults() {
+        let text = format!(
+            "{BASE}[key_store]\nkind = \"pkcs11\"\nkek_label = \"kek-1\"\noaep_hash = \"sha1\"\n\
+             module = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken = \"broker\"\n"
+        );
+        let c = Config::parse(&text, Path::new("/etc/broker")).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/etc/broker/s"));
+        assert_eq!(c.roots, vec![PathBuf::from("/etc/broker/r.pem")]);
+        assert_eq!(c.oaep_hash, OaepHash::Sha1);
+        assert_eq!(c.nonce_lifetime, Duration::from_secs(30));
+        assert!(matches!(
+            c.key_store,
+            KeyStoreConfig::Pkcs11 {
+                kek_wrap: KekWrapMechanism::AesKeyWrap,
+                ..
+            }
+        ));
+        assert_eq!(c.to_json()["key_store"]["kind"], "pkcs11");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        for (tail, needle) in [
+            (
+                "[key_store]\nkind = \"hsm\"\nkek_label = \"k\"\n",
+                "key_store.kind",
+            ),
+            (
+                "[key_store]\nkind = \"software\"\nkek_label = \"k\"\nfile = \"f\"\ntoken = \"t\"\n",
+                "key_store.token",
+            ),
+            (
+                "[key_store]\nkind = \"pkcs11\"\nkek_label = \"k\"\n",
+                "key_store.module",
+            ),
+            (
+                "[key_store]\nkind = \"software\"\nkek_label = \"k\"\nfile = \"f\"\noaep_hash = \"md5\"\n",
+                "oaep_hash",
+            ),
+            (
+                "[key_store]\nkind = \"software\"\nkek_label = \"k k\"\nfile = \"f\"\n",
+                "kek_label",
+            ),
+            (
+                "[key_store]\nkind = \"software\"\nkek_label = \"k\"\nfile = \"f\"\nsurprise = 1\n",
+                "unknown field",
+            ),
+        ] {
+            let err = Config::parse(&format!("{BASE}{tail}"), Path::new(".")).unwrap_err();
+            assert!(err.to_string().contains(needle), "{tail}: {err}");
+        }
+        let bad_timeout = BASE.replace("policy", "io_timeout = \"0s\"\npolicy")
+            + "[key_store]\nkind = \"software\"\nkek_label = \"k\"\nfile = \"f\"\n";
+        assert!(Config::parse(&bad_timeout, Path::new(".")).is_err());
+    }
+}

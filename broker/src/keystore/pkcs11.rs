@@ -1,0 +1,411 @@
+//! The KEK in a PKCS#11 token, through `cryptoki`. Tested against SoftHSM2.
+//!
+//! - The KEK is an AES-256 token object generated in the HSM, sensitive and not extractable;
+//!   [`Pkcs11Store::open`] refuses a KEK without those attributes.
+//! - Sealing: the HSM generates the data key as a session object, which is wrapped under the KEK
+//!   (`C_WrapKey`), read once for the sealer (the one time it leaves the HSM), and destroyed.
+//! - Release: `C_UnwrapKey` under the KEK makes the data key a session object that is sensitive
+//!   (never readable) and extractable only by wrapping; the enclave's RSA public key is imported
+//!   as a session object; `C_WrapKey` with `CKM_RSA_PKCS_OAEP` wraps the one with the other.
+//!   Both session objects are destroyed whatever happens. The data key never exists in the
+//!   broker's memory.
+//! - Concurrency: a pool of sessions, one per worker, so releases run in parallel.
+
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
+
+use cryptoki::context::{CInitializeArgs, Pkcs11};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use sealing::DataKey;
+use sealing::release::OaepHash;
+use zeroize::Zeroizing;
+
+use super::{KeyStore, KeyStoreError, rsa_components};
+
+/// How the HSM wraps data keys under the KEK. Vendors differ: SoftHSM2 and most HSMs implement
+/// `CKM_AES_KEY_WRAP` (RFC 3394); some expose key wrap only under a vendor mechanism number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KekWrapMechanism {
+    /// `CKM_AES_KEY_WRAP` (RFC 3394).
+    AesKeyWrap,
+    /// `CKM_AES_KEY_WRAP_PAD` (RFC 5649).
+    AesKeyWrapPad,
+    /// A vendor-defined mechanism number (at least `CKM_VENDOR_DEFINED`), without parameters.
+    Vendor(u64),
+}
+
+impl KekWrapMechanism {
+    /// Parse `aes-key-wrap`, `aes-key-wrap-pad` or `vendor:0x…`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "aes-key-wrap" => Some(Self::AesKeyWrap),
+            "aes-key-wrap-pad" => Some(Self::AesKeyWrapPad),
+            other => {
+                let hex = other.strip_prefix("vendor:0x")?;
+                u64::from_str_radix(hex, 16).ok().map(Self::Vendor)
+            }
+        }
+    }
+
+    fn mechanism(self) -> Result<Mechanism<'static>, KeyStoreError> {
+        Ok(match self {
+            Self::AesKeyWrap => Mechanism::AesKeyWrap,
+            Self::AesKeyWrapPad => Mechanism::AesKeyWrapPad,
+            Self::Vendor(n) => {
+                let kind = MechanismType::new_vendor_defined(n).map_err(|_| {
+                    KeyStoreError::Config(format!("0x{n:x} is not a vendor-defined mechanism"))
+                })?;
+                Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(kind, None))
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for KekWrapMechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AesKeyWrap => f.write_str("aes-key-wrap"),
+            Self::AesKeyWrapPad => f.write_str("aes-key-wrap-pad"),
+            Self::Vendor(n) => write!(f, "vendor:0x{n:x}"),
+        }
+    }
+}
+
+/// Where the token is and how to use it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pkcs11Config {
+    /// The PKCS#11 module (a shared library).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token: String,
+    /// The KEK's label.
+    pub kek_label: String,
+    /// How data keys are wrapped under the KEK.
+    pub kek_wrap: KekWrapMechanism,
+    /// Sessions in the pool: releases that can run at once.
+    pub sessions: usize,
+}
+
+/// The PKCS#11 key store, logged in.
+pub struct Pkcs11Store {
+    config: Pkcs11Config,
+    kek: ObjectHandle,
+    sessions: Mutex<Vec<Session>>,
+    returned: Condvar,
+    // Kept last so that sessions close before the library is finalized.
+    _pkcs11: Pkcs11,
+}
+
+impl std::fmt::Debug for Pkcs11Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Store")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn device(what: &str) -> impl Fn(cryptoki::error::Error) -> KeyStoreError + '_ {
+    move |e| KeyStoreError::Device(format!("PKCS#11 {what}: {e}"))
+}
+
+fn find_slot(pkcs11: &Pkcs11, config: &Pkcs11Config) -> Result<Slot, KeyStoreError> {
+    for slot in pkcs11
+        .get_slots_with_token()
+        .map_err(device("listing tokens"))?
+    {
+        let info = pkcs11
+            .get_token_info(slot)
+            .map_err(device("reading token info"))?;
+        if info.label().trim_end() == config.token {
+            return Ok(slot);
+        }
+    }
+    Err(KeyStoreError::Config(format!(
+        "no PKCS#11 token labelled {:?} in {}",
+        config.token,
+        config.module.display()
+    )))
+}
+
+fn connect(config: &Pkcs11Config, pin: &str) -> Result<(Pkcs11, Slot, Session), KeyStoreError> {
+    let pkcs11 = Pkcs11::new(&config.module).map_err(|e| {
+        KeyStoreError::Config(format!(
+            "loading the PKCS#11 module {}: {e}",
+            config.module.display()
+        ))
+    })?;
+    pkcs11
+        .initialize(CInitializeArgs::OsThreads)
+        .map_err(device("initialising the module"))?;
+    let slot = find_slot(&pkcs11, config)?;
+    let session = pkcs11
+        .open_rw_session(slot)
+        .map_err(device("opening a session"))?;
+    session
+        .login(UserType::User, Some(&AuthPin::new(pin.into())))
+        .map_err(|e| {
+            KeyStoreError::Config(format!("logging in to token {:?}: {e}", config.token))
+        })?;
+    Ok((pkcs11, slot, session))
+}
+
+fn find_kek(session: &Session, label: &str) -> Result<Option<ObjectHandle>, KeyStoreError> {
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(device("searching for the KEK"))?;
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        more => Err(KeyStoreError::Kek {
+            label: label.into(),
+            problem: format!("{} keys carry this label; expected one", more.len()),
+        }),
+    }
+}
+
+impl Pkcs11Store {
+    /// Generate the KEK in the token: AES-256, a token object, private, sensitive, not
+    /// extractable, usable only to wrap and unwrap. Refuses if a key with the label exists.
+    pub fn create_kek(config: &Pkcs11Config, pin: &str) -> Result<(), KeyStoreError> {
+        let (_pkcs11, _slot, session) = connect(config, pin)?;
+        if find_kek(&session, &config.kek_label)?.is_some() {
+            return Err(KeyStoreError::Kek {
+                label: config.kek_label.clone(),
+                problem: "already exists in the token".into(),
+            });
+        }
+        session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Wrap(true),
+                    Attribute::Unwrap(true),
+                    Attribute::Encrypt(false),
+                    Attribute::Decrypt(false),
+                    Attribute::Sign(false),
+                    Attribute::Verify(false),
+                    Attribute::Derive(false),
+                    Attribute::Label(config.kek_label.as_bytes().to_vec()),
+                ],
+            )
+            .map_err(device("generating the KEK"))?;
+        Ok(())
+    }
+
+    /// Log in, find the KEK and check its attributes, and open the session pool.
+    pub fn open(config: Pkcs11Config, pin: &str) -> Result<Self, KeyStoreError> {
+        let (pkcs11, slot, first) = connect(&config, pin)?;
+        let kek = find_kek(&first, &config.kek_label)?.ok_or_else(|| KeyStoreError::Kek {
+            label: config.kek_label.clone(),
+            problem: "not found in the token (create it with `broker init`)".into(),
+        })?;
+        let attributes = first
+            .get_attributes(
+                kek,
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Token,
+                    AttributeType::ValueLen,
+                ],
+            )
+            .map_err(device("reading the KEK's attributes"))?;
+        for attribute in &attributes {
+            let problem = match attribute {
+                Attribute::Sensitive(false) => Some("is not sensitive"),
+                Attribute::Extractable(true) => Some("is extractable"),
+                Attribute::Token(false) => Some("is not a token object"),
+                Attribute::ValueLen(len) if u64::from(*len) != 32 => Some("is not AES-256"),
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                return Err(KeyStoreError::Kek {
+                    label: config.kek_label.clone(),
+                    problem: problem.into(),
+                });
+            }
+        }
+        let mut sessions = vec![first];
+        while sessions.len() < config.sessions.max(1) {
+            // Sessions of one application share its login.
+            sessions.push(
+                pkcs11
+                    .open_rw_session(slot)
+                    .map_err(device("opening a session"))?,
+            );
+        }
+        Ok(Self {
+            config,
+            kek,
+            sessions: Mutex::new(sessions),
+            returned: Condvar::new(),
+            _pkcs11: pkcs11,
+        })
+    }
+
+    /// The configuration it was opened with.
+    pub fn config(&self) -> &Pkcs11Config {
+        &self.config
+    }
+
+    /// Run `work` on a session of the pool, waiting for one if all are busy.
+    fn with_session<T>(
+        &self,
+        work: impl FnOnce(&Session) -> Result<T, KeyStoreError>,
+    ) -> Result<T, KeyStoreError> {
+        let session = {
+            let mut pool = self
+                .sessions
+                .lock()
+                .map_err(|_| KeyStoreError::Device("session pool poisoned".into()))?;
+            loop {
+                if let Some(s) = pool.pop() {
+                    break s;
+                }
+                pool = self
+                    .returned
+                    .wait(pool)
+                    .map_err(|_| KeyStoreError::Device("session pool poisoned".into()))?;
+            }
+        };
+        let result = work(&session);
+        if let Ok(mut pool) = self.sessions.lock() {
+            pool.push(session);
+        }
+        self.returned.notify_one();
+        result
+    }
+}
+
+/// Destroys a session object when dropped.
+struct Temporary<'s> {
+    session: &'s Session,
+    handle: ObjectHandle,
+}
+
+impl Drop for Temporary<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.session.destroy_object(self.handle) {
+            tracing::error!(error = %e, "could not destroy a temporary HSM object");
+        }
+    }
+}
+
+impl KeyStore for Pkcs11Store {
+    fn kind(&self) -> &'static str {
+        "pkcs11"
+    }
+
+    fn kek_label(&self) -> &str {
+        &self.config.kek_label
+    }
+
+    fn new_data_key(&self) -> Result<(DataKey, Vec<u8>), KeyStoreError> {
+        let wrap = self.config.kek_wrap.mechanism()?;
+        self.with_session(|session| {
+            let dek = Temporary {
+                session,
+                handle: session
+                    .generate_key(
+                        &Mechanism::AesKeyGen,
+                        &[
+                            Attribute::Class(ObjectClass::SECRET_KEY),
+                            Attribute::KeyType(KeyType::AES),
+                            Attribute::ValueLen(32.into()),
+                            Attribute::Token(false),
+                            Attribute::Sensitive(false),
+                            Attribute::Extractable(true),
+                        ],
+                    )
+                    .map_err(device("generating a data key"))?,
+            };
+            let wrapped = session
+                .wrap_key(&wrap, self.kek, dek.handle)
+                .map_err(device("wrapping the data key under the KEK"))?;
+            let value = session
+                .get_attributes(dek.handle, &[AttributeType::Value])
+                .map_err(device("reading the new data key"))?;
+            let key = value
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Value(v) => Some(Zeroizing::new(v)),
+                    _ => None,
+                })
+                .ok_or_else(|| KeyStoreError::Device("the HSM returned no key value".into()))?;
+            let key =
+                DataKey::from_slice(&key).map_err(|e| KeyStoreError::Device(e.to_string()))?;
+            Ok((key, wrapped))
+        })
+    }
+
+    fn rewrap(
+        &self,
+        wrapped: &[u8],
+        recipient: &[u8],
+        oaep: OaepHash,
+    ) -> Result<Vec<u8>, KeyStoreError> {
+        let (modulus, exponent) = rsa_components(recipient)?;
+        let unwrap = self.config.kek_wrap.mechanism()?;
+        let (hash, mgf) = match oaep {
+            OaepHash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
+            OaepHash::Sha1 => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+        };
+        let params = PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty());
+        let oaep = Mechanism::RsaPkcsOaep(params);
+        self.with_session(|session| {
+            let enclave = Temporary {
+                session,
+                handle: session
+                    .create_object(&[
+                        Attribute::Class(ObjectClass::PUBLIC_KEY),
+                        Attribute::KeyType(KeyType::RSA),
+                        Attribute::Token(false),
+                        Attribute::Wrap(true),
+                        Attribute::Encrypt(false),
+                        Attribute::Verify(false),
+                        Attribute::Modulus(modulus),
+                        Attribute::PublicExponent(exponent),
+                    ])
+                    .map_err(device("importing the enclave's public key"))?,
+            };
+            let dek = Temporary {
+                session,
+                handle: session
+                    .unwrap_key(
+                        &unwrap,
+                        self.kek,
+                        wrapped,
+                        &[
+                            Attribute::Class(ObjectClass::SECRET_KEY),
+                            Attribute::KeyType(KeyType::AES),
+                            Attribute::Token(false),
+                            Attribute::Sensitive(true),
+                            Attribute::Extractable(true),
+                            Attribute::Encrypt(false),
+                            Attribute::Decrypt(false),
+                        ],
+                    )
+                    .map_err(|_| KeyStoreError::Unwrap)?,
+            };
+            session
+                .wrap_key(&oaep, enclave.handle, dek.handle)
+                .map_err(device("wrapping the data key to the enclave"))
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! The government-side key broker.
+//!
+//! It seals models under data keys that only its key store can unwrap ([`seal`]); keeps the
+//! release policy ([`policy`]); answers enclaves' release requests ([`release`], [`server`]):
+//! verifies their attestation against the national root and the model's policy, has the HSM
+//! rewrap the data key to the enclave's ephemeral key ([`keystore`]), and logs every decision
+//! in the transparency log before it answers ([`state`]).
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let config = broker::Config::load(std::path::Path::new("broker.toml"))?;
+//! let broker = broker::open(&config)?; // refuses a policy change without a new version
+//! # let _ = broker;
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod keystore;
+pub mod policy;
+pub mod release;
+pub mod seal;
+pub mod server;
+pub mod state;
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use attest::{Timestamp, Verifier};
+use proofs::entry::{Entry, PolicyChange};
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use rustls_pki_types::pem::PemObject;
+use sealing::release::{OaepHash, ResponseSigner};
+
+pub use crate::config::{Config, KeyStoreConfig};
+use crate::keystore::{KeyStore, Pkcs11Config, Pkcs11Store, SoftwareStore};
+use crate::policy::ReleasePolicy;
+use crate::release::{Broker, Parts};
+use crate::state::{Ledger, PolicyState, StateDir};
+
+/// Open the configured key store. The software store warns that it is not an HSM, every time.
+pub fn open_key_store(config: &Config) -> anyhow::Result<Arc<dyn KeyStore>> {
+    if config.oaep_hash == OaepHash::Sha1 {
+        tracing::warn!(
+            "RSA-OAEP with SHA-1 is selected (key_store.oaep_hash = \"sha1\"): use it only with \
+             an HSM that offers nothing else, such as SoftHSM2 2.6"
+        );
+    }
+    match &config.key_store {
+        KeyStoreConfig::Software {
+            file,
+            passphrase_file,
+        } => {
+            tracing::warn!(
+                file = %file.display(),
+                "SOFTWARE KEY STORE: this is not an HSM. The key-encryption key and, during each \
+                 release, the model's data key are in this process's memory. Use a PKCS#11 HSM \
+                 in production"
+            );
+            let passphrase = keystore::software_passphrase(passphrase_file.as_ref())?;
+            Ok(Arc::new(SoftwareStore::open(file, &passphrase)?))
+        }
+        KeyStoreConfig::Pkcs11 { .. } => {
+            let (pkcs11, pin) = pkcs11_settings(config)?;
+            Ok(Arc::new(Pkcs11Store::open(pkcs11, &pin)?))
+        }
+    }
+}
+
+/// The PKCS#11 settings and PIN of a `pkcs11` configuration.
+pub fn pkcs11_settings(
+    config: &Config,
+) -> anyhow::Result<(Pkcs11Config, zeroize::Zeroizing<String>)> {
+    let KeyStoreConfig::Pkcs11 {
+        module,
+        token,
+        kek_wrap,
+        pin_file,
+    } = &config.key_store
+    else {
+        bail!("the key store is not pkcs11");
+    };
+    let pin = match pin_file {
+        Some(path) => String::from_utf8(config::read_bounded(path, 1024)?.to_vec())
+            .context("the PIN file is not text")?
+            .trim_end()
+            .to_owned(),
+        None => std::env::var("BROKER_PKCS11_PIN").context(
+            "the PKCS#11 key store needs the token's user PIN: set key_store.pin_file or \
+             $BROKER_PKCS11_PIN",
+        )?,
+    };
+    Ok((
+        Pkcs11Config {
+            module: module.clone(),
+            token: token.clone(),
+            kek_label: config.kek_label.clone(),
+            kek_wrap: *kek_wrap,
+            sessions: config.workers,
+        },
+        zeroize::Zeroizing::new(pin),
+    ))
+}
+
+/// The response signer: the configured key and certificate, checked against the configured
+/// trust (a certificate enclaves would refuse stops the broker from starting).
+pub fn open_signer(config: &Config, trust: &attest::TrustStore) -> anyhow::Result<ResponseSigner> {
+    let key_pem = zeroize::Zeroizing::new(config::read_bounded(
+        &config.signing_key,
+        config::MAX_SMALL_FILE,
+    )?);
+    let key = PrivatePkcs8KeyDer::from_pem_slice(&key_pem).with_context(|| {
+        format!(
+            "{} is not a PKCS#8 PEM private key",
+            config.signing_key.display()
+        )
+    })?;
+    let certificate = attest::load_certificates(&config::read_bounded(
+        &config.signing_certificate,
+        config::MAX_SMALL_FILE,
+    )?)
+    .with_context(|| config.signing_certificate.display().to_string())?
+    .into_iter()
+    .next()
+    .context("no certificate")?;
+    ResponseSigner::new(
+        key.secret_pkcs8_der(),
+        certificate.to_vec(),
+        trust,
+        Timestamp::now(),
+    )
+    .with_context(|| {
+        format!(
+            "the signing key and certificate ({}, {})",
+            config.signing_key.display(),
+            config.signing_certificate.display()
+        )
+    })
+}
+
+/// Adopt `policy`: if it differs from the one last adopted, its version must be higher, and a
+/// `policy-change` entry is logged before it takes effect.
+pub fn adopt_policy(
+    policy: &ReleasePolicy,
+    state: &StateDir,
+    ledger: &Ledger,
+) -> anyhow::Result<Option<u64>> {
+    let sha384 = data_encoding::HEXLOWER.encode(&policy.sha384);
+    let previous = state.policy_state()?;
+    if let Some(previous) = &previous {
+        if previous.sha384 == sha384 {
+            return Ok(None);
+        }
+        if policy.version <= previous.version {
+            bail!(
+                "the release policy changed but its version did not increase ({} was adopted \
+                 with version {}): raise `version` so that the log can tell the policies apart",
+                previous.sha384.get(..16).unwrap_or_default(),
+                previous.version
+            );
+        }
+    }
+    let index = ledger.append(Entry::PolicyChange(PolicyChange {
+        time: Timestamp::now(),
+        policy_version: policy.version,
+        policy_sha384: policy.sha384,
+        models: policy.models.keys().map(ToString::to_string).collect(),
+    }))?;
+    state.save_policy_state(&PolicyState {
+        version: policy.version,
+        sha384,
+        log_index: index,
+    })?;
+    tracing::info!(
+        version = policy.version,
+        log_index = index,
+        "release policy adopted and logged"
+    );
+    Ok(Some(index))
+}
+
+/// Everything `broker serve` needs, opened and checked: key store, trust, signer, log, policy.
+pub fn open(config: &Config) -> anyhow::Result<Broker> {
+    let trust = config.trust_store()?;
+    let signer = open_signer(config, &trust)?;
+    let state = StateDir::open(&config.state_dir)?;
+    let ledger = Ledger::open(&state, &config.log_origin, &config.log_key).map_err(|e| {
+        if Ledger::is_locked(&e) {
+            anyhow::anyhow!("{e}: is another broker running on this state directory?")
+        } else {
+            e.into()
+        }
+    })?;
+    let policy = ReleasePolicy::load(&config.policy)?;
+    adopt_policy(&policy, &state, &ledger)?;
+    let key_store = open_key_store(config)?;
+    Ok(Broker::new(Parts {
+        key_store,
+        verifier: Verifier::new(trust),
+        policy,
+        state,
+        ledger,
+        signer,
+        nonce_lifetime: config.nonce_lifetime,
+        max_pending: config.max_pending,
+        oaep: config.oaep_hash,
+    }))
+}

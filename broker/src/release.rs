@@ -1,0 +1,483 @@
+//! Deciding a key release: the nonce, the model's record and policy, the attestation document,
+//! the HSM, the log, and the signed response, in that order. Every decision, release or denial,
+//! is in the log (synced) before its answer exists.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use attest::{Nonce, Policy, Timestamp, VerifiedDocument, Verifier, VerifyError};
+use proofs::entry::{Entry, KeyRelease, ModelSealed, Outcome};
+use sealing::Id;
+use sealing::release::{
+    Message, NONCE_LEN, OaepHash, ReleaseClaims, ResponseSigner, request_user_data, sha384,
+};
+use subtle::ConstantTimeEq;
+
+use crate::keystore::{KeyStore, KeyStoreError};
+use crate::policy::ReleasePolicy;
+use crate::state::{Ledger, ModelRecord, StateDir, StateError};
+
+/// Where the time of a release went.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    /// Verifying the attestation document.
+    pub verify: Duration,
+    /// The key store's unwrap and wrap.
+    pub key_store: Duration,
+    /// Appending to the log, signing a checkpoint, proving inclusion.
+    pub log: Duration,
+    /// Signing the response.
+    pub sign: Duration,
+}
+
+/// Outstanding challenge nonces: random, single use, expiring.
+#[derive(Debug)]
+struct Nonces {
+    pending: Mutex<HashMap<[u8; NONCE_LEN], Pending>>,
+    lifetime: Duration,
+    max: usize,
+}
+
+#[derive(Debug)]
+struct Pending {
+    model: Id,
+    issued: Instant,
+    used: bool,
+}
+
+impl Nonces {
+    /// A fresh nonce for `model`, or `None` when too many are outstanding.
+    fn issue(&self, model: &Id) -> Option<[u8; NONCE_LEN]> {
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).ok()?;
+        let mut pending = self.pending.lock().ok()?;
+        // Used and expired nonces are kept for a second lifetime so that a late or replayed
+        // answer is refused with its precise reason; after that, as unknown.
+        let keep = self.lifetime.saturating_mul(2);
+        pending.retain(|_, p| p.issued.elapsed() < keep);
+        if pending.len() >= self.max {
+            return None;
+        }
+        pending.insert(
+            nonce,
+            Pending {
+                model: model.clone(),
+                issued: Instant::now(),
+                used: false,
+            },
+        );
+        Some(nonce)
+    }
+
+    /// Spend `nonce` for `model`: it is used from now on, whatever the outcome.
+    fn take(&self, nonce: &[u8; NONCE_LEN], model: &Id) -> Result<(), Denial> {
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| Denial::new("internal", "the nonce table is poisoned"))?;
+        let Some(p) = pending.get_mut(nonce) else {
+            return Err(Denial::new(
+                "nonce_unknown",
+                "this broker did not issue the nonce, or it expired long ago",
+            ));
+        };
+        if p.used {
+            return Err(Denial::new("nonce_replayed", "the nonce was already used"));
+        }
+        p.used = true;
+        if p.issued.elapsed() > self.lifetime {
+            return Err(Denial::new(
+                "nonce_expired",
+                format!(
+                    "the nonce expired: challenges must be answered within {}",
+                    attest::format_duration(self.lifetime)
+                ),
+            ));
+        }
+        if &p.model != model {
+            return Err(Denial::new(
+                "nonce_model_mismatch",
+                "the nonce was issued for another model",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A refusal: a stable reason and an explanation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// `pcr_mismatch`, `nonce_replayed`, …
+    pub reason: String,
+    /// For people.
+    pub message: String,
+}
+
+impl Denial {
+    fn new(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What the broker knows about a request when it decides: recorded in the log entry.
+#[derive(Default)]
+struct Evidence {
+    key_id: Option<Id>,
+    document_sha384: Option<[u8; 48]>,
+    nonce: Option<Vec<u8>>,
+    verified: Option<VerifiedDocument>,
+}
+
+/// Everything a release needs, shared by the workers.
+pub struct Broker {
+    key_store: Arc<dyn KeyStore>,
+    verifier: Verifier,
+    policy: ReleasePolicy,
+    state: StateDir,
+    ledger: Ledger,
+    signer: ResponseSigner,
+    nonces: Nonces,
+    oaep: OaepHash,
+    sealing_logged: Mutex<()>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("key_store", &self.key_store.kind())
+            .field("policy_version", &self.policy.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts a broker is made of.
+#[derive(Debug)]
+pub struct Parts {
+    /// The KEK's store.
+    pub key_store: Arc<dyn KeyStore>,
+    /// Verifies documents against the configured roots.
+    pub verifier: Verifier,
+    /// The release policy, already adopted (logged).
+    pub policy: ReleasePolicy,
+    /// The state directory.
+    pub state: StateDir,
+    /// The log.
+    pub ledger: Ledger,
+    /// The response key.
+    pub signer: ResponseSigner,
+    /// How long a nonce lives.
+    pub nonce_lifetime: Duration,
+    /// How many nonces may be outstanding.
+    pub max_pending: usize,
+    /// The OAEP digest wrapped keys use.
+    pub oaep: OaepHash,
+}
+
+impl std::fmt::Debug for dyn KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyStore({})", self.kind())
+    }
+}
+
+impl Broker {
+    /// Assemble a broker.
+    pub fn new(parts: Parts) -> Self {
+        Self {
+            key_store: parts.key_store,
+            verifier: parts.verifier,
+            policy: parts.policy,
+            state: parts.state,
+            ledger: parts.ledger,
+            signer: parts.signer,
+            nonces: Nonces {
+                pending: Mutex::new(HashMap::new()),
+                lifetime: parts.nonce_lifetime,
+                max: parts.max_pending,
+            },
+            oaep: parts.oaep,
+            sealing_logged: Mutex::new(()),
+        }
+    }
+
+    /// The key store's kind.
+    pub fn key_store_kind(&self) -> &'static str {
+        self.key_store.kind()
+    }
+
+    /// Answer a hello: a challenge for a model this broker can release, else a logged denial.
+    pub fn hello(&self, model: &Id) -> Message {
+        let known = self.policy.models.contains_key(model)
+            && matches!(self.state.record(model), Ok(Some(_)));
+        if !known {
+            let denial = Denial::new(
+                "unknown_model",
+                format!("no sealed model {model} with a release policy"),
+            );
+            return self.deny(model, Evidence::default(), denial);
+        }
+        match self.nonces.issue(model) {
+            Some(nonce) => Message::Challenge {
+                nonce,
+                expires_in_ms: u64::try_from(self.nonces.lifetime.as_millis()).unwrap_or(u64::MAX),
+            },
+            None => Message::Denied {
+                reason: "busy".into(),
+                message: "too many challenges outstanding; retry later".into(),
+            },
+        }
+    }
+
+    /// Decide an attest message for `model` (the model of the connection's hello).
+    pub fn attest(
+        &self,
+        model: &Id,
+        nonce: &[u8; NONCE_LEN],
+        document: &[u8],
+    ) -> (Message, Timings) {
+        let mut timings = Timings::default();
+        let mut evidence = Evidence {
+            nonce: Some(nonce.to_vec()),
+            document_sha384: Some(sha384(document)),
+            ..Evidence::default()
+        };
+        match self.decide(model, nonce, document, &mut evidence, &mut timings) {
+            Ok(message) => (message, timings),
+            Err(denial) => {
+                let started = Instant::now();
+                let message = self.deny(model, evidence, denial);
+                timings.log += started.elapsed();
+                (message, timings)
+            }
+        }
+    }
+
+    fn decide(
+        &self,
+        model: &Id,
+        nonce: &[u8; NONCE_LEN],
+        document: &[u8],
+        evidence: &mut Evidence,
+        timings: &mut Timings,
+    ) -> Result<Message, Denial> {
+        self.nonces.take(nonce, model)?;
+        let unknown = || Denial::new("unknown_model", format!("no sealed model {model}"));
+        let record = self
+            .state
+            .record(model)
+            .map_err(|e| Denial::new("internal", e.to_string()))?
+            .ok_or_else(unknown)?;
+        evidence.key_id = Some(record.key_id.clone());
+        let policy = self.policy.models.get(model).ok_or_else(unknown)?;
+
+        let started = Instant::now();
+        let verified = self.verify(policy, nonce, document, evidence);
+        timings.verify = started.elapsed();
+        let verified = verified?;
+        let expected = request_user_data(model, nonce);
+        if !verified
+            .user_data()
+            .is_some_and(|u| bool::from(u.ct_eq(&expected[..])))
+        {
+            return Err(Denial::new(
+                "user_data_mismatch",
+                "the document's user_data does not bind this request",
+            ));
+        }
+        let public_key = verified
+            .public_key()
+            .ok_or_else(|| Denial::new("public_key_missing", "the document binds no public key"))?
+            .to_vec();
+        evidence.verified = Some(verified);
+
+        self.ensure_sealing_logged(&record)?;
+        let started = Instant::now();
+        let wrapped = self
+            .key_store
+            .rewrap(&record.wrapped_key, &public_key, self.oaep)
+            .map_err(|e| match e {
+                KeyStoreError::Recipient(m) => Denial::new("public_key_unacceptable", m),
+                other => {
+                    tracing::error!(error = %other, "the key store failed");
+                    Denial::new("key_store_error", "the key store could not release the key")
+                }
+            });
+        timings.key_store = started.elapsed();
+        let wrapped = wrapped?;
+
+        let started = Instant::now();
+        let entry = release_entry(
+            Outcome::Released,
+            "ok",
+            model,
+            &record.key_id,
+            self.policy.version,
+            evidence,
+        );
+        let proven = self.ledger.append_proven(entry);
+        timings.log = started.elapsed();
+        let proven = proven.map_err(|e| {
+            tracing::error!(error = %e, "the log refused a release; nothing is sent");
+            Denial::new("log_unavailable", "the release could not be logged")
+        })?;
+
+        let started = Instant::now();
+        let claims = ReleaseClaims {
+            nonce: *nonce,
+            model_id: model.clone(),
+            key_id: record.key_id.clone(),
+            model_digest: record.model_sha384,
+            model_len: record.model_len,
+            policy_version: self.policy.version,
+            document_sha384: sha384(document),
+            wrapped_key: wrapped,
+            oaep_hash: self.oaep,
+            log_index: proven.index,
+            log_entry: proven.entry,
+            inclusion_proof: proven.proof,
+        };
+        let response = self.signer.sign(&claims);
+        timings.sign = started.elapsed();
+        let response = response.map_err(|e| Denial::new("internal", e.to_string()))?;
+        tracing::info!(
+            model = %model,
+            key_id = %record.key_id,
+            log_index = proven.index,
+            module_id = evidence.verified.as_ref().map(|v| v.module_id()),
+            "key released"
+        );
+        Ok(Message::Release {
+            response,
+            certificate: self.signer.certificate().to_vec(),
+        })
+    }
+
+    /// Verify the document under the model's policy and the nonce. A document whose chain and
+    /// signature hold but whose policy fails is read again without the policy, so that the
+    /// log records what it measured.
+    fn verify(
+        &self,
+        policy: &Policy,
+        nonce: &[u8; NONCE_LEN],
+        document: &[u8],
+        evidence: &mut Evidence,
+    ) -> Result<VerifiedDocument, Denial> {
+        let parsed = attest::parse(document)
+            .map_err(|e| Denial::new("document_malformed", e.to_string()))?;
+        let nonce =
+            Nonce::try_from(&nonce[..]).map_err(|e| Denial::new("internal", e.to_string()))?;
+        let now = Timestamp::now();
+        match self
+            .verifier
+            .verify(&parsed, &policy.clone().expect_nonce(nonce), now)
+        {
+            Ok(verified) => Ok(verified),
+            Err(e) => {
+                if let VerifyError::Policy(_) = e {
+                    let open = Policy::new().dangerous_any_age().dangerous_allow_debug();
+                    evidence.verified = self.verifier.verify(&parsed, &open, now).ok();
+                }
+                Err(Denial::new(e.kind(), e.to_string()))
+            }
+        }
+    }
+
+    /// A model sealed while another process held the log is logged before its first release.
+    fn ensure_sealing_logged(&self, record: &ModelRecord) -> Result<(), Denial> {
+        if record.log_index.is_some() {
+            return Ok(());
+        }
+        let _one_at_a_time = self.sealing_logged.lock();
+        let failed = |e: StateError| {
+            tracing::error!(error = %e, "could not log a sealed model");
+            Denial::new("log_unavailable", "the model's sealing could not be logged")
+        };
+        // Another worker may have logged it meanwhile.
+        let mut record = match self.state.record(&record.model_id).map_err(failed)? {
+            Some(r) if r.log_index.is_none() => r,
+            _ => return Ok(()),
+        };
+        let index = self.ledger.append(sealed_entry(&record)).map_err(failed)?;
+        record.log_index = Some(index);
+        self.state.save_record(&record).map_err(failed)?;
+        Ok(())
+    }
+
+    /// Log a denial, then answer it. If the log fails the answer says so and nothing else.
+    fn deny(&self, model: &Id, evidence: Evidence, denial: Denial) -> Message {
+        let key_id = evidence
+            .key_id
+            .clone()
+            .unwrap_or_else(|| Id::new("-").unwrap_or_else(|_| model.clone()));
+        let entry = release_entry(
+            Outcome::Denied,
+            &denial.reason,
+            model,
+            &key_id,
+            self.policy.version,
+            &evidence,
+        );
+        match self.ledger.append(entry) {
+            Ok(index) => {
+                tracing::warn!(
+                    model = %model,
+                    reason = %denial.reason,
+                    log_index = index,
+                    detail = %denial.message,
+                    "key release denied"
+                );
+                Message::Denied {
+                    reason: denial.reason,
+                    message: denial.message,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, reason = %denial.reason, "could not log a denial");
+                Message::Denied {
+                    reason: "log_unavailable".into(),
+                    message: "the decision could not be logged".into(),
+                }
+            }
+        }
+    }
+}
+
+/// The `model-sealed` entry for a record.
+pub fn sealed_entry(record: &ModelRecord) -> Entry {
+    Entry::ModelSealed(ModelSealed {
+        time: record.sealed_at,
+        model_id: record.model_id.to_string(),
+        key_id: record.key_id.to_string(),
+        model_digest: record.model_sha384,
+        model_len: record.model_len,
+    })
+}
+
+fn release_entry(
+    outcome: Outcome,
+    reason: &str,
+    model: &Id,
+    key_id: &Id,
+    policy_version: u64,
+    evidence: &Evidence,
+) -> Entry {
+    let verified = evidence.verified.as_ref();
+    Entry::KeyRelease(KeyRelease {
+        time: Timestamp::now(),
+        outcome,
+        reason: reason.to_owned(),
+        model_id: model.to_string(),
+        key_id: key_id.to_string(),
+        policy_version,
+        module_id: verified.map(|v| v.module_id().to_owned()),
+        pcrs: verified.map(|v| v.pcrs().clone()).unwrap_or_default(),
+        region: verified
+            .and_then(|v| v.region())
+            .map(|r| r.as_str().to_owned()),
+        document_sha384: evidence.document_sha384,
+        nonce: evidence.nonce.clone(),
+    })
+}

@@ -1,0 +1,277 @@
+//! The broker's state directory:
+//!
+//! ```text
+//! <state_dir>/models/<hex(model id)>.json   one record per sealed model: the wrapped data key
+//! <state_dir>/log/                           the transparency log (proofs::FileStore)
+//! <state_dir>/policy.json                    the release policy last adopted, and its log entry
+//! ```
+//!
+//! Records are replaced atomically. The log is held by one process at a time; `broker seal`
+//! run while `broker serve` holds it leaves the record unlogged, and the broker logs it before it
+//! releases that key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use attest::Timestamp;
+use data_encoding::{BASE64, HEXLOWER};
+use proofs::entry::{Entry, LogEntry};
+use proofs::{FileStore, Log, NoteSigner, StoreError};
+use sealing::Id;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, MAX_SMALL_FILE, read_bounded};
+
+/// A sealed model's record: what releasing its key needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelRecord {
+    /// The model.
+    pub model_id: Id,
+    /// Its data key's id, `<kek label>/<random hex>`.
+    pub key_id: Id,
+    /// The data key, wrapped under the KEK.
+    pub wrapped_key: Vec<u8>,
+    /// SHA-384 of the plaintext.
+    pub model_sha384: [u8; 48],
+    /// The plaintext's length.
+    pub model_len: u64,
+    /// When it was sealed.
+    pub sealed_at: Timestamp,
+    /// The `model-sealed` log entry's index, once logged.
+    pub log_index: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecord {
+    model_id: String,
+    key_id: String,
+    wrapped_key: String,
+    model_sha384: String,
+    model_len: u64,
+    sealed_at: String,
+    log_index: Option<u64>,
+}
+
+/// The policy last adopted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyState {
+    /// Its version.
+    pub version: u64,
+    /// SHA-384 of its file, hex.
+    pub sha384: String,
+    /// The `policy-change` entry's index.
+    pub log_index: u64,
+}
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// A file is unreadable or malformed.
+    #[error("{0}")]
+    File(String),
+    /// The log failed.
+    #[error("transparency log: {0}")]
+    Log(#[from] proofs::LogError),
+    /// An entry could not be encoded.
+    #[error("log entry: {0}")]
+    Entry(#[from] proofs::entry::EntryError),
+}
+
+impl From<ConfigError> for StateError {
+    fn from(e: ConfigError) -> Self {
+        Self::File(e.0)
+    }
+}
+
+/// The state directory.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// Use `dir`, creating it and its `models` directory if needed.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir.join("models"))
+            .map_err(|e| StateError::File(format!("creating {}: {e}", dir.display())))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The log's directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    fn record_path(&self, model: &Id) -> PathBuf {
+        self.dir.join("models").join(format!(
+            "{}.json",
+            HEXLOWER.encode(model.as_str().as_bytes())
+        ))
+    }
+
+    /// The record of `model`, if it was sealed.
+    pub fn record(&self, model: &Id) -> Result<Option<ModelRecord>, StateError> {
+        let path = self.record_path(model);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = read_bounded(&path, MAX_SMALL_FILE)?;
+        let bad = |what: &str| StateError::File(format!("{}: {what}", path.display()));
+        let raw: RawRecord = serde_json::from_slice(&bytes).map_err(|e| bad(&e.to_string()))?;
+        let record = ModelRecord {
+            model_id: Id::new(&raw.model_id).map_err(|e| bad(&e.to_string()))?,
+            key_id: Id::new(&raw.key_id).map_err(|e| bad(&e.to_string()))?,
+            wrapped_key: BASE64
+                .decode(raw.wrapped_key.as_bytes())
+                .map_err(|_| bad("wrapped_key is not base64"))?,
+            model_sha384: HEXLOWER
+                .decode(raw.model_sha384.as_bytes())
+                .ok()
+                .and_then(|b| <[u8; 48]>::try_from(b.as_slice()).ok())
+                .ok_or_else(|| bad("model_sha384 is not 96 hex digits"))?,
+            model_len: raw.model_len,
+            sealed_at: Timestamp::parse_rfc3339(&raw.sealed_at).map_err(|e| bad(&e.to_string()))?,
+            log_index: raw.log_index,
+        };
+        if &record.model_id != model {
+            return Err(bad("the record names another model"));
+        }
+        Ok(Some(record))
+    }
+
+    /// Write `record` (replacing the model's previous record).
+    pub fn save_record(&self, record: &ModelRecord) -> Result<(), StateError> {
+        let raw = RawRecord {
+            model_id: record.model_id.to_string(),
+            key_id: record.key_id.to_string(),
+            wrapped_key: BASE64.encode(&record.wrapped_key),
+            model_sha384: HEXLOWER.encode(&record.model_sha384),
+            model_len: record.model_len,
+            sealed_at: record.sealed_at.to_string(),
+            log_index: record.log_index,
+        };
+        self.write_json(&self.record_path(&record.model_id), &raw)
+    }
+
+    /// The policy last adopted.
+    pub fn policy_state(&self) -> Result<Option<PolicyState>, StateError> {
+        let path = self.dir.join("policy.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = read_bounded(&path, MAX_SMALL_FILE)?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::File(format!("{}: {e}", path.display())))
+    }
+
+    /// Record the policy adopted.
+    pub fn save_policy_state(&self, state: &PolicyState) -> Result<(), StateError> {
+        self.write_json(&self.dir.join("policy.json"), state)
+    }
+
+    fn write_json(&self, path: &Path, value: &impl Serialize) -> Result<(), StateError> {
+        let text = serde_json::to_vec_pretty(value)
+            .map_err(|e| StateError::File(format!("{}: {e}", path.display())))?;
+        let replace = proofs::durable::Replace {
+            private: false,
+            overwrite: true,
+        };
+        proofs::durable::write_atomically(path, replace, |w| std::io::Write::write_all(w, &text))
+            .map_err(|e| StateError::File(format!("writing {}: {e}", path.display())))
+    }
+}
+
+/// The transparency log, shared by the broker's workers.
+#[derive(Debug)]
+pub struct Ledger {
+    log: Mutex<Log<FileStore>>,
+}
+
+/// An entry appended and proven.
+#[derive(Debug)]
+pub struct Proven {
+    /// Its index.
+    pub index: u64,
+    /// Its bytes.
+    pub entry: Vec<u8>,
+    /// A `c2sp.org/tlog-proof@v1` inclusion proof in a freshly signed checkpoint.
+    pub proof: Vec<u8>,
+}
+
+impl Ledger {
+    /// Open the log in `state`, signing with the key in `key_file`, whose name must be `origin`.
+    /// Fails (see [`Ledger::is_locked`]) if another process holds the log.
+    pub fn open(state: &StateDir, origin: &str, key_file: &Path) -> Result<Self, StateError> {
+        let skey = read_bounded(key_file, MAX_SMALL_FILE)?;
+        let skey = zeroize::Zeroizing::new(
+            String::from_utf8(skey)
+                .map_err(|_| StateError::File(format!("{} is not text", key_file.display())))?,
+        );
+        let signer = NoteSigner::parse(skey.trim())
+            .map_err(|e| StateError::File(format!("{}: {e}", key_file.display())))?;
+        if signer.name() != origin {
+            return Err(StateError::File(format!(
+                "{} is the key of log {:?}, but log.origin is {origin:?}",
+                key_file.display(),
+                signer.name()
+            )));
+        }
+        let store = FileStore::open(state.log_dir()).map_err(proofs::LogError::from)?;
+        if store.recovery().repaired() {
+            tracing::warn!(recovery = ?store.recovery(), "the log was repaired on open");
+        }
+        Ok(Self {
+            log: Mutex::new(Log::open(store, signer)?),
+        })
+    }
+
+    /// Whether the log is held by another process.
+    pub fn is_locked(error: &StateError) -> bool {
+        matches!(
+            error,
+            StateError::Log(proofs::LogError::Store(StoreError::Locked(_)))
+        )
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Log<FileStore>>, StateError> {
+        self.log
+            .lock()
+            .map_err(|_| StateError::File("the log's lock is poisoned".into()))
+    }
+
+    /// Append `entry` durably; returns its index.
+    pub fn append(&self, entry: Entry) -> Result<u64, StateError> {
+        let entry = LogEntry::new(entry)?;
+        Ok(self.lock()?.append(entry.bytes())?)
+    }
+
+    /// Append `entry` durably, sign a checkpoint over it, and prove its inclusion.
+    pub fn append_proven(&self, entry: Entry) -> Result<Proven, StateError> {
+        let entry = LogEntry::new(entry)?;
+        let mut log = self.lock()?;
+        let index = log.append(entry.bytes())?;
+        log.checkpoint()?;
+        let proof = log.prove_inclusion(index)?.to_text().into_bytes();
+        Ok(Proven {
+            index,
+            entry: entry.bytes().to_vec(),
+            proof,
+        })
+    }
+
+    /// The number of entries.
+    pub fn size(&self) -> Result<u64, StateError> {
+        Ok(self.lock()?.size())
+    }
+
+    /// The log's verifier key.
+    pub fn verifier(&self) -> Result<proofs::NoteVerifier, StateError> {
+        Ok(self.lock()?.verifier())
+    }
+}

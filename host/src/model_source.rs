@@ -1,0 +1,76 @@
+//! Serving the sealed model to the enclave: each connection to the configured host port gets
+//! the sealed file's bytes from the start, then the connection is closed. The file is
+//! ciphertext; the host learns nothing from serving it, and anything it alters the enclave
+//! refuses.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use transport::{Connection, Listener};
+
+/// The sealed model and the host port it is served on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSource {
+    /// The sealed file.
+    pub path: PathBuf,
+    /// The host port the enclave connects to.
+    pub port: u32,
+}
+
+/// Transfers at once.
+const MAX_TRANSFERS: usize = 4;
+
+/// Serve the sealed model on `listener` until shutdown; transfers in flight are cut at shutdown.
+pub async fn serve<S: Connection>(
+    mut listener: Listener<S>,
+    source: ModelSource,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let path = Arc::new(source.path);
+    let permits = Arc::new(Semaphore::new(MAX_TRANSFERS));
+    let mut transfers = JoinSet::new();
+    loop {
+        let mut stream = tokio::select! {
+            _ = shutdown.changed() => break,
+            Some(_) = transfers.join_next(), if !transfers.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok((_, stream)) => stream,
+                Err(e) => {
+                    tracing::error!(port = source.port, error = %e, "the model port's listener failed");
+                    break;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(
+                port = source.port,
+                "too many model transfers at once; closing one"
+            );
+            continue;
+        };
+        let path = path.clone();
+        transfers.spawn(async move {
+            let started = std::time::Instant::now();
+            let result = async {
+                let mut file = tokio::fs::File::open(path.as_ref()).await?;
+                let sent = tokio::io::copy(&mut file, &mut stream).await?;
+                stream.shutdown().await?;
+                Ok::<_, std::io::Error>(sent)
+            }
+            .await;
+            match result {
+                Ok(bytes) => tracing::info!(
+                    bytes,
+                    elapsed_ms = started.elapsed().as_millis(),
+                    "sealed model sent to the enclave"
+                ),
+                Err(e) => tracing::warn!(error = %e, "sending the sealed model failed"),
+            }
+            drop(permit);
+        });
+    }
+    transfers.abort_all();
+}
