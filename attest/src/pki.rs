@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use crate::time::Timestamp;
 
 /// A new root CA: its certificate and its private key (PKCS#8 PEM).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct NewRoot {
     /// The self-signed certificate, DER.
     pub certificate: CertificateDer<'static>,

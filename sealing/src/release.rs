@@ -129,7 +129,7 @@ pub enum ReleaseError {
     },
     /// The broker's certificate is not a key-broker certificate under the trusted roots.
     #[error("the key broker's certificate is refused: {0}")]
-    UntrustedBroker(#[from] ServiceCertError),
+    UntrustedBroker(ServiceCertError),
     /// The response's signature does not verify with the broker's certified key.
     #[error("the response's signature does not verify with the key broker's certified key")]
     Signature,
@@ -151,6 +151,12 @@ pub enum ReleaseError {
     /// A key or signature could not be made.
     #[error("crypto failure: {0}")]
     Crypto(&'static str),
+}
+
+impl From<ServiceCertError> for ReleaseError {
+    fn from(e: ServiceCertError) -> Self {
+        Self::UntrustedBroker(e)
+    }
 }
 
 impl ReleaseError {

@@ -10,6 +10,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod broker;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -50,6 +52,19 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A root CA valid from a day ago for a month.
+pub fn test_root(name: &str) -> attest::pki::NewRoot {
+    let now = Timestamp::now();
+    attest::pki::init_root(
+        name,
+        "Test",
+        "XX",
+        Timestamp::from_unix_secs(now.unix_secs() - 86_400),
+        Timestamp::from_unix_secs(now.unix_secs() + 86_400 * 30),
+    )
+    .unwrap()
+}
+
 /// A host running a development enclave.
 pub struct Stack {
     pub dir: PathBuf,
@@ -66,6 +81,10 @@ pub struct Options<'a> {
     pub forward_max_connections: usize,
     /// TOML lines appended to the enclave's `[nsm]` section.
     pub nsm_extra: &'a str,
+    /// TOML appended to the enclave's configuration after `[nsm]` (for example a `[model]`).
+    pub enclave_extra: &'a str,
+    /// The development root the simulated NSM signs under (a fresh one if `None`).
+    pub root: Option<&'a attest::pki::NewRoot>,
 }
 
 impl Default for Options<'_> {
@@ -74,6 +93,8 @@ impl Default for Options<'_> {
             extra: "",
             forward_max_connections: 64,
             nsm_extra: "",
+            enclave_extra: "",
+            root: None,
         }
     }
 }
@@ -85,15 +106,10 @@ impl Stack {
 
     pub fn start_with(name: &str, options: Options<'_>) -> Self {
         let dir = temp_dir(name);
-        let now = Timestamp::now();
-        let root = attest::pki::init_root(
-            "Test Development Root",
-            "Test",
-            "XX",
-            Timestamp::from_unix_secs(now.unix_secs() - 86_400),
-            Timestamp::from_unix_secs(now.unix_secs() + 86_400 * 30),
-        )
-        .unwrap();
+        let root = match options.root {
+            Some(root) => root.clone(),
+            None => test_root("Test Development Root"),
+        };
         std::fs::write(dir.join("root.der"), root.certificate.as_ref()).unwrap();
         std::fs::write(dir.join("root.key"), root.private_key_pem.as_bytes()).unwrap();
         let socket = dir.join("enclave.sock");
@@ -101,9 +117,10 @@ impl Stack {
             dir.join("enclave.toml"),
             format!(
                 "listen = \"unix:{}\"\nidle_timeout = \"2s\"\n[nsm]\nkind = \"simulated\"\n\
-                 root_certificate = \"root.der\"\nroot_key = \"root.key\"\nregion = \"eu-west-3\"\n{}\n",
+                 root_certificate = \"root.der\"\nroot_key = \"root.key\"\nregion = \"eu-west-3\"\n{}\n{}\n",
                 socket.display(),
                 options.nsm_extra,
+                options.enclave_extra,
             ),
         )
         .unwrap();
