@@ -31,6 +31,7 @@
 pub mod audit;
 pub mod cbor;
 pub mod checkpoint;
+pub mod cose;
 pub mod durable;
 pub mod entry;
 mod file_store;

@@ -15,13 +15,12 @@
 
 use attest::{ParseError, Policy, Timestamp, VerifiedDocument, Verifier, VerifyError};
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
     UnparsedPublicKey,
 };
 use ciborium::Value;
-use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana};
+use coset::{CoseSign1, TaggedCborSerializable, iana};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cbor::{encode_map, uint};
@@ -268,29 +267,8 @@ impl ReceiptSigner {
 
     /// Sign `claims`; returns the tagged COSE_Sign1 bytes.
     pub fn sign(&self, claims: &ReceiptClaims) -> Result<Vec<u8>, ReceiptError> {
-        let protected = HeaderBuilder::new()
-            .algorithm(iana::Algorithm::ES384)
-            .content_type(RECEIPT_CONTENT_TYPE.to_owned())
-            .build();
-        let rng = SystemRandom::new();
-        let mut failed = false;
-        let sign1 = CoseSign1Builder::new()
-            .protected(protected)
-            .payload(claims.to_payload()?)
-            .create_signature(b"", |data| match self.key.sign(&rng, data) {
-                Ok(sig) => sig.as_ref().to_vec(),
-                Err(_) => {
-                    failed = true;
-                    Vec::new()
-                }
-            })
-            .build();
-        if failed {
-            return Err(ReceiptError::Sign("signing failed"));
-        }
-        sign1
-            .to_tagged_vec()
-            .map_err(|e| ReceiptError::Malformed(e.to_string()))
+        crate::cose::sign_es384(&self.key, RECEIPT_CONTENT_TYPE, claims.to_payload()?)
+            .map_err(ReceiptError::Sign)
     }
 }
 

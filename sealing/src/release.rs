@@ -27,7 +27,6 @@ use attest::service::{ServiceCertError, ServiceRole, verify_service_certificate}
 use attest::{Timestamp, TrustStore};
 use aws_lc_rs::digest::{SHA384, digest};
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{
     KeySize, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepAlgorithm, OaepPrivateDecryptingKey,
     PrivateDecryptingKey,
@@ -37,7 +36,7 @@ use aws_lc_rs::signature::{
     UnparsedPublicKey,
 };
 use ciborium::Value;
-use coset::{CoseSign1, CoseSign1Builder, HeaderBuilder, TaggedCborSerializable, iana};
+use coset::{CoseSign1, TaggedCborSerializable, iana};
 use proofs::NoteVerifier;
 use proofs::cbor::{encode_map, uint};
 use proofs::entry::{Entry, LogEntry, Outcome};
@@ -440,27 +439,8 @@ impl ResponseSigner {
 
     /// Sign `claims`: a tagged COSE_Sign1.
     pub fn sign(&self, claims: &ReleaseClaims) -> Result<Vec<u8>, ReleaseError> {
-        let protected = HeaderBuilder::new()
-            .algorithm(iana::Algorithm::ES384)
-            .content_type(RESPONSE_CONTENT_TYPE.to_owned())
-            .build();
-        let rng = SystemRandom::new();
-        let mut failed = false;
-        let sign1 = CoseSign1Builder::new()
-            .protected(protected)
-            .payload(claims.to_payload()?)
-            .create_signature(b"", |data| match self.key.sign(&rng, data) {
-                Ok(sig) => sig.as_ref().to_vec(),
-                Err(_) => {
-                    failed = true;
-                    Vec::new()
-                }
-            })
-            .build();
-        if failed {
-            return Err(ReleaseError::Crypto("signing failed"));
-        }
-        sign1.to_tagged_vec().map_err(|e| malformed(e.to_string()))
+        proofs::cose::sign_es384(&self.key, RESPONSE_CONTENT_TYPE, claims.to_payload()?)
+            .map_err(ReleaseError::Crypto)
     }
 }
 
