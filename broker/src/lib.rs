@@ -83,7 +83,7 @@ pub fn pkcs11_settings(
         bail!("the key store is not pkcs11");
     };
     let pin = match pin_file {
-        Some(path) => String::from_utf8(config::read_bounded(path, 1024)?.to_vec())
+        Some(path) => String::from_utf8(config::read_bounded(path, 1024)?)
             .context("the PIN file is not text")?
             .trim_end()
             .to_owned(),

@@ -177,12 +177,6 @@ pub struct Parts {
     pub oaep: OaepHash,
 }
 
-impl std::fmt::Debug for dyn KeyStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeyStore({})", self.kind())
-    }
-}
-
 impl Broker {
     /// Assemble a broker.
     pub fn new(parts: Parts) -> Self {

@@ -92,7 +92,8 @@ impl OaepHash {
         }
     }
 
-    fn algorithm(self) -> &'static OaepAlgorithm {
+    /// The aws-lc algorithm: RSA-OAEP with this digest and MGF1 over the same digest.
+    pub fn algorithm(self) -> &'static OaepAlgorithm {
         match self {
             Self::Sha256 => &OAEP_SHA256_MGF1SHA256,
             Self::Sha1 => &OAEP_SHA1_MGF1SHA1,

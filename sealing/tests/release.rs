@@ -205,6 +205,17 @@ fn round(broker: &Broker) -> Round {
     }
 }
 
+/// The honest broker's answer to `r`, with `edit` applied to the claims before signing.
+fn honest_answer(broker: &mut Broker, r: &Round, edit: impl FnOnce(&mut ReleaseClaims)) -> Message {
+    broker.respond(
+        r.request.public_key_der(),
+        &r.nonce,
+        &r.document,
+        &r.key,
+        edit,
+    )
+}
+
 fn accept(
     broker: &Broker,
     r: Round,
@@ -218,13 +229,7 @@ fn accept(
 fn an_honest_release_unwraps_to_the_data_key() {
     let mut broker = Broker::new();
     let r = round(&broker);
-    let answer = broker.respond(
-        r.request.public_key_der(),
-        &r.nonce,
-        &r.document,
-        &r.key,
-        |_| {},
-    );
+    let answer = honest_answer(&mut broker, &r, |_| {});
     let expected = *r.key.expose();
     let released = accept(&broker, r, &answer).unwrap();
     assert_eq!(released.key.expose(), &expected);
@@ -240,13 +245,7 @@ fn a_response_from_a_broker_under_another_root_is_refused() {
     let (pkcs8, cert) = broker_signer(&rogue_root, broker.now, ServiceRole::KeyBroker);
     broker.signer = ResponseSigner::new(&pkcs8, cert, &trust_of(&rogue_root), broker.now).unwrap();
     let r = round(&broker);
-    let answer = broker.respond(
-        r.request.public_key_der(),
-        &r.nonce,
-        &r.document,
-        &r.key,
-        |_| {},
-    );
+    let answer = honest_answer(&mut broker, &r, |_| {});
     assert!(matches!(
         accept(&broker, r, &answer),
         Err(ReleaseError::UntrustedBroker(_))
@@ -271,13 +270,7 @@ fn a_response_for_another_nonce_model_or_document_is_refused() {
     for (field, edit) in cases {
         let mut broker = Broker::new();
         let r = round(&broker);
-        let answer = broker.respond(
-            r.request.public_key_der(),
-            &r.nonce,
-            &r.document,
-            &r.key,
-            edit,
-        );
+        let answer = honest_answer(&mut broker, &r, edit);
         match accept(&broker, r, &answer) {
             Err(ReleaseError::Mismatch { field: f }) => assert_eq!(f, field),
             other => panic!("{field}: {other:?}"),
@@ -291,21 +284,9 @@ fn a_swapped_or_altered_response_is_refused() {
     // Another enclave's release, signed by the genuine broker: its wrapped key and nonce belong to
     // another request.
     let other = round(&broker);
-    let theirs = broker.respond(
-        other.request.public_key_der(),
-        &other.nonce,
-        &other.document,
-        &other.key,
-        |_| {},
-    );
+    let theirs = honest_answer(&mut broker, &other, |_| {});
     let r = round(&broker);
-    let ours = broker.respond(
-        r.request.public_key_der(),
-        &r.nonce,
-        &r.document,
-        &r.key,
-        |_| {},
-    );
+    let ours = honest_answer(&mut broker, &r, |_| {});
     let (
         Message::Release {
             response: their_response,
@@ -344,8 +325,8 @@ fn a_swapped_or_altered_response_is_refused() {
     ));
 }
 
-/// The same request again (the key pair cannot be cloned, so a round is rebuilt around `r`'s
-/// public key only for the checks that fail before unwrapping).
+/// Another request (a fresh key pair and document) over `r`'s nonce: for checks that fail before
+/// anything is unwrapped.
 fn round_with(broker: &Broker, r: &Round) -> Round {
     let request = KeyRequest::new(Id::new("smollm2").unwrap()).unwrap();
     let document = broker.document(&request, &r.nonce);
@@ -379,13 +360,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> usize {
 fn every_flipped_bit_of_a_response_is_refused() {
     let mut broker = Broker::new();
     let r = round(&broker);
-    let answer = broker.respond(
-        r.request.public_key_der(),
-        &r.nonce,
-        &r.document,
-        &r.key,
-        |_| {},
-    );
+    let answer = honest_answer(&mut broker, &r, |_| {});
     let Message::Release {
         response,
         certificate,
@@ -441,15 +416,9 @@ fn a_release_missing_from_the_log_is_refused() {
     // A log entry that records another decision.
     let mut broker = Broker::new();
     let r = round(&broker);
-    let answer = broker.respond(
-        r.request.public_key_der(),
-        &r.nonce,
-        &r.document,
-        &r.key,
-        |c| {
-            c.policy_version = 4;
-        },
-    );
+    let answer = honest_answer(&mut broker, &r, |c| {
+        c.policy_version = 4;
+    });
     assert!(matches!(
         accept(&broker, r, &answer),
         Err(ReleaseError::Log(_))
@@ -457,13 +426,7 @@ fn a_release_missing_from_the_log_is_refused() {
     // A proof under another log's key.
     let mut broker = Broker::new();
     let r = round(&broker);
-    let answer = broker.respond(
-        r.request.public_key_der(),
-        &r.nonce,
-        &r.document,
-        &r.key,
-        |_| {},
-    );
+    let answer = honest_answer(&mut broker, &r, |_| {});
     let mut trust = broker.trust();
     trust.log_keys = vec![
         NoteSigner::generate("gov.example/release-log")
@@ -478,15 +441,9 @@ fn a_release_missing_from_the_log_is_refused() {
     // The claimed index is not the proven one.
     let mut broker = Broker::new();
     let r = round(&broker);
-    let answer = broker.respond(
-        r.request.public_key_der(),
-        &r.nonce,
-        &r.document,
-        &r.key,
-        |c| {
-            c.log_index += 1;
-        },
-    );
+    let answer = honest_answer(&mut broker, &r, |c| {
+        c.log_index += 1;
+    });
     assert!(matches!(
         accept(&broker, r, &answer),
         Err(ReleaseError::Log(_) | ReleaseError::Mismatch { field: "log_index" })
@@ -506,16 +463,10 @@ fn an_oaep_digest_not_allowed_is_refused_and_sha1_works_when_allowed() {
         .encrypt(&OAEP_SHA1_MGF1SHA1, r.key.expose(), &mut out, None)
         .unwrap()
         .to_vec();
-    let answer = broker.respond(
-        r.request.public_key_der(),
-        &r.nonce,
-        &r.document,
-        &r.key,
-        |c| {
-            c.oaep_hash = OaepHash::Sha1;
-            c.wrapped_key = sha1_wrapped;
-        },
-    );
+    let answer = honest_answer(&mut broker, &r, |c| {
+        c.oaep_hash = OaepHash::Sha1;
+        c.wrapped_key = sha1_wrapped;
+    });
     let expected = *r.key.expose();
     let trust = broker.trust();
     assert!(matches!(
@@ -534,16 +485,10 @@ fn an_oaep_digest_not_allowed_is_refused_and_sha1_works_when_allowed() {
         .encrypt(&OAEP_SHA1_MGF1SHA1, &expected, &mut out, None)
         .unwrap()
         .to_vec();
-    let answer = broker.respond(
-        r.request.public_key_der(),
-        &r.nonce,
-        &r.document,
-        &r.key,
-        |c| {
-            c.oaep_hash = OaepHash::Sha1;
-            c.wrapped_key = wrapped;
-        },
-    );
+    let answer = honest_answer(&mut broker, &r, |c| {
+        c.oaep_hash = OaepHash::Sha1;
+        c.wrapped_key = wrapped;
+    });
     let mut trust = broker.trust();
     trust.oaep_hashes.push(OaepHash::Sha1);
     let released = r

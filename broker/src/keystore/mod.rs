@@ -73,6 +73,12 @@ pub trait KeyStore: Send + Sync {
     ) -> Result<Vec<u8>, KeyStoreError>;
 }
 
+impl std::fmt::Debug for dyn KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyStore({})", self.kind())
+    }
+}
+
 /// The modulus and public exponent of an RSA SubjectPublicKeyInfo whose size is within
 /// [`MIN_RECIPIENT_BITS`] ..= [`MAX_RECIPIENT_BITS`].
 pub(crate) fn rsa_components(spki: &[u8]) -> Result<(Vec<u8>, Vec<u8>), KeyStoreError> {

@@ -19,9 +19,7 @@ use std::path::{Path, PathBuf};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrap};
 use aws_lc_rs::pbkdf2;
-use aws_lc_rs::rsa::{
-    OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey,
-};
+use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey};
 use data_encoding::BASE64;
 use sealing::DataKey;
 use sealing::release::OaepHash;
@@ -226,13 +224,9 @@ impl KeyStore for SoftwareStore {
             .map_err(|_| KeyStoreError::Unwrap)?
             .len();
         let dek = dek.get(..dek_len).ok_or(KeyStoreError::Unwrap)?;
-        let algorithm = match oaep {
-            OaepHash::Sha256 => &OAEP_SHA256_MGF1SHA256,
-            OaepHash::Sha1 => &OAEP_SHA1_MGF1SHA1,
-        };
         let mut out = vec![0u8; public.ciphertext_size()];
         let len = public
-            .encrypt(algorithm, dek, &mut out, None)
+            .encrypt(oaep.algorithm(), dek, &mut out, None)
             .map_err(|_| KeyStoreError::Device("RSA-OAEP encryption".into()))?
             .len();
         out.truncate(len);
