@@ -391,7 +391,7 @@ fn a_broker_killed_mid_release_sent_nothing_it_had_not_logged() {
         broker.stop();
         stack.stop();
 
-        let store = proofs::FileStore::open(broker.dir.join("state/log")).unwrap();
+        let store = broker.store();
         use proofs::LogStore;
         let received = received.lock().unwrap();
         assert!(received.len() >= 8);

@@ -292,9 +292,24 @@ impl Broker {
         std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
     }
 
-    /// Every entry of the transparency log (the broker must be stopped: the log is locked).
+    /// The transparency log's store (the broker must be stopped: the log is locked). A process
+    /// that another test forks while the store is open holds a copy of the lock until it execs,
+    /// so a `Locked` is retried for a moment.
+    pub fn store(&self) -> proofs::FileStore {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match proofs::FileStore::open(self.dir.join("state/log")) {
+                Err(proofs::StoreError::Locked(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
+    /// Every entry of the transparency log (the broker must be stopped).
     pub fn entries(&self) -> Vec<LogEntry> {
-        let store = proofs::FileStore::open(self.dir.join("state/log")).unwrap();
+        let store = self.store();
         use proofs::LogStore;
         (0..store.size())
             .map(|i| LogEntry::decode(&store.entry(i).unwrap()).unwrap())
