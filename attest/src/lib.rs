@@ -29,6 +29,7 @@
 mod cache;
 mod cert;
 mod chain;
+pub mod channel;
 mod document;
 mod encoding;
 mod error;

@@ -1,0 +1,24 @@
+//! The model engine and the OpenAI-compatible API the enclave serves.
+//!
+//! - [`engine`]: a GGUF quantized llama loaded from memory with candle, its tokenizer and chat
+//!   template, and generation with max_tokens, temperature, top_p, seed and stop strings.
+//! - [`api`]: the request and response bodies of `POST /v1/chat/completions`, validated, with
+//!   OpenAI-style errors.
+//! - [`server`]: the HTTP/1.1 API over TLS that terminates in the enclave, with a receipt on
+//!   every answer.
+//! - [`tiny`]: a tiny random-weight model for tests and benchmarks.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod engine;
+pub mod server;
+pub mod tiny;
+mod tls;
+
+pub use engine::{
+    Engine, EngineError, FinishReason, Generation, LoadReport, Message, Precision, Role,
+    SamplingParams,
+};
+pub use server::{Api, Attester, Limits, Loaded, ReleaseFacts};
+pub use tls::{TlsError, TlsIdentity};

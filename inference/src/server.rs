@@ -1,0 +1,654 @@
+//! The API the enclave serves, over TLS that terminates here: `POST /v1/chat/completions`
+//! (JSON, or server-sent events with `stream: true`), `GET /v1/models`, and
+//! `GET /attestation?nonce=<hex>`.
+//!
+//! Every answer carries a receipt signed by the enclave's receipt key (bound in its attestation
+//! documents): in the [`RECEIPT_HEADER`] header, or the [`RECEIPT_EVENT`] event at the end of a
+//! stream. Nothing about a request outlives its response: the conversation, tokens and KV cache
+//! belong to the request and are dropped with it, and logs carry sizes, counts and timings only.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use attest::Timestamp;
+use attest::channel::{ATTESTATION_PATH, RECEIPT_EVENT, RECEIPT_HEADER, tls_binding};
+use aws_lc_rs::digest::{self, SHA384};
+use bytes::Bytes;
+use data_encoding::{BASE64, HEXLOWER};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use proofs::receipt::{ReceiptClaims, ReceiptSigner};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Semaphore, mpsc};
+use zeroize::Zeroizing;
+
+use crate::api::{ApiError, parse_chat_request};
+use crate::engine::{Engine, EngineError, FinishReason, Generation};
+use crate::tls::TlsIdentity;
+
+/// The response body type.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// What the key release established about the model: what receipts bind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseFacts {
+    /// SHA-384 of the model's plaintext, as the broker signed it.
+    pub model_digest: [u8; 48],
+    /// The release-policy version the key was released under.
+    pub policy_version: u64,
+    /// The key-release decision's index in the transparency log.
+    pub key_release_index: u64,
+    /// A signed checkpoint of the log covering that index.
+    pub checkpoint: String,
+}
+
+/// A model ready to answer.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The engine.
+    pub engine: Engine,
+    /// What its key release established.
+    pub release: ReleaseFacts,
+}
+
+/// Produces attestation documents: the NSM, in the enclave.
+pub trait Attester: Send + Sync + 'static {
+    /// A document over `nonce`, binding `user_data` and `public_key`.
+    fn attest(&self, nonce: &[u8], user_data: &[u8], public_key: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// Bounds on what clients may ask of the API.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The largest request body, in bytes.
+    pub max_body: usize,
+    /// Generations that run at once; the others wait.
+    pub max_concurrent: usize,
+    /// How long a request may wait for a generation slot before it is refused (503).
+    pub queue_timeout: Duration,
+    /// How long a TLS handshake, and the wait for a request's headers, may take.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: 1024 * 1024,
+            max_concurrent: 1,
+            queue_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the API could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the inference API: {0}")]
+pub struct StartError(pub String);
+
+/// The API: its TLS identity, receipt key, the model once loaded, and the generation slots.
+pub struct Api {
+    model_id: String,
+    model: OnceLock<Arc<Loaded>>,
+    not_ready: Mutex<String>,
+    attester: Arc<dyn Attester>,
+    tls: TlsIdentity,
+    receipts: ReceiptSigner,
+    receipt_key: Vec<u8>,
+    slots: Arc<Semaphore>,
+    limits: Limits,
+}
+
+impl core::fmt::Debug for Api {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Api")
+            .field("model_id", &self.model_id)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    /// An API for `model_id`, with a fresh TLS key and receipt key. It answers 503 until
+    /// [`set_model`](Self::set_model).
+    pub fn new(
+        model_id: &str,
+        attester: Arc<dyn Attester>,
+        limits: Limits,
+    ) -> Result<Self, StartError> {
+        let tls = TlsIdentity::generate().map_err(|e| StartError(e.to_string()))?;
+        let receipts = ReceiptSigner::generate().map_err(|e| StartError(e.to_string()))?;
+        let receipt_key = receipts
+            .public_key_der()
+            .map_err(|e| StartError(e.to_string()))?;
+        Ok(Api {
+            model_id: model_id.to_owned(),
+            model: OnceLock::new(),
+            not_ready: Mutex::new("the model is loading".into()),
+            attester,
+            tls,
+            receipts,
+            receipt_key,
+            slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            limits,
+        })
+    }
+
+    /// The model is ready.
+    pub fn set_model(&self, loaded: Loaded) {
+        let _ = self.model.set(Arc::new(loaded));
+    }
+
+    /// The model will not become ready; requests are answered with `why`.
+    pub fn set_failed(&self, why: &str) {
+        *self
+            .not_ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = format!("the model is not available: {why}");
+    }
+
+    /// The TLS certificate (DER) every connection presents.
+    pub fn certificate(&self) -> &[u8] {
+        self.tls.certificate()
+    }
+
+    /// The receipt key's SubjectPublicKeyInfo (DER), bound in every attestation document.
+    pub fn receipt_public_key(&self) -> &[u8] {
+        &self.receipt_key
+    }
+
+    /// Serve one connection: the TLS handshake, then HTTP/1.1 requests until the client closes
+    /// it or goes idle.
+    pub async fn serve_connection<S>(self: Arc<Self>, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.server_config());
+        let tls =
+            match tokio::time::timeout(self.limits.idle_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("TLS handshake timed out");
+                    return;
+                }
+            };
+        let api = self.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let api = api.clone();
+            async move { Ok::<_, Infallible>(api.handle(request).await) }
+        });
+        let served = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.idle_timeout)
+            .serve_connection(TokioIo::new(tls), service)
+            .await;
+        if let Err(e) = served {
+            tracing::debug!(error = %e, "connection ended");
+        }
+    }
+
+    /// Answer one request.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path().to_owned();
+        let method = request.method().clone();
+        let response = match (method.clone(), path.as_str()) {
+            (Method::POST, "/v1/chat/completions") => self.chat(request).await,
+            (Method::GET, "/v1/models") => Ok(self.models()),
+            (Method::GET, p) if p == ATTESTATION_PATH => {
+                self.attestation(request.uri().query()).await
+            }
+            (_, "/v1/chat/completions" | "/v1/models") => Err(ApiError::new(
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+                format!("{method} is not allowed here"),
+            )),
+            _ => Err(ApiError::new(
+                404,
+                "invalid_request_error",
+                "unknown_url",
+                format!("no such endpoint: {method} {path}"),
+            )),
+        };
+        let response = response.unwrap_or_else(error_response);
+        tracing::info!(%method, path = %path, status = response.status().as_u16(), "request");
+        response
+    }
+
+    fn models(&self) -> Response<Body> {
+        let entry = match self.model.get() {
+            Some(loaded) => json!({
+                "id": self.model_id, "object": "model", "created": 0, "owned_by": "enclave",
+                "ready": true,
+                "sha384": HEXLOWER.encode(&loaded.release.model_digest),
+                "policy_version": loaded.release.policy_version,
+                "key_release_index": loaded.release.key_release_index,
+            }),
+            None => json!({
+                "id": self.model_id, "object": "model", "created": 0, "owned_by": "enclave",
+                "ready": false,
+            }),
+        };
+        json_response(StatusCode::OK, &json!({"object": "list", "data": [entry]}))
+    }
+
+    async fn attestation(&self, query: Option<&str>) -> Result<Response<Body>, ApiError> {
+        let nonce = query
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("nonce="))
+            .ok_or_else(|| {
+                ApiError::invalid("nonce", "GET /attestation?nonce=<hex> needs a nonce")
+            })?;
+        let nonce = HEXLOWER_PERMISSIVE
+            .decode(nonce.as_bytes())
+            .ok()
+            .filter(|n| (MIN_NONCE_LEN..=attest::MAX_USER_FIELD_LEN).contains(&n.len()))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "nonce",
+                    format!(
+                        "the nonce must be {} to {} bytes in hex",
+                        MIN_NONCE_LEN,
+                        attest::MAX_USER_FIELD_LEN
+                    ),
+                )
+            })?;
+        let attester = self.attester.clone();
+        let user_data = tls_binding(self.certificate());
+        let key = self.receipt_key.clone();
+        let document =
+            tokio::task::spawn_blocking(move || attester.attest(&nonce, &user_data, &key))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "attestation failed");
+                    ApiError::new(500, "server_error", "attestation_failed", "the NSM failed")
+                })?;
+        let mut response = Response::new(full(document));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/cbor"));
+        Ok(response)
+    }
+
+    async fn chat(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        let Some(loaded) = self.model.get().cloned() else {
+            let why = self
+                .not_ready
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            return Err(ApiError::new(503, "server_error", "model_not_ready", why));
+        };
+        let body = Limited::new(request.into_body(), self.limits.max_body)
+            .collect()
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    413,
+                    "invalid_request_error",
+                    "request_too_large",
+                    format!(
+                        "the request body is larger than {} bytes",
+                        self.limits.max_body
+                    ),
+                )
+            })?
+            .to_bytes();
+        let request_sha384 = sha384(&body);
+        let chat = parse_chat_request(&body, &self.model_id, random_seed)?;
+        drop(body);
+        if chat
+            .messages
+            .iter()
+            .any(|m| loaded.engine.contains_control_text(&m.content))
+        {
+            return Err(ApiError::invalid(
+                "messages",
+                "message content may not contain the chat template's control tokens",
+            ));
+        }
+        loaded
+            .engine
+            .check(&chat.messages, &chat.sampling)
+            .map_err(|e| engine_error(&e))?;
+        let permit = tokio::time::timeout(
+            self.limits.queue_timeout,
+            self.slots.clone().acquire_owned(),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::new(
+                503,
+                "server_error",
+                "overloaded",
+                "every generation slot stayed busy; retry later",
+            )
+        })?;
+        let (text_tx, text_rx) = mpsc::channel::<Zeroizing<String>>(64);
+        let stream = chat.stream;
+        let include_usage = chat.include_usage;
+        let engine_model = loaded.clone();
+        let generation = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            engine_model
+                .engine
+                .generate(&chat.messages, &chat.sampling, |text| {
+                    text_tx
+                        .blocking_send(Zeroizing::new(text.to_owned()))
+                        .is_ok()
+                })
+        });
+        let context = Answer {
+            api: self.clone(),
+            loaded,
+            id: format!("chatcmpl-{}", HEXLOWER.encode(&random_bytes::<12>())),
+            created: Timestamp::now().unix_secs(),
+            request_sha384,
+        };
+        if stream {
+            Ok(context.stream(text_rx, generation, include_usage))
+        } else {
+            context.complete(text_rx, generation).await
+        }
+    }
+}
+
+/// One answer in progress.
+struct Answer {
+    api: Arc<Api>,
+    loaded: Arc<Loaded>,
+    id: String,
+    created: u64,
+    request_sha384: [u8; 48],
+}
+
+type GenerationTask = tokio::task::JoinHandle<Result<Generation, EngineError>>;
+
+impl Answer {
+    async fn complete(
+        self,
+        mut text_rx: mpsc::Receiver<Zeroizing<String>>,
+        generation: GenerationTask,
+    ) -> Result<Response<Body>, ApiError> {
+        let mut text = Zeroizing::new(String::new());
+        while let Some(piece) = text_rx.recv().await {
+            text.push_str(&piece);
+        }
+        let generation = finished(generation).await?;
+        let body = json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.api.model_id,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text.as_str()},
+                "finish_reason": generation.finish_reason.as_str(),
+            }],
+            "usage": usage(&generation),
+        });
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        wipe_json(body);
+        let receipt = self.receipt(&sha384(&bytes))?;
+        log_generation(&self.id, &generation, false);
+        let mut response = Response::new(full(bytes));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Ok(value) = HeaderValue::from_str(&BASE64.encode(&receipt)) {
+            headers.insert(RECEIPT_HEADER, value);
+        }
+        Ok(response)
+    }
+
+    fn stream(
+        self,
+        mut text_rx: mpsc::Receiver<Zeroizing<String>>,
+        generation: GenerationTask,
+        include_usage: bool,
+    ) -> Response<Body> {
+        let (body_tx, body_rx) = mpsc::channel::<Bytes>(64);
+        tokio::spawn(async move {
+            let mut hasher = digest::Context::new(&SHA384);
+            let send = |hasher: &mut digest::Context, event: Vec<u8>| {
+                hasher.update(&event);
+                body_tx.send(Bytes::from(event))
+            };
+            let first = self.chunk(json!({"role": "assistant", "content": ""}), None, None);
+            if send(&mut hasher, first).await.is_err() {
+                return;
+            }
+            while let Some(piece) = text_rx.recv().await {
+                let event = self.chunk(json!({"content": piece.as_str()}), None, None);
+                if send(&mut hasher, event).await.is_err() {
+                    // The client went away: dropping the receiver cancels the generation.
+                    return;
+                }
+            }
+            let generation = match finished(generation).await {
+                Ok(g) => g,
+                Err(e) => {
+                    let event = format!("data: {}\n\n", e.body()).into_bytes();
+                    let _ = send(&mut hasher, event).await;
+                    return;
+                }
+            };
+            let usage = include_usage.then(|| usage(&generation));
+            let last = self.chunk(json!({}), Some(generation.finish_reason), usage);
+            if send(&mut hasher, last).await.is_err() {
+                return;
+            }
+            let response_sha384 = finish_digest(hasher);
+            match self.receipt(&response_sha384) {
+                Ok(receipt) => {
+                    let event = format!(
+                        "event: {RECEIPT_EVENT}\ndata: {}\n\n",
+                        BASE64.encode(&receipt)
+                    );
+                    let _ = body_tx.send(Bytes::from(event)).await;
+                }
+                Err(e) => tracing::error!(error = ?e, "cannot sign a receipt"),
+            }
+            let _ = body_tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+            log_generation(&self.id, &generation, true);
+        });
+        let mut response = Response::new(BoxBody::new(ChannelBody(body_rx)));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert("cache-control", HeaderValue::from_static("no-store"));
+        response
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<FinishReason>, usage: Option<Value>) -> Vec<u8> {
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.api.model_id,
+            "choices": [{
+                "index": 0,
+                "delta": delta,
+                "finish_reason": finish.map(FinishReason::as_str),
+            }],
+        });
+        if let (Some(usage), Value::Object(map)) = (usage, &mut chunk) {
+            map.insert("usage".into(), usage);
+        }
+        let mut event = b"data: ".to_vec();
+        event.extend_from_slice(&serde_json::to_vec(&chunk).unwrap_or_default());
+        event.extend_from_slice(b"\n\n");
+        wipe_json(chunk);
+        event
+    }
+
+    fn receipt(&self, response_sha384: &[u8; 48]) -> Result<Vec<u8>, ApiError> {
+        let release = &self.loaded.release;
+        let claims = ReceiptClaims {
+            time: Timestamp::now(),
+            sequence: self.api.receipts.next_sequence(),
+            request_sha384: self.request_sha384,
+            response_sha384: *response_sha384,
+            model_digest: release.model_digest,
+            policy_version: release.policy_version,
+            key_release_index: release.key_release_index,
+            checkpoint: release.checkpoint.clone(),
+        };
+        self.api.receipts.sign(&claims).map_err(|e| {
+            tracing::error!(error = %e, "cannot sign a receipt");
+            ApiError::new(
+                500,
+                "server_error",
+                "receipt_failed",
+                "cannot sign the receipt",
+            )
+        })
+    }
+}
+
+async fn finished(generation: GenerationTask) -> Result<Generation, ApiError> {
+    match generation.await {
+        Ok(Ok(g)) => Ok(g),
+        Ok(Err(e)) => Err(engine_error(&e)),
+        Err(_) => Err(ApiError::new(
+            500,
+            "server_error",
+            "generation_failed",
+            "the generation task failed",
+        )),
+    }
+}
+
+fn engine_error(e: &EngineError) -> ApiError {
+    match e {
+        EngineError::ContextLength { .. } => ApiError {
+            status: 400,
+            kind: "invalid_request_error",
+            message: e.to_string(),
+            param: Some("messages"),
+            code: Some("context_length_exceeded"),
+        },
+        _ => {
+            tracing::error!(error = %e, "generation failed");
+            ApiError::new(
+                500,
+                "server_error",
+                "generation_failed",
+                "generation failed",
+            )
+        }
+    }
+}
+
+fn usage(g: &Generation) -> Value {
+    json!({
+        "prompt_tokens": g.prompt_tokens,
+        "completion_tokens": g.completion_tokens,
+        "total_tokens": g.prompt_tokens.saturating_add(g.completion_tokens),
+    })
+}
+
+/// Sizes and timings only: never text.
+fn log_generation(id: &str, g: &Generation, stream: bool) {
+    tracing::info!(
+        id,
+        stream,
+        prompt_tokens = g.prompt_tokens,
+        completion_tokens = g.completion_tokens,
+        finish_reason = g.finish_reason.as_str(),
+        ttft_ms = g.time_to_first_token.map(|d| d.as_millis()),
+        elapsed_ms = g.elapsed.as_millis(),
+        "chat completion"
+    );
+}
+
+fn error_response(error: ApiError) -> Response<Body> {
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, &error.body())
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut response = Response::new(full(serde_json::to_vec(body).unwrap_or_default()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn full(bytes: Vec<u8>) -> Body {
+    BoxBody::new(Full::new(Bytes::from(bytes)))
+}
+
+/// A response body fed by a channel: each message is one data frame.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// Zeroize the strings of a JSON value as it is dropped.
+fn wipe_json(value: Value) {
+    match value {
+        Value::String(mut s) => zeroize::Zeroize::zeroize(&mut s),
+        Value::Array(items) => items.into_iter().for_each(wipe_json),
+        Value::Object(map) => map.into_iter().for_each(|(_, v)| wipe_json(v)),
+        _ => {}
+    }
+}
+
+/// The shortest nonce `/attestation` accepts: a client needs at least 128 bits of its own.
+const MIN_NONCE_LEN: usize = 16;
+
+const HEXLOWER_PERMISSIVE: data_encoding::Encoding = data_encoding::HEXLOWER_PERMISSIVE;
+
+fn sha384(bytes: &[u8]) -> [u8; 48] {
+    finish_digest({
+        let mut c = digest::Context::new(&SHA384);
+        c.update(bytes);
+        c
+    })
+}
+
+fn finish_digest(context: digest::Context) -> [u8; 48] {
+    let mut out = [0u8; 48];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    // aws-lc's generator does not fail on Linux; a zero id or seed would be harmless anyway.
+    let _ = aws_lc_rs::rand::fill(&mut out);
+    out
+}
+
+fn random_seed() -> u64 {
+    u64::from_le_bytes(random_bytes::<8>())
+}
