@@ -60,6 +60,12 @@ pub struct ModelConfig {
     pub log_keys: Vec<String>,
     /// The OAEP digests accepted for the wrapped key.
     pub oaep_hashes: Vec<sealing::release::OaepHash>,
+    /// The vsock port of the inference API (TLS, OpenAI-compatible).
+    pub api_port: u32,
+    /// What quantized weights become in memory.
+    pub precision: inference::Precision,
+    /// Generations that run at once; other requests wait.
+    pub max_concurrent: usize,
 }
 
 /// The NSM the configuration asks for.
@@ -134,7 +140,13 @@ struct RawModel {
     broker_roots: Vec<PathBuf>,
     log_keys: Vec<String>,
     oaep_hashes: Option<Vec<String>>,
+    api_port: Option<u32>,
+    precision: Option<String>,
+    max_concurrent: Option<usize>,
 }
+
+/// The inference API's vsock port unless configured.
+pub(crate) const DEFAULT_API_PORT: u32 = 8000;
 
 /// The largest model an enclave holds unless configured: 16 GiB.
 const DEFAULT_MAX_MODEL_SIZE: u64 = 16 * 1024 * 1024 * 1024;
@@ -272,6 +284,9 @@ impl Config {
             for hash in &model.oaep_hashes {
                 lines.push(format!("model.oaep_hash = {}", hash.as_str()));
             }
+            lines.push(format!("model.api_port = {}", model.api_port));
+            lines.push(format!("model.precision = {}", model.precision.as_str()));
+            lines.push(format!("model.max_concurrent = {}", model.max_concurrent));
         }
         let mut text = lines.join("\n");
         text.push('\n');
@@ -368,9 +383,11 @@ fn nsm_config(nsm: RawNsm, base: &Path) -> Result<NsmConfig, ConfigError> {
 
 fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> {
     let id = sealing::Id::new(&raw.id).map_err(|e| invalid("model.id", e))?;
+    let api_port = raw.api_port.unwrap_or(DEFAULT_API_PORT);
     for (field, port) in [
         ("model.broker_port", raw.broker_port),
         ("model.source_port", raw.source_port),
+        ("model.api_port", api_port),
     ] {
         if port == 0 || port == u32::MAX {
             return Err(invalid(field, "1 to 4294967294"));
@@ -410,8 +427,21 @@ fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> 
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let precision = match raw.precision.as_deref() {
+        None => inference::Precision::default(),
+        Some(p) => p
+            .parse()
+            .map_err(|e: String| invalid("model.precision", e))?,
+    };
+    let max_concurrent = raw.max_concurrent.unwrap_or(1);
+    if !(1..=64).contains(&max_concurrent) {
+        return Err(invalid("model.max_concurrent", "1 to 64"));
+    }
     Ok(ModelConfig {
         id,
+        api_port,
+        precision,
+        max_concurrent,
         broker_port: raw.broker_port,
         source_port: raw.source_port,
         max_size: raw.max_size.unwrap_or(DEFAULT_MAX_MODEL_SIZE),

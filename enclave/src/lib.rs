@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+mod api;
 mod config;
 pub mod model;
 mod nitro_nsm;
@@ -31,6 +32,7 @@ mod server;
 mod simulated_nsm;
 
 // The public interface is:
+pub use crate::api::inference_api;
 pub use crate::config::{
     CONFIG_PCR, Config, ConfigError, ModelConfig, NsmConfig, SimulatedNsmConfig,
 };

@@ -14,6 +14,12 @@ use enclave::{
 };
 use transport::{Endpoint, Transport};
 
+/// Every heap block is zeroed when it is freed, so that prompts, answers, KV caches and the
+/// decrypted model leave nothing behind in memory the allocator hands out again.
+#[global_allocator]
+static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
+    zeroizing_alloc::ZeroAlloc(std::alloc::System);
+
 /// How long connections in flight may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -138,8 +144,12 @@ async fn serve<T: Transport>(
     nsm: Arc<dyn enclave::Nsm>,
 ) -> anyhow::Result<()> {
     let port = config.control_port;
+    let api = match &config.model {
+        Some(model) => Some(Arc::new(enclave::inference_api(nsm.clone(), model)?)),
+        None => None,
+    };
     let slot = config.model.as_ref().map(|model| {
-        let slot = Arc::new(enclave::model::ModelSlot::new(&model.id));
+        let slot = Arc::new(enclave::model::ModelSlot::new(&model.id, api.clone()));
         tokio::spawn(enclave::model::acquire(
             transport.clone(),
             nsm.clone(),
@@ -148,13 +158,18 @@ async fn serve<T: Transport>(
         ));
         slot
     });
-    let service = Arc::new(Service::new(nsm, config, slot));
+    let mut service = Service::new(nsm, config, slot);
+    if let (Some(api), Some(model)) = (api, &config.model) {
+        tracing::info!(port = model.api_port, "serving the inference API (TLS)");
+        service = service.with_api(model.api_port, api);
+    }
+    let ports = service.ports(port);
     let listener = transport
-        .listen(&[port])
+        .listen(&ports)
         .await
-        .with_context(|| format!("listening on port {port}"))?;
+        .with_context(|| format!("listening on ports {ports:?}"))?;
     tracing::info!(port, "serving the control protocol");
-    service
+    Arc::new(service)
         .run(listener, shutdown_signal(), SHUTDOWN_GRACE)
         .await;
     tracing::info!("stopped");

@@ -20,14 +20,16 @@ use std::time::{Duration, Instant};
 
 use attest::wire::{ModelState, ModelStatus};
 use attest::{Timestamp, TrustStore};
+use sealing::Expected;
 use sealing::release::{
     KeyRequest, Message, ReleaseError, ReleaseTrust, ReleasedKey, request_user_data,
 };
-use sealing::{Expected, SealError};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use transport::Transport;
 use transport::frame::{read_frame, write_frame};
 use zeroize::Zeroizing;
+
+use inference::{Engine, Loaded, ReleaseFacts};
 
 use crate::config::ModelConfig;
 use crate::nsm::{AttestationRequest, Nsm};
@@ -37,16 +39,16 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest wait between attempts to reach the broker.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// The model's status and, once ready, its plaintext (zeroized when dropped).
+/// The model's status, and the API it is handed to once loaded.
 #[derive(Debug)]
 pub struct ModelSlot {
     status: Mutex<ModelStatus>,
-    plaintext: Mutex<Option<Zeroizing<Vec<u8>>>>,
+    api: Option<Arc<inference::Api>>,
 }
 
 impl ModelSlot {
-    /// A slot for `id`, loading.
-    pub fn new(id: &sealing::Id) -> Self {
+    /// A slot for `id`, loading; once loaded the model is handed to `api`.
+    pub fn new(id: &sealing::Id, api: Option<Arc<inference::Api>>) -> Self {
         Self {
             status: Mutex::new(ModelStatus {
                 id: id.to_string(),
@@ -54,7 +56,7 @@ impl ModelSlot {
                 sha384: None,
                 detail: None,
             }),
-            plaintext: Mutex::new(None),
+            api,
         }
     }
 
@@ -66,20 +68,16 @@ impl ModelSlot {
             .clone()
     }
 
-    /// The plaintext's length, once ready.
-    pub fn plaintext_len(&self) -> Option<usize> {
-        self.plaintext
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|p| p.len())
-    }
-
     fn set(&self, state: ModelState, sha384: Option<[u8; 48]>, detail: Option<String>) {
         let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
         status.state = state;
         status.sha384 = sha384;
         status.detail = detail.map(|d| d.chars().take(attest::wire::MAX_TEXT_LEN / 4).collect());
+        if state == ModelState::Failed
+            && let (Some(api), Some(why)) = (&self.api, &status.detail)
+        {
+            api.set_failed(why);
+        }
     }
 }
 
@@ -141,25 +139,60 @@ pub async fn acquire<T: Transport>(
         elapsed_ms = key_released.as_millis(),
         "model key released and verified"
     );
-    let fetched = fetch_and_open(&transport, &config, released).await;
-    match fetched {
-        Ok((plaintext, sha384)) => {
-            tracing::info!(
-                model = %config.id,
-                bytes = plaintext.len(),
-                transfer_and_decrypt_ms = (started.elapsed() - key_released).as_millis(),
-                "model decrypted and checked; held in memory"
-            );
-            *slot
-                .plaintext
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(plaintext);
-            slot.set(ModelState::Ready, Some(sha384), None);
-        }
+    let facts = ReleaseFacts {
+        model_digest: released.claims.model_digest,
+        policy_version: released.claims.policy_version,
+        key_release_index: released.claims.log_index,
+        checkpoint: released.checkpoint.note.clone(),
+    };
+    let plaintext = match fetch_and_open(&transport, &config, released).await {
+        Ok(plaintext) => plaintext,
         Err(why) => {
             tracing::error!(model = %config.id, reason = %why, "the sealed model was refused");
             slot.set(ModelState::Failed, None, Some(why));
+            return;
         }
+    };
+    let decrypted = started.elapsed();
+    tracing::info!(
+        model = %config.id,
+        bytes = plaintext.len(),
+        transfer_and_decrypt_ms = (decrypted - key_released).as_millis(),
+        "model decrypted and checked; loading its weights"
+    );
+    slot.set(
+        ModelState::Loading,
+        None,
+        Some("decrypted; building the weights".into()),
+    );
+    // The plaintext is moved into the loader, which zeroizes it once the weights are built.
+    let precision = config.precision;
+    let loaded = tokio::task::spawn_blocking(move || Engine::load(plaintext, precision)).await;
+    match loaded {
+        Ok(Ok((engine, report))) => {
+            tracing::info!(
+                model = %config.id,
+                precision = precision.as_str(),
+                tensors = report.tensors,
+                converted = report.converted,
+                load_ms = report.elapsed.as_millis(),
+                total_ms = started.elapsed().as_millis(),
+                "model loaded; the decrypted file is zeroized"
+            );
+            let digest = facts.model_digest;
+            if let Some(api) = &slot.api {
+                api.set_model(Loaded {
+                    engine,
+                    release: facts,
+                });
+            }
+            slot.set(ModelState::Ready, Some(digest), None);
+        }
+        Ok(Err(e)) => {
+            tracing::error!(model = %config.id, error = %e, "the model cannot be loaded");
+            slot.set(ModelState::Failed, None, Some(e.to_string()));
+        }
+        Err(e) => slot.set(ModelState::Failed, None, Some(e.to_string())),
     }
 }
 
@@ -263,7 +296,7 @@ async fn fetch_and_open<T: Transport>(
     transport: &T,
     config: &ModelConfig,
     released: ReleasedKey,
-) -> Result<(Zeroizing<Vec<u8>>, [u8; 48]), String> {
+) -> Result<Zeroizing<Vec<u8>>, String> {
     let stream = transport
         .connect_parent(config.source_port)
         .await
@@ -279,8 +312,7 @@ async fn fetch_and_open<T: Transport>(
             plaintext_sha384: &claims.model_digest,
             max_len: max_size.min(claims.model_len),
         };
-        let plaintext = sealing::open_into_memory(&mut reader, &released.key, &expected)?;
-        Ok::<_, SealError>((plaintext, claims.model_digest))
+        sealing::open_into_memory(&mut reader, &released.key, &expected)
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -29,6 +29,7 @@ pub struct Service {
     model: Option<Arc<ModelSlot>>,
     idle_timeout: Duration,
     connections: Arc<Semaphore>,
+    api: Option<(u32, Arc<inference::Api>)>,
 }
 
 impl core::fmt::Debug for Service {
@@ -54,7 +55,21 @@ impl Service {
             nsm,
             idle_timeout: config.idle_timeout,
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            api: None,
         }
+    }
+
+    /// Also serve the inference API on vsock `port`: its connections are TLS, handed to `api`.
+    pub fn with_api(mut self, port: u32, api: Arc<inference::Api>) -> Self {
+        self.api = Some((port, api));
+        self
+    }
+
+    /// The ports to listen on: the control port, and the API's if there is one.
+    pub fn ports(&self, control_port: u32) -> Vec<u32> {
+        let mut ports = vec![control_port];
+        ports.extend(self.api.as_ref().map(|(port, _)| *port));
+        ports
     }
 
     /// Answer one decoded request.
@@ -162,8 +177,17 @@ impl Service {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => {
-                    let Ok((_, mut stream)) = accepted else { break };
+                    let Ok((port, mut stream)) = accepted else { break };
                     match self.connections.clone().try_acquire_owned() {
+                        Ok(permit) if self.api.as_ref().is_some_and(|(p, _)| *p == port) => {
+                            if let Some((_, api)) = &self.api {
+                                let api = api.clone();
+                                tasks.spawn(async move {
+                                    api.serve_connection(stream).await;
+                                    drop(permit);
+                                });
+                            }
+                        }
                         Ok(permit) => {
                             let service = self.clone();
                             tasks.spawn(async move {

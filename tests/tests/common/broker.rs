@@ -204,9 +204,10 @@ impl Broker {
             "broker.pem",
         ]);
         run(certify);
-        // A model of several chunks whose last one is partial.
-        let mut model = vec![0u8; 5 * 65_536 + 1234];
-        aws_lc_rs::rand::fill(&mut model).unwrap();
+        // A tiny random-weight GGUF the enclave can load, sealed in several chunks whose last
+        // one is partial.
+        let model = inference::tiny::model(7).unwrap();
+        assert!(model.len() > 3 * 4096 && !model.len().is_multiple_of(4096));
         std::fs::write(broker.dir.join("model.bin"), &model).unwrap();
         broker.model = model;
         run(broker.command(&[
@@ -217,7 +218,7 @@ impl Broker {
             "--out",
             "model.sealed",
             "--chunk-size",
-            "65536",
+            "4096",
             "--config",
             "broker.toml",
         ]));
