@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 verified (or done), 1 refused (a verdict), 2 usage, configuration or I/O error.
 
+mod chat;
 mod fetch;
 mod image;
 mod inspect;
@@ -49,6 +50,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     Verify(verify::Args),
+    Chat(Box<chat::Args>),
     Inspect(inspect::Args),
     Fetch(fetch::Args),
     Measure(image::MeasureArgs),
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Verify(args) => verify::run(args),
+        Command::Chat(args) => chat::run(*args),
         Command::Inspect(args) => inspect::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Measure(args) => image::measure(args),

@@ -181,7 +181,7 @@ fn body_hash(path: Option<&PathBuf>, hex: Option<&str>, what: &str) -> anyhow::R
     }
 }
 
-fn sha384_arg(hex: &str, flag: &str) -> anyhow::Result<[u8; 48]> {
+pub(crate) fn sha384_arg(hex: &str, flag: &str) -> anyhow::Result<[u8; 48]> {
     let bytes = data_encoding::HEXLOWER_PERMISSIVE
         .decode(hex.as_bytes())
         .with_context(|| format!("{flag} is not hex"))?;
