@@ -208,9 +208,17 @@ impl Broker {
         // one is partial.
         let model = inference::tiny::model(7).unwrap();
         assert!(model.len() > 3 * 4096 && !model.len().is_multiple_of(4096));
-        std::fs::write(broker.dir.join("model.bin"), &model).unwrap();
-        broker.model = model;
-        run(broker.command(&[
+        broker.seal(model, 4096);
+        broker
+    }
+
+    /// The `broker` binary with this fixture's directory and environment.
+    /// Seal `model` as the model the enclave asks for, replacing the one sealed before.
+    pub fn seal(&mut self, model: Vec<u8>, chunk_size: u32) {
+        std::fs::write(self.dir.join("model.bin"), &model).unwrap();
+        self.model = model;
+        let chunk_size = chunk_size.to_string();
+        run(self.command(&[
             "seal",
             "model.bin",
             "--model-id",
@@ -218,14 +226,15 @@ impl Broker {
             "--out",
             "model.sealed",
             "--chunk-size",
-            "4096",
+            &chunk_size,
+            "--force",
             "--config",
             "broker.toml",
         ]));
-        broker
+        // The plaintext has no business on disk after sealing.
+        std::fs::remove_file(self.dir.join("model.bin")).unwrap();
     }
 
-    /// The `broker` binary with this fixture's directory and environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(binary("broker"));
         command.current_dir(&self.dir).args(args);

@@ -69,6 +69,8 @@ pub fn test_root(name: &str) -> attest::pki::NewRoot {
 pub struct Stack {
     pub dir: PathBuf,
     pub forward: SocketAddr,
+    /// Forwarded to the enclave's inference API port (8000).
+    pub api: SocketAddr,
     pub admin: SocketAddr,
     pub socket: PathBuf,
     pub root: CertificateDer<'static>,
@@ -136,6 +138,7 @@ impl Stack {
             String::from_utf8_lossy(&check.stdout)
         );
         let forward: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = format!(
             "shutdown_grace = \"2s\"\n\
@@ -144,6 +147,7 @@ impl Stack {
              socket = \"enclave.sock\"\n\n\
              [[forward]]\nlisten = \"{forward}\"\nenclave_port = 5000\nidle_timeout = \"5s\"\n\
              max_connections = {max}\n\n\
+             [[forward]]\nlisten = \"{api}\"\nenclave_port = 8000\nidle_timeout = \"30s\"\n\n\
              [admin]\nlisten = \"{admin}\"\n{extra}\n",
             enclave = binary("enclave").display(),
             max = options.forward_max_connections,
@@ -162,6 +166,7 @@ impl Stack {
         let mut stack = Stack {
             dir,
             forward,
+            api,
             admin,
             socket,
             root: root.certificate,

@@ -1,0 +1,467 @@
+//! The inference path end to end, with real processes: the broker releases the model key to the
+//! enclave over the host's relay, the enclave loads the model and serves the API over TLS that
+//! terminates inside it, and the verifying client talks to it through the host's forward.
+//!
+//! What the host (or anyone on the path) could see is checked byte for byte: a recording proxy
+//! sits between client and host. A proxy that terminates TLS itself and relays the enclave's own
+//! attestation document is refused before the prompt leaves the client.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use attest::wire::{ModelState, Request, RequestBody, ResponseBody};
+use attest::{MeasurementSet, PcrIndex, PcrValue, Policy, TrustStore, Verifier};
+use client::{ChatRequest, ClientError, Session, Timeouts, Trust};
+use common::broker::{Backend, Broker, Setup, client_pcr0};
+use common::{Options, Stack, binary, test_root};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn enclave_pcr0() -> PcrValue {
+    PcrValue::measure(&std::fs::read(binary("enclave")).unwrap())
+}
+
+/// A broker with its model sealed, and the host with its enclave, waiting until the model is
+/// ready.
+fn start(name: &str, model: Option<Vec<u8>>) -> (Broker, Stack) {
+    let root = test_root("National Root");
+    let mut broker = Broker::setup(
+        name,
+        Backend::Software,
+        Setup {
+            root: &root,
+            signing_root: None,
+            rules: "regions = [\"eu-west-3\"]",
+            pcr0s: &[enclave_pcr0(), client_pcr0()],
+            config_extra: "",
+        },
+    );
+    if let Some(model) = model {
+        broker.seal(model, 1 << 20);
+    }
+    broker.start();
+    let stack = Stack::start_with(
+        name,
+        Options {
+            extra: &broker.host_toml(),
+            enclave_extra: &broker.enclave_model_toml(),
+            root: Some(&broker.root),
+            ..Options::default()
+        },
+    );
+    wait_ready(&stack, &broker, Duration::from_secs(120));
+    (broker, stack)
+}
+
+fn wait_ready(stack: &Stack, broker: &Broker, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let response = common::exchange(
+            stack.forward,
+            &Request {
+                id: 1,
+                body: RequestBody::Health,
+            },
+        )
+        .unwrap();
+        let ResponseBody::Health(health) = response.body else {
+            panic!("not a health answer");
+        };
+        let status = health.model.expect("the enclave reports no model");
+        match status.state {
+            ModelState::Ready => return,
+            ModelState::Loading if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            _ => panic!(
+                "the model is {:?}: {:?}\n{}\n{}",
+                status.state,
+                status.detail,
+                stack.log(),
+                broker.log()
+            ),
+        }
+    }
+}
+
+/// What the client trusts: the broker's national root, the enclave's PCR0, the broker's log key.
+fn trust(broker: &Broker, pcr0: PcrValue, model: &[u8]) -> Arc<Trust> {
+    let mut roots = TrustStore::empty();
+    roots.add_root(broker.root.certificate.clone()).unwrap();
+    let pcrs = std::collections::BTreeMap::from([(PcrIndex::new(0).unwrap(), pcr0)]);
+    let measurements = MeasurementSet::try_from(pcrs).unwrap();
+    Arc::new(Trust {
+        verifier: Verifier::new(roots),
+        policy: Policy::new().allow_measurements(measurements),
+        model_digest: Some(sealing::release::sha384(model)),
+        policy_version: Some(1),
+        log_keys: vec![proofs::NoteVerifier::parse(&broker.log_vkey).unwrap()],
+        log_origin: Some("test.example/key-release-log".into()),
+    })
+}
+
+fn ask(prompt: &str, stream: bool) -> ChatRequest {
+    ChatRequest {
+        messages: vec![("user".into(), prompt.into())],
+        model: None,
+        max_tokens: Some(12),
+        temperature: Some(0.0),
+        seed: Some(1),
+        stream,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A TCP proxy that records every byte in both directions.
+async fn recording_proxy(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let outbound = TcpStream::connect(target).await.unwrap();
+            let (in_read, in_write) = inbound.into_split();
+            let (out_read, out_write) = outbound.into_split();
+            tokio::spawn(pump(in_read, out_write, record.clone()));
+            tokio::spawn(pump(out_read, in_write, record.clone()));
+        }
+    });
+    (address, seen)
+}
+
+/// Copy `from` to `to`, recording the bytes.
+async fn pump(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    record: Arc<Mutex<Vec<u8>>>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        record.lock().unwrap().extend_from_slice(&buf[..n]);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn an_attested_chat_is_answered_with_a_receipt_and_the_path_sees_only_ciphertext() {
+    let (mut broker, stack) = start("chat", None);
+    let trust = trust(&broker, enclave_pcr0(), &broker.model);
+    let prompt = "Zanzibar-7731 is my secret account number; repeat it back";
+    let rt = runtime();
+    let (proxy, seen) = rt.block_on(recording_proxy(stack.api));
+
+    let (plain, streamed) = rt.block_on(async {
+        let mut session = Session::connect(&proxy.to_string(), trust.clone(), Timeouts::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", stack.log()));
+        assert_eq!(session.models()[0].id, common::broker::MODEL_ID);
+        let mut pieces = Vec::new();
+        let plain = session
+            .chat(&ask(prompt, false), |t| pieces.push(t.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", stack.log()));
+        assert_eq!(pieces, vec![plain.text.clone()]);
+        let mut streamed_pieces = String::new();
+        let streamed = session
+            .chat(&ask(prompt, true), |t| streamed_pieces.push_str(t))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", stack.log()));
+        assert_eq!(streamed_pieces, streamed.text);
+        (plain, streamed)
+    });
+
+    // Greedy decoding: the same answer both ways, each with its own receipt over its own bytes.
+    assert!(!plain.text.is_empty());
+    assert_eq!(plain.text, streamed.text);
+    assert_eq!(plain.finish_reason, "length");
+    for answer in [&plain, &streamed] {
+        let claims = &answer.verified.claims;
+        assert_eq!(claims.model_digest, sealing::release::sha384(&broker.model));
+        assert_eq!(claims.policy_version, 1);
+        assert!(answer.verified.checkpoint.is_some(), "the log was checked");
+        assert!(contains(&answer.request_body, prompt.as_bytes()));
+    }
+    assert!(streamed.verified.claims.sequence > plain.verified.claims.sequence);
+    assert!(contains(&streamed.response_body, b"chat.completion.chunk"));
+
+    // Neither the prompt, nor the answer, nor the JSON around them crossed the path in clear.
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() > 2000, "the proxy saw {} bytes", seen.len());
+    for secret in [
+        prompt.as_bytes(),
+        b"Zanzibar-7731",
+        plain.text.as_bytes(),
+        b"chat.completion",
+        b"/v1/chat/completions",
+    ] {
+        assert!(
+            !contains(&seen, secret),
+            "{:?} crossed the path in clear",
+            String::from_utf8_lossy(secret)
+        );
+    }
+    // Nor did any process log them.
+    let host_log = stack.log();
+    stack.stop();
+    broker.stop();
+    for log in [&host_log, &broker.log()] {
+        assert!(!log.contains("Zanzibar"), "a log holds the prompt:\n{log}");
+        assert!(!log.contains(&plain.text), "a log holds the answer:\n{log}");
+    }
+    assert!(
+        host_log.contains("chat completion"),
+        "the enclave logs its generations:\n{host_log}"
+    );
+}
+
+#[test]
+fn an_enclave_outside_the_policy_is_refused_before_the_prompt_is_sent() {
+    let (mut broker, stack) = start("chat-policy", None);
+    let rt = runtime();
+    // Another PCR0 pinned: the enclave's document is authentic but not the image allowed.
+    let wrong = trust(&broker, PcrValue::measure(b"another image"), &broker.model);
+    let error = rt
+        .block_on(Session::connect(
+            &stack.api.to_string(),
+            wrong,
+            Timeouts::default(),
+        ))
+        .unwrap_err();
+    assert!(matches!(error, ClientError::Attestation(_)), "{error}");
+    assert!(error.is_refusal());
+    // Another national root: no path to a trust anchor.
+    let other = test_root("Another Root");
+    let mut roots = TrustStore::empty();
+    roots.add_root(other.certificate.clone()).unwrap();
+    let foreign = Arc::new(Trust {
+        verifier: Verifier::new(roots),
+        policy: Policy::new(),
+        model_digest: None,
+        policy_version: None,
+        log_keys: Vec::new(),
+        log_origin: None,
+    });
+    let error = rt
+        .block_on(Session::connect(
+            &stack.api.to_string(),
+            foreign,
+            Timeouts::default(),
+        ))
+        .unwrap_err();
+    assert_eq!(error.kind(), "attestation_refused", "{error}");
+
+    // The right enclave, but another model pinned: the answer's receipt is refused.
+    let mut pinned = trust(&broker, enclave_pcr0(), b"another model");
+    Arc::get_mut(&mut pinned).unwrap().log_keys.clear();
+    let error = rt.block_on(async {
+        let mut session = Session::connect(&stack.api.to_string(), pinned, Timeouts::default())
+            .await
+            .unwrap();
+        session
+            .chat(&ask("hello", false), |_| {})
+            .await
+            .unwrap_err()
+    });
+    assert!(
+        matches!(
+            error,
+            ClientError::Receipt(proofs::receipt::ReceiptError::Mismatch {
+                field: "model_digest",
+                ..
+            })
+        ),
+        "{error}"
+    );
+    stack.stop();
+    broker.stop();
+}
+
+/// A man in the middle that terminates TLS with its own certificate, opens its own TLS
+/// connection to the enclave, and relays everything, the enclave's attestation document
+/// included. The document is authentic and carries the client's nonce; it binds the enclave's
+/// certificate, not the one the client's handshake was signed with.
+#[test]
+fn a_tls_terminating_relay_is_refused_although_it_relays_a_genuine_document() {
+    let (mut broker, stack) = start("chat-mitm", None);
+    let rt = runtime();
+    let trust = trust(&broker, enclave_pcr0(), &broker.model);
+    let (mitm, relayed) = rt.block_on(mitm::start(stack.api));
+    let error = rt
+        .block_on(Session::connect(
+            &mitm.to_string(),
+            trust,
+            Timeouts::default(),
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ClientError::Binding(attest::channel::BindingError::OtherCertificate)
+        ),
+        "{error}"
+    );
+    // The relay did see the attestation request in clear (it terminated TLS), and nothing else.
+    let relayed = relayed.lock().unwrap().clone();
+    assert!(contains(&relayed, b"GET /attestation?nonce="));
+    assert!(
+        !contains(&relayed, b"/v1/"),
+        "something after the attestation was sent"
+    );
+    stack.stop();
+    broker.stop();
+}
+
+/// The reference model, end to end: sealed, released, loaded inside the enclave, and asked.
+#[test]
+fn the_reference_model_answers_through_the_enclave() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: run `bash scripts/fetch-model` first (it downloads the reference model)",
+            path.display()
+        )
+    });
+    let (mut broker, stack) = start("chat-reference", Some(model));
+    let trust = trust(&broker, enclave_pcr0(), &broker.model);
+    let rt = runtime();
+    let answer = rt.block_on(async {
+        let mut session = Session::connect(&stack.api.to_string(), trust, Timeouts::default())
+            .await
+            .unwrap();
+        let mut request = ask("What is the capital of France?", false);
+        request.max_tokens = Some(24);
+        session.chat(&request, |_| {}).await
+    });
+    let answer = answer.unwrap_or_else(|e| panic!("{e}\n{}", stack.log()));
+    assert!(answer.text.contains("Paris"), "{:?}", answer.text);
+    stack.stop();
+    broker.stop();
+}
+
+mod mitm {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use rustls_pki_types::{
+        CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime,
+    };
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[derive(Debug)]
+    struct AnyCertificate;
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            rustls::crypto::aws_lc_rs::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    /// Listen; terminate TLS with a fresh certificate; relay plaintext to the enclave over a TLS
+    /// connection of its own, recording what the client sent.
+    pub(crate) async fn start(enclave: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["enclave.attested".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+            .with_no_client_auth();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(inbound) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let upstream = TcpStream::connect(enclave).await.unwrap();
+                let name = ServerName::try_from("enclave.attested").unwrap();
+                let outbound = connector.connect(name, upstream).await.unwrap();
+                let (in_read, in_write) = tokio::io::split(inbound);
+                let (out_read, out_write) = tokio::io::split(outbound);
+                tokio::spawn(super::pump(in_read, out_write, record.clone()));
+                tokio::spawn(super::pump(out_read, in_write, Arc::default()));
+            }
+        });
+        (address, seen)
+    }
+}
