@@ -465,3 +465,112 @@ mod mitm {
         (address, seen)
     }
 }
+
+/// `attest chat`: exit 0 with the answer and evidence that `attest receipt verify` accepts
+/// offline; exit 1 when the enclave is not the one the policy pins; exit 2 when nothing answers.
+#[test]
+fn attest_chat_exit_codes_and_its_evidence_verify_offline() {
+    let (mut broker, stack) = start("chat-cli", None);
+    let policy = |pcr0: PcrValue, name: &str| {
+        let path = broker.dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "aws_root = false\nroots = [\"root.pem\"]\n[[measurements]]\npcr0 = \"{pcr0}\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let good = policy(enclave_pcr0(), "client-policy.toml");
+    let evidence = broker.dir.join("evidence");
+    let chat = |endpoint: String, policy: &PathBuf, extra: &[&str]| {
+        let mut command = std::process::Command::new(binary("attest"));
+        command
+            .args(["chat", "--endpoint", &endpoint, "--policy"])
+            .arg(policy)
+            .args(["--log-key", &broker.log_vkey, "--max-tokens", "8"])
+            .args(extra)
+            .arg("a question for the enclave");
+        command.output().unwrap()
+    };
+    let ok = chat(
+        stack.api.to_string(),
+        &good,
+        &["--json", "--evidence", evidence.to_str().unwrap()],
+    );
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(out["verified"], true);
+    assert_eq!(out["log_checked"], true);
+    let digest = out["receipt"]["model_digest"].as_str().unwrap().to_owned();
+    assert_eq!(
+        digest,
+        data_encoding::HEXLOWER.encode(&sealing::release::sha384(&broker.model))
+    );
+
+    // The evidence verifies offline; with one byte of the response changed, it does not.
+    let verify = |response: &str| {
+        std::process::Command::new(binary("attest"))
+            .current_dir(&evidence)
+            .args([
+                "receipt",
+                "verify",
+                "receipt.cbor",
+                "--document",
+                "attestation.cbor",
+            ])
+            .args(["--request", "request.json", "--response", response])
+            .args([
+                "--model-digest",
+                &digest,
+                "--log-key",
+                &broker.log_vkey,
+                "--policy",
+            ])
+            .arg(&good)
+            .output()
+            .unwrap()
+    };
+    let offline = verify("response");
+    assert_eq!(
+        offline.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&offline.stdout)
+    );
+    let mut altered = std::fs::read(evidence.join("response")).unwrap();
+    let last = altered.len() - 3;
+    altered[last] ^= 1;
+    std::fs::write(evidence.join("altered"), altered).unwrap();
+    assert_eq!(verify("altered").status.code(), Some(1));
+
+    // The same directory again: refused before connecting, nothing overwritten.
+    let again = chat(
+        stack.api.to_string(),
+        &good,
+        &["--evidence", evidence.to_str().unwrap()],
+    );
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+
+    let wrong = policy(PcrValue::measure(b"another image"), "wrong-policy.toml");
+    let refused = chat(stack.api.to_string(), &wrong, &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        stdout.starts_with("refused: the attestation document is refused"),
+        "{stdout}"
+    );
+
+    let nothing = chat(format!("127.0.0.1:{}", common::free_port()), &good, &[]);
+    assert_eq!(nothing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("cannot connect"));
+    stack.stop();
+    broker.stop();
+}
