@@ -344,7 +344,8 @@ fn parse_messages(value: Option<&mut Value>) -> Result<Vec<Message>, ApiError> {
 }
 
 /// Zeroize the strings of a parsed JSON value as it is dropped.
-fn wipe(value: Value) {
+/// Zeroize every string in a JSON value (prompts and answers pass through `serde_json`).
+pub(crate) fn wipe(value: Value) {
     match value {
         Value::String(mut s) => zeroize::Zeroize::zeroize(&mut s),
         Value::Array(items) => items.into_iter().for_each(wipe),

@@ -408,7 +408,7 @@ impl Answer {
             "usage": usage(&generation),
         });
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        wipe_json(body);
+        crate::api::wipe(body);
         let receipt = self.receipt(&sha384(&bytes))?;
         log_generation(&self.id, &generation, false);
         let mut response = Response::new(full(bytes));
@@ -496,7 +496,7 @@ impl Answer {
         let mut event = b"data: ".to_vec();
         event.extend_from_slice(&serde_json::to_vec(&chunk).unwrap_or_default());
         event.extend_from_slice(b"\n\n");
-        wipe_json(chunk);
+        crate::api::wipe(chunk);
         event
     }
 
@@ -610,16 +610,6 @@ impl hyper::body::Body for ChannelBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-/// Zeroize the strings of a JSON value as it is dropped.
-fn wipe_json(value: Value) {
-    match value {
-        Value::String(mut s) => zeroize::Zeroize::zeroize(&mut s),
-        Value::Array(items) => items.into_iter().for_each(wipe_json),
-        Value::Object(map) => map.into_iter().for_each(|(_, v)| wipe_json(v)),
-        _ => {}
     }
 }
 
