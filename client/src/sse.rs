@@ -236,4 +236,29 @@ mod tests {
         let mut events = EventStream::new(all.len() - 1);
         assert!(events.push(all.as_bytes(), &mut |_| {}).is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever the server sends, cut wherever the network cuts it: an error or a result,
+        /// never a panic, and the same outcome however it was cut.
+        #[test]
+        fn any_bytes_any_cuts_same_outcome(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            cut in 0usize..512,
+        ) {
+            let cut = cut.min(body.len());
+            let outcome = |parts: &[&[u8]]| {
+                let mut events = EventStream::new(1 << 20);
+                for part in parts {
+                    events.push(part, &mut |_| {}).map_err(|e| e.to_string())?;
+                }
+                events.finish().map(|f| (f.text, f.hashed, f.receipt)).map_err(|e| e.to_string())
+            };
+            let whole = outcome(&[&body]);
+            let split = outcome(&[&body[..cut], &body[cut..]]);
+            proptest::prop_assert_eq!(whole.is_ok(), split.is_ok());
+            if let (Ok(a), Ok(b)) = (whole, split) {
+                proptest::prop_assert_eq!(a, b);
+            }
+        }
+    }
 }

@@ -19,19 +19,15 @@ mod common;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use attest::wire::{ModelState, Request, RequestBody, ResponseBody};
+use attest::wire::ModelState;
 use attest::{MeasurementSet, PcrIndex, PcrValue, Policy, TrustStore, Verifier};
 use client::{ChatRequest, ClientError, Session, Timeouts, Trust};
 use common::broker::{Backend, Broker, Setup, client_pcr0};
-use common::{Options, Stack, binary, test_root};
+use common::{Options, Stack, binary, enclave_pcr0, test_root};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-fn enclave_pcr0() -> PcrValue {
-    PcrValue::measure(&std::fs::read(binary("enclave")).unwrap())
-}
 
 /// A broker with its model sealed, and the host with its enclave, waiting until the model is
 /// ready.
@@ -66,34 +62,15 @@ fn start(name: &str, model: Option<Vec<u8>>) -> (Broker, Stack) {
 }
 
 fn wait_ready(stack: &Stack, broker: &Broker, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let response = common::exchange(
-            stack.forward,
-            &Request {
-                id: 1,
-                body: RequestBody::Health,
-            },
-        )
-        .unwrap();
-        let ResponseBody::Health(health) = response.body else {
-            panic!("not a health answer");
-        };
-        let status = health.model.expect("the enclave reports no model");
-        match status.state {
-            ModelState::Ready => return,
-            ModelState::Loading if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            _ => panic!(
-                "the model is {:?}: {:?}\n{}\n{}",
-                status.state,
-                status.detail,
-                stack.log(),
-                broker.log()
-            ),
-        }
-    }
+    let status = common::model_status(stack, timeout);
+    assert_eq!(
+        status.state,
+        ModelState::Ready,
+        "{:?}\n{}\n{}",
+        status.detail,
+        stack.log(),
+        broker.log()
+    );
 }
 
 /// What the client trusts: the broker's national root, the enclave's PCR0, the broker's log key.

@@ -16,17 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use attest::PcrValue;
-use attest::wire::{ModelState, Request, RequestBody, ResponseBody};
+use attest::wire::ModelState;
 use common::broker::{Backend, Broker, Document, MODEL_ID, Setup, client_pcr0, denied, exchange};
-use common::{Options, Stack, binary, test_root};
+use common::{Options, Stack, enclave_pcr0, model_status, test_root};
 use proofs::entry::{Entry, Outcome};
 use sealing::Id;
 use sealing::release::{KeyRequest, Message};
-
-fn enclave_pcr0() -> PcrValue {
-    // The simulated NSM measures its own executable into PCR0 when no image is configured.
-    PcrValue::measure(&std::fs::read(binary("enclave")).unwrap())
-}
 
 fn stack_for(name: &str, broker: &Broker, with_model: bool) -> Stack {
     let enclave_extra = if with_model {
@@ -43,35 +38,6 @@ fn stack_for(name: &str, broker: &Broker, with_model: bool) -> Stack {
             ..Options::default()
         },
     )
-}
-
-/// Poll the enclave's health until its model leaves `loading`.
-fn model_status(stack: &Stack, timeout: Duration) -> attest::wire::ModelStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let response = common::exchange(
-            stack.forward,
-            &Request {
-                id: 1,
-                body: RequestBody::Health,
-            },
-        )
-        .unwrap();
-        let ResponseBody::Health(health) = response.body else {
-            panic!("not a health answer");
-        };
-        let status = health.model.expect("the enclave reports no model");
-        if status.state != ModelState::Loading {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the model is still loading: {:?}\n{}",
-            status.detail,
-            stack.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A client release with a document that satisfies the policy; returns the nonce, the

@@ -249,22 +249,13 @@ fn print_summary(session: &Session, answer: &Answer, evidence: Option<&Path>) {
 }
 
 fn answer_json(session: &Session, answer: &Answer) -> serde_json::Value {
-    let c = &answer.verified.claims;
     json!({
         "version": json::SCHEMA_VERSION, "verified": true,
         "answer": answer.text,
         "finish_reason": answer.finish_reason,
         "usage": answer.usage,
         "certificate_sha384": HEXLOWER.encode(session.certificate_sha384()),
-        "receipt": {
-            "time": c.time.to_string(),
-            "sequence": c.sequence,
-            "request_sha384": HEXLOWER.encode(&c.request_sha384),
-            "response_sha384": HEXLOWER.encode(&c.response_sha384),
-            "model_digest": HEXLOWER.encode(&c.model_digest),
-            "policy_version": c.policy_version,
-            "key_release_index": c.key_release_index,
-        },
+        "receipt": crate::receipt::claims_json(&answer.verified.claims),
         "document": json::verified_document(&answer.verified.document),
         "checkpoint": answer.verified.checkpoint.as_ref().map(checkpoint_json),
         "log_checked": answer.verified.checkpoint.is_some(),

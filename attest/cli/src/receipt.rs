@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use attest::Verifier;
 use aws_lc_rs::digest::{SHA384, digest};
 use data_encoding::HEXLOWER;
-use proofs::receipt::{ReceiptError, ReceiptPolicy, verify_receipt};
+use proofs::receipt::{ReceiptClaims, ReceiptError, ReceiptPolicy, verify_receipt};
 use serde_json::json;
 
 use crate::log::{LogKeys, checkpoint_json};
@@ -103,15 +103,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
             if args.json {
                 print_json(&json!({
                     "version": json::SCHEMA_VERSION, "verified": true,
-                    "receipt": {
-                        "time": c.time.to_string(),
-                        "sequence": c.sequence,
-                        "request_sha384": HEXLOWER.encode(&c.request_sha384),
-                        "response_sha384": HEXLOWER.encode(&c.response_sha384),
-                        "model_digest": HEXLOWER.encode(&c.model_digest),
-                        "policy_version": c.policy_version,
-                        "key_release_index": c.key_release_index,
-                    },
+                    "receipt": claims_json(c),
                     "document": json::verified_document(&verified.document),
                     "checkpoint": verified.checkpoint.as_ref().map(checkpoint_json),
                     "log_checked": verified.checkpoint.is_some(),
@@ -150,6 +142,19 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
             Ok(Verdict::Refused)
         }
     }
+}
+
+/// What a receipt binds, as `--json` prints it (docs/cli.md).
+pub(crate) fn claims_json(c: &ReceiptClaims) -> serde_json::Value {
+    json!({
+        "time": c.time.to_string(),
+        "sequence": c.sequence,
+        "request_sha384": HEXLOWER.encode(&c.request_sha384),
+        "response_sha384": HEXLOWER.encode(&c.response_sha384),
+        "model_digest": HEXLOWER.encode(&c.model_digest),
+        "policy_version": c.policy_version,
+        "key_release_index": c.key_release_index,
+    })
 }
 
 /// Stable error kinds for scripts (docs/cli.md).

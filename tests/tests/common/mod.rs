@@ -286,3 +286,34 @@ pub fn raw_exchange(address: SocketAddr, bytes: &[u8], half_close: bool) -> Vec<
     let _ = stream.read_to_end(&mut out);
     out
 }
+
+/// The simulated NSM measures its own executable into PCR0 when no image is configured.
+pub fn enclave_pcr0() -> attest::PcrValue {
+    attest::PcrValue::measure(&std::fs::read(binary("enclave")).unwrap())
+}
+
+/// Poll the enclave's health until its model leaves `loading`.
+pub fn model_status(stack: &Stack, timeout: Duration) -> attest::wire::ModelStatus {
+    use attest::wire::{ModelState, ResponseBody};
+    let deadline = Instant::now() + timeout;
+    loop {
+        let health = Request {
+            id: 1,
+            body: RequestBody::Health,
+        };
+        let ResponseBody::Health(health) = exchange(stack.forward, &health).unwrap().body else {
+            panic!("not a health answer");
+        };
+        let status = health.model.expect("the enclave reports no model");
+        if status.state != ModelState::Loading {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the model is still loading: {:?}\n{}",
+            status.detail,
+            stack.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
