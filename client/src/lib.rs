@@ -354,8 +354,8 @@ impl Session {
     }
 
     /// Ask, and accept the answer only with a receipt that verifies. `on_text` receives the
-    /// text as it streams (or once, for a non-streamed answer); with streaming, text reaches it
-    /// before the receipt is checked, so a caller that acts on it must wait for `Ok`.
+    /// text as it streams, before the receipt is checked (a caller that acts on it must wait
+    /// for `Ok`); for a non-streamed answer it receives the whole text once, after the check.
     pub async fn chat(
         &mut self,
         request: &ChatRequest,
@@ -414,13 +414,16 @@ impl Session {
                 .ok_or_else(|| ClientError::Protocol("the answer carries no receipt".into()))?;
             let body = read_body(response, MAX_RESPONSE_LEN).await?;
             let (text, finish_reason, usage) = completion(&body)?;
-            on_text(&text);
             (text, finish_reason, usage, body.to_vec(), receipt)
         };
         if receipt.len() > MAX_RECEIPT_LEN {
             return Err(ClientError::Protocol("the receipt is too large".into()));
         }
         let verified = self.verify_receipt(&receipt, &body, &response_body)?;
+        if !request.stream {
+            // Handed over only once verified.
+            on_text(&text);
+        }
         Ok(Answer {
             text,
             finish_reason,
