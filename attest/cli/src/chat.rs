@@ -117,6 +117,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
         .as_deref()
         .map(|hex| crate::receipt::sha384_arg(hex, "--model-digest"))
         .transpose()?;
+    let pinned = !policy.measurements().is_empty();
     let trust = Arc::new(Trust {
         verifier: Verifier::new(trust_store),
         policy,
@@ -175,6 +176,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
                     println!("{}", answer.text);
                 }
                 print_summary(&session, &answer, args.evidence.as_deref());
+                if !pinned {
+                    eprintln!(
+                        "  warning     no measurements pinned: any enclave under this trust \
+                         anchor would have been accepted (pin PCRs in --policy)"
+                    );
+                }
             }
             Ok(Verdict::Accepted)
         }
