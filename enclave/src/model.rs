@@ -301,10 +301,15 @@ async fn fetch_and_open<T: Transport>(
         .connect_parent(config.source_port)
         .await
         .map_err(|e| format!("connecting to the host's model port: {e}"))?;
-    let handle = tokio::runtime::Handle::current();
+    // The transfer runs ahead of the decryption, so that the two overlap.
+    let (chunks, received) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let receiving = tokio::spawn(receive(stream, chunks));
     let max_size = config.max_size;
     let opened = tokio::task::spawn_blocking(move || {
-        let mut reader = BlockingReader { handle, stream };
+        let mut reader = ChannelReader {
+            received,
+            current: std::io::Cursor::default(),
+        };
         let claims = &released.claims;
         let expected = Expected {
             model_id: &claims.model_id,
@@ -314,22 +319,169 @@ async fn fetch_and_open<T: Transport>(
         };
         sealing::open_into_memory(&mut reader, &released.key, &expected)
     })
-    .await
-    .map_err(|e| e.to_string())?;
+    .await;
+    // Nothing more is read once the opener has its verdict (a refused file is not drained).
+    receiving.abort();
+    let opened = opened.map_err(|e| e.to_string())?;
     opened.map_err(|e| format!("{}: {e}", e.kind()))
 }
 
-/// A synchronous reader over an async stream, for use on a blocking thread.
-struct BlockingReader<S> {
-    handle: tokio::runtime::Handle,
-    stream: S,
+/// Received pieces of the sealed file that may wait for the decryption: 8 MiB at most.
+const READ_AHEAD: usize = 8;
+/// The size of one received piece. The host has `STEP_TIMEOUT` to deliver each.
+const PIECE_LEN: usize = 1 << 20;
+
+/// Read the sealed file from the host in pieces, until its end, an error, a stall, or the
+/// opener stops listening. The pieces are ciphertext.
+async fn receive<S: AsyncRead + Unpin>(
+    mut stream: S,
+    chunks: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+) {
+    loop {
+        let mut piece = Vec::with_capacity(PIECE_LEN);
+        let mut limited = (&mut stream).take(u64::try_from(PIECE_LEN).unwrap_or(u64::MAX));
+        let read = limited.read_to_end(&mut piece);
+        let (message, last) = match tokio::time::timeout(STEP_TIMEOUT, read).await {
+            Ok(Ok(n)) => (Ok(piece), n < PIECE_LEN),
+            Ok(Err(e)) => (Err(e), true),
+            Err(_) => (
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the host stalled",
+                )),
+                true,
+            ),
+        };
+        let empty = message.as_ref().is_ok_and(Vec::is_empty);
+        if !empty && chunks.send(message).await.is_err() {
+            return;
+        }
+        if last {
+            return;
+        }
+    }
 }
 
-impl<S: AsyncRead + Unpin> Read for BlockingReader<S> {
+/// A synchronous reader over the received pieces, for the opener on a blocking thread. The
+/// end of the channel is the end of the file.
+struct ChannelReader {
+    received: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    current: std::io::Cursor<Vec<u8>>,
+}
+
+impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let read = self.stream.read(buf);
-        self.handle
-            .block_on(async { tokio::time::timeout(STEP_TIMEOUT, read).await })
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the host stalled"))?
+        loop {
+            let n = Read::read(&mut self.current, buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            match self.received.blocking_recv() {
+                Some(piece) => self.current = std::io::Cursor::new(piece?),
+                None => return Ok(0),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything `receive` reads, in order, through the reader the opener uses.
+    async fn through_pipeline<S: AsyncRead + Unpin + Send + 'static>(
+        stream: S,
+    ) -> std::io::Result<Vec<u8>> {
+        let (chunks, received) = tokio::sync::mpsc::channel(READ_AHEAD);
+        tokio::spawn(receive(stream, chunks));
+        tokio::task::spawn_blocking(move || {
+            let mut reader = ChannelReader {
+                received,
+                current: std::io::Cursor::default(),
+            };
+            let mut out = Vec::new();
+            // Odd-sized reads, as the opener's header and chunk reads are.
+            let mut buf = vec![0; 77_777];
+            loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(out);
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_byte_arrives_in_order_across_pieces() {
+        for len in [
+            0,
+            1,
+            PIECE_LEN - 1,
+            PIECE_LEN,
+            PIECE_LEN + 1,
+            (READ_AHEAD + 3) * PIECE_LEN + 12_345,
+        ] {
+            let data: Vec<u8> = (0..len)
+                .map(|i| ((i * 31 + i / 251) % 256).to_le_bytes()[0])
+                .collect();
+            // A duplex pipe delivers the bytes in small writes, as a socket would.
+            let (mut writer, reader) = tokio::io::duplex(64 * 1024);
+            let sent = data.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                writer.write_all(&sent).await.unwrap();
+            });
+            let got = through_pipeline(reader).await.unwrap();
+            assert_eq!(got.len(), data.len(), "length {len}");
+            assert!(got == data, "length {len}: bytes differ");
+        }
+    }
+
+    /// A stream that fails after some bytes: the opener sees the error, not an early end of
+    /// file.
+    struct FailsAfter(usize);
+
+    impl AsyncRead for FailsAfter {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.0 == 0 {
+                return std::task::Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "reset by the host",
+                )));
+            }
+            let n = self.0.min(buf.remaining()).min(4096);
+            buf.put_slice(&vec![7; n]);
+            self.0 -= n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_transfer_is_an_error_not_an_end() {
+        for after in [0, 10, PIECE_LEN, 2 * PIECE_LEN + 5] {
+            let error = through_pipeline(FailsAfter(after)).await.unwrap_err();
+            assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "after {after}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_host_times_out() {
+        let (_writer, reader) = tokio::io::duplex(1024);
+        let (chunks, mut received) = tokio::sync::mpsc::channel(READ_AHEAD);
+        tokio::spawn(receive(reader, chunks));
+        let error = received.recv().await.unwrap().unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        assert!(received.recv().await.is_none(), "nothing after the error");
     }
 }

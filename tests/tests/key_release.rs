@@ -285,6 +285,61 @@ fn the_enclave_refuses_a_broker_outside_its_national_root() {
     }
 }
 
+/// The host serves the sealed file; an altered, cut or extended file is refused by the
+/// enclave after a genuine key release, and no model is served.
+#[test]
+fn the_enclave_refuses_a_sealed_model_the_host_altered() {
+    let root = test_root("National Root");
+    let mut broker = Broker::setup(
+        "altered",
+        Backend::Software,
+        Setup {
+            root: &root,
+            signing_root: None,
+            rules: "",
+            pcr0s: &[enclave_pcr0()],
+            config_extra: "",
+        },
+    );
+    broker.start();
+    let sealed_path = broker.dir.join("model.sealed");
+    let sealed = std::fs::read(&sealed_path).unwrap();
+    let middle = sealed.len() / 2;
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "flipped",
+            {
+                let mut bytes = sealed.clone();
+                bytes[middle] ^= 0x01;
+                bytes
+            },
+            "chunk_authentication",
+        ),
+        ("cut", sealed[..sealed.len() - 100].to_vec(), "truncated"),
+        ("extended", [&sealed[..], b"x"].concat(), "trailing_data"),
+    ];
+    for (name, bytes, kind) in cases {
+        std::fs::write(&sealed_path, &bytes).unwrap();
+        let stack = stack_for(&format!("altered-{name}"), &broker, true);
+        let status = model_status(&stack, Duration::from_secs(60));
+        assert_eq!(status.state, ModelState::Failed, "{name}: {status:?}");
+        let detail = status.detail.clone().unwrap_or_default();
+        assert!(detail.contains(kind), "{name}: {detail}\n{}", stack.log());
+        assert!(status.sha384.is_none(), "{name}");
+        stack.stop();
+    }
+    broker.stop();
+    let released = broker
+        .entries()
+        .iter()
+        .filter(|e| matches!(e.entry(), Entry::KeyRelease(k) if k.outcome == Outcome::Released))
+        .count();
+    assert_eq!(
+        released, 3,
+        "each enclave got the key, then refused the file"
+    );
+}
+
 #[test]
 fn a_broker_killed_mid_release_sent_nothing_it_had_not_logged() {
     for backend in Backend::ALL {
