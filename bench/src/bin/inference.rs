@@ -1,0 +1,274 @@
+//! Inference: the full path against the engine called directly, on the reference model.
+//!
+//! - **direct**: `Engine::generate` in process, nothing around it;
+//! - **full path**: the verifying client (`client::Session`: attested TLS 1.3, the answer
+//!   streamed as server-sent events, its receipt verified) → the host's forwarder exactly as
+//!   `host run` starts it → the enclave's API (hyper over rustls, receipts signed) on a
+//!   hybrid-vsock Unix socket → the same engine code.
+//!
+//! Both generate the same greedy answer to the same prompt; the figures are medians of several
+//! rounds, direct and full path alternating: time to first token, and decode speed (tokens after the first, per second). Also the
+//! model's load time (GGUF parse, Q4_1 → F16 conversion, weights built).
+//!
+//!     bash scripts/fetch-model
+//!     cargo run --release --manifest-path bench/Cargo.toml --bin inference
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use attest::sim::{SimulatedPki, SimulatedRequest};
+use attest::{PcrIndex, PcrValue, Policy, Region, Timestamp, TrustStore, Verifier};
+use client::{ChatRequest, Session, Timeouts, Trust};
+use host::{Forward, Shared};
+use inference::engine::{Engine, Message, Precision, Role, SamplingParams};
+use inference::{Api, Attester, Limits, Loaded, ReleaseFacts};
+use tokio::net::TcpListener;
+use transport::{Endpoint, HybridVsock, Transport};
+use zeroize::Zeroizing;
+
+const MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../models/SmolLM2-135M-Instruct.Q4_1.gguf"
+);
+const PROMPT: &str = "Write a short paragraph about the history of Paris.";
+const MAX_TOKENS: u32 = 128;
+const ROUNDS: usize = 5;
+const API_PORT: u32 = 8000;
+
+struct SimAttester(SimulatedPki);
+
+impl Attester for SimAttester {
+    fn attest(&self, nonce: &[u8], user_data: &[u8], public_key: &[u8]) -> Result<Vec<u8>, String> {
+        let request = SimulatedRequest {
+            pcrs: [(PcrIndex::new(0).unwrap(), PcrValue::measure(b"bench image"))].into(),
+            public_key: Some(public_key),
+            user_data: Some(user_data),
+            nonce: Some(nonce),
+        };
+        self.0
+            .attest(&request, Timestamp::now())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Time to first token and decode rate (tokens after the first, per second).
+#[derive(Clone, Copy)]
+struct Run {
+    ttft: Duration,
+    decode_tps: f64,
+    tokens: u64,
+}
+
+fn run(ttft: Duration, total: Duration, tokens: u64) -> Run {
+    let decode = total.saturating_sub(ttft).as_secs_f64();
+    Run {
+        ttft,
+        decode_tps: tokens.saturating_sub(1) as f64 / decode.max(1e-9),
+        tokens,
+    }
+}
+
+fn load(bytes: &[u8]) -> (Engine, Duration) {
+    let started = Instant::now();
+    let (engine, _) = Engine::load(Zeroizing::new(bytes.to_vec()), Precision::F16).unwrap();
+    (engine, started.elapsed())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let bytes = std::fs::read(MODEL)
+        .unwrap_or_else(|e| panic!("{MODEL}: {e}: run `bash scripts/fetch-model` first"));
+    println!(
+        "inference benchmark: SmolLM2-135M-Instruct (Q4_1 GGUF, run as F16), greedy, {MAX_TOKENS} \
+         tokens, median of {ROUNDS} alternating rounds"
+    );
+    println!(
+        "machine: {} logical CPUs",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let (engine, load_time) = load(&bytes);
+    println!(
+        "model load (parse, convert to F16, build weights): {:.2} s",
+        load_time.as_secs_f64()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut full_path = rt.block_on(FullPath::start(&bytes));
+
+    let messages = [Message {
+        role: Role::User,
+        content: PROMPT.to_owned(),
+    }];
+    let params = SamplingParams {
+        max_tokens: MAX_TOKENS as usize,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 1,
+        stop: Vec::new(),
+    };
+    // Rounds alternate, so that neither path is favoured by warm caches or by the machine's
+    // other load drifting during the run.
+    let mut direct = Vec::new();
+    let mut full = Vec::new();
+    for _ in 0..ROUNDS {
+        let mut direct_text = String::new();
+        let g = engine
+            .generate(&messages, &params, |t| {
+                direct_text.push_str(t);
+                true
+            })
+            .unwrap();
+        let ttft = g.time_to_first_token.unwrap_or_default();
+        direct.push(run(ttft, g.elapsed, g.completion_tokens as u64));
+
+        let (round, full_text) = rt.block_on(full_path.round());
+        assert_eq!(
+            full_text, direct_text,
+            "the two paths must give the same greedy answer"
+        );
+        full.push(round);
+    }
+
+    let report = |name: &str, runs: &[Run]| {
+        let ttft = median(runs.iter().map(|r| r.ttft.as_secs_f64() * 1e3).collect());
+        let tps = median(runs.iter().map(|r| r.decode_tps).collect());
+        println!(
+            "{name:<10} time to first token {ttft:>7.1} ms   decode {tps:>6.1} tokens/s   ({} tokens)",
+            runs[0].tokens
+        );
+        (ttft, tps)
+    };
+    let (d_ttft, d_tps) = report("direct", &direct);
+    let (f_ttft, f_tps) = report("full path", &full);
+    println!(
+        "full path / direct: decode {:.1}%, time to first token {:+.1} ms",
+        100.0 * f_tps / d_tps,
+        f_ttft - d_ttft
+    );
+    let _ = std::fs::remove_dir_all(&full_path.dir);
+}
+
+/// The enclave's API behind the host's forwarder, asked by the verifying client.
+struct FullPath {
+    session: Session,
+    request: ChatRequest,
+    dir: std::path::PathBuf,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl FullPath {
+    async fn start(bytes: &[u8]) -> FullPath {
+        let now = Timestamp::now();
+        let root = attest::pki::init_root(
+            "Bench Root",
+            "Bench",
+            "XX",
+            Timestamp::from_unix_secs(now.unix_secs() - 86_400),
+            Timestamp::from_unix_secs(now.unix_secs() + 86_400),
+        )
+        .unwrap();
+        let pki = SimulatedPki::new(
+            &root.certificate,
+            &root.private_key_pem,
+            Region::try_from("eu-central-1").unwrap(),
+            now,
+        )
+        .unwrap();
+        let api =
+            Arc::new(Api::new("smollm2", Arc::new(SimAttester(pki)), Limits::default()).unwrap());
+        let (engine, _) = load(bytes);
+        api.set_model(Loaded {
+            engine,
+            release: ReleaseFacts {
+                model_digest: [0; 48],
+                policy_version: 1,
+                key_release_index: 0,
+                checkpoint: String::new(),
+            },
+        });
+
+        let dir = std::env::temp_dir().join(format!("inference-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let enclave = HybridVsock::new(dir.join("enclave.sock"));
+        let mut listener = enclave.listen(&[API_PORT]).await.unwrap();
+        tokio::spawn(async move {
+            while let Ok((_, stream)) = listener.accept().await {
+                tokio::spawn(api.clone().serve_connection(stream));
+            }
+        });
+        let shared = Arc::new(Shared::default());
+        shared.set_enclave(Some(Endpoint::Hybrid(enclave)));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = tcp.local_addr().unwrap();
+        tokio::spawn(host::forward::serve(
+            tcp,
+            Forward {
+                listen: address,
+                enclave_port: API_PORT,
+                max_connections: 16,
+                idle_timeout: Duration::from_secs(60),
+            },
+            shared,
+            stopping,
+            Duration::from_secs(1),
+        ));
+
+        let mut roots = TrustStore::empty();
+        roots.add_root(root.certificate.clone()).unwrap();
+        let trust = Arc::new(Trust {
+            verifier: Verifier::new(roots),
+            policy: Policy::new(),
+            model_digest: None,
+            policy_version: None,
+            log_keys: Vec::new(),
+            log_origin: None,
+        });
+        let session = Session::connect(&address.to_string(), trust, Timeouts::default())
+            .await
+            .unwrap();
+        let request = ChatRequest {
+            messages: vec![("user".into(), PROMPT.into())],
+            model: None,
+            max_tokens: Some(MAX_TOKENS),
+            temperature: Some(0.0),
+            seed: Some(1),
+            stream: true,
+        };
+        FullPath {
+            session,
+            request,
+            dir,
+            _stop: stop,
+        }
+    }
+
+    /// One streamed answer, its receipt verified; timed as the client sees it.
+    async fn round(&mut self) -> (Run, String) {
+        let started = Instant::now();
+        let mut first = None;
+        let answer = self
+            .session
+            .chat(&self.request, |_| {
+                first.get_or_insert_with(|| started.elapsed());
+            })
+            .await
+            .unwrap();
+        let total = started.elapsed();
+        let tokens = answer
+            .usage
+            .as_ref()
+            .and_then(|u| u.get("completion_tokens"))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap();
+        (run(first.unwrap_or(total), total, tokens), answer.text)
+    }
+}
