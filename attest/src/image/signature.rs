@@ -282,6 +282,27 @@ fn encode(value: &Value) -> Vec<u8> {
     out
 }
 
+/// Whether the base64 between the PEM's armour lines, whitespace aside, is exactly the
+/// canonical encoding of `der`. PEM decoders ignore the unused low bits of the last base64
+/// character, so without this check a changed byte there would leave the certificate, and so
+/// PCR8, unchanged while the image's bytes differ.
+fn is_canonical_pem(pem: &[u8], der: &[u8]) -> bool {
+    let body = pem
+        .strip_prefix(b"-----BEGIN CERTIFICATE-----".as_slice())
+        .and_then(|rest| {
+            let end = rest
+                .windows(b"-----END CERTIFICATE-----".len())
+                .position(|w| w == b"-----END CERTIFICATE-----")?;
+            rest.get(..end)
+        });
+    body.is_some_and(|body| {
+        body.iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .copied()
+            .eq(BASE64.encode(der).bytes())
+    })
+}
+
 fn certificate_pem(certificate: &CertificateDer<'_>) -> String {
     let base64 = BASE64.encode(certificate);
     let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
@@ -416,7 +437,13 @@ pub(crate) fn verify_section(
             "not a PEM certificate (nitro-cli stores it as PEM)".into(),
         ));
     }
-    let (certificate, info, algorithm, point) = signing_certificate(&certificate)?;
+    let (der, info, algorithm, point) = signing_certificate(&certificate)?;
+    if !is_canonical_pem(&certificate, &der) {
+        return Err(SignatureError::Certificate(
+            "the PEM's base64 is not the certificate's canonical encoding".into(),
+        ));
+    }
+    let certificate = der;
     let cose = bytes_of(cose, SIGNATURE_FIELD)?;
     let sign1 = if cose.first() == Some(&COSE_SIGN1_TAG) {
         <CoseSign1 as coset::TaggedCborSerializable>::from_tagged_slice(&cose)
@@ -475,6 +502,24 @@ pub(crate) fn verify_section(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_canonical_base64_of_the_certificate_is_accepted() {
+        let der = [0u8, 1, 2, 3];
+        let pem = |body: &str| {
+            format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+        };
+        assert!(is_canonical_pem(pem("AAECAw==").as_bytes(), &der));
+        assert!(is_canonical_pem(pem("AAEC\r\n Aw==").as_bytes(), &der));
+        // 'x' differs from 'w' only in bits that a lenient decoder drops: the same bytes.
+        assert!(!is_canonical_pem(pem("AAECAx==").as_bytes(), &der));
+        assert!(!is_canonical_pem(pem("AAECAw").as_bytes(), &der));
+        assert!(!is_canonical_pem(pem("AAECAw==AA==").as_bytes(), &der));
+        assert!(!is_canonical_pem(
+            b"-----BEGIN CERTIFICATE-----\nAAECAw==\n",
+            &der
+        ));
+    }
 
     #[test]
     fn payload_matches_the_bytes_nitro_cli_writes() {
