@@ -16,7 +16,7 @@ use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::ModelWeights;
 use tokenizers::models::bpe::{BPE, Vocab};
@@ -179,19 +179,37 @@ pub struct SamplingParams {
 }
 
 impl SamplingParams {
+    /// candle's sampler, for logits that [`scale`](Self::scale) has already divided by the
+    /// temperature. `top_p` is kept at least the smallest positive `f32`, because candle compares
+    /// in `f32` and a smaller value would round to 0 and leave no token at all; any top_p that
+    /// small keeps just the most likely token, as it should.
     fn sampling(&self) -> Sampling {
         if self.temperature <= 0.0 {
             Sampling::ArgMax
         } else if self.top_p < 1.0 {
             Sampling::TopP {
-                p: self.top_p,
-                temperature: self.temperature,
+                p: self.top_p.max(f64::from(f32::MIN_POSITIVE)),
+                temperature: 1.0,
             }
         } else {
-            Sampling::All {
-                temperature: self.temperature,
-            }
+            Sampling::All { temperature: 1.0 }
         }
+    }
+
+    /// The logits less the largest, divided by the temperature. Subtracting first keeps a
+    /// temperature near zero meaningful: the most likely token gets 0 and every other a large
+    /// negative number or -inf (probability 0), where dividing first would overflow to
+    /// inf - inf = NaN in the softmax and fail the request.
+    fn scale(&self, logits: &Tensor) -> candle_core::Result<Tensor> {
+        if self.temperature <= 0.0 {
+            return Ok(logits.clone());
+        }
+        let mut values = logits.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        for value in &mut values {
+            *value = (*value - max) / self.temperature;
+        }
+        Tensor::new(values, logits.device())
     }
 }
 
@@ -385,7 +403,10 @@ impl Engine {
                 .and_then(|l| l.squeeze(0))
                 .map_err(generation_error)?;
             position = position.saturating_add(input.dim(1).map_err(generation_error)?);
-            let next = sampler.sample(&logits).map_err(generation_error)?;
+            let next = params
+                .scale(&logits)
+                .and_then(|l| sampler.sample(&l))
+                .map_err(generation_error)?;
             if self.end_of_turn.contains(&next) {
                 finish = FinishReason::Stop;
                 break;

@@ -92,6 +92,38 @@ fn max_tokens_and_seed_are_honoured() {
 }
 
 #[test]
+fn extreme_sampling_parameters_the_api_accepts_still_answer() {
+    // The API accepts any temperature in (0, 2] and top_p in (0, 1]. At their small ends they
+    // must behave as their limit, greedy decoding, not fail: dividing the logits by a tiny
+    // temperature overflows, and a top_p below f32's range rounds to 0 and keeps no token.
+    let engine = engine(Precision::F16);
+    let messages = ask("hello there");
+    let greedy = run(&engine, &messages, &params(8, 0.0, 1));
+    for temperature in [1e-300, 5e-324, 1e-40, 1e-12] {
+        assert_eq!(
+            run(&engine, &messages, &params(8, temperature, 7)),
+            greedy,
+            "temperature {temperature} is greedy"
+        );
+    }
+    for (temperature, top_p) in [(2.0, 1e-300), (1.0, 5e-324), (1e-300, 1e-300), (0.7, 1e-9)] {
+        let p = SamplingParams {
+            top_p,
+            ..params(8, temperature, 7)
+        };
+        assert_eq!(
+            run(&engine, &messages, &p),
+            greedy,
+            "top_p {top_p} at temperature {temperature} keeps only the most likely token"
+        );
+    }
+    for seed in 0..8 {
+        let (_, _, n) = run(&engine, &messages, &params(8, 2.0, seed));
+        assert!(n >= 1, "temperature 2 samples (seed {seed})");
+    }
+}
+
+#[test]
 fn a_stop_string_ends_the_answer_before_it() {
     let engine = engine(Precision::F16);
     let messages = ask("tell me");
