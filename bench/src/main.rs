@@ -70,7 +70,7 @@ fn main() {
     let peer = measure(
         || {
             for (doc, at) in documents.iter().zip(&times) {
-                black_box(peer_verify(doc, *at).expect("verify"));
+                black_box(peer_verify(doc, *at)).expect("verify");
             }
         },
         documents.len(),

@@ -7,8 +7,9 @@
 //!   hybrid-vsock Unix socket → the same engine code.
 //!
 //! Both generate the same greedy answer to the same prompt; the figures are medians of several
-//! rounds, direct and full path alternating: time to first token, and decode speed (tokens after the first, per second). Also the
-//! model's load time (GGUF parse, Q4_1 → F16 conversion, weights built).
+//! rounds, direct and full path alternating: time to first token, and decode speed (tokens
+//! after the first, per second). Also the model's load time (GGUF parse, Q4_1 → F16
+//! conversion, weights built).
 //!
 //!     bash scripts/fetch-model
 //!     cargo run --release --manifest-path bench/Cargo.toml --bin inference

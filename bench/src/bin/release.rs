@@ -342,7 +342,7 @@ fn release_bench(label: &str, dir: &Path, releases: usize, backend: Backend) {
 
     // The broker's own breakdown, calling it directly.
     let mut total = Timings::default();
-    let n = releases.min(200).max(1);
+    let n = releases.clamp(1, 200);
     for _ in 0..n {
         let Message::Challenge { nonce, .. } = f.broker.hello(&Id::new(MODEL).unwrap()) else {
             panic!("no challenge")
