@@ -4,7 +4,9 @@
 //! Path building and signatures are `rustls-webpki`'s, restricted to ECDSA P-384 with SHA-384.
 //! Around it we add what webpki leaves to callers: a precise error naming any certificate that
 //! is out of its validity, keyUsage on CAs, the order of `cabundle`, and a check that the path
-//! found is exactly the document's chain ending at the root the document names.
+//! found is exactly the document's chain, in the Nitro shape, ending at the root the document
+//! names: directly when that root is a Nitro root, or through one cross-certificate issued by a
+//! national root.
 
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor};
 use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter, VerifiedPath};
@@ -14,7 +16,7 @@ use crate::cert::CertInfo;
 use crate::document::Payload;
 use crate::error::{CertPosition, VerifyError};
 use crate::time::Timestamp;
-use crate::trust::TrustStore;
+use crate::trust::{AnchorKind, DocumentTrust};
 use crate::types::{Region, short_hex};
 
 /// ES384 only: every Nitro certificate is signed with ecdsa-with-SHA384 by a P-384 key.
@@ -33,7 +35,7 @@ pub(crate) struct ChainFacts {
 }
 
 pub(crate) fn verify_chain(
-    trust: &TrustStore,
+    trust: &DocumentTrust,
     cache: &ChainCache,
     payload: &Payload,
     at: Timestamp,
@@ -113,14 +115,28 @@ fn verify_leaf_under(
     Ok(())
 }
 
+/// How many certificates a Nitro `cabundle` holds: the root, then the regional, zonal and
+/// instance CAs. The leaf is issued by the instance CA.
+pub const NITRO_CABUNDLE_LEN: usize = 4;
+
 /// Full verification of the document's chain, producing what the cache keeps.
+///
+/// The only paths accepted have the Nitro shape: leaf ← instance ← zonal ← regional ←
+/// `cabundle[0]`, where `cabundle[0]` is either a configured Nitro root (the AWS root) or is
+/// certified by a configured cross-certificate issued by a national root. A national root is
+/// never the end of a path on its own, and a leaf is never issued by a root.
 fn verify_bundle(
-    trust: &TrustStore,
+    trust: &DocumentTrust,
     payload: &Payload,
     leaf_cert: &EndEntityCert<'_>,
     leaf: &CertInfo,
     at: Timestamp,
 ) -> Result<CachedChain, VerifyError> {
+    if payload.cabundle.len() != NITRO_CABUNDLE_LEN {
+        return Err(VerifyError::ChainShape {
+            found: payload.cabundle.len(),
+        });
+    }
     let bundle: Vec<CertInfo> = payload
         .cabundle
         .iter()
@@ -130,10 +146,8 @@ fn verify_bundle(
     let (root, issuing) = match (bundle.first(), bundle.last()) {
         (Some(root), Some(issuing)) => (root, issuing),
         _ => {
-            return Err(VerifyError::ChainOrder {
-                position: CertPosition::Leaf,
-                subject: leaf.subject.clone(),
-                expected_issuer: "a certificate in cabundle".to_owned(),
+            return Err(VerifyError::ChainShape {
+                found: bundle.len(),
             });
         }
     };
@@ -142,6 +156,22 @@ fn verify_bundle(
         cert.check_ca()?;
     }
     check_order(&bundle, leaf)?;
+    // The root the document names must be a configured Nitro root, or be certified by a
+    // configured cross-certificate (same subject, same key): otherwise no path can be right,
+    // whatever a name-only match would let webpki try.
+    let known_root = trust.nitro_roots.iter().any(|a| a.names(root))
+        || trust
+            .cross_certs
+            .iter()
+            .any(|(_, c)| c.subject_raw == root.subject_raw && c.spki_raw == root.spki_raw);
+    if !known_root {
+        return Err(explain_path_failure(
+            trust,
+            root,
+            at,
+            &webpki::Error::UnknownIssuer,
+        ));
+    }
 
     let root_der = payload
         .cabundle
@@ -164,7 +194,17 @@ fn verify_bundle(
         })?;
 
     let valid_anchors = trust.anchors_valid_at(at);
-    let anchors: Vec<TrustAnchor<'_>> = valid_anchors.iter().map(|a| a.anchor.clone()).collect();
+    let anchors: Vec<TrustAnchor<'_>> = valid_anchors
+        .iter()
+        .map(|(a, _)| a.anchor.clone())
+        .collect();
+    let kind_of = |anchor: &TrustAnchor<'_>| {
+        valid_anchors.iter().find_map(|(a, kind)| {
+            (a.anchor.subject == anchor.subject
+                && a.anchor.subject_public_key_info == anchor.subject_public_key_info)
+                .then_some((*a, *kind))
+        })
+    };
     let mut intermediates: Vec<CertificateDer<'_>> = payload
         .cabundle
         .iter()
@@ -172,33 +212,33 @@ fn verify_bundle(
         .map(|der| CertificateDer::from(der.as_slice()))
         .collect();
     intermediates.extend(trust.cross_certs.iter().map(|(der, _)| der.clone()));
-    let bundle_len = payload.cabundle.len();
+    let own_cas = NITRO_CABUNDLE_LEN - 1;
 
     // webpki calls this for each candidate path and keeps searching when it fails: only a path
-    // that is exactly leaf ← cabundle[n-1] ← … ← cabundle[1], then either the root the document
-    // names (as an anchor) or a cross-certificate for that root, is accepted.
+    // that is exactly leaf ← cabundle[3] ← cabundle[2] ← cabundle[1], then either the Nitro root
+    // the document names (as an anchor), or one cross-certificate for that root issued by a
+    // national root, is accepted.
     let shape = |path: &VerifiedPath<'_>| -> Result<(), webpki::Error> {
         let used: Vec<_> = path.intermediate_certificates().collect();
         let ours = payload.cabundle.iter().skip(1).rev();
-        if used.len() < bundle_len.saturating_sub(1)
-            || !ours
+        let follows_bundle = used.len() >= own_cas
+            && ours
                 .zip(used.iter())
-                .all(|(expected, cert)| cert.der().as_ref() == expected.as_slice())
-        {
-            return Err(webpki::Error::UnknownIssuer);
-        }
-        let names_root = match used.get(bundle_len.saturating_sub(1)) {
-            Some(cross) => {
-                cross.subject() == root_cert.subject()
-                    && cross.subject_public_key_info() == root_cert.subject_public_key_info()
-            }
-            None => {
+                .all(|(expected, cert)| cert.der().as_ref() == expected.as_slice());
+        let kind = kind_of(path.anchor()).map(|(_, kind)| kind);
+        let ends_right = match (used.len().saturating_sub(own_cas), kind) {
+            (0, Some(AnchorKind::Nitro)) => {
                 path.anchor().subject == root_as_anchor.subject
                     && path.anchor().subject_public_key_info
                         == root_as_anchor.subject_public_key_info
             }
+            (1, Some(AnchorKind::National)) => used.get(own_cas).is_some_and(|cross| {
+                cross.subject() == root_cert.subject()
+                    && cross.subject_public_key_info() == root_cert.subject_public_key_info()
+            }),
+            _ => false,
         };
-        if names_root {
+        if follows_bundle && ends_right {
             Ok(())
         } else {
             Err(webpki::Error::UnknownIssuer)
@@ -218,17 +258,13 @@ fn verify_bundle(
         .map_err(|e| explain_path_failure(trust, root, at, &e))?;
 
     let used: Vec<_> = path.intermediate_certificates().collect();
-    let via_cross_certificate = used.len() >= bundle_len;
-    let anchor = valid_anchors.iter().find(|a| {
-        a.anchor.subject == path.anchor().subject
-            && a.anchor.subject_public_key_info == path.anchor().subject_public_key_info
-    });
+    let via_cross_certificate = used.len() > own_cas;
+    let anchor = kind_of(path.anchor()).map(|(anchor, _)| anchor);
 
     // The chain is trusted for as long as every certificate on it is valid.
     let mut not_before = bundle.iter().map(|c| c.not_before).max().unwrap_or(at);
     let mut not_after = bundle.iter().map(|c| c.not_after).min().unwrap_or(at);
-    let extra = used.iter().skip(bundle_len.saturating_sub(1));
-    for cert in extra {
+    for cert in used.iter().skip(own_cas) {
         if let Some((_, info)) = trust
             .cross_certs
             .iter()
@@ -297,7 +333,7 @@ fn check_order(bundle: &[CertInfo], leaf: &CertInfo) -> Result<(), VerifyError> 
 /// Turn webpki's verdict into an error that names the certificate at fault. The document's own
 /// certificates were checked for validity before, so a validity failure here is a configured one.
 fn explain_path_failure(
-    trust: &TrustStore,
+    trust: &DocumentTrust,
     root: &CertInfo,
     at: Timestamp,
     error: &webpki::Error,
@@ -307,10 +343,15 @@ fn explain_path_failure(
         .iter()
         .map(|(_, info)| info)
         .filter(|info| info.subject_raw == root.subject_raw && info.spki_raw == root.spki_raw);
-    let anchor_for_root = trust
-        .anchors
-        .iter()
-        .find(|a| a.info.subject_raw == root.subject_raw && a.info.spki_raw == root.spki_raw);
+    let nitro_root = trust.nitro_roots.iter().find(|a| a.names(root));
+    if trust.national_roots.iter().any(|a| a.names(root)) {
+        return VerifyError::UntrustedRoot {
+            root: root.subject.clone(),
+            detail: ": it is a national root, which certifies documents only through a \
+                     cross-certificate for a Nitro root (the AWS root), never directly"
+                .to_owned(),
+        };
+    }
 
     if matches!(
         error,
@@ -319,16 +360,20 @@ fn explain_path_failure(
             | webpki::Error::UnknownIssuer
     ) {
         // Name a configured certificate on the way to the root whose validity excludes `at`:
-        // a cross-certificate for the root, the root as an anchor, or the anchor that issued
-        // such a cross-certificate.
-        let issuers_of_cross = trust.anchors.iter().map(|a| &a.info).filter(|anchor| {
-            cross_for_root
-                .clone()
-                .any(|cross| cross.issuer_raw == anchor.subject_raw)
-        });
+        // a cross-certificate for the root, the root as an anchor, or the national root that
+        // issued such a cross-certificate.
+        let issuers_of_cross = trust
+            .national_roots
+            .iter()
+            .map(|a| &a.info)
+            .filter(|anchor| {
+                cross_for_root
+                    .clone()
+                    .any(|cross| cross.issuer_raw == anchor.subject_raw)
+            });
         let out_of_validity = cross_for_root
             .clone()
-            .chain(anchor_for_root.map(|a| &a.info))
+            .chain(nitro_root.map(|a| &a.info))
             .chain(issuers_of_cross)
             .find_map(|info| info.check_validity(at).err());
         if let Some(e) = out_of_validity {
@@ -336,10 +381,11 @@ fn explain_path_failure(
         }
     }
     if matches!(error, webpki::Error::UnknownIssuer) {
-        let detail = if trust.anchors.is_empty() {
+        let detail = if trust.all_anchors().next().is_none() {
             " (no trust anchor is configured)".to_owned()
         } else if cross_for_root.clone().next().is_some() {
-            ", and the cross-certificate for it does not chain to a configured anchor".to_owned()
+            ", and the cross-certificate for it was not issued by a configured national root"
+                .to_owned()
         } else {
             " and no configured cross-certificate certifies it".to_owned()
         };

@@ -138,6 +138,16 @@ pub enum VerifyError {
         subject: String,
         expected_issuer: String,
     },
+    /// `cabundle` is not the Nitro shape: the root, then the regional, zonal and instance CAs.
+    #[error(
+        "cabundle holds {found} certificates; a Nitro chain is the root, then the regional, \
+         zonal and instance CAs ({expected}), and the leaf is issued by the instance CA",
+        expected = crate::chain::NITRO_CABUNDLE_LEN
+    )]
+    ChainShape {
+        /// How many certificates the document's `cabundle` holds.
+        found: usize,
+    },
     /// The root named by `cabundle[0]` is neither a configured trust anchor nor cross-certified
     /// by one.
     #[error("root {root:?} is not trusted: it is not a configured trust anchor{detail}")]
@@ -166,6 +176,7 @@ impl VerifyError {
             Self::BasicConstraints { .. } => "basic_constraints",
             Self::KeyUsage { .. } => "key_usage",
             Self::ChainOrder { .. } => "chain_order",
+            Self::ChainShape { .. } => "chain_shape",
             Self::UntrustedRoot { .. } => "untrusted_root",
             Self::Chain { .. } => "chain_invalid",
             Self::LeafKeyAlgorithm => "leaf_key_algorithm",

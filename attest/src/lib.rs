@@ -6,11 +6,11 @@
 //! hands out `user_data`, `public_key` and `nonce`. Time is always a parameter.
 //!
 //! ```
-//! use attest::{Policy, Timestamp, TrustStore, Verifier, VerifyError};
+//! use attest::{DocumentTrust, Policy, Timestamp, Verifier, VerifyError};
 //!
 //! let bytes = include_bytes!("../tests/data/nitro/anjuna-20210324-b9db8022.cbor");
 //! let document = attest::parse(bytes)?;
-//! let verifier = Verifier::new(TrustStore::aws()?);
+//! let verifier = Verifier::new(DocumentTrust::aws()?);
 //!
 //! // At the time the document was made, it verifies.
 //! let verified = verifier.verify(&document, &Policy::new(), document.timestamp())?;
@@ -49,16 +49,20 @@ pub mod sim;
 pub mod wire;
 
 // The public interface is:
+pub use crate::chain::NITRO_CABUNDLE_LEN;
 pub use crate::document::{
     MAX_CABUNDLE_LEN, MAX_CERT_LEN, MAX_DOCUMENT_LEN, ParsedDocument, Unverified, parse,
 };
 pub use crate::encoding::{Encoding, EncodingError, MAX_ENCODED_LEN, decode_document};
 pub use crate::error::{CertPosition, ParseError, PcrDifference, PolicyViolation, VerifyError};
-pub use crate::policy::{ALLOWED_CLOCK_SKEW, DEFAULT_MAX_AGE, MeasurementSet, Policy};
+pub use crate::policy::{
+    ALLOWED_CLOCK_SKEW, DEFAULT_MAX_AGE, MeasurementSet, Policy, UnpinnedImage,
+};
 pub use crate::policy_file::{PolicyFile, PolicyFileError, PolicyRules};
+pub use crate::service::ServiceTrust;
 pub use crate::time::{InvalidDuration, InvalidTime, Timestamp, format_duration, parse_duration};
 pub use crate::trust::{
-    AWS_NITRO_ROOT_G1_SHA256, TrustError, TrustStore, aws_nitro_root_g1, load_certificates,
+    AWS_NITRO_ROOT_G1_SHA256, DocumentTrust, TrustError, aws_nitro_root_g1, load_certificates,
 };
 pub use crate::types::{
     MAX_USER_FIELD_LEN, Nonce, OutOfRange, PCR_LEN, PCR_SLOTS, PcrIndex, PcrValue, Region,

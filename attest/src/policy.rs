@@ -20,17 +20,79 @@ pub const ALLOWED_CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// One allowed set of measurements: every listed PCR must match exactly. An all-zero value
 /// means "must be all zeros", never "don't care".
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MeasurementSet(BTreeMap<PcrIndex, PcrValue>);
+pub struct MeasurementSet {
+    pcrs: BTreeMap<PcrIndex, PcrValue>,
+    /// The subject of the image-signing certificate PCR8 was derived from, when named.
+    signer: Option<String>,
+}
+
+/// Why a policy does not pin the enclave image.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnpinnedImage {
+    /// The policy has no measurement set: any image is accepted.
+    #[error(
+        "no measurement set: any enclave image would be accepted; pin PCR0 (or PCR0, 1 and 2), \
+         or PCR8 with the signing certificate it measures (`attest policy from-image` prints the \
+         set for an image)"
+    )]
+    NoMeasurements,
+    /// One set pins neither PCR0 nor a named signing certificate.
+    #[error(
+        "measurement set {set} pins neither PCR0 nor PCR8 with a named signing_certificate, so \
+         it does not identify an image: PCR3 and PCR4 are chosen by the parent instance, PCR16 \
+         and above are extended by the enclave's own code, and PCR8 alone names no signer"
+    )]
+    SetPinsNoImage {
+        /// The set (0-based, in policy order).
+        set: usize,
+    },
+}
+
+/// PCR0 measures the whole image; PCR8 the certificate that signed it.
+const IMAGE_PCR: PcrIndex = PcrIndex::ZERO;
+const SIGNER_PCR: PcrIndex = PcrIndex::SIGNER;
 
 impl MeasurementSet {
     /// The PCRs this set pins.
     pub fn pcrs(&self) -> &BTreeMap<PcrIndex, PcrValue> {
-        &self.0
+        &self.pcrs
     }
 
     /// A set from PCRs the caller knows to be non-empty.
     pub(crate) fn from_nonempty(pcrs: BTreeMap<PcrIndex, PcrValue>) -> Self {
-        Self(pcrs)
+        Self { pcrs, signer: None }
+    }
+
+    /// Pin PCR8 to the image-signing certificate `certificate` (DER), naming it: the set then
+    /// accepts any image that certificate's key signed. If the set already pins PCR8, the
+    /// certificate must be the one it measures.
+    pub fn signed_by(mut self, certificate: &[u8]) -> Result<Self, OutOfRange> {
+        let info = crate::cert::CertInfo::parse(certificate, crate::CertPosition::Leaf)
+            .map_err(|_| OutOfRange::new("signing_certificate", "one X.509 certificate"))?;
+        let measured = PcrValue::measure(certificate);
+        match self.pcrs.get(&SIGNER_PCR) {
+            Some(pinned) if *pinned != measured => {
+                return Err(OutOfRange::new(
+                    "pcr8",
+                    "the measurement of the signing_certificate given with it",
+                ));
+            }
+            _ => {}
+        }
+        self.pcrs.insert(SIGNER_PCR, measured);
+        self.signer = Some(info.subject);
+        Ok(self)
+    }
+
+    /// The subject of the signing certificate PCR8 was derived from, when the set names one.
+    pub fn signer(&self) -> Option<&str> {
+        self.signer.as_deref()
+    }
+
+    /// The set identifies an image: it pins PCR0, or PCR8 with a named signing certificate.
+    pub fn pins_image(&self) -> bool {
+        self.pcrs.contains_key(&IMAGE_PCR) || self.signer.is_some()
     }
 
     fn first_difference(
@@ -38,7 +100,7 @@ impl MeasurementSet {
         set: usize,
         actual: &BTreeMap<PcrIndex, PcrValue>,
     ) -> Option<PcrDifference> {
-        self.0.iter().find_map(|(index, expected)| {
+        self.pcrs.iter().find_map(|(index, expected)| {
             let found = actual.get(index);
             (found != Some(expected)).then(|| PcrDifference {
                 set,
@@ -57,7 +119,7 @@ impl TryFrom<BTreeMap<PcrIndex, PcrValue>> for MeasurementSet {
         if pcrs.is_empty() {
             return Err(OutOfRange::new("a measurement set", "at least one PCR"));
         }
-        Ok(Self(pcrs))
+        Ok(Self::from_nonempty(pcrs))
     }
 }
 
@@ -129,6 +191,20 @@ impl Policy {
     /// The allowed measurement sets (empty: measurements are not pinned).
     pub fn measurements(&self) -> &[MeasurementSet] {
         &self.measurements
+    }
+
+    /// Whether the policy admits only identified images: at least one measurement set, and
+    /// every set pins PCR0, or PCR8 with a named signing certificate
+    /// ([`MeasurementSet::pins_image`]). A key release or a prompt must never go to an enclave
+    /// that a policy failing this would accept.
+    pub fn check_pins_image(&self) -> Result<(), UnpinnedImage> {
+        if self.measurements.is_empty() {
+            return Err(UnpinnedImage::NoMeasurements);
+        }
+        match self.measurements.iter().position(|set| !set.pins_image()) {
+            Some(set) => Err(UnpinnedImage::SetPinsNoImage { set }),
+            None => Ok(()),
+        }
     }
 
     /// Whether debug enclaves are accepted.

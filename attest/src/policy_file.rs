@@ -15,9 +15,12 @@ use crate::types::{PcrIndex, PcrValue, Region};
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct PolicyFile {
-    /// Trust the built-in AWS Nitro root (default `true`).
+    /// Trust the built-in AWS Nitro root directly (default `true`).
     pub aws_root: bool,
-    /// Further trust anchors, such as a national root.
+    /// Roots other than AWS's that issue the Nitro CA hierarchy themselves: a simulated Nitro
+    /// PKI in development.
+    pub nitro_roots: Vec<PathBuf>,
+    /// National roots: they reach documents only through `cross_certificates`.
     pub roots: Vec<PathBuf>,
     /// Cross-certificates, such as a national root's certificate for the AWS root.
     pub cross_certificates: Vec<PathBuf>,
@@ -42,6 +45,8 @@ pub enum PolicyFileError {
 struct Raw {
     #[serde(default = "yes")]
     aws_root: bool,
+    #[serde(default)]
+    nitro_roots: Vec<PathBuf>,
     #[serde(default)]
     roots: Vec<PathBuf>,
     #[serde(default)]
@@ -137,6 +142,7 @@ impl PolicyFile {
         };
         Ok(Self {
             aws_root: raw.aws_root,
+            nitro_roots: resolve(raw.nitro_roots),
             roots: resolve(raw.roots),
             cross_certificates: resolve(raw.cross_certificates),
             policy,
@@ -144,20 +150,67 @@ impl PolicyFile {
     }
 }
 
-/// Keys are `pcr0` … `pcr31`; values are 96 hex digits.
+/// Keys are `pcr0` … `pcr31`, written canonically (no leading zeros, so no two keys can name
+/// the same PCR); values are 96 hex digits. `signing_certificate` (a PEM certificate, inline)
+/// pins PCR8 to the certificate it names.
 fn parse_measurement_set(set: &BTreeMap<String, String>) -> Result<MeasurementSet, String> {
     let mut pcrs = BTreeMap::new();
+    let mut signer = None;
     for (key, value) in set {
-        let index = key
-            .strip_prefix("pcr")
-            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.len() <= 2)
-            .and_then(|n| n.parse::<u64>().ok())
-            .and_then(|n| PcrIndex::try_from(n).ok())
-            .ok_or_else(|| format!("unknown key {key:?}: expected pcr0 … pcr31"))?;
+        if key == SIGNING_CERTIFICATE {
+            signer = Some(value);
+            continue;
+        }
+        let index = pcr_key(key)?;
         let value = PcrValue::from_hex(value).map_err(|e| format!("{key}: {e}"))?;
-        pcrs.insert(index, value);
+        if pcrs.insert(index, value).is_some() {
+            return Err(format!("{key}: the same PCR is named twice"));
+        }
     }
-    MeasurementSet::try_from(pcrs).map_err(|e| e.to_string())
+    let set = match signer {
+        None => MeasurementSet::try_from(pcrs).map_err(|e| e.to_string())?,
+        Some(pem) => {
+            let certs = crate::trust::load_certificates(pem.as_bytes())
+                .map_err(|e| format!("{SIGNING_CERTIFICATE}: {e}"))?;
+            let [certificate] = certs.as_slice() else {
+                return Err(format!(
+                    "{SIGNING_CERTIFICATE}: exactly one PEM certificate, found {}",
+                    certs.len()
+                ));
+            };
+            MeasurementSet::from_nonempty(pcrs)
+                .signed_by(certificate)
+                .map_err(|e| format!("{SIGNING_CERTIFICATE}: {e}"))?
+        }
+    };
+    Ok(set)
+}
+
+const SIGNING_CERTIFICATE: &str = "signing_certificate";
+
+/// `pcr<N>` with N in 0..=31 written without leading zeros.
+fn pcr_key(key: &str) -> Result<PcrIndex, String> {
+    let digits = key
+        .strip_prefix("pcr")
+        .filter(|n| !n.is_empty() && n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            format!("unknown key {key:?}: expected pcr0 … pcr31 or {SIGNING_CERTIFICATE}")
+        })?;
+    if digits.len() > 1 && digits.starts_with('0') {
+        let canonical = match digits.trim_start_matches('0') {
+            "" => "0",
+            rest => rest,
+        };
+        return Err(format!(
+            "{key:?} is not canonical: write pcr{canonical} (leading zeros would let two keys \
+             name one PCR)"
+        ));
+    }
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| PcrIndex::try_from(n).ok())
+        .ok_or_else(|| format!("unknown key {key:?}: expected pcr0 … pcr31"))
 }
 
 #[cfg(test)]
@@ -220,6 +273,36 @@ mod tests {
         assert!(file.policy.measurements().is_empty());
     }
 
+    /// Only PCR0, or PCR8 with the certificate named, identifies an image.
+    #[test]
+    fn which_sets_pin_an_image() {
+        let pcr = "11".repeat(48);
+        let pins = |body: &str| {
+            parse(&format!("[[measurements]]\n{body}"))
+                .unwrap()
+                .policy
+                .check_pins_image()
+        };
+        assert!(pins(&format!("pcr0 = \"{pcr}\"")).is_ok());
+        assert!(
+            pins(&format!(
+                "pcr0 = \"{pcr}\"\npcr1 = \"{pcr}\"\npcr2 = \"{pcr}\""
+            ))
+            .is_ok()
+        );
+        for body in ["pcr3", "pcr4", "pcr16", "pcr8", "pcr1"] {
+            assert_eq!(
+                pins(&format!("{body} = \"{pcr}\"")),
+                Err(crate::UnpinnedImage::SetPinsNoImage { set: 0 }),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            parse("").unwrap().policy.check_pins_image(),
+            Err(crate::UnpinnedImage::NoMeasurements)
+        );
+    }
+
     #[test]
     fn rejects_what_it_does_not_understand() {
         let pcr = "00".repeat(48);
@@ -235,6 +318,16 @@ mod tests {
             ("[[measurements]]\npcr0 = \"00\"", "pcr0"),
             (&format!("[[measurements]]\nPCR0 = \"{pcr}\""), "PCR0"),
             ("[[measurements]]", "at least one PCR"),
+            (
+                &format!("[[measurements]]\npcr0 = \"{pcr}\"\npcr00 = \"{pcr}\""),
+                "not canonical: write pcr0",
+            ),
+            (&format!("[[measurements]]\npcr016 = \"{pcr}\""), "pcr016"),
+            (&format!("[[measurements]]\npcr+1 = \"{pcr}\""), "pcr+1"),
+            (
+                &format!("[[measurements]]\npcr8 = \"{pcr}\"\nsigning_certificate = \"no\""),
+                "signing_certificate",
+            ),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");

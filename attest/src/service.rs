@@ -2,16 +2,59 @@
 //! certified by the national root: a verifier that holds the root learns each service key from
 //! its certificate, and needs no second channel to distribute keys.
 //!
-//! A service certificate is an end-entity certificate issued directly by a trust anchor, with
+//! A service certificate is an end-entity certificate issued directly by a national root, with
 //! `CN=<key name>`, `OU=<role>` and keyUsage digitalSignature. The role keeps a key certified
 //! for one service from being accepted for another.
+//!
+//! The roots trusted for service certificates are a [`ServiceTrust`], a different type from the
+//! [`crate::DocumentTrust`] that attestation documents are verified against: a service key can
+//! never sign a document that verifies, and an enclave's certificate is never a service's.
 
 use rustls_pki_types::CertificateDer;
 use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeIdIter};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::time::Timestamp;
-use crate::trust::TrustStore;
+use crate::trust::{Anchor, TrustError, is_aws_root};
+
+/// The national roots trusted to certify the government's service keys (key broker,
+/// transparency log). Documents are never verified against it.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceTrust {
+    roots: Vec<Anchor>,
+}
+
+impl ServiceTrust {
+    /// No root: add national roots with [`ServiceTrust::add_root`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trust a national root (DER) to certify service keys. The AWS Nitro root certifies
+    /// enclaves, never a government's services, and is refused.
+    pub fn add_root(&mut self, der: CertificateDer<'static>) -> Result<(), TrustError> {
+        let anchor = Anchor::new(&der, false)?;
+        if is_aws_root(&der) {
+            return Err(TrustError::Role {
+                subject: anchor.info.subject,
+                reason: "the AWS Nitro root certifies enclaves, never a government's services",
+            });
+        }
+        if anchor.info.is_ca != Some(true) {
+            return Err(TrustError::Role {
+                subject: anchor.info.subject,
+                reason: "a root that certifies service keys must be a CA (cA=TRUE)",
+            });
+        }
+        self.roots.push(anchor);
+        Ok(())
+    }
+
+    /// True when no root is configured: such a store accepts nothing.
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+    }
+}
 
 /// What a service key is certified for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,11 +107,11 @@ pub struct ServiceKey {
     pub not_after: Timestamp,
 }
 
-/// Verify that `certificate` (DER) was issued by one of `trust`'s roots for `role`, and is valid
-/// at `at`; return the key it certifies.
+/// Verify that `certificate` (DER) was issued directly by one of `trust`'s roots for `role`, and
+/// is valid at `at`; return the key it certifies.
 pub fn verify_service_certificate(
     certificate: &[u8],
-    trust: &TrustStore,
+    trust: &ServiceTrust,
     role: ServiceRole,
     at: Timestamp,
 ) -> Result<ServiceKey, ServiceCertError> {
@@ -94,9 +137,11 @@ pub fn verify_service_certificate(
     let der = CertificateDer::from(certificate);
     let ee =
         EndEntityCert::try_from(&der).map_err(|e| ServiceCertError::Malformed(format!("{e:?}")))?;
+    // webpki does not check an anchor's own validity: an expired root is dropped here.
     let anchors: Vec<_> = trust
-        .anchors_valid_at(at)
-        .into_iter()
+        .roots
+        .iter()
+        .filter(|a| a.info.check_validity(at).is_ok())
         .map(|a| a.anchor.clone())
         .collect();
     ee.verify_for_usage(

@@ -1,9 +1,10 @@
 //! A simulated Nitro PKI for development and tests: it issues attestation documents in exactly
 //! the format real Nitro hardware produces (untagged COSE_Sign1, ES384, the payload's fields in
-//! the NSM's order, a root-first `cabundle`, a leaf valid for three hours), under a development
-//! national root instead of AWS's.
+//! the NSM's order, a root-first `cabundle`, a leaf valid for three hours), under a simulated
+//! Nitro root instead of AWS's.
 //!
-//! A verifier accepts these documents only when it trusts that development root; with the AWS
+//! A verifier accepts these documents only when it trusts that simulated root, as a Nitro root
+//! or through a national root's cross-certificate for it ([`DevelopmentRoots`]); with the AWS
 //! root alone they are refused. The CA subjects say `O=Simulated Nitro PKI` and name their
 //! region the way AWS's do, so region policies can be exercised.
 
@@ -27,7 +28,7 @@ use crate::types::{MAX_USER_FIELD_LEN, PcrIndex, PcrValue, Region};
 const HOUR_SECS: u64 = 3600;
 const LEAF_LIFETIME_SECS: u64 = 3 * HOUR_SECS;
 
-/// A chain of simulated Nitro CAs (regional, zonal, instance) under a development root.
+/// A chain of simulated Nitro CAs (regional, zonal, instance) under a simulated Nitro root.
 pub struct SimulatedPki {
     root: CertificateDer<'static>,
     regional: CertificateDer<'static>,
@@ -63,7 +64,7 @@ pub struct SimulatedRequest<'a> {
 }
 
 impl SimulatedPki {
-    /// Issue a regional, zonal and instance CA under the development root (`root` and its key),
+    /// Issue a regional, zonal and instance CA under the simulated Nitro root (`root` and its key),
     /// valid from an hour before `now` for a day, like AWS's instance CAs.
     pub fn new(
         root: &CertificateDer<'_>,
@@ -152,72 +153,111 @@ impl SimulatedPki {
             .signed_by(&leaf_key, &self.instance_issuer)
             .map_err(|e| PkiError::Generate(e.to_string()))?;
 
-        let optional =
-            |field: Option<&[u8]>| field.map_or(Value::Null, |b| Value::Bytes(b.to_vec()));
-        let text = |s: &str| Value::Text(s.to_owned());
-        // The NSM's field order.
-        let payload = Value::Map(vec![
-            (text("module_id"), text(&module_id)),
-            (text("digest"), text("SHA384")),
-            (text("timestamp"), Value::Integer(now.unix_millis().into())),
-            (
-                text("pcrs"),
-                Value::Map(
-                    request
-                        .pcrs
-                        .iter()
-                        .map(|(i, v)| {
-                            (
-                                Value::Integer(i.get().into()),
-                                Value::Bytes(v.as_bytes().to_vec()),
-                            )
-                        })
-                        .collect(),
-                ),
-            ),
-            (text("certificate"), Value::Bytes(leaf.der().to_vec())),
-            (
-                text("cabundle"),
-                Value::Array(
-                    [&self.root, &self.regional, &self.zonal, &self.instance]
-                        .into_iter()
-                        .map(|c| Value::Bytes(c.to_vec()))
-                        .collect(),
-                ),
-            ),
-            (text("public_key"), optional(request.public_key)),
-            (text("user_data"), optional(request.user_data)),
-            (text("nonce"), optional(request.nonce)),
-        ]);
-        let mut payload_bytes = Vec::new();
-        ciborium::ser::into_writer(&payload, &mut payload_bytes)
-            .map_err(|e| PkiError::Generate(e.to_string()))?;
-
-        let mut signing_error = None;
-        let document = CoseSign1Builder::new()
-            .protected(
-                HeaderBuilder::new()
-                    .algorithm(iana::Algorithm::ES384)
-                    .build(),
-            )
-            .payload(payload_bytes)
-            .create_signature(&[], |to_be_signed| {
-                match leaf_signer.sign(&rng, to_be_signed) {
-                    Ok(signature) => signature.as_ref().to_vec(),
-                    Err(_) => {
-                        signing_error = Some(PkiError::Generate("signing failed".into()));
-                        Vec::new()
-                    }
-                }
-            })
-            .build();
-        if let Some(e) = signing_error {
-            return Err(e);
-        }
-        document
-            .to_vec()
-            .map_err(|e| PkiError::Generate(e.to_string()))
+        let cabundle =
+            [&self.root, &self.regional, &self.zonal, &self.instance].map(|c| c.as_ref());
+        sign_document(
+            &Signer {
+                certificate: leaf.der(),
+                key: &leaf_signer,
+                cabundle: &cabundle,
+                module_id: &module_id,
+            },
+            request,
+            now,
+        )
     }
+}
+
+/// Who signs a document, and the chain it carries.
+#[derive(Debug)]
+pub struct Signer<'a> {
+    /// The signing certificate (DER): the document's `certificate`.
+    pub certificate: &'a [u8],
+    /// Its P-384 key.
+    pub key: &'a EcdsaKeyPair,
+    /// The document's `cabundle`, root first (DER each).
+    pub cabundle: &'a [&'a [u8]],
+    /// The document's `module_id`.
+    pub module_id: &'a str,
+}
+
+/// Sign a document in the real Nitro format with any key and chain. [`SimulatedPki::attest`]
+/// uses it with a proper Nitro chain; tests use it to forge documents (a service key as the
+/// signer, a leaf straight under a root) that a verifier must refuse.
+pub fn sign_document(
+    signer: &Signer<'_>,
+    request: &SimulatedRequest<'_>,
+    now: Timestamp,
+) -> Result<Vec<u8>, PkiError> {
+    let rng = SystemRandom::new();
+    let optional = |field: Option<&[u8]>| field.map_or(Value::Null, |b| Value::Bytes(b.to_vec()));
+    let text = |s: &str| Value::Text(s.to_owned());
+    // The NSM's field order.
+    let payload = Value::Map(vec![
+        (text("module_id"), text(signer.module_id)),
+        (text("digest"), text("SHA384")),
+        (text("timestamp"), Value::Integer(now.unix_millis().into())),
+        (
+            text("pcrs"),
+            Value::Map(
+                request
+                    .pcrs
+                    .iter()
+                    .map(|(i, v)| {
+                        (
+                            Value::Integer(i.get().into()),
+                            Value::Bytes(v.as_bytes().to_vec()),
+                        )
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            text("certificate"),
+            Value::Bytes(signer.certificate.to_vec()),
+        ),
+        (
+            text("cabundle"),
+            Value::Array(
+                signer
+                    .cabundle
+                    .iter()
+                    .map(|c| Value::Bytes(c.to_vec()))
+                    .collect(),
+            ),
+        ),
+        (text("public_key"), optional(request.public_key)),
+        (text("user_data"), optional(request.user_data)),
+        (text("nonce"), optional(request.nonce)),
+    ]);
+    let mut payload_bytes = Vec::new();
+    ciborium::ser::into_writer(&payload, &mut payload_bytes)
+        .map_err(|e| PkiError::Generate(e.to_string()))?;
+
+    let mut signing_error = None;
+    let document = CoseSign1Builder::new()
+        .protected(
+            HeaderBuilder::new()
+                .algorithm(iana::Algorithm::ES384)
+                .build(),
+        )
+        .payload(payload_bytes)
+        .create_signature(&[], |to_be_signed| {
+            match signer.key.sign(&rng, to_be_signed) {
+                Ok(signature) => signature.as_ref().to_vec(),
+                Err(_) => {
+                    signing_error = Some(PkiError::Generate("signing failed".into()));
+                    Vec::new()
+                }
+            }
+        })
+        .build();
+    if let Some(e) = signing_error {
+        return Err(e);
+    }
+    document
+        .to_vec()
+        .map_err(|e| PkiError::Generate(e.to_string()))
 }
 
 fn issue_ca(
@@ -265,4 +305,79 @@ fn hex_id(bytes: usize) -> Result<String, PkiError> {
     let mut buf = vec![0u8; bytes];
     aws_lc_rs::rand::fill(&mut buf).map_err(|_| PkiError::Generate("no randomness".into()))?;
     Ok(data_encoding::HEXLOWER.encode(&buf))
+}
+
+/// The development stand-ins for a nation's trust: a national root, and a simulated Nitro root
+/// it cross-certifies, as a nation cross-certifies AWS's. Documents minted under `nitro` verify
+/// with [`DevelopmentRoots::document_trust`] (the national root, through the cross-certificate);
+/// service keys are certified by `national` and verify with [`DevelopmentRoots::service_trust`].
+#[derive(Clone, Debug)]
+pub struct DevelopmentRoots {
+    /// The national root: certifies service keys, and cross-certifies `nitro`.
+    pub national: crate::pki::NewRoot,
+    /// The simulated Nitro root: issues the regional, zonal and instance CAs.
+    pub nitro: crate::pki::NewRoot,
+    /// The national root's certificate for `nitro`.
+    pub cross_certificate: CertificateDer<'static>,
+}
+
+impl DevelopmentRoots {
+    /// New roots valid from `not_before` to `not_after`; the cross-certificate for as long.
+    pub fn new(
+        national_name: &str,
+        not_before: Timestamp,
+        not_after: Timestamp,
+    ) -> Result<Self, PkiError> {
+        let national = crate::pki::init_root(
+            national_name,
+            "Development Government",
+            "XX",
+            not_before,
+            not_after,
+        )?;
+        let nitro = simulated_nitro_root(not_before, not_after)?;
+        let cross_certificate = crate::pki::cross_certify(
+            &national.certificate,
+            &national.private_key_pem,
+            &nitro.certificate,
+            not_before,
+            not_after,
+        )?;
+        Ok(Self {
+            national,
+            nitro,
+            cross_certificate,
+        })
+    }
+
+    /// Trust for documents: the national root, reaching the simulated Nitro root only through
+    /// the cross-certificate.
+    pub fn document_trust(&self) -> Result<crate::DocumentTrust, crate::TrustError> {
+        let mut trust = crate::DocumentTrust::empty();
+        trust.add_national_root(self.national.certificate.clone())?;
+        trust.add_cross_certificate(self.cross_certificate.clone())?;
+        Ok(trust)
+    }
+
+    /// Trust for service certificates: the national root.
+    pub fn service_trust(&self) -> Result<crate::ServiceTrust, crate::TrustError> {
+        let mut trust = crate::ServiceTrust::new();
+        trust.add_root(self.national.certificate.clone())?;
+        Ok(trust)
+    }
+}
+
+/// A simulated Nitro root (`CN=Simulated Nitro Root, O=Simulated Nitro PKI`): the development
+/// stand-in for AWS's root G1, under which [`SimulatedPki`] issues its CAs.
+pub fn simulated_nitro_root(
+    not_before: Timestamp,
+    not_after: Timestamp,
+) -> Result<crate::pki::NewRoot, PkiError> {
+    crate::pki::init_root(
+        "Simulated Nitro Root",
+        "Simulated Nitro PKI",
+        "XX",
+        not_before,
+        not_after,
+    )
 }

@@ -1,9 +1,14 @@
-//! Trust anchors: the AWS Nitro root G1 built in, and a nation's roots and cross-certificates
-//! loaded from files.
+//! Trust for attestation documents: the roots that issue the Nitro CA hierarchy (AWS's root G1
+//! built in), and a nation's roots, which reach documents only through cross-certificates.
 //!
 //! A nation takes control of trust by cross-certification: its root issues a CA certificate with
 //! the AWS root's subject and key. A verifier that trusts only the national root then accepts AWS
 //! documents through that cross-certificate, and stops when it expires or is withdrawn.
+//!
+//! A national root is never an anchor for documents on its own: the same root certifies the
+//! government's service keys (key broker, transparency log), and a document signed under one of
+//! those must never verify. Service certificates have their own store,
+//! [`crate::service::ServiceTrust`].
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, TrustAnchor};
@@ -37,6 +42,15 @@ pub enum TrustError {
     /// The built-in AWS root does not match its pinned fingerprint (a corrupted build).
     #[error("built-in AWS Nitro root does not match its pinned SHA-256 fingerprint")]
     AwsRootFingerprint,
+    /// A certificate given for one role that the store already holds in another, or that can
+    /// never serve in this one.
+    #[error("{subject:?}: {reason}")]
+    Role {
+        /// The certificate's subject.
+        subject: String,
+        /// What is wrong with using it here.
+        reason: &'static str,
+    },
 }
 
 /// A configured trust anchor.
@@ -47,15 +61,49 @@ pub(crate) struct Anchor {
     pub(crate) is_aws_root: bool,
 }
 
-/// The roots and cross-certificates a [`crate::Verifier`] trusts.
+impl Anchor {
+    pub(crate) fn new(
+        der: &CertificateDer<'static>,
+        is_aws_root: bool,
+    ) -> Result<Self, TrustError> {
+        let info = CertInfo::parse(der, CertPosition::TrustAnchor)?;
+        let anchor = webpki::anchor_from_trusted_cert(der)
+            .map_err(|e| TrustError::Anchor {
+                reason: format!("{e:?}"),
+            })?
+            .to_owned();
+        Ok(Self {
+            anchor,
+            info,
+            is_aws_root,
+        })
+    }
+
+    /// Same subject and same key: the certificate names this anchor.
+    pub(crate) fn names(&self, info: &CertInfo) -> bool {
+        self.info.subject_raw == info.subject_raw && self.info.spki_raw == info.spki_raw
+    }
+}
+
+/// Where a document's chain may end: the roots a [`crate::Verifier`] trusts for attestation
+/// documents, and nothing else.
+///
+/// - A **Nitro root** issues the Nitro CA hierarchy (regional, zonal, instance CAs) itself:
+///   AWS's root G1 ([`DocumentTrust::add_aws_root`]), or a simulated Nitro root in development
+///   ([`DocumentTrust::add_nitro_root`]).
+/// - A **national root** ([`DocumentTrust::add_national_root`]) reaches documents only through
+///   a cross-certificate it issued for a Nitro root ([`DocumentTrust::add_cross_certificate`]).
+///   A chain that ends at the national root any other way is refused, so the service keys the
+///   same root certifies can never sign a document that verifies.
 #[derive(Clone, Debug, Default)]
-pub struct TrustStore {
-    pub(crate) anchors: Vec<Anchor>,
+pub struct DocumentTrust {
+    pub(crate) nitro_roots: Vec<Anchor>,
+    pub(crate) national_roots: Vec<Anchor>,
     pub(crate) cross_certs: Vec<(CertificateDer<'static>, CertInfo)>,
 }
 
-impl TrustStore {
-    /// No anchors: add national roots with [`TrustStore::add_root`].
+impl DocumentTrust {
+    /// Nothing trusted: add roots with the methods below.
     pub fn empty() -> Self {
         Self::default()
     }
@@ -67,23 +115,51 @@ impl TrustStore {
         Ok(store)
     }
 
-    /// Add the built-in AWS Nitro root G1.
+    /// Trust the built-in AWS Nitro root G1 directly.
     pub fn add_aws_root(&mut self) -> Result<(), TrustError> {
         let der = aws_nitro_root_g1();
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
-        if data_encoding::HEXLOWER.encode(digest.as_ref()) != AWS_NITRO_ROOT_G1_SHA256 {
+        if !is_aws_root(&der) {
             return Err(TrustError::AwsRootFingerprint);
         }
-        self.push_anchor(der, true)
+        let anchor = Anchor::new(&der, true)?;
+        self.nitro_roots.push(anchor);
+        Ok(())
     }
 
-    /// Trust a root (for example a national root CA), given as DER.
-    pub fn add_root(&mut self, der: CertificateDer<'static>) -> Result<(), TrustError> {
-        self.push_anchor(der, false)
+    /// Trust another root that issues the Nitro CA hierarchy itself (a simulated Nitro PKI in
+    /// development), given as DER. Never a national root: those certify service keys too, and
+    /// reach documents only through [`DocumentTrust::add_cross_certificate`].
+    pub fn add_nitro_root(&mut self, der: CertificateDer<'static>) -> Result<(), TrustError> {
+        let anchor = Anchor::new(&der, is_aws_root(&der))?;
+        if self.national_roots.iter().any(|n| n.names(&anchor.info)) {
+            return Err(role(&anchor.info, "already trusted as a national root"));
+        }
+        self.nitro_roots.push(anchor);
+        Ok(())
     }
 
-    /// Add a cross-certificate: a CA certificate one of the roots issued for another root (such
-    /// as a national root's certificate for the AWS root), given as DER.
+    /// Trust a national root, given as DER, for the documents its cross-certificates lead to.
+    pub fn add_national_root(&mut self, der: CertificateDer<'static>) -> Result<(), TrustError> {
+        let anchor = Anchor::new(&der, false)?;
+        if anchor.info.is_ca != Some(true) {
+            return Err(role(&anchor.info, "a national root must be a CA (cA=TRUE)"));
+        }
+        if self.nitro_roots.iter().any(|n| n.names(&anchor.info)) {
+            return Err(role(&anchor.info, "already trusted as a Nitro root"));
+        }
+        if self.cross_certs.iter().any(|(_, c)| anchor.names(c)) {
+            return Err(role(
+                &anchor.info,
+                "a configured cross-certificate certifies this national root itself, which \
+                 would let it sign documents directly",
+            ));
+        }
+        self.national_roots.push(anchor);
+        Ok(())
+    }
+
+    /// Add a cross-certificate: a CA certificate a national root issued for a Nitro root (the
+    /// AWS root, or a simulated one), given as DER.
     pub fn add_cross_certificate(
         &mut self,
         der: CertificateDer<'static>,
@@ -92,42 +168,74 @@ impl TrustStore {
         info.check_ca().map_err(|e| TrustError::NotCa {
             reason: e.to_string(),
         })?;
+        if info.is_self_issued() {
+            return Err(role(
+                &info,
+                "a cross-certificate is issued by one root for another; this one names itself",
+            ));
+        }
+        if self.national_roots.iter().any(|n| n.names(&info)) {
+            return Err(role(
+                &info,
+                "this cross-certificate certifies a national root itself, which would let it \
+                 sign documents directly",
+            ));
+        }
         self.cross_certs.push((der, info));
         Ok(())
     }
 
-    /// True when no root is configured: such a store accepts nothing.
+    /// True when no document can verify: no Nitro root, and no national root with a
+    /// cross-certificate.
     pub fn is_empty(&self) -> bool {
-        self.anchors.is_empty()
+        self.nitro_roots.is_empty()
+            && (self.national_roots.is_empty() || self.cross_certs.is_empty())
     }
 
-    fn push_anchor(
-        &mut self,
-        der: CertificateDer<'static>,
-        is_aws_root: bool,
-    ) -> Result<(), TrustError> {
-        let info = CertInfo::parse(&der, CertPosition::TrustAnchor)?;
-        let anchor = webpki::anchor_from_trusted_cert(&der)
-            .map_err(|e| TrustError::Anchor {
-                reason: format!("{e:?}"),
-            })?
-            .to_owned();
-        self.anchors.push(Anchor {
-            anchor,
-            info,
-            is_aws_root,
-        });
-        Ok(())
+    /// True when the built-in AWS root is trusted directly (not only through a cross-certificate).
+    pub fn trusts_aws_root_directly(&self) -> bool {
+        self.nitro_roots.iter().any(|a| a.is_aws_root)
     }
 
-    /// The anchors whose own certificate is valid at `at`. webpki does not check an anchor's
-    /// validity, so a national root that has expired is dropped here.
-    pub(crate) fn anchors_valid_at(&self, at: Timestamp) -> Vec<&Anchor> {
-        self.anchors
+    /// The anchors whose own certificate is valid at `at`: Nitro roots, then national roots.
+    /// webpki does not check an anchor's validity, so a root that has expired is dropped here.
+    pub(crate) fn anchors_valid_at(&self, at: Timestamp) -> Vec<(&Anchor, AnchorKind)> {
+        let nitro = self.nitro_roots.iter().map(|a| (a, AnchorKind::Nitro));
+        let national = self
+            .national_roots
             .iter()
-            .filter(|a| a.info.check_validity(at).is_ok())
+            .map(|a| (a, AnchorKind::National));
+        nitro
+            .chain(national)
+            .filter(|(a, _)| a.info.check_validity(at).is_ok())
             .collect()
     }
+
+    pub(crate) fn all_anchors(&self) -> impl Iterator<Item = &Anchor> + Clone {
+        self.nitro_roots.iter().chain(&self.national_roots)
+    }
+}
+
+/// Which role an anchor plays for documents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AnchorKind {
+    /// Issues the Nitro CA hierarchy: the path ends at it directly.
+    Nitro,
+    /// Reached only through a cross-certificate.
+    National,
+}
+
+fn role(info: &CertInfo, reason: &'static str) -> TrustError {
+    TrustError::Role {
+        subject: info.subject.clone(),
+        reason,
+    }
+}
+
+/// The certificate is AWS's Nitro root G1 (by its pinned fingerprint).
+pub(crate) fn is_aws_root(der: &[u8]) -> bool {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    data_encoding::HEXLOWER.encode(digest.as_ref()) == AWS_NITRO_ROOT_G1_SHA256
 }
 
 /// The built-in AWS Nitro Enclaves root G1 certificate (DER).
@@ -166,8 +274,9 @@ mod tests {
 
     #[test]
     fn built_in_aws_root_matches_its_pin() {
-        let store = TrustStore::aws().unwrap();
-        let [anchor] = store.anchors.as_slice() else {
+        let store = DocumentTrust::aws().unwrap();
+        assert!(store.trusts_aws_root_directly());
+        let [anchor] = store.nitro_roots.as_slice() else {
             panic!("expected exactly one anchor");
         };
         assert!(anchor.is_aws_root);

@@ -22,6 +22,11 @@ pub const MAX_USER_FIELD_LEN: usize = 1024;
 pub struct PcrIndex(u8);
 
 impl PcrIndex {
+    /// PCR0: the whole enclave image.
+    pub const ZERO: Self = Self(0);
+    /// PCR8: the certificate that signed the image.
+    pub const SIGNER: Self = Self(8);
+
     /// The index `index`, if it is below [`PCR_SLOTS`]; usable in constants.
     pub const fn new(index: u8) -> Option<Self> {
         if index < PCR_SLOTS {

@@ -11,7 +11,7 @@ use crate::document::ParsedDocument;
 use crate::error::VerifyError;
 use crate::policy::Policy;
 use crate::time::Timestamp;
-use crate::trust::TrustStore;
+use crate::trust::DocumentTrust;
 use crate::types::{PcrIndex, PcrValue, Region, short_hex};
 
 /// Verifies documents against a fixed trust configuration, remembering verified chains.
@@ -20,13 +20,13 @@ use crate::types::{PcrIndex, PcrValue, Region, short_hex};
 /// map lookup or insert.
 #[derive(Debug)]
 pub struct Verifier {
-    trust: TrustStore,
+    trust: DocumentTrust,
     cache: ChainCache,
 }
 
 impl Verifier {
     /// A verifier that trusts `trust`.
-    pub fn new(trust: TrustStore) -> Self {
+    pub fn new(trust: DocumentTrust) -> Self {
         Self {
             trust,
             cache: ChainCache::default(),

@@ -240,12 +240,7 @@ fn cabundle_in_the_wrong_order_is_refused() {
     for edit in [
         (|v: &mut Vec<Value>| v.reverse()) as fn(&mut Vec<Value>),
         |v| v.swap(1, 2),
-        |v| {
-            v.remove(0);
-        },
-        |v| {
-            v.remove(2);
-        },
+        |v| v.swap(0, 3),
     ] {
         let bytes = with_payload(|m| {
             let Value::Array(bundle) = field(m, "cabundle") else {
@@ -258,6 +253,52 @@ fn cabundle_in_the_wrong_order_is_refused() {
             .verify(&doc, &Policy::new(), doc.timestamp())
             .unwrap_err();
         assert!(matches!(err, VerifyError::ChainOrder { .. }), "{err:?}");
+    }
+}
+
+/// A bundle missing a level, or with one more, is not the Nitro shape: refused before any path
+/// is searched, naming how many certificates it holds.
+#[test]
+fn cabundle_of_another_length_is_refused() {
+    let verifier = common::aws_verifier();
+    for (edit, len) in [
+        (
+            (|v: &mut Vec<Value>| {
+                v.remove(0);
+            }) as fn(&mut Vec<Value>),
+            3,
+        ),
+        (
+            |v| {
+                v.remove(2);
+            },
+            3,
+        ),
+        (|v| v.truncate(1), 1),
+        (|v| v.clear(), 0),
+        (
+            |v| {
+                let last = v.last().cloned().unwrap();
+                v.push(last);
+            },
+            5,
+        ),
+    ] {
+        let bytes = with_payload(|m| {
+            let Value::Array(bundle) = field(m, "cabundle") else {
+                panic!()
+            };
+            edit(bundle);
+        });
+        let Ok(doc) = attest::parse(&bytes) else {
+            // An empty cabundle is already a parse error.
+            assert_eq!(len, 0);
+            continue;
+        };
+        let err = verifier
+            .verify(&doc, &Policy::new(), doc.timestamp())
+            .unwrap_err();
+        assert_eq!(err, VerifyError::ChainShape { found: len });
     }
 }
 

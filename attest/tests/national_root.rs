@@ -13,7 +13,7 @@ mod common;
 
 use attest::pki::{NewRoot, cross_certify, init_root};
 use attest::{
-    CertPosition, Policy, Timestamp, TrustStore, Verifier, VerifyError, aws_nitro_root_g1,
+    CertPosition, DocumentTrust, Policy, Timestamp, Verifier, VerifyError, aws_nitro_root_g1,
 };
 use common::{fixtures, policy_for, t};
 use rustls_pki_types::CertificateDer;
@@ -41,8 +41,8 @@ fn cross(root: &NewRoot, not_before: &str, not_after: &str) -> CertificateDer<'s
 }
 
 fn national_verifier(root: &NewRoot, crosses: &[CertificateDer<'static>]) -> Verifier {
-    let mut trust = TrustStore::empty();
-    trust.add_root(root.certificate.clone()).unwrap();
+    let mut trust = DocumentTrust::empty();
+    trust.add_national_root(root.certificate.clone()).unwrap();
     for c in crosses {
         trust.add_cross_certificate(c.clone()).unwrap();
     }
@@ -211,8 +211,8 @@ fn an_expired_national_root_is_not_an_anchor() {
 #[test]
 fn the_aws_root_and_a_national_root_can_be_trusted_together() {
     let root = national_root();
-    let mut trust = TrustStore::aws().unwrap();
-    trust.add_root(root.certificate.clone()).unwrap();
+    let mut trust = DocumentTrust::aws().unwrap();
+    trust.add_national_root(root.certificate.clone()).unwrap();
     let verifier = Verifier::new(trust);
     let doc = common::parsed(common::PROD);
     let v = verifier

@@ -10,7 +10,9 @@
 
 mod common;
 
-use attest::{CertPosition, Policy, PolicyViolation, Timestamp, TrustStore, Verifier, VerifyError};
+use attest::{
+    CertPosition, DocumentTrust, Policy, PolicyViolation, Timestamp, Verifier, VerifyError,
+};
 use common::{fixtures, policy_for, t};
 
 #[test]
@@ -124,7 +126,7 @@ fn a_second_verification_uses_the_cached_chain_and_gives_the_same_answer() {
 
 #[test]
 fn nothing_verifies_without_a_trust_anchor() {
-    let verifier = Verifier::new(TrustStore::empty());
+    let verifier = Verifier::new(DocumentTrust::empty());
     let doc = common::parsed(common::PROD);
     assert!(matches!(
         verifier.verify(&doc, &Policy::new(), doc.timestamp()),
@@ -153,7 +155,7 @@ fn public_types_are_send_and_sync() {
     check::<attest::ParsedDocument>();
     check::<attest::VerifiedDocument>();
     check::<Policy>();
-    check::<TrustStore>();
+    check::<DocumentTrust>();
     check::<VerifyError>();
     check::<attest::ParseError>();
 }

@@ -13,11 +13,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use attest::pki::{NewRoot, init_root};
-use attest::sim::{SimulatedPki, SimulatedRequest};
+use attest::pki::NewRoot;
+use attest::sim::{DevelopmentRoots, SimulatedPki, SimulatedRequest};
 use attest::{
-    CertPosition, MeasurementSet, Nonce, PcrIndex, PcrValue, Policy, Region, Timestamp, TrustStore,
-    Verifier, VerifyError,
+    CertPosition, DocumentTrust, MeasurementSet, Nonce, PcrIndex, PcrValue, Policy, Region,
+    Timestamp, Verifier, VerifyError,
 };
 use common::{dissect, t};
 use proptest::prelude::*;
@@ -26,18 +26,21 @@ fn now() -> Timestamp {
     t("2026-06-01T12:00:00Z")
 }
 
-fn dev_root() -> &'static NewRoot {
-    static ROOT: OnceLock<NewRoot> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        init_root(
+fn dev_roots() -> &'static DevelopmentRoots {
+    static ROOTS: OnceLock<DevelopmentRoots> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        DevelopmentRoots::new(
             "Dev National Root",
-            "Dev Government",
-            "XX",
             t("2026-01-01T00:00:00Z"),
             t("2036-01-01T00:00:00Z"),
         )
         .unwrap()
     })
+}
+
+/// The simulated Nitro root the PKI issues under.
+fn dev_root() -> &'static NewRoot {
+    &dev_roots().nitro
 }
 
 fn pki() -> &'static SimulatedPki {
@@ -66,9 +69,7 @@ fn pcrs() -> BTreeMap<PcrIndex, PcrValue> {
 }
 
 fn dev_verifier() -> Verifier {
-    let mut trust = TrustStore::empty();
-    trust.add_root(dev_root().certificate.clone()).unwrap();
-    Verifier::new(trust)
+    Verifier::new(dev_roots().document_trust().unwrap())
 }
 
 #[test]
@@ -137,7 +138,7 @@ fn they_verify_against_the_development_root_only() {
     );
     assert!(!verified.is_debug());
 
-    let aws = Verifier::new(TrustStore::aws().unwrap());
+    let aws = Verifier::new(DocumentTrust::aws().unwrap());
     let err = aws.verify(&parsed, &policy, now()).unwrap_err();
     assert!(matches!(err, VerifyError::UntrustedRoot { .. }), "{err:?}");
 }

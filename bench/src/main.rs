@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use attest::{Policy, TrustStore, Verifier};
+use attest::{DocumentTrust, Policy, Verifier};
 
 const ROUND: Duration = Duration::from_secs(3);
 
@@ -30,7 +30,7 @@ fn main() {
         .map(|d| attest::parse(d).expect("parses").timestamp())
         .collect();
     let policy = Policy::new().dangerous_allow_debug();
-    let trust = TrustStore::aws().expect("AWS root");
+    let trust = DocumentTrust::aws().expect("AWS root");
 
     // Every verifier must accept every document before it is timed.
     let check = Verifier::new(trust.clone());

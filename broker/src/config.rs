@@ -12,9 +12,11 @@
 //! io_timeout = "10s"               # a peer silent this long is disconnected
 //!
 //! [trust]                          # whose attestation documents are accepted
-//! aws_root = true                  # the built-in AWS Nitro root G1
-//! roots = ["national-root.pem"]    # national roots
-//! cross_certificates = []          # e.g. the national root's certificate for the AWS root
+//! roots = ["national-root.pem"]    # national roots: documents only through a cross-certificate;
+//!                                  # also the roots the broker's own certificate must chain to
+//! cross_certificates = ["aws-cross.pem"]  # the national root's certificate for the AWS root
+//! # aws_root = true                # also trust AWS's root directly (default false): withdrawing
+//!                                  # the cross-certificate then no longer stops documents
 //!
 //! [signing]                        # the response key, certified for the key-broker role
 //! key = "broker.key"               # PKCS#8 PEM, P-384
@@ -41,7 +43,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use attest::{TrustStore, format_duration, load_certificates, parse_duration};
+use attest::{DocumentTrust, ServiceTrust, format_duration, load_certificates, parse_duration};
 use sealing::release::OaepHash;
 use serde::Deserialize;
 
@@ -118,9 +120,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Per-message I/O timeout.
     pub io_timeout: Duration,
-    /// Trust the AWS root.
+    /// Trust the AWS root directly, not only through a national root's cross-certificate.
     pub aws_root: bool,
-    /// National roots.
+    /// National roots: for documents only through a cross-certificate, and the roots of the
+    /// broker's own certificate.
     pub roots: Vec<PathBuf>,
     /// Cross-certificates.
     pub cross_certificates: Vec<PathBuf>,
@@ -160,16 +163,12 @@ struct Raw {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTrust {
-    #[serde(default = "yes")]
+    #[serde(default)]
     aws_root: bool,
     #[serde(default)]
     roots: Vec<PathBuf>,
     #[serde(default)]
     cross_certificates: Vec<PathBuf>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Deserialize)]
@@ -342,38 +341,69 @@ impl Config {
         })
     }
 
-    /// The trust store documents are verified against.
-    pub fn trust_store(&self) -> Result<TrustStore, ConfigError> {
-        let mut trust = TrustStore::empty();
+    /// The trust documents are verified against: the national roots through their
+    /// cross-certificates, and the AWS root directly only when `trust.aws_root` asks for it.
+    pub fn document_trust(&self) -> Result<DocumentTrust, ConfigError> {
+        let mut trust = DocumentTrust::empty();
         if self.aws_root {
             trust
                 .add_aws_root()
                 .map_err(|e| ConfigError(e.to_string()))?;
         }
-        for path in &self.roots {
-            for cert in load_certificates(&read_bounded(path, MAX_SMALL_FILE)?)
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
-            {
-                trust
-                    .add_root(cert)
-                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-            }
+        for cert in self.certificates(&self.roots)? {
+            trust
+                .add_national_root(cert.1)
+                .map_err(|e| ConfigError(format!("trust.roots: {}: {e}", cert.0.display())))?;
         }
-        for path in &self.cross_certificates {
-            for cert in load_certificates(&read_bounded(path, MAX_SMALL_FILE)?)
-                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
-            {
-                trust
-                    .add_cross_certificate(cert)
-                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-            }
+        for cert in self.certificates(&self.cross_certificates)? {
+            trust.add_cross_certificate(cert.1).map_err(|e| {
+                ConfigError(format!(
+                    "trust.cross_certificates: {}: {e}",
+                    cert.0.display()
+                ))
+            })?;
         }
         if trust.is_empty() {
             return Err(ConfigError(
-                "no trust anchor: set trust.aws_root or trust.roots".into(),
+                "no document can verify: give trust.roots with trust.cross_certificates (a \
+                 national root reaches documents only through a cross-certificate), or set \
+                 trust.aws_root = true"
+                    .into(),
             ));
         }
         Ok(trust)
+    }
+
+    /// The trust the broker's own certificate is checked against: the national roots, which
+    /// certify service keys directly. Never used for documents.
+    pub fn service_trust(&self) -> Result<ServiceTrust, ConfigError> {
+        let mut trust = ServiceTrust::new();
+        for cert in self.certificates(&self.roots)? {
+            trust
+                .add_root(cert.1)
+                .map_err(|e| ConfigError(format!("trust.roots: {}: {e}", cert.0.display())))?;
+        }
+        if trust.is_empty() {
+            return Err(ConfigError(
+                "no national root (trust.roots): the broker's certificate must chain to one, as \
+                 enclaves check it"
+                    .into(),
+            ));
+        }
+        Ok(trust)
+    }
+
+    fn certificates<'a>(
+        &self,
+        paths: &'a [PathBuf],
+    ) -> Result<Vec<(&'a Path, rustls_pki_types::CertificateDer<'static>)>, ConfigError> {
+        let mut out = Vec::new();
+        for path in paths {
+            let certs = load_certificates(&read_bounded(path, MAX_SMALL_FILE)?)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            out.extend(certs.into_iter().map(|c| (path.as_path(), c)));
+        }
+        Ok(out)
     }
 
     /// What the configuration means, for `broker check-config --json`.
@@ -435,6 +465,10 @@ mod tests {
         let c = Config::parse(&text, Path::new("/etc/broker")).unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/etc/broker/s"));
         assert_eq!(c.roots, vec![PathBuf::from("/etc/broker/r.pem")]);
+        assert!(
+            !c.aws_root,
+            "AWS's root is trusted directly only when asked for"
+        );
         assert_eq!(c.oaep_hash, OaepHash::Sha1);
         assert_eq!(c.nonce_lifetime, Duration::from_secs(30));
         assert!(matches!(

@@ -106,7 +106,10 @@ pub fn pkcs11_settings(
 
 /// The response signer: the configured key and certificate, checked against the configured
 /// trust (a certificate enclaves would refuse stops the broker from starting).
-pub fn open_signer(config: &Config, trust: &attest::TrustStore) -> anyhow::Result<ResponseSigner> {
+pub fn open_signer(
+    config: &Config,
+    trust: &attest::ServiceTrust,
+) -> anyhow::Result<ResponseSigner> {
     let key_pem = zeroize::Zeroizing::new(config::read_bounded(
         &config.signing_key,
         config::MAX_SMALL_FILE,
@@ -183,8 +186,15 @@ pub fn adopt_policy(
 
 /// Everything `broker serve` needs, opened and checked: key store, trust, signer, log, policy.
 pub fn open(config: &Config) -> anyhow::Result<Broker> {
-    let trust = config.trust_store()?;
-    let signer = open_signer(config, &trust)?;
+    let trust = config.document_trust()?;
+    if trust.trusts_aws_root_directly() {
+        tracing::warn!(
+            "trust.aws_root is set: documents under AWS's Nitro root are accepted directly, so \
+             withdrawing or letting expire the national root's cross-certificate does not stop \
+             key releases"
+        );
+    }
+    let signer = open_signer(config, &config.service_trust()?)?;
     let state = StateDir::open(&config.state_dir)?;
     let ledger = Ledger::open(&state, &config.log_origin, &config.log_key).map_err(|e| {
         if Ledger::is_locked(&e) {

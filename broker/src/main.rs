@@ -218,7 +218,7 @@ fn init(path: &Path, iterations: u32) -> anyhow::Result<ExitCode> {
         );
     }
     if config.signing_certificate.exists() {
-        broker::open_signer(&config, &config.trust_store()?)?;
+        broker::open_signer(&config, &config.service_trust()?)?;
         println!(
             "response certificate {} is valid for the key-broker role",
             config.signing_certificate.display()

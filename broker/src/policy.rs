@@ -13,8 +13,10 @@
 //! pcr2 = "…"
 //! ```
 //!
-//! Every model must pin at least one measurement set: a release policy that accepts any image
-//! is refused. Unknown keys are errors.
+//! Every measurement set of every model must pin the image: PCR0 (or PCR0, 1 and 2), or PCR8
+//! together with the image-signing certificate it measures (`signing_certificate`, inline PEM).
+//! A policy that pins only parent-chosen PCRs (3, 4), the enclave's own runtime PCRs (16 and
+//! above) or a bare PCR8 is refused at load, naming the rule. Unknown keys are errors.
 
 use std::collections::BTreeMap;
 
@@ -63,12 +65,11 @@ impl ReleasePolicy {
             let policy = rules
                 .to_policy(&format!("models.{name}."))
                 .map_err(|e| PolicyError(e.to_string()))?;
-            if policy.measurements().is_empty() {
-                return Err(PolicyError(format!(
-                    "models.{name}: no [[measurements]]: a release policy must pin the enclave \
-                     image (`attest policy from-image` prints the set for an image)"
-                )));
-            }
+            policy.check_pins_image().map_err(|e| {
+                PolicyError(format!(
+                    "models.{name}: a release policy must pin the enclave image: {e}"
+                ))
+            })?;
             models.insert(id, policy);
         }
         Ok(Self {
@@ -96,11 +97,15 @@ impl ReleasePolicy {
                     .measurements()
                     .iter()
                     .map(|set| {
-                        set.pcrs()
+                        let mut pcrs = set
+                            .pcrs()
                             .iter()
                             .map(|(i, v)| (format!("pcr{}", i.get()), hex(v.as_bytes()).into()))
-                            .collect::<serde_json::Map<_, _>>()
-                            .into()
+                            .collect::<serde_json::Map<_, _>>();
+                        if let Some(signer) = set.signer() {
+                            pcrs.insert("signing_certificate".into(), signer.into());
+                        }
+                        pcrs.into()
                     })
                     .collect();
                 let value = serde_json::json!({
@@ -147,12 +152,112 @@ mod tests {
         assert_eq!(json["models"]["m-1"]["measurements"][0]["pcr16"], pcr(2));
     }
 
+    /// PCR3/PCR4 (the parent's choice), PCR16 (the enclave's own code) or a bare PCR8 do not
+    /// identify an image: a release policy pinning only those is refused at load, naming the
+    /// rule, and so are two keys naming one PCR.
+    #[test]
+    fn a_policy_that_pins_no_image_is_refused() {
+        let set =
+            |body: &str| format!("version = 1\n[models.m]\n[[models.m.measurements]]\n{body}");
+        for (body, needle) in [
+            (
+                format!("pcr3 = \"{}\"\npcr4 = \"{}\"\n", pcr(3), pcr(4)),
+                "neither PCR0",
+            ),
+            (format!("pcr16 = \"{}\"\n", pcr(16)), "neither PCR0"),
+            (
+                format!("pcr1 = \"{}\"\npcr2 = \"{}\"\n", pcr(1), pcr(2)),
+                "neither PCR0",
+            ),
+            (
+                format!("pcr8 = \"{}\"\n", pcr(8)),
+                "PCR8 alone names no signer",
+            ),
+            (
+                format!("pcr0 = \"{}\"\npcr00 = \"{}\"\n", pcr(1), pcr(2)),
+                "not canonical: write pcr0",
+            ),
+            (
+                format!("pcr08 = \"{}\"\n", pcr(8)),
+                "not canonical: write pcr8",
+            ),
+        ] {
+            let err = ReleasePolicy::parse(set(&body).as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{body:?}: {err}");
+            assert!(err.contains("models.m"), "{body:?}: {err}");
+        }
+        // A second set that pins nothing does not ride on a first that pins the image.
+        let text = format!(
+            "version = 1\n[models.m]\n[[models.m.measurements]]\npcr0 = \"{}\"\n\
+             [[models.m.measurements]]\npcr4 = \"{}\"\n",
+            pcr(1),
+            pcr(4)
+        );
+        let err = ReleasePolicy::parse(text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("measurement set 1"), "{err}");
+    }
+
+    /// PCR8 with the signing certificate it measures pins the signer; a certificate that is not
+    /// the one PCR8 measures is refused.
+    #[test]
+    fn pcr8_pins_with_its_named_signing_certificate() {
+        let root = attest::pki::init_root(
+            "Image Signer",
+            "Test Government",
+            "GB",
+            attest::Timestamp::from_unix_secs(1_600_000_000),
+            attest::Timestamp::from_unix_secs(2_000_000_000),
+        )
+        .unwrap();
+        let pem = pem_of(&root.certificate);
+        let measured = attest::PcrValue::measure(&root.certificate).to_hex();
+        let with = |pcr8: &str| {
+            format!(
+                "version = 1\n[models.m]\n[[models.m.measurements]]\n{pcr8}\
+                 signing_certificate = \"\"\"\n{pem}\"\"\"\n"
+            )
+        };
+        let p = ReleasePolicy::parse(with("").as_bytes()).unwrap();
+        let m = p.models.get(&Id::new("m").unwrap()).unwrap();
+        let set = m.measurements().first().unwrap();
+        assert_eq!(
+            set.signer(),
+            Some("C=GB, O=Test Government, CN=Image Signer")
+        );
+        assert_eq!(
+            set.pcrs().get(&attest::PcrIndex::SIGNER).unwrap().to_hex(),
+            measured
+        );
+        assert!(ReleasePolicy::parse(with(&format!("pcr8 = \"{measured}\"\n")).as_bytes()).is_ok());
+        let err = ReleasePolicy::parse(with(&format!("pcr8 = \"{}\"\n", pcr(8))).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signing_certificate"), "{err}");
+    }
+
+    fn pem_of(der: &[u8]) -> String {
+        let b64 = data_encoding::BASE64.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    }
+
     #[test]
     fn unsafe_or_unknown_policies_are_refused() {
         for (text, needle) in [
             (
                 "version = 1\n[models.m]\nregions = []\n",
-                "no [[measurements]]",
+                "no measurement set",
             ),
             ("version = 0\n", "version starts at 1"),
             ("version = 1\nmodel = {}\n", "unknown field"),

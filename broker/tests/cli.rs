@@ -59,7 +59,29 @@ fn policy_check_prints_what_is_allowed_and_refuses_with_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     let v = json(&out);
     assert_eq!(v["valid"], false);
-    assert!(v["error"].as_str().unwrap().contains("measurements"));
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("must pin the enclave image"),
+        "{v}"
+    );
+    // Pinning only what the parent chooses (PCR3) pins no image.
+    std::fs::write(
+        dir.join("parent.toml"),
+        format!("version = 1\n[models.m]\n[[models.m.measurements]]\npcr3 = \"{pcr}\"\n"),
+    )
+    .unwrap();
+    let out = broker(&dir, &["policy", "check", "parent.toml", "--json"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        json(&out)["error"]
+            .as_str()
+            .unwrap()
+            .contains("pins neither PCR0 nor PCR8"),
+        "{}",
+        json(&out)
+    );
     let out = broker(&dir, &["policy", "check", "missing.toml"], "");
     assert_eq!(out.status.code(), Some(1));
     std::fs::write(dir.join("bad.toml"), CONFIG.replace("software", "floppy")).unwrap();

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use attest::channel::{ATTESTATION_PATH, BindingError, RECEIPT_HEADER, check_tls_binding};
-use attest::{Nonce, Policy, Timestamp, VerifiedDocument, Verifier, VerifyError};
+use attest::{Nonce, Policy, Timestamp, UnpinnedImage, VerifiedDocument, Verifier, VerifyError};
 use aws_lc_rs::digest::{SHA384, digest};
 use bytes::Bytes;
 use data_encoding::{BASE64, HEXLOWER};
@@ -45,25 +45,82 @@ const MAX_SMALL_BODY_LEN: usize = 64 * 1024;
 const NONCE_LEN: usize = 32;
 
 /// What the client trusts and requires. Shared by every session.
+///
+/// Built with [`Trust::new`], which refuses a policy that does not pin the enclave image: a
+/// prompt never goes to "any genuine enclave". [`Trust::dangerous_any_image`] skips that check,
+/// for development only.
 #[derive(Debug)]
 pub struct Trust {
-    /// Verifies attestation documents against the caller's anchors (a national root, AWS's).
-    pub verifier: Verifier,
+    /// Verifies attestation documents against the caller's document trust (a national root and
+    /// its cross-certificate, or AWS's root).
+    verifier: Verifier,
     /// What the document must satisfy: measurements, debug, age, regions. The session adds its
     /// own nonce. Receipts judge the same document at their signing time, so `max_age` bounds
     /// how long one session may keep receiving answers.
-    pub policy: Policy,
+    policy: Policy,
     /// The model that must answer (SHA-384), if pinned. When not pinned, the receipt's digest is
     /// reported, and the measurements pinned in `policy` decide which model the enclave may
     /// have been released.
-    pub model_digest: Option<[u8; 48]>,
+    model_digest: Option<[u8; 48]>,
     /// The release-policy version the model key must have been released under, if pinned.
-    pub policy_version: Option<u64>,
+    policy_version: Option<u64>,
     /// Keys that sign the key-release log's checkpoints. Empty skips the log check, which the
     /// caller must choose explicitly.
-    pub log_keys: Vec<NoteVerifier>,
+    log_keys: Vec<NoteVerifier>,
     /// The log's origin, if pinned.
-    pub log_origin: Option<String>,
+    log_origin: Option<String>,
+}
+
+impl Trust {
+    /// Trust documents `verifier` accepts under `policy`, which must pin the enclave image
+    /// ([`Policy::check_pins_image`]: PCR0, or PCR8 with a named signing certificate, in every
+    /// measurement set). Nothing is sent to an enclave that a policy pinning nothing would let
+    /// through, because nothing is built.
+    pub fn new(verifier: Verifier, policy: Policy) -> Result<Self, UnpinnedImage> {
+        policy.check_pins_image()?;
+        Ok(Self::dangerous_any_image(verifier, policy))
+    }
+
+    /// Like [`Trust::new`], without requiring a pinned image: any genuine enclave under the
+    /// verifier's roots is trusted with the prompt. For development only.
+    pub fn dangerous_any_image(verifier: Verifier, policy: Policy) -> Self {
+        Self {
+            verifier,
+            policy,
+            model_digest: None,
+            policy_version: None,
+            log_keys: Vec::new(),
+            log_origin: None,
+        }
+    }
+
+    /// Require the answering model to have this SHA-384.
+    #[must_use]
+    pub fn model_digest(mut self, digest: [u8; 48]) -> Self {
+        self.model_digest = Some(digest);
+        self
+    }
+
+    /// Require the model key to have been released under this release-policy version.
+    #[must_use]
+    pub fn policy_version(mut self, version: u64) -> Self {
+        self.policy_version = Some(version);
+        self
+    }
+
+    /// Check receipts' key-release log checkpoints against these keys (and this origin, if
+    /// given). Without keys the log is not checked.
+    #[must_use]
+    pub fn log(mut self, keys: Vec<NoteVerifier>, origin: Option<String>) -> Self {
+        self.log_keys = keys;
+        self.log_origin = origin;
+        self
+    }
+
+    /// The policy documents must satisfy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
 }
 
 /// Time limits.

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use attest::wire::{ModelState, ModelStatus};
-use attest::{Timestamp, TrustStore};
+use attest::{ServiceTrust, Timestamp};
 use sealing::Expected;
 use sealing::release::{
     KeyRequest, Message, ReleaseError, ReleaseTrust, ReleasedKey, request_user_data,
@@ -197,7 +197,7 @@ pub async fn acquire<T: Transport>(
 }
 
 fn release_trust(config: &ModelConfig) -> Result<ReleaseTrust, String> {
-    let mut roots = TrustStore::empty();
+    let mut roots = ServiceTrust::new();
     for bytes in &config.broker_roots {
         for cert in attest::load_certificates(bytes).map_err(|e| e.to_string())? {
             roots.add_root(cert).map_err(|e| e.to_string())?;

@@ -63,6 +63,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     assert!(generation.completion_tokens <= request.sampling.max_tokens);
     assert_ne!(generation.finish_reason, FinishReason::Cancelled);
     for stop in &request.sampling.stop {
-        assert!(!answer.contains(stop.as_str()), "the answer holds the stop string");
+        assert!(
+            !answer.contains(stop.as_str()),
+            "the answer holds the stop string"
+        );
     }
 });

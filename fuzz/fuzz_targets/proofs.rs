@@ -6,13 +6,23 @@ use proofs::proof_file::{ConsistencyProofFile, InclusionProofFile};
 use proofs::{Checkpoint, Hash, Note, NoteVerifier, audit, entry::LogEntry, merkle};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let key = NoteVerifier::parse("PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW");
+    let key =
+        NoteVerifier::parse("PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW");
     let keys: Vec<NoteVerifier> = key.into_iter().collect();
     let leaf = Hash::leaf(b"entry");
 
     if let Ok(file) = InclusionProofFile::parse(data) {
-        assert_eq!(InclusionProofFile::parse(file.to_text().as_bytes()).ok(), Some(file.clone()));
-        let _ = merkle::verify_inclusion(&leaf, file.index, file.index.saturating_add(1), &file.hashes, &leaf);
+        assert_eq!(
+            InclusionProofFile::parse(file.to_text().as_bytes()).ok(),
+            Some(file.clone())
+        );
+        let _ = merkle::verify_inclusion(
+            &leaf,
+            file.index,
+            file.index.saturating_add(1),
+            &file.hashes,
+            &leaf,
+        );
     }
     let _ = audit::verify_inclusion_file(data, &leaf, &keys, None);
     if let Ok(file) = ConsistencyProofFile::parse(data) {

@@ -4,12 +4,12 @@
 // fails cleanly (the fuzzer cannot forge the signature).
 use std::sync::OnceLock;
 
-use attest::{Policy, TrustStore, Verifier};
+use attest::{DocumentTrust, Policy, Verifier};
 use proofs::receipt::{Receipt, ReceiptPolicy, verify_receipt};
 
 fn verifier() -> &'static Verifier {
     static V: OnceLock<Verifier> = OnceLock::new();
-    V.get_or_init(|| Verifier::new(TrustStore::aws().unwrap_or_else(|_| TrustStore::empty())))
+    V.get_or_init(|| Verifier::new(DocumentTrust::aws().unwrap_or_else(|_| DocumentTrust::empty())))
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -4,9 +4,15 @@
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = attest::wire::read_frame(&mut &data[..]);
     if let Ok(request) = attest::wire::Request::decode(data) {
-        assert_eq!(attest::wire::Request::decode(&request.encode()).ok(), Some(request));
+        assert_eq!(
+            attest::wire::Request::decode(&request.encode()).ok(),
+            Some(request)
+        );
     }
     if let Ok(response) = attest::wire::Response::decode(data) {
-        assert_eq!(attest::wire::Response::decode(&response.encode()).ok(), Some(response));
+        assert_eq!(
+            attest::wire::Response::decode(&response.encode()).ok(),
+            Some(response)
+        );
     }
 });

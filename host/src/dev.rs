@@ -1,6 +1,7 @@
-//! The embedded development setup of `host run --dev`: a directory holding a development root
-//! (created once), the enclave's configuration (simulated NSM under that root) and the hybrid
-//! vsock socket; clients on 127.0.0.1:8443, the admin endpoint on 127.0.0.1:9100.
+//! The embedded development setup of `host run --dev`: a directory holding a simulated Nitro
+//! root (created once), the enclave's configuration (simulated NSM under that root) and the
+//! hybrid vsock socket; clients on 127.0.0.1:8443, the admin endpoint on 127.0.0.1:9100.
+//! Documents from it verify with `attest verify --no-aws-root --nitro-root nitro-root.pem`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,13 +23,13 @@ pub fn prepare(dir: &Path) -> anyhow::Result<HostConfig> {
     let dir = dir
         .canonicalize()
         .with_context(|| format!("resolving {}", dir.display()))?;
-    let (cert, key) = (dir.join("dev-root.pem"), dir.join("dev-root.key"));
+    let (cert, key) = (dir.join("nitro-root.pem"), dir.join("nitro-root.key"));
     if !cert.exists() || !key.exists() {
         let now = Timestamp::now();
         let ten_years = now.saturating_add(Duration::from_secs(10 * 365 * 86_400));
         let root = attest::pki::init_root(
-            "Development National Root CA",
-            "Development Government",
+            "Simulated Nitro Root",
+            "Simulated Nitro PKI",
             "XX",
             Timestamp::from_unix_secs(now.unix_secs().saturating_sub(86_400)),
             ten_years,
@@ -39,14 +40,14 @@ pub fn prepare(dir: &Path) -> anyhow::Result<HostConfig> {
             pem("CERTIFICATE", root.certificate.as_ref()).as_bytes(),
             false,
         )?;
-        tracing::info!(root = %cert.display(), "created a development root");
+        tracing::info!(root = %cert.display(), "created a simulated Nitro root");
     }
     let socket = dir.join("enclave.sock");
     let enclave_config = dir.join("enclave.toml");
     let text = format!(
         "# Written by `host run --dev`: the development enclave, on the simulated NSM.\n\
          listen = \"unix:{}\"\n\n[nsm]\nkind = \"simulated\"\n\
-         root_certificate = \"dev-root.pem\"\nroot_key = \"dev-root.key\"\nregion = \"eu-central-1\"\n",
+         root_certificate = \"nitro-root.pem\"\nroot_key = \"nitro-root.key\"\nregion = \"eu-central-1\"\n",
         socket.display()
     );
     write_file(&enclave_config, text.as_bytes(), false)?;

@@ -50,7 +50,7 @@ enum Command {
         --dev creates a development root in the directory (once), writes the enclave's \
         configuration there, and runs the `enclave` binary next to this one on the simulated \
         NSM. Its documents verify only against that root:\n  \
-        attest verify doc.cbor --no-aws-root --root .sovereign-dev/dev-root.pem")]
+        attest verify doc.cbor --no-aws-root --nitro-root .sovereign-dev/nitro-root.pem")]
     Run {
         /// Configuration file (TOML); see docs/host.md.
         #[arg(long, value_name = "FILE", conflicts_with = "dev")]

@@ -12,7 +12,7 @@
 //! bytes of SHA-256(name ‖ "\n" ‖ 0x01 ‖ public key).
 
 use attest::service::{ServiceRole, verify_service_certificate};
-use attest::{Timestamp, TrustStore};
+use attest::{ServiceTrust, Timestamp};
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::encoding::AsBigEndian;
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
@@ -251,7 +251,7 @@ impl NoteVerifier {
     /// certificate's common name.
     pub fn from_certificate(
         certificate: &[u8],
-        trust: &TrustStore,
+        trust: &ServiceTrust,
         at: Timestamp,
     ) -> Result<Self, NoteError> {
         let key = verify_service_certificate(certificate, trust, ServiceRole::TransparencyLog, at)

@@ -12,9 +12,12 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use attest::pki::{NewRoot, init_root};
-use attest::sim::{SimulatedPki, SimulatedRequest};
-use attest::{MeasurementSet, PcrIndex, PcrValue, Policy, Region, Timestamp, TrustStore, Verifier};
+use attest::pki::NewRoot;
+use attest::sim::{DevelopmentRoots, SimulatedPki, SimulatedRequest};
+use attest::{
+    DocumentTrust, MeasurementSet, PcrIndex, PcrValue, Policy, Region, ServiceTrust, Timestamp,
+    Verifier,
+};
 use aws_lc_rs::digest::{SHA384, digest};
 use ciborium::Value;
 use coset::{CoseSign1, TaggedCborSerializable};
@@ -25,13 +28,11 @@ fn t(s: &str) -> Timestamp {
     Timestamp::parse_rfc3339(s).unwrap()
 }
 
-fn root() -> &'static NewRoot {
-    static ROOT: OnceLock<NewRoot> = OnceLock::new();
-    ROOT.get_or_init(|| {
-        init_root(
+fn roots() -> &'static DevelopmentRoots {
+    static ROOTS: OnceLock<DevelopmentRoots> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        DevelopmentRoots::new(
             "Dev National Root",
-            "Dev Government",
-            "XX",
             t("2026-01-01T00:00:00Z"),
             t("2036-01-01T00:00:00Z"),
         )
@@ -39,12 +40,17 @@ fn root() -> &'static NewRoot {
     })
 }
 
+/// The national root: it certifies the log's key.
+fn root() -> &'static NewRoot {
+    &roots().national
+}
+
 fn pki() -> &'static SimulatedPki {
     static PKI: OnceLock<SimulatedPki> = OnceLock::new();
     PKI.get_or_init(|| {
         SimulatedPki::new(
-            &root().certificate,
-            &root().private_key_pem,
+            &roots().nitro.certificate,
+            &roots().nitro.private_key_pem,
             Region::try_from("eu-west-1").unwrap(),
             t("2026-06-01T12:00:00Z"),
         )
@@ -113,9 +119,7 @@ fn fixture() -> Fixture {
 }
 
 fn verifier() -> Verifier {
-    let mut trust = TrustStore::empty();
-    trust.add_root(root().certificate.clone()).unwrap();
-    Verifier::new(trust)
+    Verifier::new(roots().document_trust().unwrap())
 }
 
 fn policy(f: &Fixture) -> ReceiptPolicy {
@@ -311,7 +315,7 @@ fn the_attestation_binding_is_checked() {
         Err(ReceiptError::Document(_))
     ));
     // A root the client does not trust.
-    let untrusted = Verifier::new(TrustStore::aws().unwrap());
+    let untrusted = Verifier::new(DocumentTrust::aws().unwrap());
     assert!(matches!(
         verify_receipt(&receipt, &f.document, &untrusted, &policy(&f), &req, &resp),
         Err(ReceiptError::Document(_))
@@ -375,8 +379,7 @@ fn the_log_key_is_certified_under_the_national_root() {
         .unwrap()
     };
     let cert = certify(ServiceRole::TransparencyLog);
-    let mut trust = TrustStore::empty();
-    trust.add_root(root().certificate.clone()).unwrap();
+    let trust = roots().service_trust().unwrap();
     let now = t("2026-06-01T12:00:00Z");
     assert_eq!(
         NoteVerifier::from_certificate(&cert, &trust, now).unwrap(),
@@ -385,7 +388,9 @@ fn the_log_key_is_certified_under_the_national_root() {
     // Not for another role, not under another root, not after it expires.
     let broker = certify(ServiceRole::KeyBroker);
     assert!(NoteVerifier::from_certificate(&broker, &trust, now).is_err());
-    assert!(NoteVerifier::from_certificate(&cert, &TrustStore::aws().unwrap(), now).is_err());
+    let mut other = ServiceTrust::new();
+    other.add_root(roots().nitro.certificate.clone()).unwrap();
+    assert!(NoteVerifier::from_certificate(&cert, &other, now).is_err());
     assert!(NoteVerifier::from_certificate(&cert, &trust, t("2027-06-01T00:00:00Z")).is_err());
     let mut tampered = cert.to_vec();
     let last = tampered.len() - 5;

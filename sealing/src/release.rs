@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 
 use attest::service::{ServiceCertError, ServiceRole, verify_service_certificate};
-use attest::{Timestamp, TrustStore};
+use attest::{ServiceTrust, Timestamp};
 use aws_lc_rs::digest::{SHA384, digest};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{
@@ -414,7 +414,7 @@ impl ResponseSigner {
     pub fn new(
         pkcs8: &[u8],
         certificate: Vec<u8>,
-        trust: &TrustStore,
+        trust: &ServiceTrust,
         now: Timestamp,
     ) -> Result<Self, ReleaseError> {
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8)
@@ -465,7 +465,7 @@ pub fn sha384(bytes: &[u8]) -> [u8; DIGEST_LEN] {
 #[derive(Debug)]
 pub struct ReleaseTrust {
     /// The national root(s) the broker's certificate must chain to.
-    pub broker_roots: TrustStore,
+    pub broker_roots: ServiceTrust,
     /// The transparency log's keys.
     pub log_keys: Vec<NoteVerifier>,
     /// The log's origin, if pinned.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use attest::pki::{NewRoot, certify_service_key, init_root};
 use attest::service::ServiceRole;
 use attest::sim::{SimulatedPki, SimulatedRequest};
-use attest::{PcrIndex, PcrValue, Region, Timestamp, TrustStore};
+use attest::{PcrIndex, PcrValue, Region, ServiceTrust, Timestamp};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{
@@ -68,8 +68,8 @@ fn broker_signer(root: &NewRoot, now: Timestamp, role: ServiceRole) -> (Vec<u8>,
     (pkcs8.as_ref().to_vec(), cert.as_ref().to_vec())
 }
 
-fn trust_of(root: &NewRoot) -> TrustStore {
-    let mut trust = TrustStore::empty();
+fn trust_of(root: &NewRoot) -> ServiceTrust {
+    let mut trust = ServiceTrust::new();
     trust.add_root(root.certificate.clone()).unwrap();
     trust
 }
@@ -83,9 +83,14 @@ impl Broker {
         let note = NoteSigner::generate("gov.example/release-log").unwrap();
         let log_key = note.verifier();
         let log = Log::open(MemoryStore::new(), note).unwrap();
+        let nitro = attest::sim::simulated_nitro_root(
+            Timestamp::from_unix_secs(now.unix_secs() - 3600),
+            Timestamp::from_unix_secs(now.unix_secs() + 86_400 * 30),
+        )
+        .unwrap();
         let pki = SimulatedPki::new(
-            &root.certificate,
-            &root.private_key_pem,
+            &nitro.certificate,
+            &nitro.private_key_pem,
             Region::try_from("eu-west-1").unwrap(),
             now,
         )

@@ -22,17 +22,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use attest::wire::ModelState;
-use attest::{MeasurementSet, PcrIndex, PcrValue, Policy, TrustStore, Verifier};
+use attest::{MeasurementSet, PcrIndex, PcrValue, Policy, Verifier};
 use client::{ChatRequest, ClientError, Session, Timeouts, Trust};
 use common::broker::{Backend, Broker, Setup, client_pcr0};
-use common::{Options, Stack, binary, enclave_pcr0, test_root};
+use common::{Options, Stack, binary, enclave_pcr0, test_roots};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A broker with its model sealed, and the host with its enclave, waiting until the model is
 /// ready.
 fn start(name: &str, model: Option<Vec<u8>>) -> (Broker, Stack) {
-    let root = test_root("National Root");
+    let root = test_roots("National Root");
     let mut broker = Broker::setup(
         name,
         Backend::Software,
@@ -75,18 +75,26 @@ fn wait_ready(stack: &Stack, broker: &Broker, timeout: Duration) {
 
 /// What the client trusts: the broker's national root, the enclave's PCR0, the broker's log key.
 fn trust(broker: &Broker, pcr0: PcrValue, model: &[u8]) -> Arc<Trust> {
-    let mut roots = TrustStore::empty();
-    roots.add_root(broker.root.certificate.clone()).unwrap();
+    Arc::new(trust_without_log(broker, pcr0, model).log(
+        vec![proofs::NoteVerifier::parse(&broker.log_vkey).unwrap()],
+        Some("test.example/key-release-log".into()),
+    ))
+}
+
+/// The same trust, with the receipts' log checkpoints not checked.
+fn trust_without_log(broker: &Broker, pcr0: PcrValue, model: &[u8]) -> Trust {
+    Trust::new(
+        Verifier::new(broker.root.document_trust().unwrap()),
+        pinned_pcr0(pcr0),
+    )
+    .unwrap()
+    .model_digest(sealing::release::sha384(model))
+    .policy_version(1)
+}
+
+fn pinned_pcr0(pcr0: PcrValue) -> Policy {
     let pcrs = std::collections::BTreeMap::from([(PcrIndex::new(0).unwrap(), pcr0)]);
-    let measurements = MeasurementSet::try_from(pcrs).unwrap();
-    Arc::new(Trust {
-        verifier: Verifier::new(roots),
-        policy: Policy::new().allow_measurements(measurements),
-        model_digest: Some(sealing::release::sha384(model)),
-        policy_version: Some(1),
-        log_keys: vec![proofs::NoteVerifier::parse(&broker.log_vkey).unwrap()],
-        log_origin: Some("test.example/key-release-log".into()),
-    })
+    Policy::new().allow_measurements(MeasurementSet::try_from(pcrs).unwrap())
 }
 
 fn ask(prompt: &str, stream: bool) -> ChatRequest {
@@ -238,17 +246,14 @@ fn an_enclave_outside_the_policy_is_refused_before_the_prompt_is_sent() {
     assert!(matches!(error, ClientError::Attestation(_)), "{error}");
     assert!(error.is_refusal());
     // Another national root: no path to a trust anchor.
-    let other = test_root("Another Root");
-    let mut roots = TrustStore::empty();
-    roots.add_root(other.certificate.clone()).unwrap();
-    let foreign = Arc::new(Trust {
-        verifier: Verifier::new(roots),
-        policy: Policy::new(),
-        model_digest: None,
-        policy_version: None,
-        log_keys: Vec::new(),
-        log_origin: None,
-    });
+    let other = test_roots("Another Root");
+    let foreign = Arc::new(
+        Trust::new(
+            Verifier::new(other.document_trust().unwrap()),
+            pinned_pcr0(enclave_pcr0()),
+        )
+        .unwrap(),
+    );
     let error = rt
         .block_on(Session::connect(
             &stack.api.to_string(),
@@ -259,8 +264,7 @@ fn an_enclave_outside_the_policy_is_refused_before_the_prompt_is_sent() {
     assert_eq!(error.kind(), "attestation_refused", "{error}");
 
     // The right enclave, but another model pinned: the answer's receipt is refused.
-    let mut pinned = trust(&broker, enclave_pcr0(), b"another model");
-    Arc::get_mut(&mut pinned).unwrap().log_keys.clear();
+    let pinned = Arc::new(trust_without_log(&broker, enclave_pcr0(), b"another model"));
     let error = rt.block_on(async {
         let mut session = Session::connect(&stack.api.to_string(), pinned, Timeouts::default())
             .await
@@ -453,7 +457,8 @@ fn attest_chat_exit_codes_and_its_evidence_verify_offline() {
         std::fs::write(
             &path,
             format!(
-                "aws_root = false\nroots = [\"root.pem\"]\n[[measurements]]\npcr0 = \"{pcr0}\"\n"
+                "aws_root = false\nroots = [\"root.pem\"]\ncross_certificates = [\"cross.pem\"]\n\
+                 [[measurements]]\npcr0 = \"{pcr0}\"\n"
             ),
         )
         .unwrap();
@@ -548,6 +553,45 @@ fn attest_chat_exit_codes_and_its_evidence_verify_offline() {
     let nothing = chat(format!("127.0.0.1:{}", common::free_port()), &good, &[]);
     assert_eq!(nothing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("cannot connect"));
+
+    // A policy that pins no image: no prompt is sent (the recording relay sees no connection),
+    // unless the caller asks for it by name. PCR3 alone is the parent's choice, not an image.
+    let open = broker.dir.join("open-policy.toml");
+    std::fs::write(
+        &open,
+        "aws_root = false\nroots = [\"root.pem\"]\ncross_certificates = [\"cross.pem\"]\n",
+    )
+    .unwrap();
+    let parent_only = broker.dir.join("pcr3-policy.toml");
+    std::fs::write(
+        &parent_only,
+        format!(
+            "aws_root = false\nroots = [\"root.pem\"]\ncross_certificates = [\"cross.pem\"]\n\
+             [[measurements]]\npcr3 = \"{}\"\n",
+            PcrValue::ZERO
+        ),
+    )
+    .unwrap();
+    let rt = runtime();
+    let (relay, seen) = rt.block_on(recording_proxy(stack.api));
+    for policy in [&open, &parent_only] {
+        let unpinned = chat(relay.to_string(), policy, &[]);
+        assert_eq!(unpinned.status.code(), Some(2), "{}", policy.display());
+        let stderr = String::from_utf8_lossy(&unpinned.stderr);
+        assert!(stderr.contains("must pin the enclave image"), "{stderr}");
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing may reach the enclave before the policy is checked"
+    );
+    let dangerous = chat(stack.api.to_string(), &open, &["--dangerous-any-image"]);
+    assert_eq!(
+        dangerous.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&dangerous.stderr)
+    );
+    assert!(String::from_utf8_lossy(&dangerous.stderr).contains("--dangerous-any-image"));
     stack.stop();
     broker.stop();
 }

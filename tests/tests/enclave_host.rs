@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use attest::wire::{
     ErrorCode, MAX_FRAME_LEN, NsmKind, Request, RequestBody, Response, ResponseBody,
 };
-use attest::{Policy, Timestamp, TrustStore, Verifier, VerifyError};
+use attest::{DocumentTrust, Policy, Timestamp, Verifier, VerifyError};
 use common::{Stack, attestation_request, exchange, nonce, raw_exchange};
 use transport::{HybridVsock, Transport};
 
@@ -69,7 +69,7 @@ fn a_document_fetched_through_the_host_verifies_with_the_nonce_echoed() {
     assert_eq!(verified.pcrs()[&enclave::CONFIG_PCR], config.expected_pcr());
 
     // The same document is refused with only the AWS root, and under another nonce.
-    let aws = Verifier::new(TrustStore::aws().unwrap());
+    let aws = Verifier::new(DocumentTrust::aws().unwrap());
     assert!(matches!(
         aws.verify(&parsed, &policy, Timestamp::now()),
         Err(VerifyError::UntrustedRoot { .. })
@@ -137,8 +137,21 @@ fn the_cli_fetches_and_verifies_against_the_development_root_only() {
             .code()
     };
     let root = root.to_str().unwrap();
+    let national = stack.dir.join("national.der");
+    let cross = stack.dir.join("cross.der");
+    let national = [
+        "--no-aws-root",
+        "--root",
+        national.to_str().unwrap(),
+        "--cross-cert",
+        cross.to_str().unwrap(),
+    ];
     assert_eq!(
-        verify(&["--no-aws-root", "--root", root, "--nonce", nonce]),
+        verify(&["--no-aws-root", "--nitro-root", root, "--nonce", nonce]),
+        Some(0)
+    );
+    assert_eq!(
+        verify(&[&national[..], &["--nonce", nonce]].concat()),
         Some(0)
     );
     assert_eq!(
@@ -147,8 +160,13 @@ fn the_cli_fetches_and_verifies_against_the_development_root_only() {
         "refused with the AWS root alone"
     );
     assert_eq!(
-        verify(&["--no-aws-root", "--root", root, "--nonce", "0bad"]),
+        verify(&["--no-aws-root", "--nitro-root", root, "--nonce", "0bad"]),
         Some(1)
+    );
+    // The simulated Nitro root is not a national root: alone, it reaches nothing.
+    assert_eq!(
+        verify(&["--no-aws-root", "--root", root, "--nonce", nonce]),
+        Some(2)
     );
 }
 

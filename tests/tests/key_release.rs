@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use attest::PcrValue;
 use attest::wire::ModelState;
 use common::broker::{Backend, Broker, Document, MODEL_ID, Setup, client_pcr0, denied, exchange};
-use common::{Options, Stack, enclave_pcr0, model_status, test_root};
+use common::{Options, Stack, enclave_pcr0, model_status, test_root, test_roots};
 use proofs::entry::{Entry, Outcome};
 use sealing::Id;
 use sealing::release::{KeyRequest, Message};
@@ -45,7 +45,7 @@ fn stack_for(name: &str, broker: &Broker, with_model: bool) -> Stack {
 fn good_release(stack: &Stack, broker: &Broker) -> ([u8; 32], Vec<u8>, Message) {
     let request = KeyRequest::new(Id::new(MODEL_ID).unwrap()).unwrap();
     let doc = Document {
-        root: &broker.root,
+        root: &broker.root.nitro,
         region: "eu-west-3",
         pcr0: client_pcr0(),
     };
@@ -69,7 +69,7 @@ fn good_release(stack: &Stack, broker: &Broker) -> ([u8; 32], Vec<u8>, Message) 
 #[test]
 fn a_measured_enclave_receives_its_key_and_decrypts_its_model() {
     for backend in Backend::ALL {
-        let root = test_root("National Root");
+        let root = test_roots("National Root");
         let mut broker = Broker::setup(
             &format!("release-{backend:?}"),
             backend,
@@ -142,7 +142,7 @@ fn a_measured_enclave_receives_its_key_and_decrypts_its_model() {
 #[test]
 fn every_refusal_is_logged_with_its_reason() {
     for backend in Backend::ALL {
-        let root = test_root("National Root");
+        let root = test_roots("National Root");
         let mut broker = Broker::setup(
             &format!("refusals-{backend:?}"),
             backend,
@@ -181,30 +181,30 @@ fn every_refusal_is_logged_with_its_reason() {
         .unwrap();
         assert_eq!(denied(&replayed), "nonce_replayed");
 
-        let other_root = test_root("Another Root");
+        let other_root = test_roots("Another Root");
         let cases = [
             (
-                document(&root, "eu-west-3", PcrValue::measure(b"x")),
+                document(&root.nitro, "eu-west-3", PcrValue::measure(b"x")),
                 false,
                 "pcr_mismatch",
             ),
             (
-                document(&root, "eu-west-3", PcrValue::ZERO),
+                document(&root.nitro, "eu-west-3", PcrValue::ZERO),
                 false,
                 "debug_mode",
             ),
             (
-                document(&other_root, "eu-west-3", client_pcr0()),
+                document(&other_root.nitro, "eu-west-3", client_pcr0()),
                 false,
                 "untrusted_root",
             ),
             (
-                document(&root, "us-east-1", client_pcr0()),
+                document(&root.nitro, "us-east-1", client_pcr0()),
                 false,
                 "region_not_allowed",
             ),
             (
-                document(&root, "eu-west-3", client_pcr0()),
+                document(&root.nitro, "eu-west-3", client_pcr0()),
                 true,
                 "signature_invalid",
             ),
@@ -216,7 +216,7 @@ fn every_refusal_is_logged_with_its_reason() {
             expected.push(reason.into());
         }
         let late = try_with(
-            document(&root, "eu-west-3", client_pcr0()),
+            document(&root.nitro, "eu-west-3", client_pcr0()),
             Duration::from_millis(1300),
             false,
         );
@@ -251,7 +251,7 @@ fn every_refusal_is_logged_with_its_reason() {
 #[test]
 fn the_enclave_refuses_a_broker_outside_its_national_root() {
     for backend in Backend::ALL {
-        let root = test_root("National Root");
+        let root = test_roots("National Root");
         let rogue = test_root("Rogue Root");
         // A broker that trusts the enclave's documents and releases, but whose response key
         // is certified by another root.
@@ -289,7 +289,7 @@ fn the_enclave_refuses_a_broker_outside_its_national_root() {
 /// enclave after a genuine key release, and no model is served.
 #[test]
 fn the_enclave_refuses_a_sealed_model_the_host_altered() {
-    let root = test_root("National Root");
+    let root = test_roots("National Root");
     let mut broker = Broker::setup(
         "altered",
         Backend::Software,
@@ -343,7 +343,7 @@ fn the_enclave_refuses_a_sealed_model_the_host_altered() {
 #[test]
 fn a_broker_killed_mid_release_sent_nothing_it_had_not_logged() {
     for backend in Backend::ALL {
-        let root = test_root("National Root");
+        let root = test_roots("National Root");
         let mut broker = Broker::setup(
             &format!("kill-{backend:?}"),
             backend,
@@ -363,7 +363,7 @@ fn a_broker_killed_mid_release_sent_nothing_it_had_not_logged() {
         std::thread::scope(|scope| {
             for _ in 0..4 {
                 let (received, stop, trust) = (received.clone(), stop.clone(), trust.clone());
-                let (socket, root) = (stack.socket.clone(), broker.root.clone());
+                let (socket, root) = (stack.socket.clone(), broker.root.nitro.clone());
                 scope.spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let request = KeyRequest::new(Id::new(MODEL_ID).unwrap()).unwrap();

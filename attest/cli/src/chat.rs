@@ -18,6 +18,9 @@ use crate::{Verdict, json};
 
 /// Chat with the model in an attested enclave.
 ///
+/// The policy must pin the enclave image (PCR0, or PCR8 with its signing certificate, in every
+/// measurement set); otherwise no connection is made.
+///
 /// On one TLS 1.3 connection: fetch an attestation document over a fresh nonce, verify it
 /// (trust anchors, measurements, age, the nonce) and check that it binds the certificate this
 /// connection's handshake was signed with. Only then is the prompt sent. The answer is accepted
@@ -26,7 +29,8 @@ use crate::{Verdict, json};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     attest chat --endpoint 127.0.0.1:8000 --no-aws-root --root national-root.pem \\\n      \
-    --policy prod.toml --log-key log.vkey \"What is the capital of France?\"\n  \
+    --cross-cert aws-cross.pem --policy prod.toml --log-key log.vkey \\\n      \
+    \"What is the capital of France?\"\n  \
     echo 'Summarise this.' | attest chat --endpoint enclave.example:443 --policy prod.toml \\\n      \
     --log-key log.vkey --stream --evidence ./audit -\n\n\
     Exit codes: 0 answered and verified; 1 refused (the enclave's document, its binding to the\n\
@@ -50,6 +54,10 @@ pub(crate) struct Args {
     policy_version: Option<u64>,
     #[command(flatten)]
     log_keys: LogKeys,
+    /// Send the prompt even though the policy pins no enclave image: any genuine enclave under
+    /// the trust anchors would receive it. For development only.
+    #[arg(long)]
+    dangerous_any_image: bool,
     /// Do not check the receipt's log checkpoint (when no log key is at hand).
     #[arg(long, conflicts_with_all = ["keys", "certs"])]
     no_log_check: bool,
@@ -117,15 +125,26 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
         .as_deref()
         .map(|hex| crate::receipt::sha384_arg(hex, "--model-digest"))
         .transpose()?;
-    let pinned = !policy.measurements().is_empty();
-    let trust = Arc::new(Trust {
-        verifier: Verifier::new(trust_store),
-        policy,
-        model_digest,
-        policy_version: args.policy_version,
-        log_keys,
-        log_origin: args.log_keys.origin().map(str::to_owned),
-    });
+    let verifier = Verifier::new(trust_store);
+    let mut trust = if args.dangerous_any_image {
+        eprintln!(
+            "attest: warning: --dangerous-any-image: the prompt goes to any genuine enclave under \
+             this trust, whatever image it runs"
+        );
+        Trust::dangerous_any_image(verifier, policy)
+    } else {
+        Trust::new(verifier, policy).context(
+            "refusing to send a prompt: the policy must pin the enclave image (a --policy file \
+             with [[measurements]]; --dangerous-any-image for development only)",
+        )?
+    };
+    if let Some(digest) = model_digest {
+        trust = trust.model_digest(digest);
+    }
+    if let Some(version) = args.policy_version {
+        trust = trust.policy_version(version);
+    }
+    let trust = Arc::new(trust.log(log_keys, args.log_keys.origin().map(str::to_owned)));
     let timeouts = Timeouts {
         setup: duration(&args.connect_timeout, "--connect-timeout")?,
         answer: duration(&args.timeout, "--timeout")?,
@@ -176,12 +195,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
                     println!("{}", answer.text);
                 }
                 print_summary(&session, &answer, args.evidence.as_deref());
-                if !pinned {
-                    eprintln!(
-                        "  warning     no measurements pinned: any enclave under this trust \
-                         anchor would have been accepted (pin PCRs in --policy)"
-                    );
-                }
             }
             Ok(Verdict::Accepted)
         }

@@ -20,7 +20,7 @@ use crate::{Verdict, write_new_file};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example:\n  \
     attest fetch --endpoint 127.0.0.1:8443 --nonce 5eed0123 --out doc.cbor\n  \
-    attest verify doc.cbor --no-aws-root --root dev-root.pem --nonce 5eed0123\n\n\
+    attest verify doc.cbor --no-aws-root --nitro-root nitro-root.pem --nonce 5eed0123\n\n\
     Exit codes: 0 document written, 1 the enclave refused the request, 2 usage, network or \
     I/O error.")]
 pub(crate) struct Args {

@@ -10,7 +10,7 @@ use proofs::{Hash, NoteSigner, NoteVerifier, SignedCheckpoint};
 use serde_json::{Value, json};
 
 use crate::verify::print_json;
-use crate::{Verdict, json, load_trust, read_small_file, write_new_file};
+use crate::{Verdict, json, read_small_file, write_new_file};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
@@ -115,7 +115,7 @@ impl LogKeys {
             keys.push(read_vkey(key).with_context(|| format!("--log-key {key}"))?);
         }
         if !self.certs.is_empty() {
-            let trust = load_trust(false, &self.log_roots, &[])?;
+            let trust = crate::trust::service_trust(&self.log_roots)?;
             let at = match &self.cert_time {
                 Some(t) => Timestamp::parse_rfc3339(t).context("--cert-time")?,
                 None => Timestamp::now(),

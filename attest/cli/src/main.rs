@@ -13,6 +13,7 @@ mod pkcs11;
 mod pki;
 mod policy;
 mod receipt;
+mod trust;
 mod verify;
 
 use std::io::Read;
@@ -161,37 +162,6 @@ fn read_document(source: &str) -> anyhow::Result<(Vec<u8>, attest::Encoding)> {
         Ok(decoded) => Ok(decoded),
         Err(e) => bail!("{source}: {e}"),
     }
-}
-
-/// A trust store from the built-in AWS root (if wanted) and root and cross-certificate files,
-/// each PEM (one or more certificates) or DER.
-fn load_trust(
-    aws_root: bool,
-    roots: &[std::path::PathBuf],
-    cross_certs: &[std::path::PathBuf],
-) -> anyhow::Result<attest::TrustStore> {
-    let mut trust = attest::TrustStore::empty();
-    if aws_root {
-        trust.add_aws_root()?;
-    }
-    for (paths, what) in [(roots, "root"), (cross_certs, "cross-certificate")] {
-        for path in paths {
-            let certs = attest::load_certificates(&read_small_file(path, what)?)
-                .with_context(|| format!("{what} {}", path.display()))?;
-            for cert in certs {
-                let added = if what == "root" {
-                    trust.add_root(cert)
-                } else {
-                    trust.add_cross_certificate(cert)
-                };
-                added.with_context(|| format!("{what} {}", path.display()))?;
-            }
-        }
-    }
-    if trust.is_empty() {
-        bail!("no trust anchor: without the AWS root, give at least one root (--root or roots)");
-    }
-    Ok(trust)
 }
 
 /// Read a file of limited size.

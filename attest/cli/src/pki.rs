@@ -111,19 +111,26 @@ pub(crate) enum Command {
         #[command(flatten)]
         validity: Validity,
     },
-    /// Mint an attestation document in the real Nitro format under a development root, through
-    /// a simulated regional, zonal and instance CA. It verifies only with --root set to that
-    /// development root (never with the AWS root). For development and pipeline tests.
+    /// Mint an attestation document in the real Nitro format under a simulated Nitro root,
+    /// through a simulated regional, zonal and instance CA. It verifies with that root as a
+    /// Nitro root (--nitro-root), or through a national root's cross-certificate for it, never
+    /// with the AWS root. For development and pipeline tests.
     #[command(
-        after_help = "Example:\n  attest pki simulate --issuer-cert national-root.pem \\\n      \
-        --issuer-key national-root.key --nonce 0badc0de --out sim.cbor\n  \
-        attest verify sim.cbor --no-aws-root --root national-root.pem --nonce 0badc0de"
+        after_help = "Example:\n  attest pki init-root --name \"Simulated Nitro Root\" \\\n      \
+        --cert nitro-root.pem --key nitro-root.key\n  \
+        attest pki simulate --issuer-cert nitro-root.pem --issuer-key nitro-root.key \\\n      \
+        --pcr 0=$(printf 'ab%.0s' $(seq 48)) --nonce 0badc0de --out sim.cbor\n  \
+        attest verify sim.cbor --no-aws-root --nitro-root nitro-root.pem --nonce 0badc0de\n  \
+        attest pki cross-certify --issuer-cert national-root.pem \\\n      \
+        --issuer-key national-root.key --target nitro-root.pem --out nitro-cross.pem\n  \
+        attest verify sim.cbor --no-aws-root --root national-root.pem \\\n      \
+        --cross-cert nitro-cross.pem --nonce 0badc0de"
     )]
     Simulate {
-        /// The development root certificate.
+        /// The simulated Nitro root's certificate.
         #[arg(long, value_name = "FILE")]
         issuer_cert: PathBuf,
-        /// The development root's private key (PKCS#8 PEM).
+        /// The simulated Nitro root's private key (PKCS#8 PEM).
         #[arg(long, value_name = "FILE")]
         issuer_key: PathBuf,
         /// The region the simulated CAs name.

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use attest::{PolicyFile, format_duration};
 
-use crate::{Verdict, load_trust, read_small_file};
+use crate::trust::{DocumentRoots, document_trust};
+use crate::{Verdict, read_small_file};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
@@ -55,15 +56,29 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
     let parsed = PolicyFile::parse(&text, file.parent().unwrap_or(Path::new(".")))
         .with_context(|| format!("policy file {}", file.display()))?;
 
-    load_trust(parsed.aws_root, &parsed.roots, &parsed.cross_certificates)?;
+    document_trust(&DocumentRoots {
+        aws_root: parsed.aws_root,
+        nitro_roots: &parsed.nitro_roots,
+        national_roots: &parsed.roots,
+        cross_certificates: &parsed.cross_certificates,
+    })?;
     println!("policy file {} is valid:", file.display());
     if parsed.aws_root {
         println!("  trust       AWS Nitro root G1 (built in)");
     } else {
         println!("  trust       not the AWS root");
     }
+    for path in &parsed.nitro_roots {
+        println!(
+            "  nitro root  {} (issues the Nitro CA hierarchy itself)",
+            path.display()
+        );
+    }
     for path in &parsed.roots {
-        println!("  root        {}", path.display());
+        println!(
+            "  root        {} (national: through its cross-certificates)",
+            path.display()
+        );
     }
     for path in &parsed.cross_certificates {
         println!("  cross-cert  {}", path.display());

@@ -4,19 +4,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use attest::{
-    Nonce, Policy, PolicyFile, Region, Timestamp, TrustStore, VerifiedDocument, Verifier,
+    DocumentTrust, Nonce, Policy, PolicyFile, Region, Timestamp, VerifiedDocument, Verifier,
     parse_duration,
 };
 use data_encoding::HEXLOWER;
 use serde_json::json;
 
-use crate::{Verdict, json, load_trust, read_document, read_small_file};
+use crate::trust::{DocumentRoots, document_trust};
+use crate::{Verdict, json, read_document, read_small_file};
 
 /// Verify a document: certificate chain, signature, then policy.
 ///
-/// Trust is the built-in AWS Nitro root G1 unless --no-aws-root; national roots (--root) and
-/// cross-certificates (--cross-cert) are added from PEM or DER files. A policy file (--policy)
-/// holds the same settings; an option given here replaces the file's value.
+/// Trust is the built-in AWS Nitro root G1 unless --no-aws-root. A national root (--root)
+/// reaches documents only through a cross-certificate it issued for a Nitro root (--cross-cert);
+/// a document whose chain ends at the national root any other way is refused. A policy file
+/// (--policy) holds the same settings; an option given here replaces the file's value.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     attest verify doc.cbor --at document\n  \
@@ -44,12 +46,18 @@ pub(crate) struct Args {
 /// verifies attestation documents.
 #[derive(Debug, clap::Args)]
 pub(crate) struct TrustArgs {
-    /// Trust this root (PEM or DER), for example a national root. Repeatable.
+    /// Trust this national root (PEM or DER) for the documents its cross-certificates lead to.
+    /// Repeatable.
     #[arg(long = "root", value_name = "FILE")]
     roots: Vec<PathBuf>,
-    /// Use this cross-certificate (PEM or DER) when building paths. Repeatable.
+    /// A cross-certificate (PEM or DER) a national root issued for a Nitro root, such as the
+    /// AWS root. Repeatable.
     #[arg(long = "cross-cert", value_name = "FILE")]
     cross_certs: Vec<PathBuf>,
+    /// Trust this root (PEM or DER) as one that issues the Nitro CA hierarchy itself, as AWS's
+    /// does: a simulated Nitro PKI in development. Never a national root. Repeatable.
+    #[arg(long = "nitro-root", value_name = "FILE")]
+    nitro_roots: Vec<PathBuf>,
     /// Do not trust the built-in AWS Nitro root G1.
     #[arg(long)]
     no_aws_root: bool,
@@ -136,7 +144,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
 }
 
 /// Trust and policy from the policy file, then the command line.
-pub(crate) fn configure(args: &TrustArgs) -> anyhow::Result<(TrustStore, Policy)> {
+pub(crate) fn configure(args: &TrustArgs) -> anyhow::Result<(DocumentTrust, Policy)> {
     let file = match &args.policy {
         Some(path) => {
             let text = read_small_file(path, "policy file")?;
@@ -149,9 +157,15 @@ pub(crate) fn configure(args: &TrustArgs) -> anyhow::Result<(TrustStore, Policy)
         }
         None => None,
     };
-    let (mut aws_root, mut roots, mut cross_certs, mut policy) = match file {
-        Some(f) => (f.aws_root, f.roots, f.cross_certificates, f.policy),
-        None => (true, Vec::new(), Vec::new(), Policy::new()),
+    let (mut aws_root, mut nitro_roots, mut roots, mut cross_certs, mut policy) = match file {
+        Some(f) => (
+            f.aws_root,
+            f.nitro_roots,
+            f.roots,
+            f.cross_certificates,
+            f.policy,
+        ),
+        None => (true, Vec::new(), Vec::new(), Vec::new(), Policy::new()),
     };
     if args.no_aws_root {
         aws_root = false;
@@ -162,8 +176,16 @@ pub(crate) fn configure(args: &TrustArgs) -> anyhow::Result<(TrustStore, Policy)
     if !args.cross_certs.is_empty() {
         cross_certs.clone_from(&args.cross_certs);
     }
+    if !args.nitro_roots.is_empty() {
+        nitro_roots.clone_from(&args.nitro_roots);
+    }
 
-    let trust = load_trust(aws_root, &roots, &cross_certs)?;
+    let trust = document_trust(&DocumentRoots {
+        aws_root,
+        nitro_roots: &nitro_roots,
+        national_roots: &roots,
+        cross_certificates: &cross_certs,
+    })?;
 
     if let Some(text) = &args.max_age {
         policy = policy.max_age(parse_duration(text).context("--max-age")?);

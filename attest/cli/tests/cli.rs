@@ -316,6 +316,8 @@ fn the_national_root_flow_from_the_readme_works() {
     assert_eq!(v["error"]["kind"], "certificate_expired");
     assert_eq!(v["error"]["certificate"], "cross-certificate");
 
+    // A national root without its cross-certificate reaches no document: a configuration
+    // error, said before any document is read.
     let out = attest(&[
         "verify",
         &feb,
@@ -326,8 +328,12 @@ fn the_national_root_flow_from_the_readme_works() {
         "document",
         "--json",
     ]);
-    assert_eq!(code(&out), 1);
-    assert_eq!(json(&out)["error"]["kind"], "untrusted_root");
+    assert_eq!(code(&out), 2);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only through a cross-certificate"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -383,77 +389,134 @@ fn logs_go_to_stderr_and_carry_no_document_contents() {
 fn a_simulated_document_verifies_only_against_its_development_root() {
     let dir = tempdir("simulate");
     let p = |name: &str| dir.join(name).display().to_string();
+    // A national root, a simulated Nitro root, and the national root's cross-certificate for
+    // it: the development image of a nation cross-certifying AWS's root.
+    for (cert, key, name) in [
+        ("root.pem", "root.key", "Development National Root CA"),
+        ("nitro.pem", "nitro.key", "Simulated Nitro Root"),
+    ] {
+        let out = attest(&[
+            "pki",
+            "init-root",
+            "--cert",
+            &p(cert),
+            "--key",
+            &p(key),
+            "--name",
+            name,
+        ]);
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    }
     let out = attest(&[
         "pki",
-        "init-root",
-        "--cert",
-        &p("root.pem"),
-        "--key",
-        &p("root.key"),
-    ]);
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    let pcr0 = "ab".repeat(48);
-    let out = attest(&[
-        "pki",
-        "simulate",
+        "cross-certify",
         "--issuer-cert",
         &p("root.pem"),
         "--issuer-key",
         &p("root.key"),
-        "--region",
-        "ap-south-1",
-        "--pcr",
-        &format!("0={pcr0}"),
-        "--nonce",
-        "0badc0de",
-        "--user-data",
-        "cafe",
+        "--target",
+        &p("nitro.pem"),
         "--out",
-        &p("sim.cbor"),
+        &p("cross.pem"),
     ]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let pcr0 = "ab".repeat(48);
+    let simulate = |issuer: &str, out_file: &str, pcr: bool| {
+        let issuer_key = issuer.replace(".pem", ".key");
+        let pcr_arg = format!("0={pcr0}");
+        let mut args = vec![
+            "pki",
+            "simulate",
+            "--issuer-cert",
+            issuer,
+            "--issuer-key",
+            &issuer_key,
+            "--region",
+            "ap-south-1",
+            "--nonce",
+            "0badc0de",
+            "--user-data",
+            "cafe",
+            "--out",
+            out_file,
+        ];
+        if pcr {
+            args.extend(["--pcr", &pcr_arg]);
+        }
+        let out = attest(&args);
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    simulate(&p("nitro.pem"), &p("sim.cbor"), true);
 
-    let out = attest(&[
-        "verify",
-        &p("sim.cbor"),
+    let national = [
         "--no-aws-root",
         "--root",
         &p("root.pem"),
-        "--nonce",
-        "0badc0de",
-        "--region",
-        "ap-south-1",
-        "--json",
-    ]);
-    assert_eq!(code(&out), 0, "{}", stdout(&out));
-    let v = json(&out);
-    assert_eq!(v["document"]["pcrs"]["0"], pcr0);
-    assert_eq!(v["document"]["user_data"], "cafe");
-    assert_eq!(v["document"]["nonce"], "0badc0de");
+        "--cross-cert",
+        &p("cross.pem"),
+    ];
+    let verify = |doc: &str, trust: &[&str]| {
+        attest(
+            &[
+                &[
+                    "verify",
+                    doc,
+                    "--nonce",
+                    "0badc0de",
+                    "--region",
+                    "ap-south-1",
+                    "--json",
+                ][..],
+                trust,
+            ]
+            .concat(),
+        )
+    };
+    // Through the national root's cross-certificate, and with the simulated root trusted
+    // directly as a Nitro root.
+    for trust in [
+        &national[..],
+        &["--no-aws-root", "--nitro-root", &p("nitro.pem")][..],
+    ] {
+        let out = verify(&p("sim.cbor"), trust);
+        assert_eq!(code(&out), 0, "{trust:?}: {}", stdout(&out));
+        let v = json(&out);
+        assert_eq!(v["document"]["pcrs"]["0"], pcr0);
+        assert_eq!(v["document"]["user_data"], "cafe");
+        assert_eq!(v["document"]["nonce"], "0badc0de");
+    }
+    assert_eq!(
+        json(&verify(&p("sim.cbor"), &national[..]))["trust"]["via_cross_certificate"],
+        true
+    );
 
     let out = attest(&["verify", &p("sim.cbor"), "--json"]);
     assert_eq!(code(&out), 1);
     assert_eq!(json(&out)["error"]["kind"], "untrusted_root");
 
+    // A Nitro-shaped chain issued by the national root itself: refused, the national root is
+    // not a Nitro root.
+    simulate(&p("root.pem"), &p("national.cbor"), true);
+    let out = verify(&p("national.cbor"), &national[..]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let v = json(&out);
+    assert_eq!(v["error"]["kind"], "untrusted_root");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("national root"),
+        "{v}"
+    );
+    // Nor can the national root be both.
+    let out = verify(
+        &p("national.cbor"),
+        &[&national[..], &["--nitro-root", &p("root.pem")][..]].concat(),
+    );
+    assert_eq!(code(&out), 2, "{}", stdout(&out));
+
     // Without --pcr 0 the document reports debug mode, which is refused by default.
-    let out = attest(&[
-        "pki",
-        "simulate",
-        "--issuer-cert",
-        &p("root.pem"),
-        "--issuer-key",
-        &p("root.key"),
-        "--out",
-        &p("debug.cbor"),
-    ]);
-    assert_eq!(code(&out), 0);
-    let out = attest(&[
-        "verify",
-        &p("debug.cbor"),
-        "--no-aws-root",
-        "--root",
-        &p("root.pem"),
-        "--json",
-    ]);
+    simulate(&p("nitro.pem"), &p("debug.cbor"), false);
+    let out = verify(&p("debug.cbor"), &national[..]);
     assert_eq!(json(&out)["error"]["kind"], "debug_mode");
 }

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use attest::pki::init_root;
 use attest::sim::{SimulatedPki, SimulatedRequest};
 use attest::{PcrIndex, PcrValue, Region, Timestamp};
 use aws_lc_rs::digest::{SHA384, digest};
@@ -486,14 +485,9 @@ fn a_log_key_certified_by_the_national_root_is_accepted() {
 fn receipts_are_verified_offline() {
     let d = dir("receipt");
     let now = t("2026-06-01T12:00:00Z");
-    let root = init_root(
-        "Dev National Root",
-        "Dev Government",
-        "XX",
-        t("2026-01-01T00:00:00Z"),
-        t("2036-01-01T00:00:00Z"),
-    )
-    .unwrap();
+    let root =
+        attest::sim::simulated_nitro_root(t("2026-01-01T00:00:00Z"), t("2036-01-01T00:00:00Z"))
+            .unwrap();
     let root_path = write(&d, "root.der", root.certificate.as_ref());
     let pki = SimulatedPki::new(
         &root.certificate,
@@ -552,7 +546,7 @@ fn receipts_are_verified_offline() {
             "--policy-version".into(),
             "4".into(),
             "--no-aws-root".into(),
-            "--root".into(),
+            "--nitro-root".into(),
             root_path.clone(),
             "--max-age".into(),
             "1h".into(),

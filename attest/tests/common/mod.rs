@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use attest::{ParsedDocument, Policy, Timestamp, TrustStore, Verifier};
+use attest::{DocumentTrust, ParsedDocument, Policy, Timestamp, Verifier};
 
 /// One real document and what SOURCES.md says of it.
 pub struct Fixture {
@@ -171,7 +171,7 @@ pub fn fixture(name: &str) -> Vec<u8> {
 pub const PROD: &str = "marlin-20240226-3a4a0301.cbor";
 
 pub fn aws_verifier() -> Verifier {
-    Verifier::new(TrustStore::aws().unwrap())
+    Verifier::new(DocumentTrust::aws().unwrap())
 }
 
 pub fn parsed(name: &str) -> ParsedDocument {

@@ -14,11 +14,12 @@
 //!     bash scripts/fetch-model
 //!     cargo run --release --manifest-path bench/Cargo.toml --bin inference
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attest::sim::{SimulatedPki, SimulatedRequest};
-use attest::{PcrIndex, PcrValue, Policy, Region, Timestamp, TrustStore, Verifier};
+use attest::sim::{DevelopmentRoots, SimulatedPki, SimulatedRequest};
+use attest::{MeasurementSet, PcrIndex, PcrValue, Policy, Region, Timestamp, Verifier};
 use client::{ChatRequest, Session, Timeouts, Trust};
 use host::{Forward, Shared};
 use inference::engine::{Engine, Message, Precision, Role, SamplingParams};
@@ -41,7 +42,7 @@ struct SimAttester(SimulatedPki);
 impl Attester for SimAttester {
     fn attest(&self, nonce: &[u8], user_data: &[u8], public_key: &[u8]) -> Result<Vec<u8>, String> {
         let request = SimulatedRequest {
-            pcrs: [(PcrIndex::new(0).unwrap(), PcrValue::measure(b"bench image"))].into(),
+            pcrs: [(PcrIndex::ZERO, bench_image())].into(),
             public_key: Some(public_key),
             user_data: Some(user_data),
             nonce: Some(nonce),
@@ -50,6 +51,11 @@ impl Attester for SimAttester {
             .attest(&request, Timestamp::now())
             .map_err(|e| e.to_string())
     }
+}
+
+/// The PCR0 the benchmark's simulated enclave reports.
+fn bench_image() -> PcrValue {
+    PcrValue::measure(b"bench image")
 }
 
 /// Time to first token and decode rate (tokens after the first, per second).
@@ -168,17 +174,15 @@ struct FullPath {
 impl FullPath {
     async fn start(bytes: &[u8]) -> FullPath {
         let now = Timestamp::now();
-        let root = attest::pki::init_root(
-            "Bench Root",
-            "Bench",
-            "XX",
+        let roots = DevelopmentRoots::new(
+            "Bench National Root",
             Timestamp::from_unix_secs(now.unix_secs() - 86_400),
             Timestamp::from_unix_secs(now.unix_secs() + 86_400),
         )
         .unwrap();
         let pki = SimulatedPki::new(
-            &root.certificate,
-            &root.private_key_pem,
+            &roots.nitro.certificate,
+            &roots.nitro.private_key_pem,
             Region::try_from("eu-central-1").unwrap(),
             now,
         )
@@ -223,16 +227,15 @@ impl FullPath {
             Duration::from_secs(1),
         ));
 
-        let mut roots = TrustStore::empty();
-        roots.add_root(root.certificate.clone()).unwrap();
-        let trust = Arc::new(Trust {
-            verifier: Verifier::new(roots),
-            policy: Policy::new(),
-            model_digest: None,
-            policy_version: None,
-            log_keys: Vec::new(),
-            log_origin: None,
-        });
+        // The image the simulated attester reports, pinned as a client pins its enclave's.
+        let pcr0 = BTreeMap::from([(PcrIndex::ZERO, bench_image())]);
+        let trust = Arc::new(
+            Trust::new(
+                Verifier::new(roots.document_trust().unwrap()),
+                Policy::new().allow_measurements(MeasurementSet::try_from(pcr0).unwrap()),
+            )
+            .unwrap(),
+        );
         let session = Session::connect(&address.to_string(), trust, Timeouts::default())
             .await
             .unwrap();

@@ -19,10 +19,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attest::pki::{NewRoot, certify_service_key, init_root};
+use attest::pki::certify_service_key;
 use attest::service::ServiceRole;
-use attest::sim::{SimulatedPki, SimulatedRequest};
-use attest::{PcrIndex, PcrValue, Region, Timestamp, TrustStore, Verifier};
+use attest::sim::{DevelopmentRoots, SimulatedPki, SimulatedRequest};
+use attest::{PcrIndex, PcrValue, Region, Timestamp, Verifier};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -134,22 +134,19 @@ enum Backend {
 
 struct Fixture {
     broker: Arc<Broker>,
-    root: NewRoot,
+    roots: DevelopmentRoots,
 }
 
 fn fixture(dir: &Path, backend: Backend) -> Fixture {
     std::fs::create_dir_all(dir).unwrap();
     let now = Timestamp::now();
-    let root = init_root(
+    let roots = DevelopmentRoots::new(
         "Bench National Root",
-        "Bench",
-        "XX",
         Timestamp::from_unix_secs(now.unix_secs() - 3600),
         Timestamp::from_unix_secs(now.unix_secs() + 86_400),
     )
     .unwrap();
-    let mut trust = TrustStore::empty();
-    trust.add_root(root.certificate.clone()).unwrap();
+    let root = &roots.national;
 
     let pkcs8 =
         EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new())
@@ -165,7 +162,13 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
         Timestamp::from_unix_secs(now.unix_secs() + 86_400),
     )
     .unwrap();
-    let signer = ResponseSigner::new(pkcs8.as_ref(), cert.to_vec(), &trust, now).unwrap();
+    let signer = ResponseSigner::new(
+        pkcs8.as_ref(),
+        cert.to_vec(),
+        &roots.service_trust().unwrap(),
+        now,
+    )
+    .unwrap();
 
     let state = StateDir::open(&dir.join("state")).unwrap();
     let skey = dir.join("log.skey");
@@ -224,7 +227,7 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
     broker::adopt_policy(&policy, &state, &ledger).unwrap();
     let broker = Broker::new(Parts {
         key_store,
-        verifier: Verifier::new(trust),
+        verifier: Verifier::new(roots.document_trust().unwrap()),
         policy,
         state,
         ledger,
@@ -235,7 +238,7 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
     });
     Fixture {
         broker: Arc::new(broker),
-        root,
+        roots,
     }
 }
 
@@ -296,8 +299,8 @@ fn release_bench(label: &str, dir: &Path, releases: usize, backend: Backend) {
     ));
     let pki = Arc::new(
         SimulatedPki::new(
-            &f.root.certificate,
-            &f.root.private_key_pem,
+            &f.roots.nitro.certificate,
+            &f.roots.nitro.private_key_pem,
             Region::try_from("eu-west-1").unwrap(),
             Timestamp::now(),
         )

@@ -1,8 +1,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use attest::pki::init_root;
-use attest::{Nonce, Policy, TrustStore, Verifier, VerifyError};
+use attest::{DocumentTrust, Nonce, Policy, Verifier, VerifyError};
 
 use super::*;
 
@@ -23,10 +22,7 @@ fn boot() -> BootMeasurements {
 
 /// A module whose clock a test moves, and the development root's certificate.
 fn module() -> (SimulatedNsm, CertificateDer<'static>, Arc<AtomicU64>) {
-    let root = init_root(
-        "Test Development Root",
-        "Test",
-        "XX",
+    let root = attest::sim::simulated_nitro_root(
         Timestamp::from_unix_secs(START - 86_400),
         Timestamp::from_unix_secs(START + 3650 * 86_400),
     )
@@ -45,9 +41,10 @@ fn module() -> (SimulatedNsm, CertificateDer<'static>, Arc<AtomicU64>) {
     (nsm, root.certificate, now)
 }
 
+/// A verifier that trusts the simulated Nitro root directly, as one trusts AWS's.
 fn verifier(root: &CertificateDer<'static>) -> Verifier {
-    let mut trust = TrustStore::empty();
-    trust.add_root(root.clone()).unwrap();
+    let mut trust = DocumentTrust::empty();
+    trust.add_nitro_root(root.clone()).unwrap();
     Verifier::new(trust)
 }
 
@@ -112,7 +109,7 @@ fn documents_verify_only_under_the_development_root() {
     assert_eq!(verified.pcrs()[&pcr(16)], PcrValue::ZERO.extend(&[7; 48]));
     assert!(!verified.is_debug());
 
-    let aws = Verifier::new(TrustStore::aws().unwrap());
+    let aws = Verifier::new(DocumentTrust::aws().unwrap());
     assert!(matches!(
         aws.verify(&document, &policy, at),
         Err(VerifyError::UntrustedRoot { .. })

@@ -8,8 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use attest::pki::NewRoot;
+use attest::sim::DevelopmentRoots;
 use attest::sim::{SimulatedPki, SimulatedRequest};
-use attest::{PcrIndex, PcrValue, Region, Timestamp, TrustStore};
+use attest::{PcrIndex, PcrValue, Region, ServiceTrust, Timestamp};
 use proofs::entry::{Entry, LogEntry};
 use sealing::Id;
 use sealing::release::{KeyRequest, Message, OaepHash, ReleaseTrust, request_user_data};
@@ -57,7 +58,7 @@ impl Backend {
 pub struct Broker {
     pub dir: PathBuf,
     pub backend: Backend,
-    pub root: NewRoot,
+    pub root: DevelopmentRoots,
     pub listen: SocketAddr,
     pub model: Vec<u8>,
     pub log_vkey: String,
@@ -67,9 +68,10 @@ pub struct Broker {
 
 /// What a broker fixture is built with.
 pub struct Setup<'a> {
-    /// The national root: the broker trusts documents under it, and its certificate is issued
-    /// by `signing_root` (this root unless given).
-    pub root: &'a NewRoot,
+    /// The national root, and the simulated Nitro root it cross-certifies: the broker trusts
+    /// documents through the cross-certificate, and its certificate is issued by `signing_root`
+    /// (the national root unless given).
+    pub root: &'a DevelopmentRoots,
     /// Another root to certify the broker's key with (a rogue broker).
     pub signing_root: Option<&'a NewRoot>,
     /// The `[models."test-model"]` rules, after the measurement sets.
@@ -113,10 +115,15 @@ impl Broker {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("root.pem"),
-            pem("CERTIFICATE", &setup.root.certificate),
+            pem("CERTIFICATE", &setup.root.national.certificate),
         )
         .unwrap();
-        let signing_root = setup.signing_root.unwrap_or(setup.root);
+        std::fs::write(
+            dir.join("cross.pem"),
+            pem("CERTIFICATE", &setup.root.cross_certificate),
+        )
+        .unwrap();
+        let signing_root = setup.signing_root.unwrap_or(&setup.root.national);
         std::fs::write(
             dir.join("signing-root.pem"),
             pem("CERTIFICATE", &signing_root.certificate),
@@ -157,7 +164,7 @@ impl Broker {
             dir.join("broker.toml"),
             format!(
                 "listen = \"{listen}\"\nstate_dir = \"state\"\npolicy = \"policy.toml\"\n{}\n\
-                 [trust]\naws_root = false\nroots = {roots}\n\
+                 [trust]\nroots = {roots}\ncross_certificates = [\"cross.pem\"]\n\
                  [signing]\nkey = \"broker.key\"\ncertificate = \"broker.pem\"\n\
                  [log]\norigin = \"test.example/key-release-log\"\nkey = \"log.skey\"\n\
                  [key_store]\n{key_store}",
@@ -362,8 +369,10 @@ impl Broker {
 
     /// What an enclave trusting this broker's national root accepts.
     pub fn trust(&self) -> ReleaseTrust {
-        let mut roots = TrustStore::empty();
-        roots.add_root(self.root.certificate.clone()).unwrap();
+        let mut roots = ServiceTrust::new();
+        roots
+            .add_root(self.root.national.certificate.clone())
+            .unwrap();
         ReleaseTrust {
             broker_roots: roots,
             log_keys: vec![proofs::NoteVerifier::parse(&self.log_vkey).unwrap()],
@@ -414,7 +423,7 @@ fn softhsm_token(dir: &Path) -> PathBuf {
 
 /// What a test client puts in its attestation document.
 pub struct Document<'a> {
-    /// The root the simulated NSM signs under.
+    /// The (simulated Nitro) root the simulated NSM signs under.
     pub root: &'a NewRoot,
     /// The region it reports.
     pub region: &'a str,

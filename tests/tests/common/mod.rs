@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use attest::sim::DevelopmentRoots;
 use attest::wire::{Request, RequestBody, Response, read_frame, write_frame};
-use attest::{Nonce, Timestamp, TrustStore, Verifier};
-use rustls_pki_types::CertificateDer;
+use attest::{Nonce, Timestamp, Verifier};
 
 /// A binary built by `cargo test --workspace`, next to this test's directory.
 pub fn binary(name: &str) -> PathBuf {
@@ -52,6 +52,18 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A national root and a simulated Nitro root it cross-certifies, valid from a day ago for a
+/// month.
+pub fn test_roots(name: &str) -> DevelopmentRoots {
+    let now = Timestamp::now();
+    DevelopmentRoots::new(
+        name,
+        Timestamp::from_unix_secs(now.unix_secs() - 86_400),
+        Timestamp::from_unix_secs(now.unix_secs() + 86_400 * 30),
+    )
+    .unwrap()
+}
+
 /// A root CA valid from a day ago for a month.
 pub fn test_root(name: &str) -> attest::pki::NewRoot {
     let now = Timestamp::now();
@@ -73,7 +85,8 @@ pub struct Stack {
     pub api: SocketAddr,
     pub admin: SocketAddr,
     pub socket: PathBuf,
-    pub root: CertificateDer<'static>,
+    /// The national root and the simulated Nitro root the enclave's NSM signs under.
+    pub roots: DevelopmentRoots,
     host: Child,
 }
 
@@ -85,8 +98,9 @@ pub struct Options<'a> {
     pub nsm_extra: &'a str,
     /// TOML appended to the enclave's configuration after `[nsm]` (for example a `[model]`).
     pub enclave_extra: &'a str,
-    /// The development root the simulated NSM signs under (a fresh one if `None`).
-    pub root: Option<&'a attest::pki::NewRoot>,
+    /// The development roots: the simulated NSM signs under their Nitro root (fresh ones if
+    /// `None`).
+    pub root: Option<&'a DevelopmentRoots>,
 }
 
 impl Default for Options<'_> {
@@ -108,12 +122,19 @@ impl Stack {
 
     pub fn start_with(name: &str, options: Options<'_>) -> Self {
         let dir = temp_dir(name);
-        let root = match options.root {
-            Some(root) => root.clone(),
-            None => test_root("Test Development Root"),
+        let roots = match options.root {
+            Some(roots) => roots.clone(),
+            None => test_roots("Test National Root"),
         };
+        let root = &roots.nitro;
         std::fs::write(dir.join("root.der"), root.certificate.as_ref()).unwrap();
         std::fs::write(dir.join("root.key"), root.private_key_pem.as_bytes()).unwrap();
+        std::fs::write(
+            dir.join("national.der"),
+            roots.national.certificate.as_ref(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("cross.der"), roots.cross_certificate.as_ref()).unwrap();
         let socket = dir.join("enclave.sock");
         std::fs::write(
             dir.join("enclave.toml"),
@@ -169,7 +190,7 @@ impl Stack {
             api,
             admin,
             socket,
-            root: root.certificate,
+            roots,
             host,
         };
         stack.wait_ready(Duration::from_secs(30));
@@ -208,11 +229,10 @@ impl Stack {
         std::fs::read_to_string(self.dir.join("host.log")).unwrap_or_default()
     }
 
-    /// A verifier that trusts this stack's development root only.
+    /// A verifier that trusts this stack's national root only (through its cross-certificate
+    /// for the simulated Nitro root).
     pub fn verifier(&self) -> Verifier {
-        let mut trust = TrustStore::empty();
-        trust.add_root(self.root.clone()).unwrap();
-        Verifier::new(trust)
+        Verifier::new(self.roots.document_trust().unwrap())
     }
 
     /// Send SIGTERM and wait for the host to exit; returns its exit status code.
