@@ -190,7 +190,14 @@ pub struct Health {
     pub config_digest: [u8; CONFIG_DIGEST_LEN],
     /// The sealed model the enclave serves, if its configuration names one.
     pub model: Option<ModelStatus>,
+    /// For each port a client may reach through the host, how many connections the enclave
+    /// serves at once (at most [`MAX_PORT_LIMITS`] entries). The host admits no more than this,
+    /// so a port's connections never queue inside the enclave where probes cannot see them.
+    pub port_limits: Vec<(u32, u32)>,
 }
+
+/// The most ports a health answer lists limits for.
+pub const MAX_PORT_LIMITS: usize = 16;
 
 /// Where an enclave is in acquiring its model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -375,6 +382,19 @@ impl Response {
                         fields.push(text_field("model_detail", detail));
                     }
                 }
+                if !health.port_limits.is_empty() {
+                    let limits = health
+                        .port_limits
+                        .iter()
+                        .map(|(port, max)| {
+                            (
+                                Value::Integer((*port).into()),
+                                Value::Integer((*max).into()),
+                            )
+                        })
+                        .collect();
+                    fields.push(("port_limits".into(), Value::Map(limits)));
+                }
             }
             ResponseBody::Attestation { document } => {
                 fields.push(text_field("op", "attestation"));
@@ -441,11 +461,17 @@ impl Response {
                             .transpose()?,
                     }),
                 };
+                let port_limits = message
+                    .take_optional("port_limits")
+                    .map(port_limits)
+                    .transpose()?
+                    .unwrap_or_default();
                 ResponseBody::Health(Health {
                     version,
                     nsm,
                     config_digest,
                     model,
+                    port_limits,
                 })
             }
             "attestation" => ResponseBody::Attestation {
@@ -670,6 +696,42 @@ impl Message {
             None => Ok(self.id),
         }
     }
+}
+
+/// `{port: max_connections}`: at most [`MAX_PORT_LIMITS`] entries, each port once, in order.
+fn port_limits(value: Value) -> Result<Vec<(u32, u32)>, WireError> {
+    const FIELD: &str = "port_limits";
+    let Value::Map(entries) = value else {
+        return Err(wrong_type(FIELD, "a map of port to limit"));
+    };
+    if entries.len() > MAX_PORT_LIMITS {
+        return Err(WireError::InvalidField {
+            field: FIELD,
+            reason: format!(
+                "{} entries, the maximum is {MAX_PORT_LIMITS}",
+                entries.len()
+            ),
+        });
+    }
+    let number = |v: Value| match v {
+        Value::Integer(n) => u32::try_from(n).map_err(|_| WireError::InvalidField {
+            field: FIELD,
+            reason: "not an unsigned 32-bit integer".into(),
+        }),
+        _ => Err(wrong_type(FIELD, "unsigned integers")),
+    };
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(entries.len());
+    for (port, max) in entries {
+        let (port, max) = (number(port)?, number(max)?);
+        if out.last().is_some_and(|(last, _)| *last >= port) {
+            return Err(WireError::InvalidField {
+                field: FIELD,
+                reason: "ports must be listed once each, in increasing order".into(),
+            });
+        }
+        out.push((port, max));
+    }
+    Ok(out)
 }
 
 fn wrong_type(field: &'static str, expected: &str) -> WireError {

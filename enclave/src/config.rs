@@ -20,6 +20,11 @@ pub const CONFIG_PCR: PcrIndex = match PcrIndex::new(crate::nsm::FIRST_USER_PCR)
 pub(crate) const MAX_CONFIG_LEN: u64 = 64 * 1024;
 /// The vsock port of the control protocol unless configured.
 pub(crate) const DEFAULT_CONTROL_PORT: u32 = 5000;
+/// The vsock port the host probes health on unless configured. It is never forwarded to
+/// clients, so they cannot crowd the probe out.
+pub(crate) const DEFAULT_HEALTH_PORT: u32 = 5001;
+/// Health connections served at once on the health port: reserved for the host's probes.
+pub(crate) const HEALTH_CONNECTIONS: usize = 4;
 
 const DEFAULT_MAX_CONNECTIONS: usize = 64;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,7 +36,9 @@ pub struct Config {
     pub listen: Endpoint,
     /// The control protocol's port.
     pub control_port: u32,
-    /// Connections served at once; more are answered `busy` and closed.
+    /// The port that answers health requests only, for the host's probes: never forwarded.
+    pub health_port: u32,
+    /// Connections served at once on the control port; more are answered `busy` and closed.
     pub max_connections: usize,
     /// A connection with no complete request for this long is closed.
     pub idle_timeout: Duration,
@@ -66,6 +73,8 @@ pub struct ModelConfig {
     pub precision: inference::Precision,
     /// Generations that run at once; other requests wait.
     pub max_concurrent: usize,
+    /// Connections served at once on the API port; more are closed at once.
+    pub max_connections: usize,
 }
 
 /// The NSM the configuration asks for.
@@ -124,6 +133,7 @@ pub enum ConfigError {
 struct RawConfig {
     listen: Option<String>,
     control_port: Option<u32>,
+    health_port: Option<u32>,
     max_connections: Option<usize>,
     idle_timeout: Option<String>,
     nsm: Option<RawNsm>,
@@ -143,6 +153,7 @@ struct RawModel {
     api_port: Option<u32>,
     precision: Option<String>,
     max_concurrent: Option<usize>,
+    max_connections: Option<usize>,
 }
 
 /// The inference API's vsock port unless configured.
@@ -177,6 +188,7 @@ impl Config {
         Config {
             listen: Endpoint::Vsock(transport::Vsock::inside_enclave()),
             control_port: DEFAULT_CONTROL_PORT,
+            health_port: DEFAULT_HEALTH_PORT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             nsm: NsmConfig::Nitro,
@@ -204,10 +216,16 @@ impl Config {
             None => defaults.listen,
         };
         let control_port = raw.control_port.unwrap_or(defaults.control_port);
-        if control_port == u32::MAX {
+        let health_port = raw.health_port.unwrap_or(defaults.health_port);
+        for (field, port) in [("control_port", control_port), ("health_port", health_port)] {
+            if port == u32::MAX {
+                return Err(invalid(field, "4294967295 is vsock's \"any port\""));
+            }
+        }
+        if health_port == control_port {
             return Err(invalid(
-                "control_port",
-                "4294967295 is vsock's \"any port\"",
+                "health_port",
+                "must differ from control_port: the host's probes have a port of their own",
             ));
         }
         let max_connections = raw.max_connections.unwrap_or(defaults.max_connections);
@@ -226,9 +244,18 @@ impl Config {
             Some(nsm) => nsm_config(nsm, base)?,
         };
         let model = raw.model.map(|m| model_config(m, base)).transpose()?;
+        if let Some(model) = &model
+            && [control_port, health_port].contains(&model.api_port)
+        {
+            return Err(invalid(
+                "model.api_port",
+                "must differ from control_port and health_port",
+            ));
+        }
         Ok(Config {
             listen,
             control_port,
+            health_port,
             max_connections,
             idle_timeout,
             nsm,
@@ -243,6 +270,7 @@ impl Config {
             "sovereign-enclave-config v1".to_owned(),
             format!("listen = {}", self.listen),
             format!("control_port = {}", self.control_port),
+            format!("health_port = {}", self.health_port),
             format!("max_connections = {}", self.max_connections),
             format!("idle_timeout = {}", format_duration(self.idle_timeout)),
         ];
@@ -287,6 +315,7 @@ impl Config {
             lines.push(format!("model.api_port = {}", model.api_port));
             lines.push(format!("model.precision = {}", model.precision.as_str()));
             lines.push(format!("model.max_concurrent = {}", model.max_concurrent));
+            lines.push(format!("model.max_connections = {}", model.max_connections));
         }
         let mut text = lines.join("\n");
         text.push('\n');
@@ -437,11 +466,16 @@ fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> 
     if !(1..=64).contains(&max_concurrent) {
         return Err(invalid("model.max_concurrent", "1 to 64"));
     }
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=4096).contains(&max_connections) {
+        return Err(invalid("model.max_connections", "1 to 4096"));
+    }
     Ok(ModelConfig {
         id,
         api_port,
         precision,
         max_concurrent,
+        max_connections,
         broker_port: raw.broker_port,
         source_port: raw.source_port,
         max_size: raw.max_size.unwrap_or(DEFAULT_MAX_MODEL_SIZE),

@@ -161,14 +161,18 @@ async fn serve<T: Transport>(
     let mut service = Service::new(nsm, config, slot);
     if let (Some(api), Some(model)) = (api, &config.model) {
         tracing::info!(port = model.api_port, "serving the inference API (TLS)");
-        service = service.with_api(model.api_port, api);
+        service = service.with_api(model.api_port, model.max_connections, api);
     }
-    let ports = service.ports(port);
+    let ports = service.ports();
     let listener = transport
         .listen(&ports)
         .await
         .with_context(|| format!("listening on ports {ports:?}"))?;
-    tracing::info!(port, "serving the control protocol");
+    tracing::info!(
+        port,
+        health_port = config.health_port,
+        "serving the control protocol (health probes on their own port)"
+    );
     Arc::new(service)
         .run(listener, shutdown_signal(), SHUTDOWN_GRACE)
         .await;

@@ -21,6 +21,35 @@ use crate::nsm::{AttestationRequest, Nsm};
 /// How long a refusal (`busy`, a framing error) may take to write before the connection is
 /// dropped anyway.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a probe on the health port may take to send its request.
+const HEALTH_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One port's connection limit: each port has its own, so clients of one port never take the
+/// capacity of another, and the host's health probes have a port clients cannot reach.
+#[derive(Debug)]
+struct Gate {
+    port: u32,
+    max: usize,
+    slots: Arc<Semaphore>,
+}
+
+impl Gate {
+    fn new(port: u32, max: usize) -> Self {
+        Gate {
+            port,
+            max,
+            slots: Arc::new(Semaphore::new(max)),
+        }
+    }
+}
+
+/// What a port serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Control,
+    Health,
+    Api,
+}
 
 /// What every connection shares: the NSM and what health reports.
 pub struct Service {
@@ -28,8 +57,9 @@ pub struct Service {
     health: Health,
     model: Option<Arc<ModelSlot>>,
     idle_timeout: Duration,
-    connections: Arc<Semaphore>,
-    api: Option<(u32, Arc<inference::Api>)>,
+    control: Gate,
+    health_port: Gate,
+    api: Option<(Gate, Arc<inference::Api>)>,
 }
 
 impl core::fmt::Debug for Service {
@@ -50,26 +80,54 @@ impl Service {
                 nsm: nsm.kind(),
                 config_digest: config.digest(),
                 model: None,
+                port_limits: Vec::new(),
             },
             model,
             nsm,
             idle_timeout: config.idle_timeout,
-            connections: Arc::new(Semaphore::new(config.max_connections)),
+            control: Gate::new(config.control_port, config.max_connections),
+            health_port: Gate::new(config.health_port, crate::config::HEALTH_CONNECTIONS),
             api: None,
         }
     }
 
-    /// Also serve the inference API on vsock `port`: its connections are TLS, handed to `api`.
-    pub fn with_api(mut self, port: u32, api: Arc<inference::Api>) -> Self {
-        self.api = Some((port, api));
+    /// Also serve the inference API on vsock `port`, at most `max_connections` at once: its
+    /// connections are TLS, handed to `api`.
+    pub fn with_api(mut self, port: u32, max_connections: usize, api: Arc<inference::Api>) -> Self {
+        self.api = Some((Gate::new(port, max_connections), api));
         self
     }
 
-    /// The ports to listen on: the control port, and the API's if there is one.
-    pub fn ports(&self, control_port: u32) -> Vec<u32> {
-        let mut ports = vec![control_port];
-        ports.extend(self.api.as_ref().map(|(port, _)| *port));
+    /// The ports to listen on: the control port, the health port, and the API's if there is
+    /// one.
+    pub fn ports(&self) -> Vec<u32> {
+        let mut ports = vec![self.control.port, self.health_port.port];
+        ports.extend(self.api.as_ref().map(|(gate, _)| gate.port));
         ports
+    }
+
+    /// The ports clients reach through the host, and how many connections each serves.
+    fn port_limits(&self) -> Vec<(u32, u32)> {
+        let mut limits: Vec<(u32, u32)> = [Some(&self.control), self.api.as_ref().map(|(g, _)| g)]
+            .into_iter()
+            .flatten()
+            .map(|g| (g.port, u32::try_from(g.max).unwrap_or(u32::MAX)))
+            .collect();
+        limits.sort_unstable();
+        limits
+    }
+
+    fn gate(&self, port: u32) -> Option<(&Gate, Role)> {
+        if port == self.control.port {
+            Some((&self.control, Role::Control))
+        } else if port == self.health_port.port {
+            Some((&self.health_port, Role::Health))
+        } else {
+            self.api
+                .as_ref()
+                .filter(|(gate, _)| gate.port == port)
+                .map(|(gate, _)| (gate, Role::Api))
+        }
     }
 
     /// Answer one decoded request.
@@ -77,6 +135,7 @@ impl Service {
         let body = match request.body {
             RequestBody::Health => ResponseBody::Health(Health {
                 model: self.model.as_ref().map(|m| m.status()),
+                port_limits: self.port_limits(),
                 ..self.health.clone()
             }),
             RequestBody::Attestation { nonce } => {
@@ -123,10 +182,17 @@ impl Service {
     /// Serve one connection until the peer closes it, goes idle, or breaks the framing.
     /// Malformed messages are answered and the connection stays usable; framing errors are
     /// answered and the connection is closed, since the frame boundary is lost.
-    pub async fn serve_connection<S: Connection>(&self, mut stream: S) {
+    pub async fn serve_connection<S: Connection>(&self, stream: S) {
+        self.serve_control(stream, Role::Control).await;
+    }
+
+    async fn serve_control<S: Connection>(&self, mut stream: S, role: Role) {
+        let idle_timeout = match role {
+            Role::Health => HEALTH_IDLE_TIMEOUT,
+            Role::Control | Role::Api => self.idle_timeout,
+        };
         loop {
-            let body = match tokio::time::timeout(self.idle_timeout, read_frame(&mut stream)).await
-            {
+            let body = match tokio::time::timeout(idle_timeout, read_frame(&mut stream)).await {
                 Ok(Ok(body)) => body,
                 Ok(Err(WireError::Closed)) => return,
                 Ok(Err(e)) => {
@@ -137,7 +203,7 @@ impl Service {
                 Err(_) => {
                     let message = format!(
                         "no complete request within {}",
-                        attest::format_duration(self.idle_timeout)
+                        attest::format_duration(idle_timeout)
                     );
                     refuse(
                         &mut stream,
@@ -148,6 +214,13 @@ impl Service {
                 }
             };
             let response = match Request::decode(&body) {
+                Ok(request) if role == Role::Health && request.body != RequestBody::Health => {
+                    Response::error(
+                        request.id,
+                        ErrorCode::UnknownOperation,
+                        "the health port answers health requests only",
+                    )
+                }
                 Ok(request) => {
                     tracing::debug!(id = request.id, "request");
                     self.answer(request).await
@@ -178,8 +251,9 @@ impl Service {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => {
                     let Ok((port, mut stream)) = accepted else { break };
-                    match self.connections.clone().try_acquire_owned() {
-                        Ok(permit) if self.api.as_ref().is_some_and(|(p, _)| *p == port) => {
+                    let Some((gate, role)) = self.gate(port) else { continue };
+                    match (gate.slots.clone().try_acquire_owned(), role) {
+                        (Ok(permit), Role::Api) => {
                             if let Some((_, api)) = &self.api {
                                 let api = api.clone();
                                 tasks.spawn(async move {
@@ -188,15 +262,19 @@ impl Service {
                                 });
                             }
                         }
-                        Ok(permit) => {
+                        (Ok(permit), role) => {
                             let service = self.clone();
                             tasks.spawn(async move {
-                                service.serve_connection(stream).await;
+                                service.serve_control(stream, role).await;
                                 drop(permit);
                             });
                         }
-                        Err(_) => {
-                            tracing::warn!("at the connection limit; refusing a connection");
+                        // TLS clients cannot read a control-protocol frame: just close.
+                        (Err(_), Role::Api) => {
+                            tracing::warn!(port, "at the API port's connection limit; closing a connection");
+                        }
+                        (Err(_), _) => {
+                            tracing::warn!(port, "at the port's connection limit; refusing a connection");
                             tasks.spawn(async move {
                                 let busy = Response::error(0, ErrorCode::Busy, "at the connection limit");
                                 refuse(&mut stream, busy).await;

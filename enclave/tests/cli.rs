@@ -27,7 +27,7 @@ fn write_config(name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn check_config_prints_the_pcr_an_enclave_will_report() {
-    let path = write_config("ok.toml", "control_port = 5001\nidle_timeout = \"10s\"\n");
+    let path = write_config("ok.toml", "control_port = 5002\nidle_timeout = \"10s\"\n");
     let out = enclave(&["check-config", path.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

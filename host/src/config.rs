@@ -33,8 +33,9 @@ pub struct HostConfig {
 pub struct EnclaveSettings {
     /// Where the enclave runs.
     pub launch: Launch,
-    /// The enclave's control-protocol port (for the readiness probe).
-    pub control_port: u32,
+    /// The enclave's health port: the readiness and liveness probes use it, and no forward may
+    /// reach it, so clients can never crowd the probes out.
+    pub health_port: u32,
     /// How long a launched enclave has to answer a health request.
     pub ready_timeout: Duration,
     /// The first wait before a restart; it doubles after each failure up to the maximum.
@@ -84,11 +85,17 @@ pub struct Forward {
     pub listen: SocketAddr,
     /// The enclave's vsock port.
     pub enclave_port: u32,
-    /// Connections at once; more are closed on accept.
+    /// Connections at once; more are closed on accept. The enclave's own limit for the port,
+    /// which it reports in its health, caps it further.
     pub max_connections: usize,
     /// A connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
 }
+
+/// The default connection limit of a forward: the enclave's default per port.
+pub(crate) const DEFAULT_FORWARD_CONNECTIONS: usize = 64;
+/// The enclave's health port unless configured.
+pub(crate) const DEFAULT_HEALTH_PORT: u32 = 5001;
 
 /// A host port the enclave connects to, relayed to one TCP address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,7 +159,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawEnclave {
     mode: String,
-    control_port: Option<u32>,
+    health_port: Option<u32>,
     ready_timeout: Option<String>,
     restart_backoff: Option<String>,
     restart_backoff_max: Option<String>,
@@ -263,12 +270,24 @@ impl HostConfig {
         let mut forwards = Vec::with_capacity(raw.forward.len());
         for (i, f) in raw.forward.into_iter().enumerate() {
             let field = |name: &str| format!("forward[{i}].{name}");
+            let enclave_port = port(&field("enclave_port"), f.enclave_port)?;
+            if enclave_port == enclave.health_port {
+                return Err(invalid(
+                    field("enclave_port"),
+                    "this is the enclave's health port, reserved for the host's probes: \
+                     clients must never be able to crowd them out",
+                ));
+            }
             forwards.push(Forward {
                 listen: f.listen.parse().map_err(|_| {
                     invalid(field("listen"), "expected an address like 0.0.0.0:8443")
                 })?,
-                enclave_port: port(&field("enclave_port"), f.enclave_port)?,
-                max_connections: limit(&field("max_connections"), f.max_connections, 256)?,
+                enclave_port,
+                max_connections: limit(
+                    &field("max_connections"),
+                    f.max_connections,
+                    DEFAULT_FORWARD_CONNECTIONS,
+                )?,
                 idle_timeout: duration(
                     &field("idle_timeout"),
                     f.idle_timeout.as_deref(),
@@ -407,7 +426,10 @@ fn enclave_settings(raw: RawEnclave, base: &Path) -> Result<EnclaveSettings, Con
     }
     Ok(EnclaveSettings {
         launch,
-        control_port: port("enclave.control_port", raw.control_port.unwrap_or(5000))?,
+        health_port: port(
+            "enclave.health_port",
+            raw.health_port.unwrap_or(DEFAULT_HEALTH_PORT),
+        )?,
         ready_timeout: duration(
             "enclave.ready_timeout",
             raw.ready_timeout.as_deref(),

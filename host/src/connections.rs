@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 #[derive(Debug)]
 pub(crate) struct Connections {
     limit: Arc<Semaphore>,
+    max: usize,
     tasks: JoinSet<()>,
 }
 
@@ -19,6 +20,7 @@ impl Connections {
     pub(crate) fn new(max: usize) -> Self {
         Connections {
             limit: Arc::new(Semaphore::new(max)),
+            max,
             tasks: JoinSet::new(),
         }
     }
@@ -26,6 +28,11 @@ impl Connections {
     /// A slot for one more connection, unless the limit is reached.
     pub(crate) fn admit(&self) -> Option<OwnedSemaphorePermit> {
         self.limit.clone().try_acquire_owned().ok()
+    }
+
+    /// How many slots are taken.
+    pub(crate) fn in_use(&self) -> usize {
+        self.max.saturating_sub(self.limit.available_permits())
     }
 
     /// Run a connection's task, holding its slot until it ends.

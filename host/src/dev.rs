@@ -58,7 +58,7 @@ pub fn prepare(dir: &Path) -> anyhow::Result<HostConfig> {
                 config: enclave_config,
                 socket,
             },
-            control_port: 5000,
+            health_port: crate::config::DEFAULT_HEALTH_PORT,
             ready_timeout: Duration::from_secs(30),
             restart_backoff: Duration::from_secs(1),
             restart_backoff_max: Duration::from_secs(30),
@@ -67,7 +67,7 @@ pub fn prepare(dir: &Path) -> anyhow::Result<HostConfig> {
         forwards: vec![Forward {
             listen: parse(DEV_FORWARD)?,
             enclave_port: 5000,
-            max_connections: 256,
+            max_connections: crate::config::DEFAULT_FORWARD_CONNECTIONS,
             idle_timeout: Duration::from_secs(60),
         }],
         relays: Vec::new(),

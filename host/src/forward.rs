@@ -53,6 +53,16 @@ pub async fn serve(
             tracing::warn!(%peer, port, "at the connection limit; closing a client connection");
             continue;
         };
+        // Never more than the enclave serves on this port: a connection it would refuse or
+        // queue is closed here, where it costs the enclave nothing.
+        if shared
+            .port_limit(port)
+            .is_some_and(|enclave_max| connections.in_use() > enclave_max)
+        {
+            refused("enclave_limit");
+            tracing::warn!(%peer, port, "at the enclave's connection limit for this port; closing a client connection");
+            continue;
+        }
         let Some(endpoint) = shared.enclave() else {
             refused("enclave_not_ready");
             tracing::info!(%peer, port, "the enclave is not ready; closing a client connection");

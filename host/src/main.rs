@@ -253,7 +253,7 @@ fn check_config(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
         "valid": true,
         "enclave": {
             "launch": launch,
-            "control_port": config.enclave.control_port,
+            "health_port": config.enclave.health_port,
             "ready_timeout": duration(config.enclave.ready_timeout),
             "restart_backoff": duration(config.enclave.restart_backoff),
             "restart_backoff_max": duration(config.enclave.restart_backoff_max),

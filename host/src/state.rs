@@ -36,6 +36,8 @@ pub struct Shared {
     pub metrics: Metrics,
     endpoint: watch::Sender<Option<Endpoint>>,
     status: Mutex<Status>,
+    /// Per enclave port, how many connections the ready enclave serves at once.
+    port_limits: Mutex<Vec<(u32, u32)>>,
 }
 
 impl Default for Shared {
@@ -47,6 +49,7 @@ impl Default for Shared {
                 state: "starting",
                 ..Status::default()
             }),
+            port_limits: Mutex::new(Vec::new()),
         }
     }
 }
@@ -62,6 +65,20 @@ impl Shared {
         let ready = u64::from(endpoint.is_some());
         self.metrics.enclave_ready.store(ready, Ordering::Relaxed);
         self.endpoint.send_replace(endpoint);
+    }
+
+    /// Record the per-port connection limits the enclave reports in its health.
+    pub fn set_port_limits(&self, limits: &[(u32, u32)]) {
+        if let Ok(mut current) = self.port_limits.lock() {
+            limits.clone_into(&mut current);
+        }
+    }
+
+    /// How many connections the enclave serves at once on `port`, if it said.
+    pub fn port_limit(&self, port: u32) -> Option<usize> {
+        let limits = self.port_limits.lock().ok()?;
+        let (_, max) = limits.iter().find(|(p, _)| *p == port)?;
+        usize::try_from(*max).ok()
     }
 
     /// A copy of the status.

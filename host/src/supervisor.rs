@@ -123,7 +123,7 @@ async fn run_once(
 
     let endpoint = running.endpoint.clone();
     let ready = tokio::select! {
-        ready = wait_ready(&endpoint, settings.control_port, settings.ready_timeout) => ready,
+        ready = wait_ready(&endpoint, settings.health_port, settings.ready_timeout) => ready,
         how = running.exited() => Err(anyhow::anyhow!("exited before it was ready ({how})")),
         _ = shutdown.changed() => {
             running.stop().await;
@@ -158,6 +158,10 @@ async fn run_once(
         s.nsm = Some(health.nsm.as_str());
         s.config_sha384 = Some(digest);
     });
+    shared.set_port_limits(&health.port_limits);
+    for (port, max) in &health.port_limits {
+        tracing::info!(enclave = %id, port, max_connections = max, "the enclave's connection limit");
+    }
     shared.set_enclave(Some(endpoint.clone()));
     let ready_at = Instant::now();
 
@@ -173,9 +177,10 @@ async fn run_once(
                 running.stop().await;
                 return Some(ready_at.elapsed());
             }
-            _ = probes.tick() => match probe(&endpoint, settings.control_port).await {
-                Ok(_) => {
+            _ = probes.tick() => match probe(&endpoint, settings.health_port).await {
+                Ok(health) => {
                     failures = 0;
+                    shared.set_port_limits(&health.port_limits);
                     shared.set_enclave(Some(endpoint.clone()));
                 }
                 Err(e) => {
@@ -191,6 +196,7 @@ async fn run_once(
         }
     };
     shared.set_enclave(None);
+    shared.set_port_limits(&[]);
     tracing::warn!(enclave = %id, exit = %how, "the enclave stopped");
     shared.update_status(|s| {
         s.state = "restarting";

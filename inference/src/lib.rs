@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod deadline;
 pub mod engine;
 pub mod server;
 pub mod tiny;

@@ -28,9 +28,11 @@ use proofs::receipt::{ReceiptClaims, ReceiptSigner};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::api::{ApiError, parse_chat_request};
+use crate::deadline::WriteDeadline;
 use crate::engine::{Engine, EngineError, FinishReason, Generation};
 use crate::tls::TlsIdentity;
 
@@ -65,17 +67,32 @@ pub trait Attester: Send + Sync + 'static {
     fn attest(&self, nonce: &[u8], user_data: &[u8], public_key: &[u8]) -> Result<Vec<u8>, String>;
 }
 
-/// Bounds on what clients may ask of the API.
+/// Bounds on what clients may ask of the API, and how long each step of a connection may take,
+/// so that a client that opens connections and sends nothing, or stops reading, holds nothing
+/// for long.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// The largest request body, in bytes.
     pub max_body: usize,
     /// Generations that run at once; the others wait.
     pub max_concurrent: usize,
-    /// How long a request may wait for a generation slot before it is refused (503).
+    /// How long a request may wait for a generation slot before it is refused (503). Nothing
+    /// is sent meanwhile, so it stays below the host's idle timeout (60 s by default).
     pub queue_timeout: Duration,
-    /// How long a TLS handshake, and the wait for a request's headers, may take.
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// How long the wait for a request's headers may take, also between requests.
     pub idle_timeout: Duration,
+    /// How long a request's body may take to arrive once its headers have (408 after).
+    pub body_timeout: Duration,
+    /// How long a write to the client may make no progress: a client that stops reading loses
+    /// its connection, and its generation stops.
+    pub write_timeout: Duration,
+    /// The longest a non-streamed answer may take, from its request to its last byte (504
+    /// after, with the generation stopped). Nothing crosses the connection until a
+    /// non-streamed answer is complete, and the host closes connections that carry nothing
+    /// for its idle timeout (60 s by default): this stays below it. Long answers stream.
+    pub max_answer_time: Duration,
 }
 
 impl Default for Limits {
@@ -83,8 +100,12 @@ impl Default for Limits {
         Limits {
             max_body: 1024 * 1024,
             max_concurrent: 1,
-            queue_timeout: Duration::from_secs(60),
+            queue_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_answer_time: Duration::from_secs(45),
         }
     }
 }
@@ -172,18 +193,20 @@ impl Api {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.server_config());
-        let tls =
-            match tokio::time::timeout(self.limits.idle_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::info!(error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!("TLS handshake timed out");
-                    return;
-                }
-            };
+        // Below TLS, so that every write (handshake, headers, body, alerts) has the deadline.
+        let stream = WriteDeadline::new(stream, self.limits.write_timeout);
+        let handshake = acceptor.accept(stream);
+        let tls = match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "TLS handshake refused");
+                return;
+            }
+            Err(_) => {
+                tracing::info!("TLS handshake timed out");
+                return;
+            }
+        };
         let api = self.clone();
         let service = hyper::service::service_fn(move |request| {
             let api = api.clone();
@@ -289,6 +312,7 @@ impl Api {
         self: &Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<Response<Body>, ApiError> {
+        let received = Instant::now();
         let Some(loaded) = self.model.get().cloned() else {
             let why = self
                 .not_ready
@@ -297,9 +321,23 @@ impl Api {
                 .clone();
             return Err(ApiError::new(503, "server_error", "model_not_ready", why));
         };
-        let body = Limited::new(request.into_body(), self.limits.max_body)
-            .collect()
-            .await
+        let collected = tokio::time::timeout(
+            self.limits.body_timeout,
+            Limited::new(request.into_body(), self.limits.max_body).collect(),
+        )
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                408,
+                "invalid_request_error",
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    self.limits.body_timeout.as_secs()
+                ),
+            )
+        })?;
+        let body = collected
             .map_err(|_| {
                 ApiError::new(
                     413,
@@ -313,22 +351,37 @@ impl Api {
             })?
             .to_bytes();
         let request_sha384 = sha384(&body);
-        let chat = parse_chat_request(&body, &self.model_id, random_seed)?;
-        drop(body);
-        if chat
-            .messages
-            .iter()
-            .any(|m| loaded.engine.contains_control_text(&m.content))
-        {
-            return Err(ApiError::invalid(
-                "messages",
-                "message content may not contain the chat template's control tokens",
-            ));
-        }
-        loaded
-            .engine
-            .check(&chat.messages, &chat.sampling)
-            .map_err(|e| engine_error(&e))?;
+        // Parsing up to a megabyte of JSON and tokenizing it is CPU work: it runs on the
+        // blocking pool, never on the threads that accept connections and answer probes.
+        let (model_id, checking) = (self.model_id.clone(), loaded.clone());
+        let chat = tokio::task::spawn_blocking(move || {
+            let chat = parse_chat_request(&body, &model_id, random_seed)?;
+            drop(body);
+            if chat
+                .messages
+                .iter()
+                .any(|m| checking.engine.contains_control_text(&m.content))
+            {
+                return Err(ApiError::invalid(
+                    "messages",
+                    "message content may not contain the chat template's control tokens",
+                ));
+            }
+            checking
+                .engine
+                .check(&chat.messages, &chat.sampling)
+                .map_err(|e| engine_error(&e))?;
+            Ok(chat)
+        })
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                500,
+                "server_error",
+                "internal_error",
+                "the request could not be checked",
+            )
+        })??;
         let permit = tokio::time::timeout(
             self.limits.queue_timeout,
             self.slots.clone().acquire_owned(),
@@ -366,9 +419,24 @@ impl Api {
             request_sha384,
         };
         if stream {
-            Ok(context.stream(text_rx, generation, include_usage))
-        } else {
-            context.complete(text_rx, generation).await
+            return Ok(context.stream(text_rx, generation, include_usage));
+        }
+        let limit = self.limits.max_answer_time;
+        match tokio::time::timeout_at(received + limit, context.complete(text_rx, generation)).await
+        {
+            Ok(answer) => answer,
+            // Dropping the answer drops its receiver, which stops the generation.
+            Err(_) => Err(ApiError::new(
+                504,
+                "server_error",
+                "answer_timeout",
+                format!(
+                    "a non-streamed answer must be complete within {} s of its request, because \
+                     nothing crosses the connection until it is and the host closes idle \
+                     connections; ask with \"stream\": true, or for fewer max_tokens",
+                    limit.as_secs()
+                ),
+            )),
         }
     }
 }

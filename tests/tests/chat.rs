@@ -19,58 +19,18 @@ mod common;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use attest::wire::ModelState;
 use attest::{MeasurementSet, PcrIndex, PcrValue, Policy, Verifier};
 use client::{ChatRequest, ClientError, Session, Timeouts, Trust};
-use common::broker::{Backend, Broker, Setup, client_pcr0};
-use common::{Options, Stack, binary, enclave_pcr0, test_roots};
+use common::broker::Broker;
+use common::{Stack, binary, enclave_pcr0, test_roots};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A broker with its model sealed, and the host with its enclave, waiting until the model is
 /// ready.
 fn start(name: &str, model: Option<Vec<u8>>) -> (Broker, Stack) {
-    let root = test_roots("National Root");
-    let mut broker = Broker::setup(
-        name,
-        Backend::Software,
-        Setup {
-            root: &root,
-            signing_root: None,
-            rules: "regions = [\"eu-west-3\"]",
-            pcr0s: &[enclave_pcr0(), client_pcr0()],
-            config_extra: "",
-        },
-    );
-    if let Some(model) = model {
-        broker.seal(model, 1 << 20);
-    }
-    broker.start();
-    let stack = Stack::start_with(
-        name,
-        Options {
-            extra: &broker.host_toml(),
-            enclave_extra: &broker.enclave_model_toml(),
-            root: Some(&broker.root),
-            ..Options::default()
-        },
-    );
-    wait_ready(&stack, &broker, Duration::from_secs(120));
-    (broker, stack)
-}
-
-fn wait_ready(stack: &Stack, broker: &Broker, timeout: Duration) {
-    let status = common::model_status(stack, timeout);
-    assert_eq!(
-        status.state,
-        ModelState::Ready,
-        "{:?}\n{}\n{}",
-        status.detail,
-        stack.log(),
-        broker.log()
-    );
+    common::broker::start_with_model(name, model, false)
 }
 
 /// What the client trusts: the broker's national root, the enclave's PCR0, the broker's log key.

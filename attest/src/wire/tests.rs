@@ -57,6 +57,7 @@ fn every_message_round_trips() {
                 nsm: NsmKind::Simulated,
                 config_digest: [7; CONFIG_DIGEST_LEN],
                 model: None,
+                port_limits: Vec::new(),
             }),
         },
         Response {
@@ -71,6 +72,7 @@ fn every_message_round_trips() {
                     sha384: Some([9; 48]),
                     detail: None,
                 }),
+                port_limits: vec![(5000, 64), (8000, 64), (u32::MAX - 1, u32::MAX)],
             }),
         },
         Response {
@@ -85,6 +87,7 @@ fn every_message_round_trips() {
                     sha384: None,
                     detail: Some("denied: pcr_mismatch".into()),
                 }),
+                port_limits: vec![(5000, 1)],
             }),
         },
         Response {
@@ -276,6 +279,39 @@ fn responses_bound_every_field() {
     assert!(Response::decode(&health(vec![0; 48], "1".into())).is_ok());
     assert!(Response::decode(&health(vec![0; 47], "1".into())).is_err());
     assert!(Response::decode(&health(vec![0; 48], "x".repeat(MAX_TEXT_LEN + 1))).is_err());
+    let limits = |entries: Vec<(Value, Value)>| {
+        cbor(map(&[
+            ("v", Value::Integer(1.into())),
+            ("id", Value::Integer(1.into())),
+            ("op", Value::Text("health".into())),
+            ("version", Value::Text("1".into())),
+            ("nsm", Value::Text("nitro".into())),
+            ("config_digest", Value::Bytes(vec![0; 48])),
+            ("port_limits", Value::Map(entries)),
+        ]))
+    };
+    let n = |v: u64| Value::Integer(v.into());
+    assert!(Response::decode(&limits(vec![(n(5000), n(64)), (n(8000), n(64))])).is_ok());
+    for bad in [
+        vec![(n(8000), n(64)), (n(5000), n(64))],
+        vec![(n(5000), n(64)), (n(5000), n(1))],
+        vec![(n(1 << 32), n(64))],
+        vec![(n(5000), Value::Text("64".into()))],
+        (0..=u64::try_from(MAX_PORT_LIMITS).unwrap())
+            .map(|p| (n(p), n(1)))
+            .collect(),
+    ] {
+        assert!(
+            matches!(
+                Response::decode(&limits(bad.clone())),
+                Err(WireError::InvalidField {
+                    field: "port_limits",
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
+    }
     let document = |len: usize| {
         cbor(map(&[
             ("v", Value::Integer(1.into())),

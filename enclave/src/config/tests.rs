@@ -16,6 +16,7 @@ fn an_empty_file_means_the_embedded_defaults() {
     assert_eq!(config, Config::embedded_default());
     assert_eq!(config.listen.to_string(), "vsock");
     assert_eq!(config.control_port, 5000);
+    assert_eq!(config.health_port, 5001);
     assert_eq!(config.nsm, NsmConfig::Nitro);
 }
 
@@ -25,6 +26,9 @@ fn unknown_keys_and_bad_values_are_refused_by_name() {
         ("lisen = \"vsock\"", "lisen"),
         ("listen = \"tcp:1.2.3.4\"", "listen"),
         ("control_port = 4294967295", "control_port"),
+        ("health_port = 4294967295", "health_port"),
+        ("health_port = 5000", "health_port"),
+        ("control_port = 5001", "health_port"),
         ("max_connections = 0", "max_connections"),
         ("idle_timeout = \"0s\"", "idle_timeout"),
         ("idle_timeout = \"soon\"", "idle_timeout"),
@@ -71,7 +75,8 @@ fn every_setting_changes_the_measurement() {
     let base = Config::embedded_default();
     let variants = [
         "listen = \"unix:/tmp/e.sock\"",
-        "control_port = 5001",
+        "control_port = 5002",
+        "health_port = 5003",
         "max_connections = 65",
         "idle_timeout = \"31s\"",
     ];

@@ -41,10 +41,13 @@ fn a_development_configuration_resolves_paths_and_defaults() {
             socket: PathBuf::from("/srv/run/enclave.sock"),
         }
     );
-    assert_eq!(config.enclave.control_port, 5000);
+    assert_eq!(config.enclave.health_port, 5001);
     assert_eq!(config.enclave.ready_timeout, Duration::from_secs(30));
     assert_eq!(config.forwards.len(), 1);
-    assert_eq!(config.forwards[0].max_connections, 256);
+    assert_eq!(
+        config.forwards[0].max_connections, 64,
+        "no more than the enclave serves on a port by default"
+    );
     assert_eq!(config.relays[0].target, "broker.example:9443");
     assert_eq!(config.admin, Some("127.0.0.1:9100".parse().unwrap()));
     assert_eq!(config.shutdown_grace, Duration::from_secs(10));
@@ -91,6 +94,19 @@ fn mistakes_are_refused_by_name() {
         (
             DEV.replace("enclave_port = 5000", "enclave_port = 4294967295"),
             "enclave_port",
+        ),
+        // The health port is the host's own: forwarding clients to it would let them crowd the
+        // probes out.
+        (
+            DEV.replace("enclave_port = 5000", "enclave_port = 5001"),
+            "forward[0].enclave_port",
+        ),
+        (
+            DEV.replace(
+                "mode = \"development\"",
+                "mode = \"development\"\nhealth_port = 5000",
+            ),
+            "forward[0].enclave_port",
         ),
         (
             DEV.replace("[[forward]]", "[[forward]]\nidle_timeout = \"0s\""),

@@ -17,7 +17,7 @@ use sealing::release::{KeyRequest, Message, OaepHash, ReleaseTrust, request_user
 use transport::frame::{read_frame, write_frame};
 use transport::{HybridVsock, Transport};
 
-use super::{binary, free_port};
+use super::{Options, Stack, binary, enclave_pcr0, free_port, test_roots};
 
 /// Where Debian's softhsm2 package puts the PKCS#11 module.
 pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -521,4 +521,50 @@ pub fn denied(answer: &Message) -> &str {
         Message::Denied { reason, .. } => reason,
         other => panic!("expected a denial, got {}", other.op()),
     }
+}
+
+/// A broker (software key store) with `model` sealed (a tiny random model unless given), and
+/// the host with its enclave, once the enclave has received its key and loaded the model. The
+/// policy pins the enclave's own PCR0 and the test client's, in `eu-west-3`.
+pub fn start_with_model(
+    name: &str,
+    model: Option<Vec<u8>>,
+    production_timeouts: bool,
+) -> (Broker, Stack) {
+    let root = test_roots("National Root");
+    let mut broker = Broker::setup(
+        name,
+        Backend::Software,
+        Setup {
+            root: &root,
+            signing_root: None,
+            rules: "regions = [\"eu-west-3\"]",
+            pcr0s: &[enclave_pcr0(), client_pcr0()],
+            config_extra: "",
+        },
+    );
+    if let Some(model) = model {
+        broker.seal(model, 1 << 20);
+    }
+    broker.start();
+    let stack = Stack::start_with(
+        name,
+        Options {
+            extra: &broker.host_toml(),
+            enclave_extra: &broker.enclave_model_toml(),
+            root: Some(&broker.root),
+            production_timeouts,
+            ..Options::default()
+        },
+    );
+    let status = super::model_status(&stack, Duration::from_secs(120));
+    assert_eq!(
+        status.state,
+        attest::wire::ModelState::Ready,
+        "{:?}\n{}\n{}",
+        status.detail,
+        stack.log(),
+        broker.log()
+    );
+    (broker, stack)
 }

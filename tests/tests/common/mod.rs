@@ -101,6 +101,9 @@ pub struct Options<'a> {
     /// The development roots: the simulated NSM signs under their Nitro root (fresh ones if
     /// `None`).
     pub root: Option<&'a DevelopmentRoots>,
+    /// The production defaults for idle connections (the host's forwards 60 s, the enclave's
+    /// control port 30 s) instead of the short ones that keep other tests quick.
+    pub production_timeouts: bool,
 }
 
 impl Default for Options<'_> {
@@ -111,6 +114,7 @@ impl Default for Options<'_> {
             nsm_extra: "",
             enclave_extra: "",
             root: None,
+            production_timeouts: false,
         }
     }
 }
@@ -139,9 +143,10 @@ impl Stack {
         std::fs::write(
             dir.join("enclave.toml"),
             format!(
-                "listen = \"unix:{}\"\nidle_timeout = \"2s\"\n[nsm]\nkind = \"simulated\"\n\
+                "listen = \"unix:{}\"\nidle_timeout = \"{}\"\n[nsm]\nkind = \"simulated\"\n\
                  root_certificate = \"root.der\"\nroot_key = \"root.key\"\nregion = \"eu-west-3\"\n{}\n{}\n",
                 socket.display(),
+                if options.production_timeouts { "30s" } else { "2s" },
                 options.nsm_extra,
                 options.enclave_extra,
             ),
@@ -166,12 +171,22 @@ impl Stack {
              [enclave]\nmode = \"development\"\nrestart_backoff = \"1s\"\n\
              [enclave.development]\nbinary = \"{enclave}\"\nconfig = \"enclave.toml\"\n\
              socket = \"enclave.sock\"\n\n\
-             [[forward]]\nlisten = \"{forward}\"\nenclave_port = 5000\nidle_timeout = \"5s\"\n\
+             [[forward]]\nlisten = \"{forward}\"\nenclave_port = 5000\nidle_timeout = \"{control_idle}\"\n\
              max_connections = {max}\n\n\
-             [[forward]]\nlisten = \"{api}\"\nenclave_port = 8000\nidle_timeout = \"30s\"\n\n\
+             [[forward]]\nlisten = \"{api}\"\nenclave_port = 8000\nidle_timeout = \"{api_idle}\"\n\n\
              [admin]\nlisten = \"{admin}\"\n{extra}\n",
             enclave = binary("enclave").display(),
             max = options.forward_max_connections,
+            control_idle = if options.production_timeouts {
+                "60s"
+            } else {
+                "5s"
+            },
+            api_idle = if options.production_timeouts {
+                "60s"
+            } else {
+                "30s"
+            },
             extra = options.extra,
         );
         std::fs::write(dir.join("host.toml"), config).unwrap();

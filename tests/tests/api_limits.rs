@@ -1,0 +1,235 @@
+//! The inference API's deadlines, against a client that holds connections open: the TLS
+//! handshake, the request body and a non-streamed answer each have a bound, and nothing waits on
+//! a silent client forever. The API runs in-process on a tiny model with short limits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use inference::{Api, Attester, Engine, Limits, Loaded, Precision, ReleaseFacts};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use zeroize::Zeroizing;
+
+struct NoDocuments;
+
+impl Attester for NoDocuments {
+    fn attest(&self, _: &[u8], _: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
+        Err("no NSM in this test".into())
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        handshake_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        write_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    }
+}
+
+/// The API on a tiny model, on a loopback port.
+async fn serve(limits: Limits) -> SocketAddr {
+    let api = Api::new("test-model", Arc::new(NoDocuments), limits).unwrap();
+    let bytes = Zeroizing::new(inference::tiny::model(3).unwrap());
+    let (engine, _) = Engine::load(bytes, Precision::default()).unwrap();
+    api.set_model(Loaded {
+        engine,
+        release: ReleaseFacts {
+            model_digest: [0; 48],
+            policy_version: 1,
+            key_release_index: 0,
+            checkpoint: String::new(),
+        },
+    });
+    let api = Arc::new(api);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(api.clone().serve_connection(stream));
+        }
+    });
+    address
+}
+
+/// Accepts any certificate: these tests are about time, not trust.
+#[derive(Debug)]
+struct AnyCertificate;
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+async fn tls(address: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(address).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("enclave.test").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Read until the server closes; the text read.
+async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A TCP connection that never starts TLS is closed at the handshake deadline.
+#[test]
+fn a_silent_connection_is_closed_at_the_handshake_deadline() {
+    runtime().block_on(async {
+        let address = serve(limits()).await;
+        let mut silent = TcpStream::connect(address).await.unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+            .await
+            .expect("the connection was not closed within 10 s");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+    });
+}
+
+/// Headers that announce a body which never comes: 408 at the body deadline.
+#[test]
+fn a_body_that_never_arrives_is_refused_at_its_deadline() {
+    runtime().block_on(async {
+        let address = serve(limits()).await;
+        let mut stream = tls(address).await;
+        stream
+            .write_all(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: enclave\r\n\
+                  content-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"model\"",
+            )
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let answer = read_to_close(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    });
+}
+
+/// A connection open after its answer, sending nothing, is closed at the idle deadline.
+#[test]
+fn an_idle_connection_between_requests_is_closed() {
+    runtime().block_on(async {
+        let address = serve(limits()).await;
+        let mut stream = tls(address).await;
+        stream
+            .write_all(b"GET /v1/models HTTP/1.1\r\nhost: enclave\r\n\r\n")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let answer = read_to_close(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}
+
+/// A non-streamed answer that cannot be complete in time is refused with a clear error, not
+/// cut by the host's idle timeout with nothing said.
+#[test]
+fn a_non_streamed_answer_over_its_time_limit_is_a_clear_error() {
+    runtime().block_on(async {
+        let address = serve(Limits {
+            max_answer_time: Duration::ZERO,
+            ..limits()
+        })
+        .await;
+        let body = br#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"max_tokens":200}"#;
+        let mut stream = tls(address).await;
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: enclave\r\nconnection: close\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        let answer = read_to_close(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+        assert!(answer.contains("answer_timeout"), "{answer}");
+        assert!(answer.contains("stream"), "{answer}");
+
+        // The same request streamed is answered.
+        let streamed = br#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"max_tokens":20,"stream":true}"#;
+        let mut stream = tls(address).await;
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: enclave\r\nconnection: close\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            streamed.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(streamed).await.unwrap();
+        let answer = read_to_close(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("[DONE]"), "{answer}");
+    });
+}
