@@ -7,6 +7,8 @@
 //! policy = "release-policy.toml"   # see `broker policy check`
 //! nonce_lifetime = "30s"           # a challenge must be answered within this
 //! max_pending = 10000              # challenges outstanding at once; more are refused (busy)
+//! max_pending_per_peer = 64        # of which one source address may hold (used ones count for
+//!                                  # two lifetimes); more are refused (busy)
 //! workers = 4                      # releases decided at once (one HSM session each)
 //! max_connections = 256
 //! io_timeout = "10s"               # a peer silent this long is disconnected
@@ -114,6 +116,8 @@ pub struct Config {
     pub nonce_lifetime: Duration,
     /// Challenges outstanding at once.
     pub max_pending: usize,
+    /// Of which one source address may hold, counting used ones for two lifetimes.
+    pub max_pending_per_peer: usize,
     /// Releases decided at once.
     pub workers: usize,
     /// Connections served at once.
@@ -151,6 +155,7 @@ struct Raw {
     policy: PathBuf,
     nonce_lifetime: Option<String>,
     max_pending: Option<usize>,
+    max_pending_per_peer: Option<usize>,
     workers: Option<usize>,
     max_connections: Option<usize>,
     io_timeout: Option<String>,
@@ -325,6 +330,12 @@ impl Config {
                 Duration::from_secs(30),
             )?,
             max_pending: limit("max_pending", raw.max_pending, 10_000, 1_000_000)?,
+            max_pending_per_peer: limit(
+                "max_pending_per_peer",
+                raw.max_pending_per_peer,
+                64,
+                1_000_000,
+            )?,
             workers: limit("workers", raw.workers, 4, 256)?,
             max_connections: limit("max_connections", raw.max_connections, 256, 65_536)?,
             io_timeout: duration("io_timeout", raw.io_timeout, Duration::from_secs(10))?,
@@ -431,6 +442,7 @@ impl Config {
             "policy": self.policy,
             "nonce_lifetime": format_duration(self.nonce_lifetime),
             "max_pending": self.max_pending,
+            "max_pending_per_peer": self.max_pending_per_peer,
             "workers": self.workers,
             "max_connections": self.max_connections,
             "io_timeout": format_duration(self.io_timeout),

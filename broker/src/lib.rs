@@ -22,6 +22,7 @@ pub mod keystore;
 pub mod policy;
 pub mod release;
 pub mod seal;
+pub mod secrets;
 pub mod server;
 pub mod state;
 
@@ -82,16 +83,15 @@ pub fn pkcs11_settings(
     else {
         bail!("the key store is not pkcs11");
     };
-    let pin = match pin_file {
-        Some(path) => String::from_utf8(config::read_bounded(path, 1024)?)
-            .context("the PIN file is not text")?
-            .trim_end()
-            .to_owned(),
-        None => std::env::var("BROKER_PKCS11_PIN").context(
+    let bytes = match pin_file {
+        Some(path) => zeroize::Zeroizing::new(config::read_bounded(path, 1024)?),
+        None => secrets::get("BROKER_PKCS11_PIN").context(
             "the PKCS#11 key store needs the token's user PIN: set key_store.pin_file or \
              $BROKER_PKCS11_PIN",
         )?,
     };
+    let text = std::str::from_utf8(&bytes).context("the PIN is not text")?;
+    let pin = zeroize::Zeroizing::new(text.trim_end().to_owned());
     Ok((
         Pkcs11Config {
             module: module.clone(),
@@ -100,7 +100,7 @@ pub fn pkcs11_settings(
             kek_wrap: *kek_wrap,
             sessions: config.workers,
         },
-        zeroize::Zeroizing::new(pin),
+        pin,
     ))
 }
 
@@ -114,12 +114,15 @@ pub fn open_signer(
         &config.signing_key,
         config::MAX_SMALL_FILE,
     )?);
-    let key = PrivatePkcs8KeyDer::from_pem_slice(&key_pem).with_context(|| {
-        format!(
-            "{} is not a PKCS#8 PEM private key",
-            config.signing_key.display()
-        )
-    })?;
+    // The decoded key is wiped when dropped, like the PEM it came from.
+    let key = zeroize::Zeroizing::new(PrivatePkcs8KeyDer::from_pem_slice(&key_pem).with_context(
+        || {
+            format!(
+                "{} is not a PKCS#8 PEM private key",
+                config.signing_key.display()
+            )
+        },
+    )?);
     let certificate = attest::load_certificates(&config::read_bounded(
         &config.signing_certificate,
         config::MAX_SMALL_FILE,
@@ -215,6 +218,7 @@ pub fn open(config: &Config) -> anyhow::Result<Broker> {
         signer,
         nonce_lifetime: config.nonce_lifetime,
         max_pending: config.max_pending,
+        max_pending_per_peer: config.max_pending_per_peer,
         oaep: config.oaep_hash,
     }))
 }

@@ -11,7 +11,7 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use broker::config::Config;
-use broker::keystore::{DEFAULT_ITERATIONS, KeyStoreError, Pkcs11Store, SoftwareStore};
+use broker::keystore::{DEFAULT_ITERATIONS, Pkcs11Store, SoftwareStore};
 use broker::policy::ReleasePolicy;
 use broker::seal::{Pass, SealRequest};
 use broker::state::{Ledger, StateDir};
@@ -133,6 +133,7 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
+    take_secrets_from_environment();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
@@ -249,18 +250,14 @@ fn init(path: &Path, iterations: u32) -> anyhow::Result<ExitCode> {
         }
         KeyStoreConfig::Pkcs11 { .. } => {
             let (settings, pin) = broker::pkcs11_settings(&config)?;
-            match Pkcs11Store::open(settings.clone(), &pin) {
-                Ok(_) => {}
-                Err(KeyStoreError::Kek { problem, .. }) if problem.starts_with("not found") => {
-                    Pkcs11Store::create_kek(&settings, &pin)?;
-                    println!(
-                        "generated the key-encryption key {:?} in token {:?} (AES-256, sensitive, \
-                         not extractable)",
-                        settings.kek_label, settings.token
-                    );
-                }
-                Err(e) => return Err(e.into()),
+            for label in Pkcs11Store::create_missing(&settings, &pin)? {
+                println!(
+                    "generated {label:?} in token {:?} (256 bits, private, sensitive, never \
+                     extractable, not modifiable)",
+                    settings.token
+                );
             }
+            Pkcs11Store::open(settings, &pin)?;
         }
     }
     println!("key-encryption key {:?} is ready", config.kek_label);
@@ -539,6 +536,20 @@ fn with_valid(mut value: serde_json::Value) -> serde_json::Value {
         object.insert("valid".into(), true.into());
     }
     value
+}
+
+/// Move the PIN and passphrase out of the environment into the broker's own keeping, so that
+/// they are not left in the environment of this process or of anything it starts.
+#[expect(unsafe_code, reason = "std::env::remove_var; see the SAFETY comment")]
+fn take_secrets_from_environment() {
+    for name in broker::secrets::SECRET_VARIABLES {
+        if let Some(value) = std::env::var_os(name) {
+            broker::secrets::adopt(name, zeroize::Zeroizing::new(value.into_encoded_bytes()));
+            // SAFETY: this runs first in `main`, before this process starts any thread, so no
+            // other thread can read or write the environment at the same time.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -2,12 +2,13 @@
 //! the HSM, the log, and the signed response, in that order. Every decision, release or denial,
 //! is in the log (synced) before its answer exists.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use attest::{Nonce, Policy, Timestamp, VerifiedDocument, Verifier, VerifyError};
-use proofs::entry::{Entry, KeyRelease, ModelSealed, Outcome};
+use proofs::entry::{DenialSummary, Entry, KeyRelease, LogEntry, ModelSealed, Outcome};
 use sealing::Id;
 use sealing::release::{
     Message, NONCE_LEN, OaepHash, ReleaseClaims, ResponseSigner, request_user_data, sha384,
@@ -31,43 +32,60 @@ pub struct Timings {
     pub sign: Duration,
 }
 
-/// Outstanding challenge nonces: random, single use, expiring.
+/// Outstanding challenge nonces: random, single use, expiring; bounded in all and per peer.
 #[derive(Debug)]
 struct Nonces {
     pending: Mutex<HashMap<[u8; NONCE_LEN], Pending>>,
     lifetime: Duration,
     max: usize,
+    max_per_peer: usize,
 }
 
 #[derive(Debug)]
 struct Pending {
     model: Id,
+    peer: IpAddr,
     issued: Instant,
     used: bool,
 }
 
+/// Why no nonce was issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Busy {
+    /// This peer holds its share of the table.
+    Peer,
+    /// The table is full.
+    Table,
+}
+
 impl Nonces {
-    /// A fresh nonce for `model`, or `None` when too many are outstanding.
-    fn issue(&self, model: &Id) -> Option<[u8; NONCE_LEN]> {
+    /// A fresh nonce for `model`, asked for by `peer`; refused when the peer holds
+    /// `max_per_peer` nonces, used or not, from the last two lifetimes, or the table is full.
+    /// One peer can therefore hold at most its share, whatever rate it asks at.
+    fn issue(&self, model: &Id, peer: IpAddr) -> Result<[u8; NONCE_LEN], Busy> {
         let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).ok()?;
-        let mut pending = self.pending.lock().ok()?;
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| Busy::Table)?;
+        let mut pending = self.pending.lock().map_err(|_| Busy::Table)?;
         // Used and expired nonces are kept for a second lifetime so that a late or replayed
         // answer is refused with its precise reason; after that, as unknown.
         let keep = self.lifetime.saturating_mul(2);
         pending.retain(|_, p| p.issued.elapsed() < keep);
+        if pending.values().filter(|p| p.peer == peer).count() >= self.max_per_peer {
+            return Err(Busy::Peer);
+        }
         if pending.len() >= self.max {
-            return None;
+            return Err(Busy::Table);
         }
         pending.insert(
             nonce,
             Pending {
                 model: model.clone(),
+                peer,
                 issued: Instant::now(),
                 used: false,
             },
         );
-        Some(nonce)
+        Ok(nonce)
     }
 
     /// Spend `nonce` for `model`: it is used from now on, whatever the outcome.
@@ -123,6 +141,72 @@ impl Denial {
     }
 }
 
+/// How many denials that need no authentic document a peer may have logged one by one per
+/// [`DENIAL_WINDOW`]; beyond that they are counted, and the counts logged as summaries.
+pub const DENIALS_LOGGED_PER_PEER: u32 = 10;
+/// The window [`DENIALS_LOGGED_PER_PEER`] applies to, and how often counts are flushed.
+pub const DENIAL_WINDOW: Duration = Duration::from_secs(60);
+/// Peers remembered for the budget; beyond this, new peers' denials are counted at once.
+const MAX_PEERS_TRACKED: usize = 4096;
+
+/// Bounds what an unauthenticated peer can add to the log: each peer's denials (those that come
+/// without an authentic document) are logged one by one up to a budget per window, then counted
+/// by reason; the counts become `denial-summary` entries when flushed.
+#[derive(Debug, Default)]
+struct DenialBudget {
+    peers: HashMap<IpAddr, (Instant, u32)>,
+    counted: BTreeMap<String, u64>,
+    since: Option<Timestamp>,
+}
+
+impl DenialBudget {
+    /// Whether `peer` may have one more denial logged individually now.
+    fn allow(&mut self, peer: IpAddr) -> bool {
+        let now = Instant::now();
+        if self.peers.len() >= MAX_PEERS_TRACKED {
+            self.peers
+                .retain(|_, (start, _)| now.duration_since(*start) < DENIAL_WINDOW);
+        }
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_PEERS_TRACKED {
+            return false;
+        }
+        let (start, used) = self.peers.entry(peer).or_insert((now, 0));
+        if now.duration_since(*start) >= DENIAL_WINDOW {
+            *start = now;
+            *used = 0;
+        }
+        if *used >= DENIALS_LOGGED_PER_PEER {
+            return false;
+        }
+        *used += 1;
+        true
+    }
+
+    fn count(&mut self, reason: &str) {
+        self.since.get_or_insert_with(Timestamp::now);
+        *self.counted.entry(reason.to_owned()).or_insert(0) += 1;
+    }
+
+    /// The summaries to log, and the budget emptied of them.
+    fn take(&mut self) -> Vec<Entry> {
+        let Some(since) = self.since.take() else {
+            return Vec::new();
+        };
+        let time = Timestamp::now();
+        std::mem::take(&mut self.counted)
+            .into_iter()
+            .map(|(reason, count)| {
+                Entry::DenialSummary(DenialSummary {
+                    time,
+                    since,
+                    reason,
+                    count,
+                })
+            })
+            .collect()
+    }
+}
+
 /// What the broker knows about a request when it decides: recorded in the log entry.
 #[derive(Default)]
 struct Evidence {
@@ -143,6 +227,7 @@ pub struct Broker {
     nonces: Nonces,
     oaep: OaepHash,
     sealing_logged: Mutex<()>,
+    denials: Mutex<DenialBudget>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -173,6 +258,8 @@ pub struct Parts {
     pub nonce_lifetime: Duration,
     /// How many nonces may be outstanding.
     pub max_pending: usize,
+    /// How many of them one peer (source address) may hold.
+    pub max_pending_per_peer: usize,
     /// The OAEP digest wrapped keys use.
     pub oaep: OaepHash,
 }
@@ -191,9 +278,11 @@ impl Broker {
                 pending: Mutex::new(HashMap::new()),
                 lifetime: parts.nonce_lifetime,
                 max: parts.max_pending,
+                max_per_peer: parts.max_pending_per_peer,
             },
             oaep: parts.oaep,
             sealing_logged: Mutex::new(()),
+            denials: Mutex::new(DenialBudget::default()),
         }
     }
 
@@ -202,8 +291,9 @@ impl Broker {
         self.key_store.kind()
     }
 
-    /// Answer a hello: a challenge for a model this broker can release, else a logged denial.
-    pub fn hello(&self, model: &Id) -> Message {
+    /// Answer a hello from `peer`: a challenge for a model this broker can release, else a
+    /// logged denial.
+    pub fn hello(&self, model: &Id, peer: IpAddr) -> Message {
         let known = self.policy.models.contains_key(model)
             && matches!(self.state.record(model), Ok(Some(_)));
         if !known {
@@ -211,26 +301,74 @@ impl Broker {
                 "unknown_model",
                 format!("no sealed model {model} with a release policy"),
             );
-            return self.deny(model, Evidence::default(), denial);
+            return self.deny(model, peer, Evidence::default(), denial);
         }
-        match self.nonces.issue(model) {
-            Some(nonce) => Message::Challenge {
+        match self.nonces.issue(model, peer) {
+            Ok(nonce) => Message::Challenge {
                 nonce,
                 expires_in_ms: u64::try_from(self.nonces.lifetime.as_millis()).unwrap_or(u64::MAX),
             },
+            Err(busy) => {
+                let message = match busy {
+                    Busy::Peer => format!(
+                        "this peer holds {} challenges from the last {}; retry later",
+                        self.nonces.max_per_peer,
+                        attest::format_duration(self.nonces.lifetime.saturating_mul(2))
+                    ),
+                    Busy::Table => "too many challenges outstanding; retry later".to_owned(),
+                };
+                self.deny(
+                    model,
+                    peer,
+                    Evidence::default(),
+                    Denial::new("busy", message),
+                )
+            }
+        }
+    }
+
+    /// Refuse a connection that broke the protocol (`expected` was not what came), logged like
+    /// every denial. `model` is the hello's, if one came.
+    pub fn deny_protocol(&self, model: Option<&Id>, peer: IpAddr, message: String) -> Message {
+        let unknown = Id::new("-");
+        match model.cloned().or_else(|| unknown.ok()) {
+            Some(model) => self.deny(
+                &model,
+                peer,
+                Evidence::default(),
+                Denial::new("protocol", message),
+            ),
             None => Message::Denied {
-                reason: "busy".into(),
-                message: "too many challenges outstanding; retry later".into(),
+                reason: "protocol".into(),
+                message,
             },
         }
     }
 
-    /// Decide an attest message for `model` (the model of the connection's hello).
+    /// Log the denials counted since the last flush as `denial-summary` entries (one per
+    /// reason). The server calls this every [`DENIAL_WINDOW`] and when it stops.
+    pub fn flush_denials(&self) {
+        let entries = match self.denials.lock() {
+            Ok(mut budget) => budget.take(),
+            Err(_) => return,
+        };
+        for entry in entries {
+            if let Entry::DenialSummary(d) = &entry {
+                tracing::warn!(reason = %d.reason, count = d.count, "denials counted, not logged one by one");
+            }
+            if let Err(e) = self.ledger.append(entry) {
+                tracing::error!(error = %e, "could not log a denial summary");
+            }
+        }
+    }
+
+    /// Decide an attest message from `peer` for `model` (the model of the connection's hello).
     pub fn attest(
         &self,
         model: &Id,
         nonce: &[u8; NONCE_LEN],
         document: &[u8],
+        peer: IpAddr,
     ) -> (Message, Timings) {
         let mut timings = Timings::default();
         let mut evidence = Evidence {
@@ -242,7 +380,7 @@ impl Broker {
             Ok(message) => (message, timings),
             Err(denial) => {
                 let started = Instant::now();
-                let message = self.deny(model, evidence, denial);
+                let message = self.deny(model, peer, evidence, denial);
                 timings.log += started.elapsed();
                 (message, timings)
             }
@@ -265,29 +403,30 @@ impl Broker {
             .map_err(|e| Denial::new("internal", e.to_string()))?
             .ok_or_else(unknown)?;
         evidence.key_id = Some(record.key_id.clone());
+        self.check_record_tag(&record)?;
         let policy = self.policy.models.get(model).ok_or_else(unknown)?;
 
         let started = Instant::now();
         let verified = self.verify(policy, nonce, document, evidence);
         timings.verify = started.elapsed();
         let verified = verified?;
+        // From here every denial is logged with what the document attested.
         let expected = request_user_data(model, nonce);
-        if !verified
+        let user_data_ok = verified
             .user_data()
-            .is_some_and(|u| bool::from(u.ct_eq(&expected[..])))
-        {
+            .is_some_and(|u| bool::from(u.ct_eq(&expected[..])));
+        let public_key = verified.public_key().map(<[u8]>::to_vec);
+        evidence.verified = Some(verified);
+        if !user_data_ok {
             return Err(Denial::new(
                 "user_data_mismatch",
                 "the document's user_data does not bind this request",
             ));
         }
-        let public_key = verified
-            .public_key()
-            .ok_or_else(|| Denial::new("public_key_missing", "the document binds no public key"))?
-            .to_vec();
-        evidence.verified = Some(verified);
+        let public_key = public_key
+            .ok_or_else(|| Denial::new("public_key_missing", "the document binds no public key"))?;
 
-        self.ensure_sealing_logged(&record)?;
+        self.check_sealing_logged(&record)?;
         let started = Instant::now();
         let wrapped = self
             .key_store
@@ -379,29 +518,101 @@ impl Broker {
         }
     }
 
-    /// A model sealed while another process held the log is logged before its first release.
-    fn ensure_sealing_logged(&self, record: &ModelRecord) -> Result<(), Denial> {
-        if record.log_index.is_some() {
+    /// The record must carry the key store's tag: only a holder of the key store makes one.
+    fn check_record_tag(&self, record: &ModelRecord) -> Result<(), Denial> {
+        let expected = self
+            .key_store
+            .record_tag(&record.authenticated_bytes())
+            .map_err(|e| {
+                tracing::error!(error = %e, "the key store could not tag a record");
+                Denial::new(
+                    "key_store_error",
+                    "the key store could not check the model's record",
+                )
+            })?;
+        if bool::from(expected.ct_eq(&record.tag)) {
             return Ok(());
         }
-        let _one_at_a_time = self.sealing_logged.lock();
+        tracing::error!(model = %record.model_id, "a model record's tag does not verify");
+        Err(Denial::new(
+            "record_mismatch",
+            "the broker's record of this model is not the one its key store sealed",
+        ))
+    }
+
+    /// The record must be the one the log's `model-sealed` entry describes, wrapped key
+    /// included: a record whose wrapped key was moved from another model, or edited, is refused.
+    /// A record sealed while another process held the log is logged first, exactly as it was
+    /// read for this decision.
+    fn check_sealing_logged(&self, record: &ModelRecord) -> Result<(), Denial> {
         let failed = |e: StateError| {
-            tracing::error!(error = %e, "could not log a sealed model");
-            Denial::new("log_unavailable", "the model's sealing could not be logged")
+            tracing::error!(error = %e, "could not check or log a sealed model");
+            Denial::new(
+                "log_unavailable",
+                "the model's sealing could not be checked",
+            )
         };
-        // Another worker may have logged it meanwhile.
-        let mut record = match self.state.record(&record.model_id).map_err(failed)? {
-            Some(r) if r.log_index.is_none() => r,
-            _ => return Ok(()),
+        let tampered = |why: &str| {
+            tracing::error!(model = %record.model_id, why, "a model record does not match the log");
+            Denial::new(
+                "record_mismatch",
+                "the broker's record of this model does not match its sealing in the log",
+            )
         };
-        let index = self.ledger.append(sealed_entry(&record)).map_err(failed)?;
-        record.log_index = Some(index);
-        self.state.save_record(&record).map_err(failed)?;
+        if let Some(index) = record.log_index {
+            let bytes = self.ledger.entry(index).map_err(failed)?;
+            let entry = LogEntry::decode(&bytes).map_err(|_| tampered("not an entry"))?;
+            return match entry.entry() {
+                Entry::ModelSealed(logged) if *logged == sealed(record) => Ok(()),
+                Entry::ModelSealed(_) => Err(tampered("the logged sealing differs")),
+                _ => Err(tampered("the index is not a model-sealed entry")),
+            };
+        }
+        let _one_at_a_time = self.sealing_logged.lock();
+        // Another worker may have logged it meanwhile, from the same file: it must still be the
+        // record this decision read.
+        let mut current = match self.state.record(&record.model_id).map_err(failed)? {
+            Some(current) => current,
+            None => return Err(tampered("the record disappeared")),
+        };
+        let logged_meanwhile = current.log_index.take();
+        if current != *record {
+            return Err(tampered("the record changed while it was being decided"));
+        }
+        if let Some(index) = logged_meanwhile {
+            current.log_index = Some(index);
+            return self.check_sealing_logged(&current);
+        }
+        let index = self.ledger.append(sealed_entry(record)).map_err(failed)?;
+        current.log_index = Some(index);
+        self.state.save_record(&current).map_err(failed)?;
         Ok(())
     }
 
     /// Log a denial, then answer it. If the log fails the answer says so and nothing else.
-    fn deny(&self, model: &Id, evidence: Evidence, denial: Denial) -> Message {
+    /// A denial made on an authentic document is always logged on its own; one a peer can cause
+    /// without such a document is logged on its own within the peer's budget, and counted
+    /// otherwise (see [`DenialBudget`]).
+    fn deny(&self, model: &Id, peer: IpAddr, evidence: Evidence, denial: Denial) -> Message {
+        if evidence.verified.is_none() {
+            let logged_alone = match self.denials.lock() {
+                Ok(mut budget) => {
+                    let allowed = budget.allow(peer);
+                    if !allowed {
+                        budget.count(&denial.reason);
+                    }
+                    allowed
+                }
+                Err(_) => true,
+            };
+            if !logged_alone {
+                tracing::debug!(model = %model, reason = %denial.reason, "key release denied (counted)");
+                return Message::Denied {
+                    reason: denial.reason,
+                    message: denial.message,
+                };
+            }
+        }
         let key_id = evidence
             .key_id
             .clone()
@@ -441,13 +652,18 @@ impl Broker {
 
 /// The `model-sealed` entry for a record.
 pub fn sealed_entry(record: &ModelRecord) -> Entry {
-    Entry::ModelSealed(ModelSealed {
+    Entry::ModelSealed(sealed(record))
+}
+
+fn sealed(record: &ModelRecord) -> ModelSealed {
+    ModelSealed {
         time: record.sealed_at,
         model_id: record.model_id.to_string(),
         key_id: record.key_id.to_string(),
         model_digest: record.model_sha384,
         model_len: record.model_len,
-    })
+        wrapped_key_sha384: Some(sha384(&record.wrapped_key)),
+    }
 }
 
 fn release_entry(

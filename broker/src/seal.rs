@@ -7,7 +7,6 @@
 //! the new one replaces it.
 
 use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 
 use attest::Timestamp;
@@ -93,7 +92,8 @@ pub fn seal_model(
     }
     let open = || {
         File::open(request.input)
-            .map(|f| BufReader::with_capacity(1024 * 1024, f))
+            // Unbuffered: both passes read in large pieces into buffers that are wiped, and a
+            // BufReader's own buffer of plaintext would not be.
             .map_err(|source| SealModelError::Input {
                 path: request.input.display().to_string(),
                 source,
@@ -135,7 +135,9 @@ pub fn seal_model(
         model_len: len,
         sealed_at: Timestamp::now(),
         log_index: None,
+        tag: [0; crate::keystore::RECORD_TAG_LEN],
     };
+    record.tag = key_store.record_tag(&record.authenticated_bytes())?;
     state.save_record(&record)?;
     if let Some(ledger) = ledger {
         record.log_index = Some(ledger.append(sealed_entry(&record))?);

@@ -2,9 +2,11 @@
 //! challenge, attest, then release or denied. Decisions run on blocking threads, at most
 //! `workers` at once (each holds one HSM session while it uses the key store).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sealing::Id;
 use sealing::release::Message;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
@@ -37,9 +39,16 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let workers = Arc::new(Semaphore::new(limits.workers));
     let mut tasks = JoinSet::new();
+    let mut flush = tokio::time::interval(crate::release::DENIAL_WINDOW);
+    flush.reset();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,
+            _ = flush.tick() => {
+                let broker = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || broker.flush_denials()).await;
+                continue;
+            }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -57,7 +66,9 @@ pub async fn serve(
         let broker = broker.clone();
         let workers = workers.clone();
         tasks.spawn(async move {
-            if let Err(e) = connection(stream, &broker, &workers, limits.io_timeout).await {
+            if let Err(e) =
+                connection(stream, peer.ip(), &broker, &workers, limits.io_timeout).await
+            {
                 tracing::info!(%peer, error = %e, "release connection ended early");
             }
             drop(permit);
@@ -78,13 +89,28 @@ pub async fn serve(
         );
         tasks.abort_all();
     }
+    let _ = tokio::task::spawn_blocking(move || broker.flush_denials()).await;
 }
 
-async fn receive(stream: &mut TcpStream, timeout: Duration) -> anyhow::Result<Message> {
+/// Why no message was received.
+enum Received {
+    /// Nothing usable arrived: the peer went silent, closed, or broke the framing.
+    Io(anyhow::Error),
+    /// A frame arrived that is not a release message.
+    Malformed(sealing::release::ReleaseError),
+}
+
+async fn receive(stream: &mut TcpStream, timeout: Duration) -> Result<Message, Received> {
     let body = tokio::time::timeout(timeout, read_frame(stream))
         .await
-        .map_err(|_| anyhow::anyhow!("no message within {}", attest::format_duration(timeout)))??;
-    Ok(Message::decode(&body)?)
+        .map_err(|_| {
+            Received::Io(anyhow::anyhow!(
+                "no message within {}",
+                attest::format_duration(timeout)
+            ))
+        })?
+        .map_err(|e| Received::Io(e.into()))?;
+    Message::decode(&body).map_err(Received::Malformed)
 }
 
 async fn send(stream: &mut TcpStream, message: &Message, timeout: Duration) -> anyhow::Result<()> {
@@ -94,36 +120,67 @@ async fn send(stream: &mut TcpStream, message: &Message, timeout: Duration) -> a
     Ok(())
 }
 
+/// Refuse a connection that broke the protocol: logged (within the peer's budget), answered,
+/// closed.
+async fn refuse_protocol(
+    stream: &mut TcpStream,
+    broker: &Arc<Broker>,
+    model: Option<Id>,
+    peer: IpAddr,
+    message: String,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let broker = broker.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || broker.deny_protocol(model.as_ref(), peer, message))
+            .await?;
+    send(stream, &answer, timeout).await
+}
+
 async fn connection(
     mut stream: TcpStream,
+    peer: IpAddr,
     broker: &Arc<Broker>,
     workers: &Arc<Semaphore>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let protocol = |got: &Message, expected: &str| Message::Denied {
-        reason: "protocol".into(),
-        message: format!("expected {expected}, got {}", got.op()),
-    };
-    let model = match receive(&mut stream, timeout).await? {
-        Message::Hello { model_id } => model_id,
-        other => return send(&mut stream, &protocol(&other, "hello"), timeout).await,
+    let expected = |got: &Message, expected: &str| format!("expected {expected}, got {}", got.op());
+    let model = match receive(&mut stream, timeout).await {
+        Ok(Message::Hello { model_id }) => model_id,
+        Ok(other) => {
+            let message = expected(&other, "hello");
+            return refuse_protocol(&mut stream, broker, None, peer, message, timeout).await;
+        }
+        Err(Received::Malformed(e)) => {
+            let message = format!("not a release message: {e}");
+            return refuse_protocol(&mut stream, broker, None, peer, message, timeout).await;
+        }
+        Err(Received::Io(e)) => return Err(e),
     };
     let answer = {
         let (broker, model) = (broker.clone(), model.clone());
-        tokio::task::spawn_blocking(move || broker.hello(&model)).await?
+        tokio::task::spawn_blocking(move || broker.hello(&model, peer)).await?
     };
     send(&mut stream, &answer, timeout).await?;
     if !matches!(answer, Message::Challenge { .. }) {
         return Ok(());
     }
-    let (nonce, document) = match receive(&mut stream, timeout).await? {
-        Message::Attest { nonce, document } => (nonce, document),
-        other => return send(&mut stream, &protocol(&other, "attest"), timeout).await,
+    let (nonce, document) = match receive(&mut stream, timeout).await {
+        Ok(Message::Attest { nonce, document }) => (nonce, document),
+        Ok(other) => {
+            let message = expected(&other, "attest");
+            return refuse_protocol(&mut stream, broker, Some(model), peer, message, timeout).await;
+        }
+        Err(Received::Malformed(e)) => {
+            let message = format!("not a release message: {e}");
+            return refuse_protocol(&mut stream, broker, Some(model), peer, message, timeout).await;
+        }
+        Err(Received::Io(e)) => return Err(e),
     };
     let _worker = workers.acquire().await?;
     let (answer, timings) = {
         let broker = broker.clone();
-        tokio::task::spawn_blocking(move || broker.attest(&model, &nonce, &document)).await?
+        tokio::task::spawn_blocking(move || broker.attest(&model, &nonce, &document, peer)).await?
     };
     tracing::debug!(
         verify_us = timings.verify.as_micros(),

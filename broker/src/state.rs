@@ -6,9 +6,13 @@
 //! <state_dir>/policy.json                    the release policy last adopted, and its log entry
 //! ```
 //!
-//! Records are replaced atomically. The log is held by one process at a time; `broker seal`
-//! run while `broker serve` holds it leaves the record unlogged, and the broker logs it before it
-//! releases that key.
+//! Records are replaced atomically and readable by the broker's user only. They are not trusted on
+//! their own: each carries a tag the key store makes (HMAC-SHA256 under a key that lives with the
+//! KEK), checked before its key is released, and once logged it must also match the
+//! `model-sealed` entry the log holds for it (model, key id, digest, length and the SHA-384 of
+//! the wrapped key). A wrapped key moved from one model's record to another's is refused. The log is held by one process at
+//! a time; `broker seal` run while `broker serve` holds it leaves the record unlogged, and the
+//! broker logs it, as read for that decision, before it releases that key.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,6 +25,7 @@ use sealing::Id;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, MAX_SMALL_FILE, read_bounded};
+use crate::keystore::RECORD_TAG_LEN;
 
 /// A sealed model's record: what releasing its key needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +44,28 @@ pub struct ModelRecord {
     pub sealed_at: Timestamp,
     /// The `model-sealed` log entry's index, once logged.
     pub log_index: Option<u64>,
+    /// The key store's tag over [`ModelRecord::authenticated_bytes`].
+    pub tag: [u8; RECORD_TAG_LEN],
+}
+
+impl ModelRecord {
+    /// What the record's tag covers: everything but the log index (added once logged), each
+    /// field length-prefixed, under a domain separator.
+    pub fn authenticated_bytes(&self) -> Vec<u8> {
+        let mut out = b"sovereign-broker model record v1\0".to_vec();
+        for field in [
+            self.model_id.as_str().as_bytes(),
+            self.key_id.as_str().as_bytes(),
+            &self.wrapped_key,
+            &self.model_sha384,
+        ] {
+            out.extend_from_slice(&u64::try_from(field.len()).unwrap_or(u64::MAX).to_be_bytes());
+            out.extend_from_slice(field);
+        }
+        out.extend_from_slice(&self.model_len.to_be_bytes());
+        out.extend_from_slice(&self.sealed_at.unix_millis().to_be_bytes());
+        out
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -51,6 +78,7 @@ struct RawRecord {
     model_len: u64,
     sealed_at: String,
     log_index: Option<u64>,
+    tag: String,
 }
 
 /// The policy last adopted.
@@ -137,6 +165,11 @@ impl StateDir {
             model_len: raw.model_len,
             sealed_at: Timestamp::parse_rfc3339(&raw.sealed_at).map_err(|e| bad(&e.to_string()))?,
             log_index: raw.log_index,
+            tag: HEXLOWER
+                .decode(raw.tag.as_bytes())
+                .ok()
+                .and_then(|b| <[u8; RECORD_TAG_LEN]>::try_from(b.as_slice()).ok())
+                .ok_or_else(|| bad("tag is not 64 hex digits"))?,
         };
         if &record.model_id != model {
             return Err(bad("the record names another model"));
@@ -154,8 +187,9 @@ impl StateDir {
             model_len: record.model_len,
             sealed_at: record.sealed_at.to_string(),
             log_index: record.log_index,
+            tag: HEXLOWER.encode(&record.tag),
         };
-        self.write_json(&self.record_path(&record.model_id), &raw)
+        self.write_json(&self.record_path(&record.model_id), &raw, true)
     }
 
     /// The policy last adopted.
@@ -172,14 +206,19 @@ impl StateDir {
 
     /// Record the policy adopted.
     pub fn save_policy_state(&self, state: &PolicyState) -> Result<(), StateError> {
-        self.write_json(&self.dir.join("policy.json"), state)
+        self.write_json(&self.dir.join("policy.json"), state, false)
     }
 
-    fn write_json(&self, path: &Path, value: &impl Serialize) -> Result<(), StateError> {
+    fn write_json(
+        &self,
+        path: &Path,
+        value: &impl Serialize,
+        private: bool,
+    ) -> Result<(), StateError> {
         let text = serde_json::to_vec_pretty(value)
             .map_err(|e| StateError::File(format!("{}: {e}", path.display())))?;
         let replace = proofs::durable::Replace {
-            private: false,
+            private,
             overwrite: true,
         };
         proofs::durable::write_atomically(path, replace, |w| std::io::Write::write_all(w, &text))
@@ -263,6 +302,11 @@ impl Ledger {
             entry: entry.bytes().to_vec(),
             proof,
         })
+    }
+
+    /// The bytes of the entry at `index`.
+    pub fn entry(&self, index: u64) -> Result<Vec<u8>, StateError> {
+        Ok(self.lock()?.entry(index)?)
     }
 
     /// The number of entries.

@@ -76,6 +76,9 @@ pub struct NitroSettings {
     /// Debug mode: the console is readable and PCR0–2 are zero, so verifiers refuse it by
     /// default. Never in production.
     pub debug_mode: bool,
+    /// The name the enclave runs under (`--enclave-name`): at start, the host terminates
+    /// enclaves with this name that a previous run left behind.
+    pub enclave_name: String,
 }
 
 /// A client-facing listener forwarded byte for byte to an enclave port.
@@ -185,6 +188,7 @@ struct RawNitro {
     cid: Option<u32>,
     #[serde(default)]
     debug_mode: bool,
+    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -399,6 +403,24 @@ fn enclave_settings(raw: RawEnclave, base: &Path) -> Result<EnclaveSettings, Con
                 memory_mib: nitro.memory_mib,
                 cid: nitro.cid,
                 debug_mode: nitro.debug_mode,
+                enclave_name: match nitro.name {
+                    None => "sovereign-enclave".to_owned(),
+                    Some(name)
+                        if !name.is_empty()
+                            && name.len() <= 64
+                            && name
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+                    {
+                        name
+                    }
+                    Some(_) => {
+                        return Err(invalid(
+                            "enclave.nitro.name",
+                            "1 to 64 letters, digits, '-', '_' or '.'",
+                        ));
+                    }
+                },
             })
         }
         other => {

@@ -1,6 +1,11 @@
 //! Starting and stopping the enclave. Development: a local `enclave` process on Unix sockets
 //! (hybrid vsock) with the simulated NSM. Production: `nitro-cli run-enclave`, with
 //! `nitro-cli describe-enclaves` to find its CID and notice when it stops.
+//!
+//! A host that crashed leaves its enclave running, holding its CPUs and memory. At start the
+//! host ends what its previous run left: in production every enclave with its configured name,
+//! in development the process its pid file names, if that process is still the `enclave`
+//! binary serving the same socket.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -26,6 +31,8 @@ pub struct Running {
     /// An identifier for logs and status: a process id, or a Nitro enclave id.
     pub id: String,
     handle: Handle,
+    /// A development enclave's pid file, removed once it has stopped.
+    pid_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -63,10 +70,17 @@ pub async fn launch(launch: &Launch) -> anyhow::Result<Running> {
             let id = child
                 .id()
                 .map_or_else(|| "exited".into(), |pid| pid.to_string());
+            // So that a host that crashes does not leave it behind unnoticed.
+            if let Some(pid) = child.id()
+                && let Err(e) = std::fs::write(pid_file(socket), pid.to_string())
+            {
+                tracing::warn!(error = %e, "cannot record the enclave's pid");
+            }
             Ok(Running {
                 endpoint: Endpoint::Hybrid(HybridVsock::new(socket)),
                 id,
                 handle: Handle::Process(child),
+                pid_file: Some(pid_file(socket)),
             })
         }
         Launch::Nitro(settings) => {
@@ -82,6 +96,7 @@ pub async fn launch(launch: &Launch) -> anyhow::Result<Running> {
                     cli: settings.clone(),
                     enclave_id,
                 },
+                pid_file: None,
             })
         }
     }
@@ -137,6 +152,9 @@ impl Running {
                     tracing::warn!("the enclave ignored SIGTERM; killing it");
                     let _ = child.kill().await;
                 }
+                if let Some(file) = &self.pid_file {
+                    let _ = std::fs::remove_file(file);
+                }
             }
             Handle::Nitro { cli, enclave_id } => {
                 let mut command = Command::new(&cli.nitro_cli);
@@ -149,6 +167,100 @@ impl Running {
     }
 }
 
+/// End whatever a previous run of the host left running: in production every enclave with the
+/// configured name (`nitro-cli terminate-enclave`), in development the process the pid file
+/// names, if it is still an `enclave` serving this socket. Returns what was ended.
+pub async fn end_leftovers(launch: &Launch) -> Vec<String> {
+    match launch {
+        Launch::Development { binary, socket, .. } => {
+            let file = pid_file(socket);
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                return Vec::new();
+            };
+            let _ = std::fs::remove_file(&file);
+            let Some(pid) = text.trim().parse::<i32>().ok().filter(|p| *p > 1) else {
+                return Vec::new();
+            };
+            if !is_our_enclave(pid, binary, socket) {
+                return Vec::new();
+            }
+            let pid = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+            while nix::sys::signal::kill(pid, None).is_ok() {
+                if tokio::time::Instant::now() >= deadline {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            vec![format!("process {pid}")]
+        }
+        Launch::Nitro(settings) => {
+            let mut command = Command::new(&settings.nitro_cli);
+            command.arg("describe-enclaves");
+            let output = match run_cli(command).await {
+                Ok(output) => output,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list enclaves left from a previous run");
+                    return Vec::new();
+                }
+            };
+            let ids = match enclaves_named(&output, &settings.enclave_name) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read describe-enclaves");
+                    return Vec::new();
+                }
+            };
+            let mut ended = Vec::new();
+            for id in ids {
+                let mut command = Command::new(&settings.nitro_cli);
+                command.args(["terminate-enclave", "--enclave-id", id.as_str()]);
+                match run_cli(command).await {
+                    Ok(_) => ended.push(id),
+                    Err(e) => {
+                        tracing::error!(enclave = %id, error = %e, "cannot terminate an enclave left running")
+                    }
+                }
+            }
+            ended
+        }
+    }
+}
+
+/// Where a development enclave's pid is recorded: beside its socket.
+fn pid_file(socket: &std::path::Path) -> std::path::PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".pid");
+    std::path::PathBuf::from(name)
+}
+
+/// `pid` is a running `binary` whose command line names `socket`: the enclave this host
+/// started, not a process that reused the pid.
+fn is_our_enclave(pid: i32, binary: &std::path::Path, socket: &std::path::Path) -> bool {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let ours = binary.canonicalize().ok();
+    let same_binary = matches!((&exe, &ours), (Some(exe), Some(ours)) if exe == ours);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let listen = format!("unix:{}", socket.display());
+    let serves_socket = cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg == listen.as_bytes());
+    same_binary && serves_socket
+}
+
+/// The ids of the enclaves named `name` in `describe-enclaves` output.
+pub fn enclaves_named(output: &[u8], name: &str) -> Result<Vec<String>, String> {
+    let enclaves: Vec<DescribedEnclave> =
+        serde_json::from_slice(output).map_err(|e| e.to_string())?;
+    Ok(enclaves
+        .into_iter()
+        .filter(|e| e.enclave_name.as_deref() == Some(name))
+        .map(|e| e.enclave_id)
+        .collect())
+}
+
 /// The `nitro-cli run-enclave` arguments for these settings.
 pub fn run_enclave_args(settings: &NitroSettings) -> Vec<String> {
     let mut args = vec![
@@ -159,6 +271,8 @@ pub fn run_enclave_args(settings: &NitroSettings) -> Vec<String> {
         settings.cpu_count.to_string(),
         "--memory".to_owned(),
         settings.memory_mib.to_string(),
+        "--enclave-name".to_owned(),
+        settings.enclave_name.clone(),
     ];
     if let Some(cid) = settings.cid {
         args.extend(["--enclave-cid".to_owned(), cid.to_string()]);
@@ -183,6 +297,8 @@ struct RunEnclaveOutput {
 struct DescribedEnclave {
     #[serde(rename = "EnclaveID")]
     enclave_id: String,
+    #[serde(rename = "EnclaveName", default)]
+    enclave_name: Option<String>,
     #[serde(rename = "State")]
     state: String,
 }
@@ -266,10 +382,12 @@ mod tests {
             memory_mib: 4096,
             cid: None,
             debug_mode: false,
+            enclave_name: "sovereign".into(),
         };
         assert_eq!(
             run_enclave_args(&settings).join(" "),
-            "run-enclave --eif-path /opt/enclave.eif --cpu-count 2 --memory 4096"
+            "run-enclave --eif-path /opt/enclave.eif --cpu-count 2 --memory 4096 \
+             --enclave-name sovereign"
         );
         settings.cid = Some(16);
         settings.debug_mode = true;
@@ -294,6 +412,15 @@ mod tests {
         );
         assert_eq!(enclave_state(b"[]", &id).unwrap(), None);
         assert!(enclave_state(b"{", &id).is_err());
+        assert_eq!(
+            enclaves_named(DESCRIBE_OUTPUT.as_bytes(), "sovereign").unwrap(),
+            vec![id.clone()]
+        );
+        assert!(
+            enclaves_named(DESCRIBE_OUTPUT.as_bytes(), "another")
+                .unwrap()
+                .is_empty()
+        );
         assert!(started_enclave(b"{\"EnclaveID\": \"x\"}").is_err());
     }
 }

@@ -64,6 +64,9 @@ pub async fn supervise(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    for left in crate::launcher::end_leftovers(&settings.launch).await {
+        tracing::warn!(enclave = %left, "ended an enclave a previous run of the host left running");
+    }
     let mut backoff = settings.restart_backoff;
     let mut launches = 0u64;
     while !*shutdown.borrow() {

@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -208,9 +209,12 @@ impl Api {
             }
         };
         let api = self.clone();
+        // Receipts number the answers of their connection: a client learns how many answers it
+        // was given, never how many the enclave has given others.
+        let answers = Arc::new(AtomicU64::new(0));
         let service = hyper::service::service_fn(move |request| {
-            let api = api.clone();
-            async move { Ok::<_, Infallible>(api.handle(request).await) }
+            let (api, answers) = (api.clone(), answers.clone());
+            async move { Ok::<_, Infallible>(api.handle(request, &answers).await) }
         });
         let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -222,12 +226,16 @@ impl Api {
         }
     }
 
-    /// Answer one request.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+    /// Answer one request; `answers` numbers the answers of its connection.
+    async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        answers: &Arc<AtomicU64>,
+    ) -> Response<Body> {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
         let response = match (method.clone(), path.as_str()) {
-            (Method::POST, "/v1/chat/completions") => self.chat(request).await,
+            (Method::POST, "/v1/chat/completions") => self.chat(request, answers).await,
             (Method::GET, "/v1/models") => Ok(self.models()),
             (Method::GET, p) if p == ATTESTATION_PATH => {
                 self.attestation(request.uri().query()).await
@@ -311,6 +319,7 @@ impl Api {
     async fn chat(
         self: &Arc<Self>,
         request: Request<Incoming>,
+        answers: &Arc<AtomicU64>,
     ) -> Result<Response<Body>, ApiError> {
         let received = Instant::now();
         let Some(loaded) = self.model.get().cloned() else {
@@ -417,6 +426,7 @@ impl Api {
             id: format!("chatcmpl-{}", HEXLOWER.encode(&random_bytes::<12>())),
             created: Timestamp::now().unix_secs(),
             request_sha384,
+            sequence: answers.fetch_add(1, Ordering::Relaxed),
         };
         if stream {
             return Ok(context.stream(text_rx, generation, include_usage));
@@ -448,6 +458,8 @@ struct Answer {
     id: String,
     created: u64,
     request_sha384: [u8; 48],
+    /// The answer's number on its connection.
+    sequence: u64,
 }
 
 type GenerationTask = tokio::task::JoinHandle<Result<Generation, EngineError>>;
@@ -572,7 +584,7 @@ impl Answer {
         let release = &self.loaded.release;
         let claims = ReceiptClaims {
             time: Timestamp::now(),
-            sequence: self.api.receipts.next_sequence(),
+            sequence: self.sequence,
             request_sha384: self.request_sha384,
             response_sha384: *response_sha384,
             model_digest: release.model_digest,

@@ -1,5 +1,7 @@
 //! Files written so that a crash leaves either the old file or the whole new one: a temporary
-//! file beside the target, fsynced, renamed into place, and the directory fsynced.
+//! file beside the target, fsynced, put into place, and the directory fsynced. A file that must
+//! not replace another is put into place with `link(2)`, which fails if the name exists, so a
+//! file created by someone else meanwhile is never replaced (these paths write keys).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter};
@@ -59,10 +61,20 @@ pub fn write_atomically<T, E: From<io::Error>>(
         let value = fill(&mut writer)?;
         let file = writer.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        if !replace.overwrite && path.exists() {
-            return Err(exists().into());
+        if replace.overwrite {
+            std::fs::rename(&tmp, path)?;
+        } else {
+            // Atomic and exclusive: fails with AlreadyExists if anything has the name, even a
+            // file created after the check above.
+            std::fs::hard_link(&tmp, path).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    exists()
+                } else {
+                    e
+                }
+            })?;
+            std::fs::remove_file(&tmp)?;
         }
-        std::fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()?;
         Ok(value)
     })();
@@ -107,6 +119,33 @@ mod tests {
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         write_atomically::<_, io::Error>(&path, replace, |w| w.write_all(b"two")).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file that appears under the name while the new one is being written (a race, or an
+    /// attacker's file) is never replaced, and nothing is left behind.
+    #[test]
+    fn a_file_created_meanwhile_is_not_replaced() {
+        let dir = std::env::temp_dir().join(format!("durable-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        let err = write_atomically::<_, io::Error>(&path, Replace::default(), |w| {
+            std::fs::write(&path, b"theirs")?;
+            w.write_all(b"ours")
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        // A symbolic link planted under the name is not followed or replaced either.
+        let link = dir.join("planted");
+        std::os::unix::fs::symlink(dir.join("elsewhere"), &link).unwrap();
+        let err =
+            write_atomically::<_, io::Error>(&link, Replace::default(), |w| w.write_all(b"ours"))
+                .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(!dir.join("elsewhere").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

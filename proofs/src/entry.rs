@@ -16,7 +16,10 @@
 //!     ? "module_id": text, ? "pcrs": { uint: bytes(48) }, ? "region": text,
 //!     ? "document_sha384": bytes(48), ? "nonce": bytes }
 //! model-sealed: { "v": 1, "type": "model-sealed", "time": ms, "model_id": text,
-//!     "key_id": text, "model_digest": bytes(48), "model_len": uint }
+//!     "key_id": text, "model_digest": bytes(48), "model_len": uint,
+//!     ? "wrapped_key_sha384": bytes(48) }
+//! denial-summary: { "v": 1, "type": "denial-summary", "time": ms, "since": ms,
+//!     "reason": text, "count": uint }
 //! policy-change: { "v": 1, "type": "policy-change", "time": ms, "policy_version": uint,
 //!     "policy_sha384": bytes(48), "models": [text] }
 //! ```
@@ -144,6 +147,23 @@ pub struct ModelSealed {
     pub model_digest: [u8; 48],
     /// The plaintext's length in bytes.
     pub model_len: u64,
+    /// SHA-384 of the data key as wrapped under the KEK: binds the broker's stored record of
+    /// this model to this entry, so a wrapped key moved to another model's record is refused.
+    pub wrapped_key_sha384: Option<[u8; 48]>,
+}
+
+/// Denials that were counted rather than logged one by one: those a peer can cause without an
+/// authentic attestation document, beyond the number logged individually for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DenialSummary {
+    /// The end of the period counted.
+    pub time: Timestamp,
+    /// The start of the period counted.
+    pub since: Timestamp,
+    /// The denials' reason (`unknown_model`, `busy`, …).
+    pub reason: String,
+    /// How many.
+    pub count: u64,
 }
 
 /// A new release policy taking effect.
@@ -171,6 +191,8 @@ pub enum Entry {
     ModelSealed(ModelSealed),
     /// A release policy taking effect.
     PolicyChange(PolicyChange),
+    /// Denials counted over a period rather than logged one by one.
+    DenialSummary(DenialSummary),
 }
 
 impl Entry {
@@ -223,6 +245,16 @@ impl Entry {
                 map.push(("key_id", text(&m.key_id)));
                 map.push(("model_digest", Value::Bytes(m.model_digest.to_vec())));
                 map.push(("model_len", uint(m.model_len)));
+                if let Some(w) = &m.wrapped_key_sha384 {
+                    map.push(("wrapped_key_sha384", Value::Bytes(w.to_vec())));
+                }
+            }
+            Self::DenialSummary(d) => {
+                map.push(("type", text("denial-summary")));
+                map.push(("time", uint(millis(d.time))));
+                map.push(("since", uint(millis(d.since))));
+                map.push(("reason", text(&d.reason)));
+                map.push(("count", uint(d.count)));
             }
             Self::PolicyChange(p) => {
                 map.push(("type", text("policy-change")));
@@ -289,6 +321,15 @@ impl Entry {
             Self::ModelSealed(m) => {
                 check_text("model_id", &m.model_id)?;
                 check_text("key_id", &m.key_id)?;
+            }
+            Self::DenialSummary(d) => {
+                check_text("reason", &d.reason)?;
+                if d.count == 0 {
+                    return Err(field("count", "a summary counts at least one denial"));
+                }
+                if d.since > d.time {
+                    return Err(field("since", "the period starts before it ends"));
+                }
             }
             Self::PolicyChange(p) => {
                 if p.models.len() > MAX_POLICY_MODELS {
@@ -443,6 +484,16 @@ impl Fields {
                 key_id: as_text("key_id", self.need("key_id")?)?,
                 model_digest: as_digest("model_digest", self.need("model_digest")?)?,
                 model_len: as_uint("model_len", self.need("model_len")?)?,
+                wrapped_key_sha384: self
+                    .take("wrapped_key_sha384")
+                    .map(|v| as_digest("wrapped_key_sha384", v))
+                    .transpose()?,
+            }),
+            "denial-summary" => Entry::DenialSummary(DenialSummary {
+                time: Timestamp::from_unix_millis(as_uint("time", self.need("time")?)?),
+                since: Timestamp::from_unix_millis(as_uint("since", self.need("since")?)?),
+                reason: as_text("reason", self.need("reason")?)?,
+                count: as_uint("count", self.need("count")?)?,
             }),
             "policy-change" => Entry::PolicyChange(PolicyChange {
                 time: Timestamp::from_unix_millis(as_uint("time", self.need("time")?)?),
@@ -587,6 +638,16 @@ mod tests {
             key_id: "kek-1/0a0b".into(),
             model_digest: [5; 48],
             model_len: 138_126_432,
+            wrapped_key_sha384: Some([4; 48]),
+        })
+    }
+
+    fn summary() -> Entry {
+        Entry::DenialSummary(DenialSummary {
+            time: Timestamp::from_unix_millis(1_700_000_060_000),
+            since: Timestamp::from_unix_millis(1_700_000_000_000),
+            reason: "unknown_model".into(),
+            count: 170,
         })
     }
 
@@ -606,6 +667,7 @@ mod tests {
             Entry::KeyRelease(release()),
             sealed(),
             policy_change(),
+            summary(),
         ] {
             let encoded = LogEntry::new(entry.clone()).unwrap();
             let decoded = LogEntry::decode(encoded.bytes()).unwrap();
@@ -696,6 +758,25 @@ mod tests {
         };
         m.key_id = String::new();
         assert!(Entry::ModelSealed(m).encode().is_err());
+        let Entry::DenialSummary(d) = summary() else {
+            panic!()
+        };
+        for bad in [
+            DenialSummary {
+                count: 0,
+                ..d.clone()
+            },
+            DenialSummary {
+                since: Timestamp::from_unix_millis(1_800_000_000_000),
+                ..d.clone()
+            },
+            DenialSummary {
+                reason: "a\nb".into(),
+                ..d
+            },
+        ] {
+            assert!(Entry::DenialSummary(bad).encode().is_err());
+        }
         for bad in [&b""[..], b"\xa0", b"\x01", b"\xa1\x61v\x02"] {
             assert!(LogEntry::decode(bad).is_err());
         }

@@ -21,7 +21,6 @@ use aws_lc_rs::signature::{
 };
 use ciborium::Value;
 use coset::{CoseSign1, TaggedCborSerializable, iana};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cbor::{encode_map, uint};
 use crate::checkpoint::{CheckpointError, SignedCheckpoint};
@@ -92,7 +91,8 @@ pub enum ReceiptError {
 pub struct ReceiptClaims {
     /// When the enclave signed it.
     pub time: Timestamp,
-    /// The enclave's receipt counter: strictly increasing for one receipt key.
+    /// The answer's number on its connection (0 for the first): it tells a client nothing
+    /// about the enclave's other connections.
     pub sequence: u64,
     /// SHA-384 of the request body, as received.
     pub request_sha384: [u8; 48],
@@ -236,7 +236,6 @@ impl Receipt {
 #[derive(Debug)]
 pub struct ReceiptSigner {
     key: EcdsaKeyPair,
-    next_sequence: AtomicU64,
 }
 
 impl ReceiptSigner {
@@ -244,10 +243,7 @@ impl ReceiptSigner {
     pub fn generate() -> Result<Self, ReceiptError> {
         let key = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING)
             .map_err(|_| ReceiptError::Sign("key generation failed"))?;
-        Ok(Self {
-            key,
-            next_sequence: AtomicU64::new(0),
-        })
+        Ok(Self { key })
     }
 
     /// The public key as a DER SubjectPublicKeyInfo: what the attestation document's
@@ -258,11 +254,6 @@ impl ReceiptSigner {
             .as_der()
             .map(|der| der.as_ref().to_vec())
             .map_err(|_| ReceiptError::Sign("cannot encode the public key"))
-    }
-
-    /// The next sequence number; each call returns a new one.
-    pub fn next_sequence(&self) -> u64 {
-        self.next_sequence.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Sign `claims`; returns the tagged COSE_Sign1 bytes.
@@ -304,7 +295,9 @@ pub struct VerifiedReceipt {
 ///
 /// 1. parse the receipt (strict COSE_Sign1, ES384, canonical payload);
 /// 2. verify the attestation document with `verifier` under `policy.attestation`, at the
-///    receipt's time, and check the receipt is not dated before the document;
+///    receipt's time, and check the receipt is not dated before the document by more than the
+///    clock skew a document check allows ([`attest::ALLOWED_CLOCK_SKEW`]; within it, the
+///    document is judged at its own time);
 /// 3. verify the receipt's signature with the public key the document binds;
 /// 4. check the request and response hashes, the model digest and the policy version;
 /// 5. if log keys are given, verify the checkpoint and that it covers the key-release index.
@@ -319,15 +312,20 @@ pub fn verify_receipt(
     let receipt = Receipt::parse(receipt)?;
     let claims = &receipt.claims;
     let parsed = attest::parse(document).map_err(ReceiptError::DocumentMalformed)?;
-    // Checked first, so that the refusal names the cause rather than a certificate that was not
-    // yet valid at the receipt's time; the document's verification below covers its timestamp.
-    if claims.time < parsed.timestamp() {
+    // The receipt's time comes from the enclave's clock, the document's from the NSM's: they
+    // may disagree by the clock skew a document check allows. A receipt dated earlier than that
+    // before its document is refused first, so that the refusal names the cause rather than a
+    // certificate that was not yet valid; within the skew, the document is judged at its own
+    // time (its age then counts from there).
+    let document_time = parsed.timestamp();
+    if claims.time.saturating_add(attest::ALLOWED_CLOCK_SKEW) < document_time {
         return Err(ReceiptError::BeforeDocument {
             receipt: claims.time,
-            document: parsed.timestamp(),
+            document: document_time,
         });
     }
-    let verified = verifier.verify(&parsed, &policy.attestation, claims.time)?;
+    let at = claims.time.max(document_time);
+    let verified = verifier.verify(&parsed, &policy.attestation, at)?;
     let key = verified
         .public_key()
         .ok_or(ReceiptError::NoKey("the document has no public_key"))?;

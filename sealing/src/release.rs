@@ -268,7 +268,8 @@ impl Message {
         encode_map(fields).unwrap_or_default()
     }
 
-    /// Decode one frame's body; anything but a valid message is an error.
+    /// Decode one frame's body; anything but a valid message in its one canonical encoding is
+    /// an error.
     pub fn decode(bytes: &[u8]) -> Result<Self, ReleaseError> {
         let mut f = Fields::parse(bytes)?;
         let version = f.uint("v")?;
@@ -299,6 +300,14 @@ impl Message {
             other => return Err(malformed(format!("unknown operation {other:?}"))),
         };
         f.done()?;
+        // One message, one encoding: trailing bytes, keys out of order, non-minimal lengths or
+        // indefinite-length items are refused, as the attestation document's parser refuses
+        // them.
+        if message.encode() != bytes {
+            return Err(malformed(
+                "not the canonical encoding (RFC 8949 section 4.2.1) or trailing bytes",
+            ));
+        }
         Ok(message)
     }
 }

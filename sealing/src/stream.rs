@@ -21,7 +21,8 @@ pub fn digest(
     progress: &mut dyn FnMut(u64),
 ) -> Result<(u64, [u8; DIGEST_LEN]), SealError> {
     let mut context = Context::new(&SHA384);
-    let mut buf = vec![0u8; 1024 * 1024];
+    // The model's plaintext passes through here: wiped when done.
+    let mut buf = Zeroizing::new(vec![0u8; 1024 * 1024]);
     let mut len = 0u64;
     loop {
         let n = match reader.read(&mut buf) {

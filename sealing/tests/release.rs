@@ -618,3 +618,55 @@ fn messages_round_trip_and_strangers_are_refused() {
         assert!(Message::decode(&bad).is_err(), "{bad:?}");
     }
 }
+
+/// Every message has one encoding: the same fields with trailing bytes, keys out of canonical
+/// order, a non-minimal integer or an indefinite-length string are refused, as the attestation
+/// document's parser refuses them.
+#[test]
+fn only_the_canonical_encoding_of_a_message_is_accepted() {
+    let hello = Message::Hello {
+        model_id: Id::new("model-1").unwrap(),
+    };
+    let canonical = hello.encode();
+    assert_eq!(Message::decode(&canonical).unwrap(), hello);
+
+    let mut trailing = canonical.clone();
+    trailing.push(0x00);
+    let mut reordered = Vec::new();
+    let ciborium::Value::Map(mut pairs) =
+        ciborium::from_reader::<ciborium::Value, _>(canonical.as_slice()).unwrap()
+    else {
+        panic!("not a map")
+    };
+    pairs.reverse();
+    ciborium::into_writer(&ciborium::Value::Map(pairs), &mut reordered).unwrap();
+    // "v": 1 with a one-byte argument (0x18 0x01) instead of inline.
+    let mut long_int = canonical.clone();
+    let at = long_int.windows(2).position(|w| w == [0x61, b'v']).unwrap() + 2;
+    long_int.splice(at..=at, [0x18, 0x01]);
+    // "model_id" as an indefinite-length text string of one chunk.
+    let mut indefinite = canonical.clone();
+    let value_at = indefinite
+        .windows(8)
+        .position(|w| w == b"model_id")
+        .unwrap()
+        + 8;
+    let head = indefinite[value_at];
+    assert_eq!(head, 0x60 | 7, "a 7-byte text string");
+    indefinite.splice(value_at..=value_at, [0x7f, head]);
+    let end = value_at + 2 + 7;
+    indefinite.insert(end, 0xff);
+    for (name, bad) in [
+        ("trailing", trailing),
+        ("reordered", reordered),
+        ("long integer", long_int),
+        ("indefinite", indefinite),
+    ] {
+        assert_ne!(bad, canonical, "{name}");
+        let error = Message::decode(&bad).unwrap_err().to_string();
+        assert!(
+            error.contains("canonical") || error.contains("CBOR"),
+            "{name}: {error}"
+        );
+    }
+}

@@ -273,6 +273,53 @@ fn the_enclave_restarts_after_a_crash_and_the_host_reports_it() {
     fetch_verified(&stack);
 }
 
+/// A host that crashes leaves its enclave running; the next host to start on the same
+/// configuration ends it before it launches its own, so one enclave runs, not two.
+#[test]
+fn a_host_ends_the_enclave_its_crashed_predecessor_left() {
+    let mut stack = Stack::start("host-crash");
+    let orphan = nix::unistd::Pid::from_raw(
+        i32::try_from(pid_in(&stack.get("/status").unwrap().1)).unwrap(),
+    );
+    stack.crash_host();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        nix::sys::signal::kill(orphan, None).is_ok(),
+        "the enclave outlives a host killed with SIGKILL"
+    );
+    stack.relaunch_host();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nix::sys::signal::kill(orphan, None).is_ok() && !is_zombie(orphan) {
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned enclave still runs:\n{}",
+            stack.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let now = pid_in(&stack.get("/status").unwrap().1);
+    assert_ne!(i32::try_from(now).unwrap(), orphan.as_raw());
+    assert!(
+        stack
+            .log()
+            .contains("ended an enclave a previous run of the host left running"),
+        "{}",
+        stack.log()
+    );
+    fetch_verified(&stack);
+}
+
+/// A process that has exited but not been reaped by its (new) parent.
+fn is_zombie(pid: nix::unistd::Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
 /// Names and sizes of the files in `dir`, except the host's growing log.
 fn listing(dir: &std::path::Path) -> Vec<(String, u64)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)

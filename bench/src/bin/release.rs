@@ -193,7 +193,7 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
                 kek_wrap: KekWrapMechanism::AesKeyWrap,
                 sessions: CLIENTS,
             };
-            Pkcs11Store::create_kek(&config, "1234").unwrap();
+            Pkcs11Store::create_missing(&config, "1234").unwrap();
             (
                 Arc::new(Pkcs11Store::open(config, "1234").unwrap()),
                 OaepHash::Sha1,

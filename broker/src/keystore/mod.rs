@@ -71,7 +71,16 @@ pub trait KeyStore: Send + Sync {
         recipient: &[u8],
         oaep: OaepHash,
     ) -> Result<Vec<u8>, KeyStoreError>;
+
+    /// An HMAC-SHA256 tag over a sealed model's record, under a key that lives with the KEK
+    /// (in the HSM, or derived from the KEK in the software store): a record whose wrapped key
+    /// was moved from another model's, or edited, no longer carries a valid tag, and whoever can
+    /// write the state directory without the key store cannot make one.
+    fn record_tag(&self, record: &[u8]) -> Result<[u8; RECORD_TAG_LEN], KeyStoreError>;
 }
+
+/// The length of a record's tag (HMAC-SHA256).
+pub const RECORD_TAG_LEN: usize = 32;
 
 impl std::fmt::Debug for dyn KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

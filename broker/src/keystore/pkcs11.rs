@@ -1,20 +1,29 @@
 //! The KEK in a PKCS#11 token, through `cryptoki`. Tested against SoftHSM2.
 //!
-//! - The KEK is an AES-256 token object generated in the HSM, sensitive and not extractable;
-//!   [`Pkcs11Store::open`] refuses a KEK without those attributes.
+//! - The KEK is an AES-256 token object generated in the HSM, private, sensitive, never
+//!   extractable, not modifiable, usable only to wrap and unwrap. [`Pkcs11Store::open`] reads
+//!   every attribute that says so and refuses a KEK for which any is wrong, or which the token
+//!   does not report (cryptoki leaves out attributes a token calls unavailable: a missing one
+//!   fails, it never passes).
+//! - Records: a second token object, `<kek label>.records`, a 256-bit generic secret with the
+//!   same protections that can only sign and verify (HMAC-SHA256), tags each sealed model's
+//!   record so that the state directory alone cannot move a wrapped key between models.
 //! - Sealing: the HSM generates the data key as a session object, which is wrapped under the KEK
 //!   (`C_WrapKey`), read once for the sealer (the one time it leaves the HSM), and destroyed.
 //! - Release: `C_UnwrapKey` under the KEK makes the data key a session object that is sensitive
-//!   (never readable) and extractable only by wrapping; the enclave's RSA public key is imported
-//!   as a session object; `C_WrapKey` with `CKM_RSA_PKCS_OAEP` wraps the one with the other.
-//!   Both session objects are destroyed whatever happens. The data key never exists in the
-//!   broker's memory.
+//!   (never readable), usable for nothing but being wrapped; the enclave's RSA
+//!   public key is imported as a session object; `C_WrapKey` with `CKM_RSA_PKCS_OAEP` wraps the
+//!   one with the other. Both session objects are destroyed whatever happens. The data key
+//!   never exists in the broker's memory. (The KEK carries no `CKA_UNWRAP_TEMPLATE`: cryptoki
+//!   cannot set array attributes, so another holder of the PIN could still unwrap a data key
+//!   with a template of its own. The PIN is what guards that; see docs/broker.md.)
 //! - Concurrency: a pool of sessions, one per worker, so releases run in parallel.
 
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
 
 use cryptoki::context::{CInitializeArgs, Pkcs11};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -26,7 +35,7 @@ use sealing::DataKey;
 use sealing::release::OaepHash;
 use zeroize::Zeroizing;
 
-use super::{KeyStore, KeyStoreError, rsa_components};
+use super::{KeyStore, KeyStoreError, RECORD_TAG_LEN, rsa_components};
 
 /// How the HSM wraps data keys under the KEK. Vendors differ: SoftHSM2 and most HSMs implement
 /// `CKM_AES_KEY_WRAP` (RFC 3394); some expose key wrap only under a vendor mechanism number.
@@ -96,6 +105,7 @@ pub struct Pkcs11Config {
 pub struct Pkcs11Store {
     config: Pkcs11Config,
     kek: ObjectHandle,
+    records: ObjectHandle,
     sessions: Mutex<Vec<Session>>,
     returned: Condvar,
     // Kept last so that sessions close before the library is finalized.
@@ -155,13 +165,18 @@ fn connect(config: &Pkcs11Config, pin: &str) -> Result<(Pkcs11, Slot, Session), 
     Ok((pkcs11, slot, session))
 }
 
+/// The label of the record-tagging key that goes with the KEK labelled `kek_label`.
+fn record_key_label(kek_label: &str) -> String {
+    format!("{kek_label}.records")
+}
+
 fn find_kek(session: &Session, label: &str) -> Result<Option<ObjectHandle>, KeyStoreError> {
     let found = session
         .find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::Label(label.as_bytes().to_vec()),
         ])
-        .map_err(device("searching for the KEK"))?;
+        .map_err(device("searching for a key"))?;
     match found.as_slice() {
         [] => Ok(None),
         [one] => Ok(Some(*one)),
@@ -172,75 +187,212 @@ fn find_kek(session: &Session, label: &str) -> Result<Option<ObjectHandle>, KeyS
     }
 }
 
+/// What a key kept in the token must be. Each attribute is read on its own, and one the token
+/// does not report is a failure.
+fn expected(kek: bool) -> Vec<(AttributeType, Attribute, &'static str)> {
+    let mut expected = vec![
+        (
+            AttributeType::Class,
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            "is not a secret key",
+        ),
+        (
+            AttributeType::ValueLen,
+            Attribute::ValueLen(32.into()),
+            "is not 256 bits",
+        ),
+        (
+            AttributeType::Token,
+            Attribute::Token(true),
+            "is not a token object",
+        ),
+        (
+            AttributeType::Private,
+            Attribute::Private(true),
+            "is not private",
+        ),
+        (
+            AttributeType::Sensitive,
+            Attribute::Sensitive(true),
+            "is not sensitive",
+        ),
+        (
+            AttributeType::Extractable,
+            Attribute::Extractable(false),
+            "is extractable",
+        ),
+        (
+            AttributeType::AlwaysSensitive,
+            Attribute::AlwaysSensitive(true),
+            "was not always sensitive",
+        ),
+        (
+            AttributeType::NeverExtractable,
+            Attribute::NeverExtractable(true),
+            "was once extractable",
+        ),
+        (
+            AttributeType::Local,
+            Attribute::Local(true),
+            "was not generated in the token (CKA_LOCAL is false)",
+        ),
+        (
+            AttributeType::Modifiable,
+            Attribute::Modifiable(false),
+            "is modifiable (its uses could be widened later)",
+        ),
+        (
+            AttributeType::Encrypt,
+            Attribute::Encrypt(false),
+            "may encrypt",
+        ),
+        (
+            AttributeType::Decrypt,
+            Attribute::Decrypt(false),
+            "may decrypt (wrapped keys could be read)",
+        ),
+        (
+            AttributeType::Derive,
+            Attribute::Derive(false),
+            "may derive keys",
+        ),
+    ];
+    if kek {
+        expected.extend([
+            (
+                AttributeType::KeyType,
+                Attribute::KeyType(KeyType::AES),
+                "is not an AES key",
+            ),
+            (AttributeType::Wrap, Attribute::Wrap(true), "may not wrap"),
+            (
+                AttributeType::Unwrap,
+                Attribute::Unwrap(true),
+                "may not unwrap",
+            ),
+            (AttributeType::Sign, Attribute::Sign(false), "may sign"),
+            (
+                AttributeType::Verify,
+                Attribute::Verify(false),
+                "may verify",
+            ),
+        ]);
+    } else {
+        expected.extend([
+            (
+                AttributeType::KeyType,
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                "is not a generic secret",
+            ),
+            (AttributeType::Wrap, Attribute::Wrap(false), "may wrap"),
+            (
+                AttributeType::Unwrap,
+                Attribute::Unwrap(false),
+                "may unwrap",
+            ),
+            (AttributeType::Sign, Attribute::Sign(true), "may not sign"),
+        ]);
+    }
+    expected
+}
+
+/// Check every attribute [`expected`] names, one by one, failing closed.
+fn check_key(
+    session: &Session,
+    key: ObjectHandle,
+    label: &str,
+    kek: bool,
+) -> Result<(), KeyStoreError> {
+    for (kind, wanted, problem) in expected(kek) {
+        let found = session
+            .get_attributes(key, &[kind])
+            .map_err(device("reading a key's attributes"))?;
+        let problem = match found.as_slice() {
+            [value] if *value == wanted => continue,
+            [] => format!("the token does not report {kind:?}; refusing a key it cannot vouch for"),
+            _ => problem.to_owned(),
+        };
+        return Err(KeyStoreError::Kek {
+            label: label.to_owned(),
+            problem,
+        });
+    }
+    Ok(())
+}
+
+/// The attributes every key the broker keeps shares: in the token, private, sensitive, never
+/// extractable, not modifiable, no encryption, decryption or derivation.
+fn kept(label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Modifiable(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Derive(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
+}
+
 impl Pkcs11Store {
-    /// Generate the KEK in the token: AES-256, a token object, private, sensitive, not
-    /// extractable, usable only to wrap and unwrap. Refuses if a key with the label exists.
-    pub fn create_kek(config: &Pkcs11Config, pin: &str) -> Result<(), KeyStoreError> {
+    /// Generate in the token whichever of the broker's keys is missing, and name them: the KEK
+    /// (AES-256, only wraps and unwraps) and the record key (a 256-bit generic secret, only
+    /// signs and verifies HMAC-SHA256). Both private, sensitive, never extractable, not
+    /// modifiable.
+    pub fn create_missing(config: &Pkcs11Config, pin: &str) -> Result<Vec<String>, KeyStoreError> {
         let (_pkcs11, _slot, session) = connect(config, pin)?;
-        if find_kek(&session, &config.kek_label)?.is_some() {
-            return Err(KeyStoreError::Kek {
-                label: config.kek_label.clone(),
-                problem: "already exists in the token".into(),
-            });
+        let mut created = Vec::new();
+        if find_kek(&session, &config.kek_label)?.is_none() {
+            let mut template = kept(&config.kek_label);
+            template.extend([
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(true),
+                Attribute::Sign(false),
+                Attribute::Verify(false),
+            ]);
+            session
+                .generate_key(&Mechanism::AesKeyGen, &template)
+                .map_err(device("generating the KEK"))?;
+            created.push(config.kek_label.clone());
         }
-        session
-            .generate_key(
-                &Mechanism::AesKeyGen,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::Wrap(true),
-                    Attribute::Unwrap(true),
-                    Attribute::Encrypt(false),
-                    Attribute::Decrypt(false),
-                    Attribute::Sign(false),
-                    Attribute::Verify(false),
-                    Attribute::Derive(false),
-                    Attribute::Label(config.kek_label.as_bytes().to_vec()),
-                ],
-            )
-            .map_err(device("generating the KEK"))?;
-        Ok(())
+        let records = record_key_label(&config.kek_label);
+        if find_kek(&session, &records)?.is_none() {
+            let mut template = kept(&records);
+            template.extend([
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Wrap(false),
+                Attribute::Unwrap(false),
+                Attribute::Sign(true),
+                Attribute::Verify(true),
+            ]);
+            session
+                .generate_key(&Mechanism::GenericSecretKeyGen, &template)
+                .map_err(device("generating the record key"))?;
+            created.push(records);
+        }
+        Ok(created)
     }
 
-    /// Log in, find the KEK and check its attributes, and open the session pool.
+    /// Log in, find the KEK and the record key and check every attribute of both, and open the
+    /// session pool.
     pub fn open(config: Pkcs11Config, pin: &str) -> Result<Self, KeyStoreError> {
         let (pkcs11, slot, first) = connect(&config, pin)?;
         let kek = find_kek(&first, &config.kek_label)?.ok_or_else(|| KeyStoreError::Kek {
             label: config.kek_label.clone(),
             problem: "not found in the token (create it with `broker init`)".into(),
         })?;
-        let attributes = first
-            .get_attributes(
-                kek,
-                &[
-                    AttributeType::Sensitive,
-                    AttributeType::Extractable,
-                    AttributeType::Token,
-                    AttributeType::ValueLen,
-                ],
-            )
-            .map_err(device("reading the KEK's attributes"))?;
-        for attribute in &attributes {
-            let problem = match attribute {
-                Attribute::Sensitive(false) => Some("is not sensitive"),
-                Attribute::Extractable(true) => Some("is extractable"),
-                Attribute::Token(false) => Some("is not a token object"),
-                Attribute::ValueLen(len) if u64::from(*len) != 32 => Some("is not AES-256"),
-                _ => None,
-            };
-            if let Some(problem) = problem {
-                return Err(KeyStoreError::Kek {
-                    label: config.kek_label.clone(),
-                    problem: problem.into(),
-                });
-            }
-        }
+        check_key(&first, kek, &config.kek_label, true)?;
+        let records_label = record_key_label(&config.kek_label);
+        let records = find_kek(&first, &records_label)?.ok_or_else(|| KeyStoreError::Kek {
+            label: records_label.clone(),
+            problem: "not found in the token (`broker init` creates it)".into(),
+        })?;
+        check_key(&first, records, &records_label, false)?;
         let mut sessions = vec![first];
         while sessions.len() < config.sessions.max(1) {
             // Sessions of one application share its login.
@@ -253,6 +405,7 @@ impl Pkcs11Store {
         Ok(Self {
             config,
             kek,
+            records,
             sessions: Mutex::new(sessions),
             returned: Condvar::new(),
             _pkcs11: pkcs11,
@@ -391,6 +544,8 @@ impl KeyStore for Pkcs11Store {
                         &unwrap,
                         self.kek,
                         wrapped,
+                        // Never readable, never kept, good for nothing but
+                        // being wrapped to the enclave.
                         &[
                             Attribute::Class(ObjectClass::SECRET_KEY),
                             Attribute::KeyType(KeyType::AES),
@@ -399,13 +554,39 @@ impl KeyStore for Pkcs11Store {
                             Attribute::Extractable(true),
                             Attribute::Encrypt(false),
                             Attribute::Decrypt(false),
+                            Attribute::Sign(false),
+                            Attribute::Verify(false),
+                            Attribute::Wrap(false),
+                            Attribute::Unwrap(false),
+                            Attribute::Derive(false),
                         ],
                     )
-                    .map_err(|_| KeyStoreError::Unwrap)?,
+                    .map_err(|e| match e {
+                        cryptoki::error::Error::Pkcs11(
+                            RvError::WrappedKeyInvalid
+                            | RvError::WrappedKeyLenRange
+                            | RvError::EncryptedDataInvalid
+                            | RvError::EncryptedDataLenRange,
+                            _,
+                        ) => KeyStoreError::Unwrap,
+                        other => KeyStoreError::Device(format!(
+                            "PKCS#11 unwrapping the data key: {other}"
+                        )),
+                    })?,
             };
             session
                 .wrap_key(&oaep, enclave.handle, dek.handle)
                 .map_err(device("wrapping the data key to the enclave"))
+        })
+    }
+
+    fn record_tag(&self, record: &[u8]) -> Result<[u8; RECORD_TAG_LEN], KeyStoreError> {
+        self.with_session(|session| {
+            let tag = session
+                .sign(&Mechanism::Sha256Hmac, self.records, record)
+                .map_err(device("tagging a record"))?;
+            <[u8; RECORD_TAG_LEN]>::try_from(tag.as_slice())
+                .map_err(|_| KeyStoreError::Device("the HSM's HMAC is not 32 bytes".into()))
         })
     }
 }

@@ -17,6 +17,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
 use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrap};
 use aws_lc_rs::pbkdf2;
 use aws_lc_rs::rsa::{OaepPublicEncryptingKey, PublicEncryptingKey};
@@ -26,7 +27,7 @@ use sealing::release::OaepHash;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{KeyStore, KeyStoreError, rsa_components};
+use super::{KeyStore, KeyStoreError, RECORD_TAG_LEN, rsa_components};
 
 /// The fewest PBKDF2 iterations a store may be created with.
 pub const MIN_ITERATIONS: u32 = 100_000;
@@ -232,6 +233,15 @@ impl KeyStore for SoftwareStore {
         out.truncate(len);
         Ok(out)
     }
+
+    fn record_tag(&self, record: &[u8]) -> Result<[u8; RECORD_TAG_LEN], KeyStoreError> {
+        // A key of its own for records, derived from the KEK: the KEK itself only wraps.
+        let kek = hmac::Key::new(hmac::HMAC_SHA256, self.kek.as_slice());
+        let derived = hmac::sign(&kek, b"sovereign-broker record authentication v1");
+        let key = hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref());
+        <[u8; RECORD_TAG_LEN]>::try_from(hmac::sign(&key, record).as_ref())
+            .map_err(|_| KeyStoreError::Device("HMAC-SHA256".into()))
+    }
 }
 
 fn read_small(path: &Path) -> Result<Vec<u8>, KeyStoreError> {
@@ -255,8 +265,8 @@ pub fn passphrase(file: Option<&PathBuf>) -> Result<Zeroizing<Vec<u8>>, KeyStore
         }
         return Ok(bytes);
     }
-    match std::env::var_os("BROKER_PASSPHRASE") {
-        Some(p) => Ok(Zeroizing::new(p.into_encoded_bytes())),
+    match crate::secrets::get("BROKER_PASSPHRASE") {
+        Some(p) => Ok(p),
         None => Err(KeyStoreError::Config(
             "the software key store needs a passphrase: set key_store.passphrase_file or \
              $BROKER_PASSPHRASE"

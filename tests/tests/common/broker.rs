@@ -434,6 +434,17 @@ pub struct Document<'a> {
 impl Document<'_> {
     /// The document a client makes for `request` over `nonce`.
     pub fn make(&self, request: &KeyRequest, nonce: &[u8; 32]) -> Vec<u8> {
+        let user_data = request_user_data(request.model_id(), nonce);
+        self.make_with(nonce, Some(&user_data), Some(request.public_key_der()))
+    }
+
+    /// A document over `nonce` with exactly this `user_data` and `public_key`.
+    pub fn make_with(
+        &self,
+        nonce: &[u8; 32],
+        user_data: Option<&[u8]>,
+        public_key: Option<&[u8]>,
+    ) -> Vec<u8> {
         let now = Timestamp::now();
         let pki = SimulatedPki::new(
             &self.root.certificate,
@@ -450,12 +461,11 @@ impl Document<'_> {
             };
             pcrs.insert(PcrIndex::new(i).unwrap(), value);
         }
-        let user_data = request_user_data(request.model_id(), nonce);
         pki.attest(
             &SimulatedRequest {
                 pcrs,
-                public_key: Some(request.public_key_der()),
-                user_data: Some(&user_data),
+                public_key,
+                user_data,
                 nonce: Some(nonce),
             },
             now,
@@ -567,4 +577,55 @@ pub fn start_with_model(
         broker.log()
     );
     (broker, stack)
+}
+
+/// One exchange straight to the broker's TCP port from source address `from` (any address of
+/// 127.0.0.0/8): hello for `model`, then `attest` builds the document for the challenge's nonce
+/// (`None` hangs up). Returns the last answer.
+pub fn exchange_direct(
+    broker: &Broker,
+    from: std::net::IpAddr,
+    model: &str,
+    attest: impl FnOnce([u8; 32]) -> Option<Vec<u8>>,
+) -> Message {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::new(from, 0)).unwrap();
+        let mut stream = socket.connect(broker.listen).await.unwrap();
+        let hello = Message::Hello {
+            model_id: Id::new(model).unwrap(),
+        };
+        write_frame(&mut stream, &hello.encode()).await.unwrap();
+        let answer = Message::decode(&read_frame(&mut stream).await.unwrap()).unwrap();
+        let Message::Challenge { nonce, .. } = answer else {
+            return answer;
+        };
+        let Some(document) = attest(nonce) else {
+            return answer;
+        };
+        let message = Message::Attest { nonce, document };
+        write_frame(&mut stream, &message.encode()).await.unwrap();
+        Message::decode(&read_frame(&mut stream).await.unwrap()).unwrap()
+    })
+}
+
+/// Send raw frames straight to the broker from `from` and return the answer to the last.
+pub fn send_direct(broker: &Broker, from: std::net::IpAddr, frames: &[Vec<u8>]) -> Message {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::new(from, 0)).unwrap();
+        let mut stream = socket.connect(broker.listen).await.unwrap();
+        for frame in frames {
+            write_frame(&mut stream, frame).await.unwrap();
+        }
+        Message::decode(&read_frame(&mut stream).await.unwrap()).unwrap()
+    })
 }

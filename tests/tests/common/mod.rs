@@ -190,15 +190,8 @@ impl Stack {
             extra = options.extra,
         );
         std::fs::write(dir.join("host.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("host.log")).unwrap();
-        let host = Command::new(binary("host"))
-            .args(["run", "--config"])
-            .arg(dir.join("host.toml"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        std::fs::File::create(dir.join("host.log")).unwrap();
+        let host = spawn_host(&dir);
         let mut stack = Stack {
             dir,
             forward,
@@ -210,6 +203,18 @@ impl Stack {
         };
         stack.wait_ready(Duration::from_secs(30));
         stack
+    }
+
+    /// The host dies at once (SIGKILL), leaving its enclave running.
+    pub fn crash_host(&mut self) {
+        let _ = self.host.kill();
+        let _ = self.host.wait();
+    }
+
+    /// Start the host again on the same configuration, and wait until it is ready.
+    pub fn relaunch_host(&mut self) {
+        self.host = spawn_host(&self.dir);
+        self.wait_ready(Duration::from_secs(30));
     }
 
     /// Wait until `/readyz` answers 200.
@@ -268,6 +273,23 @@ impl Stack {
         let _ = self.host.kill();
         None
     }
+}
+
+/// `host run` on `dir/host.toml`, appending to `dir/host.log`.
+fn spawn_host(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join("host.log"))
+        .unwrap();
+    Command::new(binary("host"))
+        .args(["run", "--config"])
+        .arg(dir.join("host.toml"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for Stack {
