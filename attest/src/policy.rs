@@ -41,7 +41,8 @@ pub enum UnpinnedImage {
     #[error(
         "measurement set {set} pins neither PCR0 nor PCR8 with a named signing_certificate, so \
          it does not identify an image: PCR3 and PCR4 are chosen by the parent instance, PCR16 \
-         and above are extended by the enclave's own code, and PCR8 alone names no signer"
+         and above are extended by the enclave's own code, PCR8 alone names no signer, and an \
+         all-zero PCR0 is what every debug-mode enclave reports"
     )]
     SetPinsNoImage {
         /// The set (0-based, in policy order).
@@ -90,9 +91,13 @@ impl MeasurementSet {
         self.signer.as_deref()
     }
 
-    /// The set identifies an image: it pins PCR0, or PCR8 with a named signing certificate.
+    /// The set identifies an image: it pins PCR0 to a value other than all zeros (which every
+    /// debug-mode enclave reports, whatever it runs), or PCR8 with a named signing certificate.
     pub fn pins_image(&self) -> bool {
-        self.pcrs.contains_key(&IMAGE_PCR) || self.signer.is_some()
+        self.pcrs
+            .get(&IMAGE_PCR)
+            .is_some_and(|pcr0| *pcr0 != PcrValue::ZERO)
+            || self.signer.is_some()
     }
 
     fn first_difference(

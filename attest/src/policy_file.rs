@@ -290,6 +290,11 @@ mod tests {
             ))
             .is_ok()
         );
+        assert_eq!(
+            pins(&format!("pcr0 = \"{}\"", "00".repeat(48))),
+            Err(crate::UnpinnedImage::SetPinsNoImage { set: 0 }),
+            "an all-zero PCR0 is any debug enclave"
+        );
         for body in ["pcr3", "pcr4", "pcr16", "pcr8", "pcr1"] {
             assert_eq!(
                 pins(&format!("{body} = \"{pcr}\"")),

@@ -103,7 +103,7 @@ impl ReleasePolicy {
                             .map(|(i, v)| (format!("pcr{}", i.get()), hex(v.as_bytes()).into()))
                             .collect::<serde_json::Map<_, _>>();
                         if let Some(signer) = set.signer() {
-                            pcrs.insert("signing_certificate".into(), signer.into());
+                            pcrs.insert("signer".into(), signer.into());
                         }
                         pcrs.into()
                     })

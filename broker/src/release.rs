@@ -49,6 +49,24 @@ struct Pending {
     used: bool,
 }
 
+/// Who a peer is for the per-peer bounds: its IPv4 address, or the /64 of its IPv6 address (one
+/// host is given a whole /64 and could otherwise spray addresses across it).
+fn peer_key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                for byte in octets.iter_mut().skip(8) {
+                    *byte = 0;
+                }
+                IpAddr::V6(std::net::Ipv6Addr::from(octets))
+            }
+        },
+    }
+}
+
 /// Why no nonce was issued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Busy {
@@ -70,6 +88,7 @@ impl Nonces {
         // answer is refused with its precise reason; after that, as unknown.
         let keep = self.lifetime.saturating_mul(2);
         pending.retain(|_, p| p.issued.elapsed() < keep);
+        let peer = peer_key(peer);
         if pending.values().filter(|p| p.peer == peer).count() >= self.max_per_peer {
             return Err(Busy::Peer);
         }
@@ -162,6 +181,7 @@ struct DenialBudget {
 impl DenialBudget {
     /// Whether `peer` may have one more denial logged individually now.
     fn allow(&mut self, peer: IpAddr) -> bool {
+        let peer = peer_key(peer);
         let now = Instant::now();
         if self.peers.len() >= MAX_PEERS_TRACKED {
             self.peers
@@ -214,6 +234,11 @@ struct Evidence {
     document_sha384: Option<[u8; 48]>,
     nonce: Option<Vec<u8>>,
     verified: Option<VerifiedDocument>,
+    /// The document passed the model's policy with this broker's nonce and binds this very
+    /// request (its `user_data`): an enclave of the pinned image asked for this key. Only such
+    /// decisions are logged whatever the peer's budget; a genuine document alone proves little,
+    /// since any client can have an enclave attest over a nonce of its choosing.
+    bound: bool,
 }
 
 /// Everything a release needs, shared by the workers.
@@ -228,6 +253,8 @@ pub struct Broker {
     oaep: OaepHash,
     sealing_logged: Mutex<()>,
     denials: Mutex<DenialBudget>,
+    /// Per model id, its latest `model-sealed` entry (index, time); read from the log once.
+    sealings: Mutex<Option<HashMap<String, (u64, Timestamp)>>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -283,6 +310,7 @@ impl Broker {
             oaep: parts.oaep,
             sealing_logged: Mutex::new(()),
             denials: Mutex::new(DenialBudget::default()),
+            sealings: Mutex::new(None),
         }
     }
 
@@ -403,7 +431,6 @@ impl Broker {
             .map_err(|e| Denial::new("internal", e.to_string()))?
             .ok_or_else(unknown)?;
         evidence.key_id = Some(record.key_id.clone());
-        self.check_record_tag(&record)?;
         let policy = self.policy.models.get(model).ok_or_else(unknown)?;
 
         let started = Instant::now();
@@ -423,9 +450,12 @@ impl Broker {
                 "the document's user_data does not bind this request",
             ));
         }
+        evidence.bound = true;
         let public_key = public_key
             .ok_or_else(|| Denial::new("public_key_missing", "the document binds no public key"))?;
 
+        // The key store's work (the record's tag) only for a request a pinned enclave made.
+        self.check_record_tag(&record)?;
         self.check_sealing_logged(&record)?;
         let started = Instant::now();
         let wrapped = self
@@ -559,7 +589,13 @@ impl Broker {
                 "the broker's record of this model does not match its sealing in the log",
             )
         };
+        let latest = self.latest_sealing(&record.model_id).map_err(failed)?;
         if let Some(index) = record.log_index {
+            // Only the model's latest sealing: an older record of the same model, restored,
+            // would release an older key and model.
+            if latest.map(|(i, _)| i) != Some(index) {
+                return Err(tampered("not the model's latest sealing in the log"));
+            }
             let bytes = self.ledger.entry(index).map_err(failed)?;
             let entry = LogEntry::decode(&bytes).map_err(|_| tampered("not an entry"))?;
             return match entry.entry() {
@@ -567,6 +603,10 @@ impl Broker {
                 Entry::ModelSealed(_) => Err(tampered("the logged sealing differs")),
                 _ => Err(tampered("the index is not a model-sealed entry")),
             };
+        }
+        // Not logged yet: it must be newer than every sealing of the model the log holds.
+        if latest.is_some_and(|(_, time)| record.sealed_at <= time) {
+            return Err(tampered("older than the model's latest sealing in the log"));
         }
         let _one_at_a_time = self.sealing_logged.lock();
         // Another worker may have logged it meanwhile, from the same file: it must still be the
@@ -584,17 +624,45 @@ impl Broker {
             return self.check_sealing_logged(&current);
         }
         let index = self.ledger.append(sealed_entry(record)).map_err(failed)?;
+        if let Ok(mut sealings) = self.sealings.lock()
+            && let Some(map) = sealings.as_mut()
+        {
+            map.insert(record.model_id.to_string(), (index, record.sealed_at));
+        }
         current.log_index = Some(index);
         self.state.save_record(&current).map_err(failed)?;
         Ok(())
     }
 
+    /// The index and time of the latest `model-sealed` entry for `model`, from one scan of the
+    /// log (on first use), kept up to date with the sealings this broker logs.
+    fn latest_sealing(&self, model: &Id) -> Result<Option<(u64, Timestamp)>, StateError> {
+        let mut sealings = self
+            .sealings
+            .lock()
+            .map_err(|_| StateError::File("the sealing index's lock is poisoned".into()))?;
+        if sealings.is_none() {
+            let mut map = HashMap::new();
+            for index in 0..self.ledger.size()? {
+                if let Ok(entry) = LogEntry::decode(&self.ledger.entry(index)?)
+                    && let Entry::ModelSealed(m) = entry.entry()
+                {
+                    map.insert(m.model_id.clone(), (index, m.time));
+                }
+            }
+            *sealings = Some(map);
+        }
+        Ok(sealings
+            .as_ref()
+            .and_then(|map| map.get(model.as_str()).copied()))
+    }
+
     /// Log a denial, then answer it. If the log fails the answer says so and nothing else.
-    /// A denial made on an authentic document is always logged on its own; one a peer can cause
-    /// without such a document is logged on its own within the peer's budget, and counted
-    /// otherwise (see [`DenialBudget`]).
+    /// A denial made on a document that binds this request ([`Evidence::bound`]) is always
+    /// logged on its own; any other is logged on its own within the peer's budget (with
+    /// whatever evidence it had), and counted otherwise (see [`DenialBudget`]).
     fn deny(&self, model: &Id, peer: IpAddr, evidence: Evidence, denial: Denial) -> Message {
-        if evidence.verified.is_none() {
+        if !evidence.bound {
             let logged_alone = match self.denials.lock() {
                 Ok(mut budget) => {
                     let allowed = budget.allow(peer);

@@ -45,8 +45,9 @@ pub async fn serve(
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,
             _ = flush.tick() => {
+                // In the background: accepting never waits for the log's fsync.
                 let broker = broker.clone();
-                let _ = tokio::task::spawn_blocking(move || broker.flush_denials()).await;
+                drop(tokio::task::spawn_blocking(move || broker.flush_denials()));
                 continue;
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,

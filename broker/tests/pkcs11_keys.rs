@@ -101,6 +101,7 @@ fn good_kek(change: &[Attribute]) -> Vec<Attribute> {
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Modifiable(false),
+        Attribute::Copyable(false),
         Attribute::Wrap(true),
         Attribute::Unwrap(true),
         Attribute::Encrypt(false),

@@ -275,6 +275,16 @@ impl HostConfig {
         for (i, f) in raw.forward.into_iter().enumerate() {
             let field = |name: &str| format!("forward[{i}].{name}");
             let enclave_port = port(&field("enclave_port"), f.enclave_port)?;
+            if forwards
+                .iter()
+                .any(|f: &Forward| f.enclave_port == enclave_port)
+            {
+                return Err(invalid(
+                    field("enclave_port"),
+                    "another forward reaches this enclave port: one forward per port, so that \
+                     its connection limit is the port's",
+                ));
+            }
             if enclave_port == enclave.health_port {
                 return Err(invalid(
                     field("enclave_port"),

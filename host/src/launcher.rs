@@ -72,7 +72,7 @@ pub async fn launch(launch: &Launch) -> anyhow::Result<Running> {
                 .map_or_else(|| "exited".into(), |pid| pid.to_string());
             // So that a host that crashes does not leave it behind unnoticed.
             if let Some(pid) = child.id()
-                && let Err(e) = std::fs::write(pid_file(socket), pid.to_string())
+                && let Err(e) = write_pid_file(&pid_file(socket), pid)
             {
                 tracing::warn!(error = %e, "cannot record the enclave's pid");
             }
@@ -184,12 +184,13 @@ pub async fn end_leftovers(launch: &Launch) -> Vec<String> {
             if !is_our_enclave(pid, binary, socket) {
                 return Vec::new();
             }
-            let pid = nix::unistd::Pid::from_raw(pid);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let process = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::kill(process, nix::sys::signal::Signal::SIGTERM);
             let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
-            while nix::sys::signal::kill(pid, None).is_ok() {
+            // Checked again before each signal: once it has exited, its pid may be reused.
+            while is_our_enclave(pid, binary, socket) {
                 if tokio::time::Instant::now() >= deadline {
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(process, nix::sys::signal::Signal::SIGKILL);
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -229,6 +230,20 @@ pub async fn end_leftovers(launch: &Launch) -> Vec<String> {
     }
 }
 
+/// Record `pid` in `path`, replacing what was there without following a symbolic link planted
+/// under the name.
+fn write_pid_file(path: &std::path::Path, pid: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(pid.to_string().as_bytes())
+}
+
 /// Where a development enclave's pid is recorded: beside its socket.
 fn pid_file(socket: &std::path::Path) -> std::path::PathBuf {
     let mut name = socket.as_os_str().to_owned();
@@ -239,6 +254,7 @@ fn pid_file(socket: &std::path::Path) -> std::path::PathBuf {
 /// `pid` is a running `binary` whose command line names `socket`: the enclave this host
 /// started, not a process that reused the pid.
 fn is_our_enclave(pid: i32, binary: &std::path::Path, socket: &std::path::Path) -> bool {
+    // A zombie has no executable: it has exited, only its parent has not reaped it.
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
     let ours = binary.canonicalize().ok();
     let same_binary = matches!((&exe, &ours), (Some(exe), Some(ours)) if exe == ours);

@@ -94,6 +94,10 @@ pub struct Limits {
     /// non-streamed answer is complete, and the host closes connections that carry nothing
     /// for its idle timeout (60 s by default): this stays below it. Long answers stream.
     pub max_answer_time: Duration,
+    /// The longest a streamed answer may take, from its request to its last event: a client
+    /// that reads just fast enough to keep the write deadline cannot hold a generation slot
+    /// longer than this. The stream then ends with an `answer_timeout` error and no receipt.
+    pub max_stream_time: Duration,
 }
 
 impl Default for Limits {
@@ -107,6 +111,7 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             max_answer_time: Duration::from_secs(45),
+            max_stream_time: Duration::from_secs(600),
         }
     }
 }
@@ -429,7 +434,8 @@ impl Api {
             sequence: answers.fetch_add(1, Ordering::Relaxed),
         };
         if stream {
-            return Ok(context.stream(text_rx, generation, include_usage));
+            let deadline = received + self.limits.max_stream_time;
+            return Ok(context.stream(text_rx, generation, include_usage, deadline));
         }
         let limit = self.limits.max_answer_time;
         match tokio::time::timeout_at(received + limit, context.complete(text_rx, generation)).await
@@ -502,12 +508,47 @@ impl Answer {
 
     fn stream(
         self,
+        text_rx: mpsc::Receiver<Zeroizing<String>>,
+        generation: GenerationTask,
+        include_usage: bool,
+        deadline: Instant,
+    ) -> Response<Body> {
+        let (body_tx, body_rx) = mpsc::channel::<Bytes>(64);
+        let timeout_tx = body_tx.clone();
+        let limit = self.api.limits.max_stream_time;
+        tokio::spawn(async move {
+            let events = self.stream_events(text_rx, generation, include_usage, body_tx);
+            if tokio::time::timeout_at(deadline, events).await.is_err() {
+                // The events' future is dropped, and with it the receiver the generation
+                // writes to: the generation stops.
+                let error = ApiError::new(
+                    504,
+                    "server_error",
+                    "answer_timeout",
+                    format!(
+                        "a streamed answer must be complete within {} s",
+                        limit.as_secs()
+                    ),
+                );
+                let event = format!("data: {}\n\n", error.body()).into_bytes();
+                let _ = timeout_tx.try_send(Bytes::from(event));
+            }
+        });
+        let mut response = Response::new(BoxBody::new(ChannelBody(body_rx)));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert("cache-control", HeaderValue::from_static("no-store"));
+        response
+    }
+
+    async fn stream_events(
+        self,
         mut text_rx: mpsc::Receiver<Zeroizing<String>>,
         generation: GenerationTask,
         include_usage: bool,
-    ) -> Response<Body> {
-        let (body_tx, body_rx) = mpsc::channel::<Bytes>(64);
-        tokio::spawn(async move {
+        body_tx: mpsc::Sender<Bytes>,
+    ) {
+        {
             let mut hasher = digest::Context::new(&SHA384);
             let send = |hasher: &mut digest::Context, event: Vec<u8>| {
                 hasher.update(&event);
@@ -550,12 +591,7 @@ impl Answer {
             }
             let _ = body_tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
             log_generation(&self.id, &generation, true);
-        });
-        let mut response = Response::new(BoxBody::new(ChannelBody(body_rx)));
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        headers.insert("cache-control", HeaderValue::from_static("no-store"));
-        response
+        }
     }
 
     fn chunk(&self, delta: Value, finish: Option<FinishReason>, usage: Option<Value>) -> Vec<u8> {

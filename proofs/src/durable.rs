@@ -44,10 +44,13 @@ pub fn write_atomically<T, E: From<io::Error>>(
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
+    // Unpredictable, so that no one can block the write by creating the name first.
+    let mut random = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut random).map_err(|_| io::Error::other("no randomness"))?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
         name.to_string_lossy(),
-        std::process::id()
+        u64::from_le_bytes(random)
     ));
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
@@ -73,7 +76,8 @@ pub fn write_atomically<T, E: From<io::Error>>(
                     e
                 }
             })?;
-            std::fs::remove_file(&tmp)?;
+            // The file is in place; a temporary name left behind is only clutter.
+            let _ = std::fs::remove_file(&tmp);
         }
         File::open(dir)?.sync_all()?;
         Ok(value)

@@ -233,3 +233,93 @@ fn a_non_streamed_answer_over_its_time_limit_is_a_clear_error() {
         assert!(answer.contains("[DONE]"), "{answer}");
     });
 }
+
+/// A streamed answer has a total bound too, so a client that reads just fast enough to keep the
+/// write deadline cannot hold a generation slot for ever: the stream ends with an error and no
+/// receipt, and the generation stops.
+#[test]
+fn a_streamed_answer_over_its_time_limit_ends_with_an_error_and_no_receipt() {
+    runtime().block_on(async {
+        let address = serve(Limits {
+            max_stream_time: Duration::ZERO,
+            ..limits()
+        })
+        .await;
+        let streamed = br#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"max_tokens":200,"stream":true}"#;
+        let mut stream = tls(address).await;
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: enclave\r\nconnection: close\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            streamed.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(streamed).await.unwrap();
+        let answer = read_to_close(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("answer_timeout"), "{answer}");
+        assert!(!answer.contains("[DONE]"), "{answer}");
+        assert!(!answer.contains("event: receipt"), "{answer}");
+    });
+}
+
+/// A receipt's `sequence` numbers the answers of its connection: the second answer on one
+/// connection is 1, and another connection starts again at 0, whatever others were served.
+#[test]
+fn receipts_number_the_answers_of_their_own_connection() {
+    runtime().block_on(async {
+        let address = serve(limits()).await;
+        let body =
+            br#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#;
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: enclave\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut first = tls(address).await;
+        assert_eq!(ask(&mut first, &request, body).await, 0);
+        assert_eq!(ask(&mut first, &request, body).await, 1);
+        let mut second = tls(address).await;
+        assert_eq!(ask(&mut second, &request, body).await, 0);
+        assert_eq!(ask(&mut first, &request, body).await, 2);
+    });
+}
+
+async fn ask(
+    stream: &mut tokio_rustls::client::TlsStream<TcpStream>,
+    head: &str,
+    body: &[u8],
+) -> u64 {
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    read_sequence(stream).await
+}
+
+/// Read one response with a `content-length` body from `stream`; the sequence in its receipt.
+async fn read_sequence(stream: &mut tokio_rustls::client::TlsStream<TcpStream>) -> u64 {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap()
+    };
+    let len: usize = header("content-length").parse().unwrap();
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.unwrap();
+    let receipt = data_encoding::BASE64
+        .decode(header(attest::channel::RECEIPT_HEADER).as_bytes())
+        .unwrap();
+    proofs::receipt::Receipt::parse(&receipt)
+        .unwrap()
+        .claims
+        .sequence
+}

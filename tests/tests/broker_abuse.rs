@@ -141,6 +141,43 @@ fn a_flooding_peer_neither_holds_the_nonce_table_nor_grows_the_log_without_bound
     );
 }
 
+/// Any client can have an enclave of the pinned image attest over the broker's nonce (through
+/// the enclave's own API): such a genuine document that binds another request is denied, and
+/// within the peer's budget like any denial that needs no authentic request. Only decisions on a
+/// document that binds this very request escape the budget.
+#[test]
+fn genuine_documents_for_another_request_do_not_escape_the_budget() {
+    let mut broker = broker("genuine-flood", "max_pending_per_peer = 100");
+    let peer = ip("127.0.0.1");
+    let request = KeyRequest::new(Id::new(MODEL_ID).unwrap()).unwrap();
+    const SENT: usize = 30;
+    for _ in 0..SENT {
+        let answer = exchange_direct(&broker, peer, MODEL_ID, |n| {
+            Some(document(&broker).make_with(
+                &n,
+                Some(b"attest-tls-v1:the enclave's TLS certificate"),
+                Some(request.public_key_der()),
+            ))
+        });
+        assert_eq!(denied(&answer), "user_data_mismatch");
+    }
+    broker.stop();
+    let logged = denials(&broker)
+        .iter()
+        .filter(|k| k.reason == "user_data_mismatch")
+        .count();
+    assert_eq!(logged, LOGGED_PER_PEER);
+    let counted: u64 = broker
+        .entries()
+        .into_iter()
+        .filter_map(|e| match e.entry() {
+            Entry::DenialSummary(d) if d.reason == "user_data_mismatch" => Some(d.count),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(logged + usize::try_from(counted).unwrap(), SENT);
+}
+
 /// A document that verifies but binds another request (its user_data), or no key, is refused,
 /// and the denial is logged with what the document attested: module id and PCRs.
 #[test]
@@ -204,8 +241,9 @@ fn moved_wrapped_key_is_refused(backend: Backend) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    let models = broker.dir.join("state/models");
     let path = |id: &str| {
-        broker.dir.join("state/models").join(format!(
+        models.join(format!(
             "{}.json",
             data_encoding::HEXLOWER.encode(id.as_bytes())
         ))
@@ -234,12 +272,53 @@ fn moved_wrapped_key_is_refused(backend: Backend) {
     }
     std::fs::write(path(MODEL_ID), &ours).unwrap();
     assert!(matches!(release(&broker), Message::Release { .. }));
+
+    // The model sealed again (while the broker runs): the new sealing is released and logged;
+    // the old record, restored, is refused: it would release the old key and model.
+    broker.seal(vec![3u8; 9000], 4096);
+    assert!(matches!(release(&broker), Message::Release { .. }));
+    std::fs::write(path(MODEL_ID), &ours).unwrap();
+    assert_eq!(denied(&release(&broker)), "record_mismatch");
     broker.stop();
     assert_eq!(
         denials(&broker)
             .iter()
             .filter(|k| k.reason == "record_mismatch")
             .count(),
-        2
+        3
     );
+}
+
+/// Trusting AWS's root directly, next to the national root, must be asked for by name, and a
+/// broker that does it says so at every start: withdrawing the cross-certificate would then not
+/// stop releases.
+#[test]
+fn trusting_the_aws_root_directly_is_announced_at_every_start() {
+    let roots = test_roots("National Root");
+    let mut broker = Broker::setup(
+        "aws-root",
+        Backend::Software,
+        Setup {
+            root: &roots,
+            signing_root: None,
+            rules: "",
+            pcr0s: &[client_pcr0()],
+            config_extra: "",
+        },
+    );
+    broker.start();
+    broker.stop();
+    let warning = "trust.aws_root is set";
+    assert!(!broker.log().contains(warning), "{}", broker.log());
+    let config = std::fs::read_to_string(broker.dir.join("broker.toml")).unwrap();
+    std::fs::write(
+        broker.dir.join("broker.toml"),
+        config.replace("[trust]\n", "[trust]\naws_root = true\n"),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        broker.start();
+        broker.stop();
+    }
+    assert_eq!(broker.log().matches(warning).count(), 2, "{}", broker.log());
 }

@@ -134,6 +134,7 @@ fn the_broker_and_attest_verify_refuse_a_document_signed_with_the_broker_key() {
     assert_eq!(out.status.code(), Some(1));
     let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(verdict["error"]["kind"], "chain_shape", "{verdict}");
+    assert_eq!(verdict["error"]["found"], 1, "{verdict}");
 
     stack.stop();
     broker.stop();

@@ -92,6 +92,7 @@ pub(crate) fn verify_error(error: &VerifyError) -> Value {
             "certificate": position.to_string(), "subject": subject,
         }),
         VerifyError::UntrustedRoot { root, .. } => json!({ "root": root }),
+        VerifyError::ChainShape { found } => json!({ "found": found }),
         VerifyError::Policy(violation) => policy_details(violation),
         _ => Value::Null,
     };

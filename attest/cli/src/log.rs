@@ -312,6 +312,14 @@ fn entry_json(entry: &Entry) -> Value {
             "key_id": m.key_id,
             "model_digest": hex(&m.model_digest),
             "model_len": m.model_len,
+            "wrapped_key_sha384": m.wrapped_key_sha384.map(|d| hex(&d)),
+        }),
+        Entry::DenialSummary(d) => json!({
+            "type": "denial-summary",
+            "time": d.time.to_string(),
+            "since": d.since.to_string(),
+            "reason": d.reason,
+            "count": d.count,
         }),
         Entry::PolicyChange(p) => json!({
             "type": "policy-change",
@@ -341,6 +349,10 @@ fn describe(entry: &Entry) -> String {
         Entry::ModelSealed(m) => format!(
             "model sealed: model {} key {} ({} bytes) at {}",
             m.model_id, m.key_id, m.model_len, m.time
+        ),
+        Entry::DenialSummary(d) => format!(
+            "{} denials ({}) counted from {} to {}",
+            d.count, d.reason, d.since, d.time
         ),
         Entry::PolicyChange(p) => format!(
             "release policy version {} took effect at {} ({} models)",

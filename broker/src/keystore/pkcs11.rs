@@ -242,6 +242,11 @@ fn expected(kek: bool) -> Vec<(AttributeType, Attribute, &'static str)> {
             "is modifiable (its uses could be widened later)",
         ),
         (
+            AttributeType::Copyable,
+            Attribute::Copyable(false),
+            "is copyable (a copy could carry other uses)",
+        ),
+        (
             AttributeType::Encrypt,
             Attribute::Encrypt(false),
             "may encrypt",
@@ -331,6 +336,7 @@ fn kept(label: &str) -> Vec<Attribute> {
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Modifiable(false),
+        Attribute::Copyable(false),
         Attribute::Encrypt(false),
         Attribute::Decrypt(false),
         Attribute::Derive(false),

@@ -95,6 +95,10 @@ fn mistakes_are_refused_by_name() {
             DEV.replace("enclave_port = 5000", "enclave_port = 4294967295"),
             "enclave_port",
         ),
+        (
+            format!("{DEV}\n[[forward]]\nlisten = \"[::1]:8443\"\nenclave_port = 5000\n"),
+            "forward[1].enclave_port",
+        ),
         // The health port is the host's own: forwarding clients to it would let them crowd the
         // probes out.
         (
