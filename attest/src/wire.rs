@@ -240,7 +240,7 @@ impl ModelState {
 pub enum NsmKind {
     /// The real NSM device of a Nitro enclave.
     Nitro,
-    /// The software NSM for development, signing under a development root.
+    /// The software NSM for development, signing under a simulated Nitro root.
     Simulated,
 }
 

@@ -109,7 +109,7 @@ mod simulated {
         };
         tracing::warn!(
             pcr0 = %boot.pcr0,
-            "SIMULATED NSM: attestation documents are signed under a development root, not by \
+            "SIMULATED NSM: attestation documents are signed under a simulated Nitro root, not by \
              AWS Nitro hardware; never use this build in production"
         );
         Ok(Arc::new(SimulatedNsm::new(
