@@ -234,6 +234,8 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
         signer,
         nonce_lifetime: Duration::from_secs(30),
         max_pending: 10_000,
+        // Every client of the benchmark is one loopback peer.
+        max_pending_per_peer: 10_000,
         oaep,
     });
     Fixture {
@@ -347,11 +349,15 @@ fn release_bench(label: &str, dir: &Path, releases: usize, backend: Backend) {
     let mut total = Timings::default();
     let n = releases.clamp(1, 200);
     for _ in 0..n {
-        let Message::Challenge { nonce, .. } = f.broker.hello(&Id::new(MODEL).unwrap()) else {
+        let peer = std::net::IpAddr::from([127, 0, 0, 1]);
+        let Message::Challenge { nonce, .. } = f.broker.hello(&Id::new(MODEL).unwrap(), peer)
+        else {
             panic!("no challenge")
         };
         let doc = document(&pki, &request, &nonce);
-        let (answer, t) = f.broker.attest(&Id::new(MODEL).unwrap(), &nonce, &doc);
+        let (answer, t) = f
+            .broker
+            .attest(&Id::new(MODEL).unwrap(), &nonce, &doc, peer);
         assert!(matches!(answer, Message::Release { .. }));
         total.verify += t.verify;
         total.key_store += t.key_store;
