@@ -97,6 +97,26 @@ fn forge(key: &EcdsaKeyPair, certificate: &[u8], cabundle: &[&[u8]]) -> Vec<u8> 
     .unwrap()
 }
 
+/// A document in the full Nitro shape, minted through a simulated regional, zonal and instance CA
+/// under `root`.
+fn honest_document(root: &NewRoot) -> Vec<u8> {
+    let pki = SimulatedPki::new(
+        &root.certificate,
+        &root.private_key_pem,
+        Region::try_from("eu-central-1").unwrap(),
+        now(),
+    )
+    .unwrap();
+    pki.attest(
+        &SimulatedRequest {
+            pcrs: pcrs(),
+            ..Default::default()
+        },
+        now(),
+    )
+    .unwrap()
+}
+
 fn verify(trust: DocumentTrust, document: &[u8]) -> Result<attest::VerifiedDocument, VerifyError> {
     let parsed = attest::parse(document).unwrap();
     Verifier::new(trust).verify(&parsed, &pinned(), now())
@@ -136,22 +156,7 @@ fn a_service_key_cannot_sign_a_document() {
 #[test]
 fn a_national_root_never_anchors_a_document_directly() {
     let roots = roots();
-    let under_national = SimulatedPki::new(
-        &roots.national.certificate,
-        &roots.national.private_key_pem,
-        Region::try_from("eu-central-1").unwrap(),
-        now(),
-    )
-    .unwrap();
-    let document = under_national
-        .attest(
-            &SimulatedRequest {
-                pcrs: pcrs(),
-                ..Default::default()
-            },
-            now(),
-        )
-        .unwrap();
+    let document = honest_document(&roots.national);
     let err = verify(roots.document_trust().unwrap(), &document).unwrap_err();
     match &err {
         VerifyError::UntrustedRoot { detail, .. } => {
@@ -161,22 +166,7 @@ fn a_national_root_never_anchors_a_document_directly() {
     }
 
     // The same bundle shape under the simulated Nitro root verifies: the control.
-    let honest = SimulatedPki::new(
-        &roots.nitro.certificate,
-        &roots.nitro.private_key_pem,
-        Region::try_from("eu-central-1").unwrap(),
-        now(),
-    )
-    .unwrap();
-    let document = honest
-        .attest(
-            &SimulatedRequest {
-                pcrs: pcrs(),
-                ..Default::default()
-            },
-            now(),
-        )
-        .unwrap();
+    let document = honest_document(&roots.nitro);
     let verified = verify(roots.document_trust().unwrap(), &document).unwrap();
     assert!(verified.trust_path().via_cross_certificate);
 }
@@ -199,22 +189,7 @@ fn a_leaf_straight_under_a_root_or_a_chain_of_another_length_is_refused() {
     assert_eq!(err, VerifyError::ChainShape { found: 1 });
 
     // Cut and padded bundles from an honest document.
-    let pki = SimulatedPki::new(
-        &roots.nitro.certificate,
-        &roots.nitro.private_key_pem,
-        Region::try_from("eu-central-1").unwrap(),
-        now(),
-    )
-    .unwrap();
-    let honest = pki
-        .attest(
-            &SimulatedRequest {
-                pcrs: pcrs(),
-                ..Default::default()
-            },
-            now(),
-        )
-        .unwrap();
+    let honest = honest_document(&roots.nitro);
     assert!(verify(direct.clone(), &honest).is_ok());
     let (_, payload, _) = common::dissect(&honest);
     let field = |name: &str| {

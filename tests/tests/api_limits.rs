@@ -8,14 +8,14 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use inference::{Api, Attester, Engine, Limits, Loaded, Precision, ReleaseFacts};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use zeroize::Zeroizing;
@@ -63,58 +63,27 @@ async fn serve(limits: Limits) -> SocketAddr {
     address
 }
 
-/// Accepts any certificate: these tests are about time, not trust.
-#[derive(Debug)]
-struct AnyCertificate;
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
+/// A TLS connection to the API; its certificate is not checked (these tests are about time).
 async fn tls(address: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AnyCertificate))
-    .with_no_client_auth();
     let tcp = TcpStream::connect(address).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    common::tls::insecure_connector()
         .connect(ServerName::try_from("enclave.test").unwrap(), tcp)
         .await
         .unwrap()
+}
+
+/// A chat completion request with `body`, on a new connection the server closes after it;
+/// everything the server sent.
+async fn post_once(address: SocketAddr, body: &[u8]) -> String {
+    let mut stream = tls(address).await;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: enclave\r\nconnection: close\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    read_to_close(&mut stream).await
 }
 
 /// Read until the server closes; the text read.
@@ -205,30 +174,14 @@ fn a_non_streamed_answer_over_its_time_limit_is_a_clear_error() {
         })
         .await;
         let body = br#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"max_tokens":200}"#;
-        let mut stream = tls(address).await;
-        let request = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: enclave\r\nconnection: close\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        stream.write_all(body).await.unwrap();
-        let answer = read_to_close(&mut stream).await;
+        let answer = post_once(address, body).await;
         assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
         assert!(answer.contains("answer_timeout"), "{answer}");
         assert!(answer.contains("stream"), "{answer}");
 
         // The same request streamed is answered.
         let streamed = br#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"max_tokens":20,"stream":true}"#;
-        let mut stream = tls(address).await;
-        let request = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: enclave\r\nconnection: close\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            streamed.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        stream.write_all(streamed).await.unwrap();
-        let answer = read_to_close(&mut stream).await;
+        let answer = post_once(address, streamed).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains("[DONE]"), "{answer}");
     });
@@ -246,15 +199,7 @@ fn a_streamed_answer_over_its_time_limit_ends_with_an_error_and_no_receipt() {
         })
         .await;
         let streamed = br#"{"model":"test-model","messages":[{"role":"user","content":"hi"}],"max_tokens":200,"stream":true}"#;
-        let mut stream = tls(address).await;
-        let request = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: enclave\r\nconnection: close\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            streamed.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        stream.write_all(streamed).await.unwrap();
-        let answer = read_to_close(&mut stream).await;
+        let answer = post_once(address, streamed).await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.contains("answer_timeout"), "{answer}");
         assert!(!answer.contains("[DONE]"), "{answer}");

@@ -588,14 +588,8 @@ pub fn exchange_direct(
     model: &str,
     attest: impl FnOnce([u8; 32]) -> Option<Vec<u8>>,
 ) -> Message {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(std::net::SocketAddr::new(from, 0)).unwrap();
-        let mut stream = socket.connect(broker.listen).await.unwrap();
+    current_thread().block_on(async {
+        let mut stream = connect_from(broker, from).await;
         let hello = Message::Hello {
             model_id: Id::new(model).unwrap(),
         };
@@ -615,17 +609,25 @@ pub fn exchange_direct(
 
 /// Send raw frames straight to the broker from `from` and return the answer to the last.
 pub fn send_direct(broker: &Broker, from: std::net::IpAddr, frames: &[Vec<u8>]) -> Message {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(std::net::SocketAddr::new(from, 0)).unwrap();
-        let mut stream = socket.connect(broker.listen).await.unwrap();
+    current_thread().block_on(async {
+        let mut stream = connect_from(broker, from).await;
         for frame in frames {
             write_frame(&mut stream, frame).await.unwrap();
         }
         Message::decode(&read_frame(&mut stream).await.unwrap()).unwrap()
     })
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A TCP connection to the broker from source address `from`.
+async fn connect_from(broker: &Broker, from: std::net::IpAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(from, 0)).unwrap();
+    socket.connect(broker.listen).await.unwrap()
 }

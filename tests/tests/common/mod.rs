@@ -11,6 +11,7 @@
 )]
 
 pub mod broker;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
