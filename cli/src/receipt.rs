@@ -9,9 +9,10 @@ use data_encoding::HEXLOWER;
 use proofs::receipt::{ReceiptClaims, ReceiptError, ReceiptPolicy, verify_receipt};
 use serde_json::json;
 
+use crate::json;
 use crate::log::{LogKeys, checkpoint_json};
+use crate::shared::{Verdict, read_document, read_small_file};
 use crate::verify::{TrustArgs, configure, print_json};
-use crate::{Verdict, json, read_document, read_small_file};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {

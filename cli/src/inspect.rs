@@ -5,8 +5,9 @@ use data_encoding::HEXLOWER;
 use serde_json::{Value, json};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::json;
+use crate::shared::{Verdict, read_document};
 use crate::verify::print_json;
-use crate::{Verdict, json, read_document};
 
 /// Show a document's fields and certificate chain. NOTHING SHOWN IS VERIFIED: use
 /// `attest verify` before acting on any of it.

@@ -20,7 +20,7 @@ mod common;
 use common::{attest, code, json, tempdir};
 
 fn nitro_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/nitro")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../attest/tests/data/nitro")
 }
 
 fn attest_stdin(args: &[&str], input: &[u8]) -> Output {

@@ -13,8 +13,8 @@ use aws_lc_rs::digest;
 use data_encoding::HEXLOWER;
 use serde_json::json;
 
+use crate::shared::{Verdict, read_small_file, write_atomically};
 use crate::verify::print_json;
-use crate::{Verdict, read_small_file, write_atomically};
 
 /// What `nitro-cli` prints for the hash algorithm (the `Debug` form of its SHA-384 hasher);
 /// scripts written against `nitro-cli describe-eif` compare it.

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use attest::{DocumentTrust, ServiceTrust};
 use rustls_pki_types::CertificateDer;
 
-use crate::read_small_file;
+use crate::shared::read_small_file;
 
 /// Where document trust comes from.
 #[derive(Debug, Default)]

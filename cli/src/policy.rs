@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use attest::{PolicyFile, format_duration};
 
+use crate::shared::{Verdict, read_small_file};
 use crate::trust::{DocumentRoots, document_trust};
-use crate::{Verdict, read_small_file};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {

@@ -11,7 +11,7 @@ use attest::wire::{Request, RequestBody, Response, ResponseBody, read_frame, wri
 use data_encoding::HEXLOWER;
 use serde_json::json;
 
-use crate::{Verdict, write_new_file};
+use crate::shared::{Verdict, write_new_file};
 
 /// Fetch a fresh attestation document from an enclave through its host's TCP port.
 ///

@@ -10,8 +10,9 @@ use attest::{
 use data_encoding::HEXLOWER;
 use serde_json::json;
 
+use crate::json;
+use crate::shared::{Verdict, read_document, read_small_file};
 use crate::trust::{DocumentRoots, document_trust};
-use crate::{Verdict, json, read_document, read_small_file};
 
 /// Verify a document: certificate chain, signature, then policy.
 ///

@@ -7,7 +7,7 @@ use attest::Timestamp;
 use attest::pki::{cross_certify, init_root};
 use rustls_pki_types::CertificateDer;
 
-use crate::{Verdict, read_small_file, write_new_file};
+use crate::shared::{Verdict, read_small_file, write_new_file};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {

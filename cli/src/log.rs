@@ -9,8 +9,9 @@ use proofs::entry::{Entry, LogEntry};
 use proofs::{Hash, NoteSigner, NoteVerifier, SignedCheckpoint};
 use serde_json::{Value, json};
 
+use crate::json;
+use crate::shared::{Verdict, read_small_file, write_new_file};
 use crate::verify::print_json;
-use crate::{Verdict, json, read_small_file, write_new_file};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {

@@ -12,9 +12,10 @@ use client::{Answer, ChatRequest, ClientError, Session, Timeouts, Trust};
 use data_encoding::HEXLOWER;
 use serde_json::json;
 
+use crate::json;
 use crate::log::{LogKeys, checkpoint_json};
+use crate::shared::Verdict;
 use crate::verify::{TrustArgs, configure, print_json};
-use crate::{Verdict, json};
 
 /// Chat with the model in an attested enclave.
 ///
@@ -312,7 +313,7 @@ fn write_evidence(dir: &Path, session: &Session, answer: &Answer) -> anyhow::Res
         answer.receipt.as_slice(),
     ];
     for (name, bytes) in EVIDENCE_FILES.into_iter().zip(contents) {
-        crate::write_new_file(&dir.join(name), bytes, false)?;
+        crate::shared::write_new_file(&dir.join(name), bytes, false)?;
     }
     Ok(())
 }
