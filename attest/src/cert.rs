@@ -172,3 +172,34 @@ impl CertInfo {
 fn to_timestamp(unix_secs: i64) -> Timestamp {
     Timestamp::from_unix_secs(u64::try_from(unix_secs).unwrap_or(0))
 }
+
+/// What a certificate says about itself, read and not verified: for display, and for callers
+/// that choose a signature algorithm from the certificate's key (image signing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CertificateFacts {
+    /// The subject, as text.
+    pub subject: String,
+    /// The issuer, as text.
+    pub issuer: String,
+    /// The start of its validity.
+    pub not_before: Timestamp,
+    /// The end of its validity (inclusive).
+    pub not_after: Timestamp,
+    /// For an EC key: its curve's OID (dotted) and its raw point.
+    pub ec_key: Option<(String, Vec<u8>)>,
+}
+
+impl CertificateFacts {
+    /// Read one DER certificate (nothing may follow it).
+    pub fn parse(der: &[u8]) -> Result<Self, VerifyError> {
+        let info = CertInfo::parse(der, CertPosition::Leaf)?;
+        Ok(Self {
+            subject: info.subject,
+            issuer: info.issuer,
+            not_before: info.not_before,
+            not_after: info.not_after,
+            ec_key: info.ec_key,
+        })
+    }
+}

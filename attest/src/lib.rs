@@ -40,7 +40,6 @@ mod trust;
 mod types;
 mod verify;
 
-pub mod image;
 #[cfg(feature = "pki")]
 pub mod pki;
 pub mod service;
@@ -49,6 +48,7 @@ pub mod sim;
 pub mod wire;
 
 // The public interface is:
+pub use crate::cert::CertificateFacts;
 pub use crate::chain::NITRO_CABUNDLE_LEN;
 pub use crate::document::{
     MAX_CABUNDLE_LEN, MAX_CERT_LEN, MAX_DOCUMENT_LEN, ParsedDocument, Unverified, parse,

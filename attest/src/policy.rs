@@ -60,6 +60,19 @@ impl MeasurementSet {
         &self.pcrs
     }
 
+    /// A set that pins PCR0 (the whole image) to `pcr0`; add further PCRs with
+    /// [`MeasurementSet::and`].
+    pub fn pcr0(pcr0: PcrValue) -> Self {
+        Self::from_nonempty(BTreeMap::from([(IMAGE_PCR, pcr0)]))
+    }
+
+    /// This set, also pinning `index` to `value`.
+    #[must_use]
+    pub fn and(mut self, index: PcrIndex, value: PcrValue) -> Self {
+        self.pcrs.insert(index, value);
+        self
+    }
+
     /// A set from PCRs the caller knows to be non-empty.
     pub(crate) fn from_nonempty(pcrs: BTreeMap<PcrIndex, PcrValue>) -> Self {
         Self { pcrs, signer: None }

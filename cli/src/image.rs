@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use attest::image::{
-    Arch, FileSigner, Image, ImageBuilder, ImageError, Measurements, Metadata, Part, PcrSigner,
-    RamdiskOptions,
-};
 use attest::{PcrIndex, Timestamp};
 use aws_lc_rs::digest;
 use data_encoding::HEXLOWER;
+use eif::{
+    Arch, FileSigner, Image, ImageBuilder, ImageError, Measurements, Metadata, Part, PcrSigner,
+    RamdiskOptions,
+};
 use serde_json::json;
 
 use crate::shared::{Verdict, read_small_file, write_atomically};
@@ -101,10 +101,10 @@ pub(crate) struct BuildArgs {
     #[arg(long, value_enum, default_value_t = ArchArg::X86_64)]
     arch: ArchArg,
     /// Default enclave memory recorded in the header, MiB.
-    #[arg(long, default_value_t = attest::image::DEFAULT_MEMORY_MIB)]
+    #[arg(long, default_value_t = eif::DEFAULT_MEMORY_MIB)]
     memory: u64,
     /// Default CPU count recorded in the header.
-    #[arg(long, default_value_t = attest::image::DEFAULT_CPUS)]
+    #[arg(long, default_value_t = eif::DEFAULT_CPUS)]
     cpus: u64,
     /// ImageName in the metadata.
     #[arg(long, default_value = "enclave")]
@@ -161,7 +161,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
 
 /// Read an image for a command: a refusal is a verdict, an I/O failure an error.
 pub(crate) fn read_image(path: &Path) -> anyhow::Result<Result<Image, ImageError>> {
-    match attest::image::read_file(path) {
+    match eif::read_file(path) {
         Err(ImageError::Io { context, source }) => Err(anyhow::Error::new(source).context(context)),
         other => Ok(other),
     }
@@ -207,7 +207,7 @@ fn measurements_json(m: &Measurements) -> serde_json::Value {
 
 fn describe(image: &Image) -> serde_json::Value {
     let mut out = json!({
-        "EifVersion": attest::image::EIF_VERSION,
+        "EifVersion": eif::EIF_VERSION,
         "Measurements": measurements_json(&image.measurements),
         "IsSigned": image.signature.is_some(),
         "CheckCRC": true,
@@ -375,7 +375,7 @@ fn ramdisk(args: RamdiskArgs) -> anyhow::Result<Verdict> {
             inner: out,
             context: digest::Context::new(&digest::SHA384),
         };
-        let summary = attest::image::write_ramdisk(&args.dir, &options, &mut hashing)?;
+        let summary = eif::write_ramdisk(&args.dir, &options, &mut hashing)?;
         Ok((summary, hashing.context.finish()))
     })?;
     println!(

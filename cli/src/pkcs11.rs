@@ -4,12 +4,12 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use attest::image::{PcrSigner, SignatureError, SigningAlgorithm};
 use cryptoki::context::{CInitializeArgs, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
+use eif::{PcrSigner, SignatureError, SigningAlgorithm};
 use rustls_pki_types::CertificateDer;
 
 /// A token's ECDSA private key with the certificate for it.
@@ -32,7 +32,7 @@ impl TokenSigner {
         certificate: &[u8],
     ) -> anyhow::Result<Self> {
         let (certificate, algorithm) =
-            attest::image::certificate_for_signing(certificate).context("signing certificate")?;
+            eif::certificate_for_signing(certificate).context("signing certificate")?;
         let pkcs11 = Pkcs11::new(module)
             .with_context(|| format!("loading the PKCS#11 module {}", module.display()))?;
         pkcs11

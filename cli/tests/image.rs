@@ -133,7 +133,7 @@ fn the_policy_fragment_is_a_valid_policy_that_pins_the_image() {
     assert_eq!(code(&fragment), 0);
     let text = String::from_utf8(fragment.stdout).unwrap();
     let policy = PolicyFile::parse(&text, &dir).unwrap();
-    let image = attest::image::read_file(&eif).unwrap();
+    let image = eif::read_file(&eif).unwrap();
     assert_eq!(
         policy.policy.measurements(),
         [image.measurements.measurement_set()]
@@ -209,7 +209,7 @@ fn ramdisks_and_images_are_reproducible_across_directories_and_times() {
         std::fs::read(&eif_a).unwrap(),
         std::fs::read(&eif_b).unwrap()
     );
-    let image = attest::image::read_file(&eif_a).unwrap();
+    let image = eif::read_file(&eif_a).unwrap();
     let metadata: Value = serde_json::from_slice(image.metadata.as_deref().unwrap()).unwrap();
     assert_eq!(
         metadata["BuildMetadata"]["BuildTime"],

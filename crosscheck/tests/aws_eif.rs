@@ -1,4 +1,4 @@
-//! `attest::image` against `aws-nitro-enclaves-image-format` (the library `nitro-cli` builds and
+//! `eif` against `aws-nitro-enclaves-image-format` (the library `nitro-cli` builds and
 //! describes images with), both ways, over several kernels, command lines and ramdisk sets,
 //! signed and unsigned:
 //!
@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use attest::image::{FileSigner, ImageBuilder, Metadata, Part};
+use eif::{FileSigner, ImageBuilder, Metadata, Part};
 use aws_nitro_enclaves_image_format::defs::{EifBuildInfo, EifIdentityInfo};
 use aws_nitro_enclaves_image_format::utils::eif_reader::EifReader;
 use aws_nitro_enclaves_image_format::utils::{EifBuilder, SignKeyData};
@@ -134,7 +134,7 @@ fn signing_files(dir: &Path) -> (PathBuf, PathBuf) {
     (key_path, cert_path)
 }
 
-fn ours_as_map(m: &attest::image::Measurements) -> BTreeMap<String, String> {
+fn ours_as_map(m: &eif::Measurements) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     out.insert("PCR0".to_owned(), m.pcr0.to_hex());
     out.insert("PCR1".to_owned(), m.pcr1.to_hex());
@@ -158,7 +158,7 @@ fn build_ours(
     dir: &Path,
     case: &Case,
     sign: Option<&FileSigner>,
-) -> (PathBuf, attest::image::Built) {
+) -> (PathBuf, eif::Built) {
     let (kernel, ramdisks) = write_parts(dir, case);
     let mut builder = ImageBuilder::new(Part::file(kernel), case.cmdline);
     for ramdisk in ramdisks {
@@ -218,7 +218,7 @@ fn unsigned_images_agree_both_ways_and_byte_for_byte() {
             3 + case.ramdisks.len()
         );
 
-        let read_back = attest::image::read_file(&theirs).unwrap();
+        let read_back = eif::read_file(&theirs).unwrap();
         assert_eq!(
             ours_as_map(&read_back.measurements),
             their_pcrs,
@@ -264,7 +264,7 @@ fn signed_images_agree_both_ways() {
 
         // Theirs, read by us: same PCRs, and our signature check passes.
         let (theirs, their_pcrs) = build_theirs(&dir, &case, Some((&key, &cert)));
-        let read_back = attest::image::read_file(&theirs).unwrap();
+        let read_back = eif::read_file(&theirs).unwrap();
         assert_eq!(
             ours_as_map(&read_back.measurements),
             their_pcrs,

@@ -388,8 +388,8 @@ fn nsm_config(nsm: RawNsm, base: &Path) -> Result<NsmConfig, ConfigError> {
                     return Err(invalid("nsm.image", "set an image or pcr0..pcr2, not both"));
                 }
                 // As the Nitro hypervisor does: the PCRs are measured from the image booted.
-                let image = attest::image::read_file(&base.join(image))
-                    .map_err(|e| invalid("nsm.image", e))?;
+                let image =
+                    eif::read_file(&base.join(image)).map_err(|e| invalid("nsm.image", e))?;
                 let m = image.measurements;
                 boot_pcrs = Some([m.pcr0, m.pcr1, m.pcr2]);
                 pcr8 = m.pcr8;

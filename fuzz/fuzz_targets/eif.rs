@@ -2,10 +2,10 @@
 // Any bytes as an enclave image: the reader returns an image or an error, never panics, and an
 // image it accepts is self-consistent: its sections tile the file after the header, and its
 // measurements are those of its measured sections.
-use attest::image::{HEADER_LEN, SECTION_HEADER_LEN, SectionKind};
+use eif::{HEADER_LEN, SECTION_HEADER_LEN, SectionKind};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Ok(image) = attest::image::read(&mut &data[..], data.len() as u64) else {
+    let Ok(image) = eif::read(&mut &data[..], data.len() as u64) else {
         return;
     };
     assert_eq!(image.len, data.len() as u64);
@@ -29,6 +29,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     assert_eq!(image.cmdline, cmdline);
     let certificate = image.signature.as_ref().map(|s| s.certificate.as_ref());
     let expected =
-        attest::image::Measurements::of_parts(kernel, cmdline, &ramdisks, certificate).unwrap();
+        eif::Measurements::of_parts(kernel, cmdline, &ramdisks, certificate).unwrap();
     assert_eq!(image.measurements, expected);
 });

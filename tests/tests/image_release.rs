@@ -15,10 +15,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use attest::image::{ImageBuilder, Part, RamdiskOptions};
 use attest::wire::ResponseBody;
 use attest::{PolicyFile, PolicyViolation, Timestamp, VerifyError};
 use common::{Stack, attestation_request, binary, exchange, nonce, temp_dir};
+use eif::{ImageBuilder, Part, RamdiskOptions};
 
 /// The parts of a sample image: a kernel, a boot ramdisk, and an application ramdisk holding the
 /// `enclave` binary and its configuration, made reproducibly.
@@ -33,7 +33,7 @@ fn parts(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(app_dir.join("etc/enclave.toml"), b"listen = \"vsock\"\n").unwrap();
     let app = dir.join("app.cpio");
     let mut out = std::fs::File::create(&app).unwrap();
-    attest::image::write_ramdisk(&app_dir, &RamdiskOptions::default(), &mut out).unwrap();
+    eif::write_ramdisk(&app_dir, &RamdiskOptions::default(), &mut out).unwrap();
     (kernel, boot, app)
 }
 
@@ -143,7 +143,7 @@ fn assert_refused(error: &VerifyError) {
 
 /// Which of PCR0, PCR1, PCR2 differ between two images.
 fn changed_pcrs(a: &Path, b: &Path) -> [bool; 3] {
-    let a = attest::image::read_file(a).unwrap().measurements;
-    let b = attest::image::read_file(b).unwrap().measurements;
+    let a = eif::read_file(a).unwrap().measurements;
+    let b = eif::read_file(b).unwrap().measurements;
     [a.pcr0 != b.pcr0, a.pcr1 != b.pcr1, a.pcr2 != b.pcr2]
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use attest::image::{ImageBuilder, Part};
+use eif::{ImageBuilder, Part};
 
 const RUNS: usize = 5;
 
@@ -95,7 +95,7 @@ fn main() {
     for _ in 0..RUNS {
         theirs.push(sha384sum(&eif));
         let started = Instant::now();
-        let image = attest::image::read_file(&eif).unwrap();
+        let image = eif::read_file(&eif).unwrap();
         ours.push(started.elapsed());
         assert_eq!(image.measurements, built.measurements);
         if let Some(binary) = &binary {
@@ -131,7 +131,7 @@ fn main() {
         println!("  attest measure (CLI)   not run: cargo build --release -p attest-cli");
     }
     println!(
-        "  attest::image::read    {:.3} s  {:.3} GB/s  {:.0}% of sha384sum",
+        "  eif::read    {:.3} s  {:.3} GB/s  {:.0}% of sha384sum",
         ours.as_secs_f64(),
         gbps(len, ours),
         100.0 * theirs.as_secs_f64() / ours.as_secs_f64()

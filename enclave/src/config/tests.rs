@@ -101,7 +101,7 @@ fn every_setting_changes_the_measurement() {
 
 #[test]
 fn a_simulated_nsm_measures_the_image_it_is_given() {
-    use attest::image::{ImageBuilder, Part};
+    use eif::{ImageBuilder, Part};
     // A directory of its own: other tests rewrite `dev_dir`'s root while they run.
     let dir = dev_dir().join("image");
     std::fs::create_dir_all(&dir).unwrap();

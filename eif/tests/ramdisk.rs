@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use attest::image::{RamdiskError, RamdiskOptions, write_ramdisk};
+use eif::{RamdiskError, RamdiskOptions, write_ramdisk};
 
 fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ramdisk-{name}-{}", std::process::id()));

@@ -15,7 +15,7 @@
 //! over the other ramdisks; PCR8 over the DER of the signing certificate.
 //!
 //! ```
-//! use attest::image::{ImageBuilder, Part};
+//! use eif::{ImageBuilder, Part};
 //!
 //! let mut eif = Vec::new();
 //! let built = ImageBuilder::new(Part::bytes(b"kernel".to_vec()), "console=ttyS0")
@@ -23,11 +23,13 @@
 //!     .ramdisk(Part::bytes(b"application ramdisk".to_vec()))
 //!     .write(&mut eif)?;
 //!
-//! let image = attest::image::read(&mut eif.as_slice(), eif.len() as u64)?;
+//! let image = eif::read(&mut eif.as_slice(), eif.len() as u64)?;
 //! assert_eq!(image.measurements, built.measurements);
 //! assert_eq!(image.cmdline, b"console=ttyS0");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![forbid(unsafe_code)]
 
 mod build;
 mod error;

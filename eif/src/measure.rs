@@ -11,10 +11,10 @@ use std::thread::JoinHandle;
 
 use aws_lc_rs::digest::{Context, SHA384};
 
-use crate::policy::MeasurementSet;
-use crate::types::{PcrIndex, PcrValue};
+use attest::MeasurementSet;
+use attest::{PcrIndex, PcrValue};
 
-use super::error::ImageError;
+use crate::error::ImageError;
 
 /// Application ramdisks at least this large are hashed for PCR2 on a second thread.
 const WORKER_THRESHOLD: u64 = 4 * 1024 * 1024;
@@ -83,8 +83,11 @@ impl Measurements {
 
     /// The policy measurement set that pins exactly this image.
     pub fn measurement_set(&self) -> MeasurementSet {
-        // Never empty: PCR0, PCR1 and PCR2 are always present.
-        MeasurementSet::from_nonempty(self.pcrs())
+        self.pcrs()
+            .into_iter()
+            .fold(MeasurementSet::pcr0(self.pcr0), |set, (index, value)| {
+                set.and(index, value)
+            })
     }
 }
 

@@ -20,12 +20,11 @@ use data_encoding::BASE64;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::cert::CertInfo;
-use crate::error::CertPosition;
-use crate::time::Timestamp;
-use crate::types::PcrValue;
+use attest::CertificateFacts;
+use attest::PcrValue;
+use attest::Timestamp;
 
-use super::format::MAX_SIGNATURE_LEN;
+use crate::format::MAX_SIGNATURE_LEN;
 
 const OID_P256: &str = "1.2.840.10045.3.1.7";
 const OID_P384: &str = "1.3.132.0.34";
@@ -161,9 +160,17 @@ impl core::fmt::Debug for FileSigner {
 /// The one certificate in `bytes` (PEM or DER), with the signing algorithm its key implies.
 pub(crate) fn signing_certificate(
     bytes: &[u8],
-) -> Result<(CertificateDer<'static>, CertInfo, SigningAlgorithm, Vec<u8>), SignatureError> {
-    let mut certificates = crate::trust::load_certificates(bytes)
-        .map_err(|e| SignatureError::Certificate(e.to_string()))?;
+) -> Result<
+    (
+        CertificateDer<'static>,
+        CertificateFacts,
+        SigningAlgorithm,
+        Vec<u8>,
+    ),
+    SignatureError,
+> {
+    let mut certificates =
+        attest::load_certificates(bytes).map_err(|e| SignatureError::Certificate(e.to_string()))?;
     if certificates.len() != 1 {
         return Err(SignatureError::Certificate(format!(
             "expected one certificate, found {}",
@@ -173,7 +180,7 @@ pub(crate) fn signing_certificate(
     let certificate = certificates
         .pop()
         .ok_or_else(|| SignatureError::Certificate("no certificate".into()))?;
-    let info = CertInfo::parse(&certificate, CertPosition::Leaf)
+    let info = CertificateFacts::parse(&certificate)
         .map_err(|e| SignatureError::Certificate(e.to_string()))?;
     let (algorithm, point) = match &info.ec_key {
         Some((curve, point)) => match SigningAlgorithm::for_curve(curve) {

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use super::error::ImageError;
+use crate::error::ImageError;
 
 /// The first four bytes of every image: `.eif`.
 pub const EIF_MAGIC: [u8; 4] = *b".eif";

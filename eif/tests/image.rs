@@ -10,7 +10,7 @@
 )]
 
 use attest::PcrValue;
-use attest::image::{
+use eif::{
     Arch, FileSigner, ImageBuilder, ImageError, Measurements, Metadata, Part, SectionKind,
     SignatureError, pcr0_payload,
 };
@@ -43,8 +43,8 @@ fn build(builder: &ImageBuilder<'_>) -> Vec<u8> {
     out
 }
 
-fn read(bytes: &[u8]) -> Result<attest::image::Image, ImageError> {
-    attest::image::read(&mut &bytes[..], bytes.len() as u64)
+fn read(bytes: &[u8]) -> Result<eif::Image, ImageError> {
+    eif::read(&mut &bytes[..], bytes.len() as u64)
 }
 
 /// Recompute the CRC after a deliberate change, so that the rule under test is the one hit.
@@ -427,7 +427,7 @@ fn every_truncation_is_refused() {
         );
     }
     // A reader given the true length but a stream that ends early says so too.
-    let error = attest::image::read(&mut &bytes[..600], bytes.len() as u64).unwrap_err();
+    let error = eif::read(&mut &bytes[..600], bytes.len() as u64).unwrap_err();
     assert_eq!(error.kind(), "length", "{error}");
 }
 

@@ -6,14 +6,14 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::types::PcrValue;
+use attest::PcrValue;
 
-use super::error::ImageError;
-use super::format::{
+use crate::error::ImageError;
+use crate::format::{
     Arch, CRC_OFFSET, HEADER_LEN, Header, SECTION_HEADER_LEN, SectionKind, decode_section_header,
 };
-use super::measure::{Measurements, Measurer};
-use super::signature::{ImageSignature, verify_section};
+use crate::measure::{Measurements, Measurer};
+use crate::signature::{ImageSignature, verify_section};
 
 /// Kernels and ramdisks are read in chunks of this size.
 pub(crate) const CHUNK_LEN: usize = 1024 * 1024;

@@ -9,16 +9,16 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use crate::time::Timestamp;
+use attest::Timestamp;
 
-use super::error::ImageError;
-use super::format::{
+use crate::error::ImageError;
+use crate::format::{
     Arch, CRC_OFFSET, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, HEADER_LEN, Header, MAX_CMDLINE_LEN,
     MAX_SECTIONS, SECTION_HEADER_LEN, SectionKind, encode_section_header,
 };
-use super::measure::{Measurements, Measurer};
-use super::read::stream;
-use super::signature::{ImageSignature, PcrSigner, sign_section};
+use crate::measure::{Measurements, Measurer};
+use crate::read::stream;
+use crate::signature::{ImageSignature, PcrSigner, sign_section};
 
 /// A kernel or ramdisk: bytes in memory, or a file read when the image is written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -385,7 +385,7 @@ impl<'a> ImageBuilder<'a> {
                 pcr2,
                 pcr8: signature
                     .as_ref()
-                    .map(|s| crate::types::PcrValue::measure(s.certificate.as_ref())),
+                    .map(|s| attest::PcrValue::measure(s.certificate.as_ref())),
             },
             crc32: header.crc32,
             len: offset,

@@ -1,7 +1,7 @@
 //! Why an image could not be read or built.
 
-use super::format::SectionKind;
-use super::signature::SignatureError;
+use crate::format::SectionKind;
+use crate::signature::SignatureError;
 
 /// An image that cannot be read or built. Each variant names what was wrong; [`ImageError::kind`]
 /// gives a stable identifier for scripts.
