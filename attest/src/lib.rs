@@ -29,7 +29,6 @@
 mod cache;
 mod cert;
 mod chain;
-pub mod channel;
 mod document;
 mod encoding;
 mod error;
@@ -45,7 +44,6 @@ pub mod pki;
 pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
-pub mod wire;
 
 // The public interface is:
 pub use crate::cert::CertificateFacts;

@@ -22,16 +22,6 @@ proptest! {
             let _ = common::aws_verifier().verify(&doc, &Policy::new(), doc.timestamp());
         }
         let _ = attest::decode_document(&bytes);
-        let _ = attest::wire::Request::decode(&bytes);
-        let _ = attest::wire::Response::decode(&bytes);
-        let _ = attest::wire::read_frame(&mut bytes.as_slice());
-    }
-
-    #[test]
-    fn requests_round_trip(id in any::<u64>(), nonce in proptest::collection::vec(any::<u8>(), 1..=1024)) {
-        use attest::wire::{Request, RequestBody};
-        let request = Request { id, body: RequestBody::Attestation { nonce: attest::Nonce::try_from(nonce).unwrap() } };
-        prop_assert_eq!(Request::decode(&request.encode()).unwrap(), request);
     }
 
     #[test]

@@ -6,12 +6,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::frame::{read_frame, write_frame};
 use sealing::Id;
 use sealing::release::Message;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use transport::frame::{read_frame, write_frame};
 
 use crate::release::Broker;
 

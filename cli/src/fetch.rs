@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use attest::Nonce;
-use attest::wire::{Request, RequestBody, Response, ResponseBody, read_frame, write_frame};
 use data_encoding::HEXLOWER;
+use protocol::wire::{Request, RequestBody, Response, ResponseBody, read_frame, write_frame};
 use serde_json::json;
 
 use crate::shared::{Verdict, write_new_file};

@@ -6,7 +6,7 @@
 //!    (`GET /attestation?nonce=`);
 //! 2. it verifies the document against the caller's trust anchors and policy, requiring the
 //!    nonce, and checks that the document binds the certificate this connection's handshake was
-//!    signed with ([`attest::channel::check_tls_binding`]);
+//!    signed with ([`protocol::channel::check_tls_binding`]);
 //! 3. only then does it send a prompt, and it accepts an answer only with a receipt that the
 //!    key bound in that same document signed over the exact request and response bytes
 //!    ([`proofs::receipt::verify_receipt`]).
@@ -22,7 +22,6 @@ mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use attest::channel::{ATTESTATION_PATH, BindingError, RECEIPT_HEADER, check_tls_binding};
 use attest::{Nonce, Policy, Timestamp, UnpinnedImage, VerifiedDocument, Verifier, VerifyError};
 use aws_lc_rs::digest::{SHA384, digest};
 use bytes::Bytes;
@@ -34,6 +33,7 @@ use hyper::{Method, Request, Response, body::Incoming};
 use hyper_util::rt::TokioIo;
 use proofs::NoteVerifier;
 use proofs::receipt::{MAX_RECEIPT_LEN, Receipt, ReceiptError, ReceiptPolicy, VerifiedReceipt};
+use protocol::channel::{ATTESTATION_PATH, BindingError, RECEIPT_HEADER, check_tls_binding};
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 

@@ -5,7 +5,7 @@
 use data_encoding::BASE64;
 use serde_json::Value;
 
-use attest::channel::RECEIPT_EVENT;
+use protocol::channel::RECEIPT_EVENT;
 
 use crate::ClientError;
 

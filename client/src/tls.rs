@@ -2,7 +2,7 @@
 //! the server holds the key of the certificate it presents.
 //!
 //! The enclave's certificate is self-signed and no authority vouches for it; its attestation
-//! document does, by binding the certificate's SHA-384 ([`attest::channel`]). So the handshake
+//! document does, by binding the certificate's SHA-384 ([`protocol::channel`]). So the handshake
 //! accepts any well-formed certificate, proves possession of its key through the handshake
 //! signature, and the session refuses to send anything until the document fetched over this
 //! very connection names this very certificate.

@@ -1,7 +1,7 @@
 //! The runtime inside the Nitro enclave. At boot it opens the NSM (the real device, or in a
 //! development build the simulated one, which a production build refuses), extends its
 //! configuration's digest into PCR16 and locks it, then serves the control protocol
-//! ([`attest::wire`]) on its vsock port: health, and fresh attestation documents over a
+//! ([`protocol::wire`]) on its vsock port: health, and fresh attestation documents over a
 //! caller's nonce. With a `[model]` in its configuration it acquires a sealed model at boot
 //! ([`model`]): the key from the key broker, the ciphertext from the host, decrypted in memory.
 //! It holds no state between requests and writes nothing to disk.

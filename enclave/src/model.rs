@@ -18,15 +18,15 @@ use std::io::Read;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use attest::wire::{ModelState, ModelStatus};
 use attest::{ServiceTrust, Timestamp};
+use protocol::frame::{read_frame, write_frame};
+use protocol::wire::{ModelState, ModelStatus};
 use sealing::Expected;
 use sealing::release::{
     KeyRequest, Message, ReleaseError, ReleaseTrust, ReleasedKey, request_user_data,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 use transport::Transport;
-use transport::frame::{read_frame, write_frame};
 use zeroize::Zeroizing;
 
 use inference::{Engine, Loaded, ReleaseFacts};
@@ -72,7 +72,7 @@ impl ModelSlot {
         let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
         status.state = state;
         status.sha384 = sha384;
-        status.detail = detail.map(|d| d.chars().take(attest::wire::MAX_TEXT_LEN / 4).collect());
+        status.detail = detail.map(|d| d.chars().take(protocol::wire::MAX_TEXT_LEN / 4).collect());
         if state == ModelState::Failed
             && let (Some(api), Some(why)) = (&self.api, &status.detail)
         {

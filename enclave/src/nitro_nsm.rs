@@ -2,10 +2,10 @@
 
 use std::sync::Mutex;
 
-use attest::wire::NsmKind;
 use attest::{PcrIndex, PcrValue};
 use aws_nitro_enclaves_nsm_api::api::{ErrorCode, Request, Response};
 use aws_nitro_enclaves_nsm_api::driver;
+use protocol::wire::NsmKind;
 use serde_bytes::ByteBuf;
 
 use crate::nsm::{AttestationRequest, Nsm, NsmError, PcrState};

@@ -2,8 +2,8 @@
 //! ([`NitroNsm`](crate::NitroNsm)) and, in development builds only, a software module that
 //! signs under a development root ([`SimulatedNsm`](crate::SimulatedNsm)).
 
-use attest::wire::NsmKind;
 use attest::{PcrIndex, PcrValue};
+use protocol::wire::NsmKind;
 
 /// The first PCR an enclave may extend; PCR0–15 are locked by the hypervisor at boot.
 pub const FIRST_USER_PCR: u8 = 16;

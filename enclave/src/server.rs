@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use attest::wire::{ErrorCode, Health, Request, RequestBody, Response, ResponseBody, WireError};
 use aws_lc_rs::digest;
 use data_encoding::HEXLOWER;
+use protocol::frame::{read_frame, write_frame};
+use protocol::wire::{ErrorCode, Health, Request, RequestBody, Response, ResponseBody, WireError};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use transport::frame::{read_frame, write_frame};
 use transport::{Connection, Listener};
 
 use crate::config::Config;

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use attest::sim::{SimulatedPki, SimulatedRequest};
-use attest::wire::NsmKind;
 use attest::{PCR_SLOTS, PcrIndex, PcrValue, Region, Timestamp};
+use protocol::wire::NsmKind;
 use rustls_pki_types::CertificateDer;
 
 use crate::nsm::{AttestationRequest, FIRST_USER_PCR, Nsm, NsmError, PcrState};

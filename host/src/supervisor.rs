@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use attest::wire::{Health, Request, RequestBody, Response, ResponseBody};
+use protocol::frame::{read_frame, write_frame};
+use protocol::wire::{Health, Request, RequestBody, Response, ResponseBody};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use transport::Endpoint;
-use transport::frame::{read_frame, write_frame};
 
 use crate::config::EnclaveSettings;
 use crate::launcher::launch;

@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use attest::Timestamp;
-use attest::channel::{ATTESTATION_PATH, RECEIPT_EVENT, RECEIPT_HEADER, tls_binding};
 use aws_lc_rs::digest::{self, SHA384};
 use bytes::Bytes;
 use data_encoding::{BASE64, HEXLOWER};
@@ -26,6 +25,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use proofs::receipt::{ReceiptClaims, ReceiptSigner};
+use protocol::channel::{ATTESTATION_PATH, RECEIPT_EVENT, RECEIPT_HEADER, tls_binding};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc};

@@ -1,6 +1,6 @@
 //! The enclave's TLS identity: a P-384 key generated inside the enclave at boot and a
 //! self-signed certificate for it. Nobody vouches for the certificate by signature; the
-//! attestation document does, by binding its SHA-384 ([`attest::channel`]).
+//! attestation document does, by binding its SHA-384 ([`protocol::channel`]).
 //!
 //! TLS 1.3 only, through rustls on aws-lc-rs. Session tickets and the session cache are off, so
 //! that no key material about a past connection outlives it.

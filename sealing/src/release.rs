@@ -19,7 +19,7 @@
 //! the key.
 //!
 //! Messages are CBOR maps with text keys, `v` (1) and `op`; unknown and duplicate keys are
-//! errors; every field is bounded. Frames are those of [`attest::wire`].
+//! errors; every field is bounded. Frames are those of the control protocol (the `protocol` crate).
 
 use std::collections::BTreeMap;
 

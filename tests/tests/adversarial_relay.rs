@@ -16,9 +16,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use attest::wire::{FRAME_HEADER_LEN, MAX_FRAME_LEN, Response, ResponseBody, read_frame};
 use attest::{Policy, Timestamp};
 use common::{Stack, attestation_request, exchange, nonce};
+use protocol::wire::{FRAME_HEADER_LEN, MAX_FRAME_LEN, Response, ResponseBody, read_frame};
 
 /// What the relay does to one message.
 #[derive(Clone, Copy, Debug)]

@@ -261,7 +261,7 @@ async fn read_sequence(stream: &mut tokio_rustls::client::TlsStream<TcpStream>) 
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await.unwrap();
     let receipt = data_encoding::BASE64
-        .decode(header(attest::channel::RECEIPT_HEADER).as_bytes())
+        .decode(header(protocol::channel::RECEIPT_HEADER).as_bytes())
         .unwrap();
     proofs::receipt::Receipt::parse(&receipt)
         .unwrap()

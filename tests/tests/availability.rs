@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use attest::wire::{Request, RequestBody, ResponseBody};
 use attest::{MeasurementSet, Nonce, PcrIndex, Policy, Verifier};
 use client::{ChatRequest, Session, Timeouts, Trust};
 use common::broker::start_with_model;
 use common::{Stack, enclave_pcr0, exchange};
+use protocol::wire::{Request, RequestBody, ResponseBody};
 
 /// How many idle connections the attacker keeps open on each forwarded port: more than the
 /// enclave's limit for the port (64).

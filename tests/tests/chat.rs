@@ -268,7 +268,7 @@ fn a_tls_terminating_relay_is_refused_although_it_relays_a_genuine_document() {
     assert!(
         matches!(
             error,
-            ClientError::Binding(attest::channel::BindingError::OtherCertificate)
+            ClientError::Binding(protocol::channel::BindingError::OtherCertificate)
         ),
         "{error}"
     );

@@ -17,15 +17,15 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use attest::wire::{
-    ErrorCode, MAX_FRAME_LEN, NsmKind, Request, RequestBody, Response, ResponseBody,
-};
 use attest::{DocumentTrust, Policy, Timestamp, Verifier, VerifyError};
 use common::{Stack, attestation_request, exchange, nonce, raw_exchange};
+use protocol::wire::{
+    ErrorCode, MAX_FRAME_LEN, NsmKind, Request, RequestBody, Response, ResponseBody,
+};
 use transport::{HybridVsock, Transport};
 
 fn error_code(bytes: &[u8]) -> (ErrorCode, String) {
-    let body = attest::wire::read_frame(&mut &bytes[..]).expect("one frame");
+    let body = protocol::wire::read_frame(&mut &bytes[..]).expect("one frame");
     match Response::decode(&body).expect("a response").body {
         ResponseBody::Error { code, message } => (code, message),
         other => panic!("expected an error, got {other:?}"),
@@ -201,8 +201,8 @@ fn bad_frames_get_clear_errors_and_the_enclave_keeps_serving() {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    attest::wire::write_frame(&mut stream, b"\xffnot cbor").unwrap();
-    let reply = Response::decode(&attest::wire::read_frame(&mut stream).unwrap()).unwrap();
+    protocol::wire::write_frame(&mut stream, b"\xffnot cbor").unwrap();
+    let reply = Response::decode(&protocol::wire::read_frame(&mut stream).unwrap()).unwrap();
     assert!(matches!(
         reply.body,
         ResponseBody::Error {
@@ -214,8 +214,8 @@ fn bad_frames_get_clear_errors_and_the_enclave_keeps_serving() {
         id: 9,
         body: RequestBody::Health,
     };
-    attest::wire::write_frame(&mut stream, &health.encode()).unwrap();
-    let reply = Response::decode(&attest::wire::read_frame(&mut stream).unwrap()).unwrap();
+    protocol::wire::write_frame(&mut stream, &health.encode()).unwrap();
+    let reply = Response::decode(&protocol::wire::read_frame(&mut stream).unwrap()).unwrap();
     assert_eq!(reply.id, 9);
     assert!(matches!(reply.body, ResponseBody::Health(_)));
 
@@ -414,7 +414,7 @@ fn the_host_refuses_clients_beyond_its_limit() {
         id: 1,
         body: RequestBody::Health,
     };
-    attest::wire::write_frame(&mut health, &request.encode()).unwrap();
+    protocol::wire::write_frame(&mut health, &request.encode()).unwrap();
     let refused = raw_exchange(stack.forward, &health, false);
     assert!(
         refused.is_empty(),

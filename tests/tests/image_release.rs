@@ -15,10 +15,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use attest::wire::ResponseBody;
 use attest::{PolicyFile, PolicyViolation, Timestamp, VerifyError};
 use common::{Stack, attestation_request, binary, exchange, nonce, temp_dir};
 use eif::{ImageBuilder, Part, RamdiskOptions};
+use protocol::wire::ResponseBody;
 
 /// The parts of a sample image: a kernel, a boot ramdisk, and an application ramdisk holding the
 /// `enclave` binary and its configuration, made reproducibly.

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use attest::PcrValue;
-use attest::wire::ModelState;
 use common::broker::{Backend, Broker, Document, MODEL_ID, Setup, client_pcr0, denied, exchange};
 use common::{Options, Stack, enclave_pcr0, model_status, test_root, test_roots};
 use proofs::entry::{Entry, Outcome};
+use protocol::wire::ModelState;
 use sealing::Id;
 use sealing::release::{KeyRequest, Message};
 

@@ -5,8 +5,8 @@ fn send_sync<T: Send + Sync>() {}
 #[test]
 fn shared_types_are_send_and_sync() {
     send_sync::<attest::Verifier>();
-    send_sync::<attest::wire::Request>();
-    send_sync::<attest::wire::Response>();
+    send_sync::<protocol::wire::Request>();
+    send_sync::<protocol::wire::Response>();
     send_sync::<enclave::Service>();
     send_sync::<enclave::NitroNsm>();
     send_sync::<enclave::SimulatedNsm>();

@@ -6,8 +6,7 @@
 //! `CONNECT <port>\n`; the enclave reaches host port `P` at `<socket>_<P>`. Switching between
 //! them is configuration only ([`Endpoint`]).
 //!
-//! The module [`frame`] reads and writes the control protocol's frames (see [`attest::wire`])
-//! over any stream, checking the length before allocating.
+//! The control protocol's frames over these streams are the `protocol` crate's.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -24,7 +23,6 @@
 #![forbid(unsafe_code)]
 
 mod endpoint;
-pub mod frame;
 mod hybrid;
 mod listener;
 mod vsock;

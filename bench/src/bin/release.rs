@@ -37,7 +37,7 @@ use broker::state::{Ledger, StateDir};
 use proofs::NoteSigner;
 use sealing::release::{KeyRequest, Message, OaepHash, ResponseSigner, request_user_data};
 use sealing::{DataKey, Expected, Header, Id};
-use transport::frame::{read_frame, write_frame};
+use protocol::frame::{read_frame, write_frame};
 
 const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const MODEL: &str = "bench-model";

@@ -12,9 +12,9 @@ use attest::sim::DevelopmentRoots;
 use attest::sim::{SimulatedPki, SimulatedRequest};
 use attest::{PcrIndex, PcrValue, Region, ServiceTrust, Timestamp};
 use proofs::entry::{Entry, LogEntry};
+use protocol::frame::{read_frame, write_frame};
 use sealing::Id;
 use sealing::release::{KeyRequest, Message, OaepHash, ReleaseTrust, request_user_data};
-use transport::frame::{read_frame, write_frame};
 use transport::{HybridVsock, Transport};
 
 use super::{Options, Stack, binary, enclave_pcr0, free_port, test_roots};
@@ -570,7 +570,7 @@ pub fn start_with_model(
     let status = super::model_status(&stack, Duration::from_secs(120));
     assert_eq!(
         status.state,
-        attest::wire::ModelState::Ready,
+        protocol::wire::ModelState::Ready,
         "{:?}\n{}\n{}",
         status.detail,
         stack.log(),

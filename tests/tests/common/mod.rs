@@ -20,8 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use attest::sim::DevelopmentRoots;
-use attest::wire::{Request, RequestBody, Response, read_frame, write_frame};
 use attest::{Nonce, Timestamp, Verifier};
+use protocol::wire::{Request, RequestBody, Response, read_frame, write_frame};
 
 /// A binary built by `cargo test --workspace`, next to this test's directory.
 pub fn binary(name: &str) -> PathBuf {
@@ -351,8 +351,8 @@ pub fn enclave_pcr0() -> attest::PcrValue {
 }
 
 /// Poll the enclave's health until its model leaves `loading`.
-pub fn model_status(stack: &Stack, timeout: Duration) -> attest::wire::ModelStatus {
-    use attest::wire::{ModelState, ResponseBody};
+pub fn model_status(stack: &Stack, timeout: Duration) -> protocol::wire::ModelStatus {
+    use protocol::wire::{ModelState, ResponseBody};
     let deadline = Instant::now() + timeout;
     loop {
         let health = Request {

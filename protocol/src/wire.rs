@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use attest::Nonce;
-//! use attest::wire::{Request, RequestBody, read_frame, write_frame};
+//! use protocol::wire::{Request, RequestBody, read_frame, write_frame};
 //!
 //! let request = Request { id: 7, body: RequestBody::Attestation { nonce: Nonce::try_from(&[9u8; 32][..])? } };
 //! let mut channel = Vec::new();
@@ -29,8 +29,7 @@ use std::io::{self, Read, Write};
 
 use ciborium::Value;
 
-use crate::document::MAX_DOCUMENT_LEN;
-use crate::types::{MAX_USER_FIELD_LEN, Nonce};
+use attest::{MAX_DOCUMENT_LEN, MAX_USER_FIELD_LEN, Nonce};
 
 /// The protocol version this build speaks. A peer with another version gets
 /// [`ErrorCode::UnsupportedVersion`].

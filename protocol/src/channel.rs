@@ -8,7 +8,7 @@
 //! bound there knows that the other end of the connection is the measured enclave.
 //!
 //! ```
-//! use attest::channel::{tls_binding, check_tls_binding};
+//! use protocol::channel::{tls_binding, check_tls_binding};
 //!
 //! let certificate = b"the DER of the enclave's certificate";
 //! let user_data = tls_binding(certificate);

@@ -1,10 +1,11 @@
 //! The control protocol's frames over an async stream: a 4-byte big-endian length, checked
-//! against [`MAX_FRAME_LEN`](attest::wire::MAX_FRAME_LEN) before the body is allocated, then the
-//! body. Messages themselves are [`attest::wire`]'s.
+//! against [`MAX_FRAME_LEN`](crate::wire::MAX_FRAME_LEN) before the body is allocated, then the
+//! body. The same framing over blocking streams is [`crate::wire::read_frame`] and
+//! [`crate::wire::write_frame`]; the messages are [`crate::wire`]'s.
 
 use std::io;
 
-use attest::wire::{FRAME_HEADER_LEN, WireError, frame_body_len, frame_header};
+use crate::wire::{FRAME_HEADER_LEN, WireError, frame_body_len, frame_header};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Read one frame's body. A clean end of stream before the header is [`WireError::Closed`];
@@ -58,7 +59,7 @@ async fn read_full<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> io::
 
 #[cfg(test)]
 mod tests {
-    use attest::wire::MAX_FRAME_LEN;
+    use crate::wire::MAX_FRAME_LEN;
 
     use super::*;
 
