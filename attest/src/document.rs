@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use aws_lc_rs::digest;
-use ciborium::Value;
+use cbor::{ErrorKind, Profile, Reader, required};
 use coset::{CborSerializable, CoseSign1, TaggedCborSerializable, iana};
 
 use crate::error::ParseError;
@@ -151,10 +151,7 @@ fn decode_cose(bytes: &[u8]) -> Result<CoseSign1, ParseError> {
         Some(&COSE_SIGN1_TAG) => CoseSign1::from_tagged_slice(bytes).map_err(cose_error),
         // Major type 6 is a tag; any tag other than 18 is the wrong structure.
         Some(b) if b >> 5 == 6 => {
-            let tag = match ciborium::de::from_reader::<Value, _>(bytes) {
-                Ok(Value::Tag(tag, _)) => tag,
-                _ => u64::from(b & 0x1f),
-            };
+            let tag = Reader::leading_tag(bytes).unwrap_or(u64::from(b & 0x1f));
             Err(ParseError::UnexpectedTag { tag })
         }
         _ => CoseSign1::from_slice(bytes).map_err(cose_error),
@@ -178,50 +175,55 @@ fn check_protected_header(cose: &CoseSign1) -> Result<(), ParseError> {
     Err(ParseError::Algorithm { found })
 }
 
-fn decode_payload(mut bytes: &[u8]) -> Result<Payload, ParseError> {
-    let value: Value =
-        ciborium::de::from_reader(&mut bytes).map_err(|e| ParseError::PayloadCbor {
-            reason: e.to_string(),
-        })?;
-    if !bytes.is_empty() {
-        return Err(ParseError::PayloadCbor {
-            reason: format!("{} trailing bytes after the payload map", bytes.len()),
-        });
-    }
-    let Value::Map(entries) = value else {
-        return Err(ParseError::PayloadNotMap);
-    };
+/// The payload's fields, in AWS's schema.
+const FIELDS: [&str; 9] = [
+    "module_id",
+    "digest",
+    "timestamp",
+    "pcrs",
+    "certificate",
+    "cabundle",
+    "public_key",
+    "user_data",
+    "nonce",
+];
 
-    let mut fields = Fields::default();
-    for (key, value) in entries {
-        let Value::Text(key) = key else {
-            return Err(ParseError::NonTextKey);
-        };
-        let slot = match key.as_str() {
-            "module_id" => &mut fields.module_id,
-            "digest" => &mut fields.digest,
-            "timestamp" => &mut fields.timestamp,
-            "pcrs" => &mut fields.pcrs,
-            "certificate" => &mut fields.certificate,
-            "cabundle" => &mut fields.cabundle,
-            "public_key" => &mut fields.public_key,
-            "user_data" => &mut fields.user_data,
-            "nonce" => &mut fields.nonce,
-            _ => return Err(ParseError::UnknownField { field: key }),
-        };
-        if slot.replace(value).is_some() {
-            return Err(ParseError::DuplicateField { field: key });
+fn decode_payload(bytes: &[u8]) -> Result<Payload, ParseError> {
+    Reader::read_all(bytes, MAX_DOCUMENT_LEN, Profile::Document, read_payload)
+}
+
+fn read_payload(r: &mut Reader<'_>) -> Result<Payload, ParseError> {
+    let mut module_id = None;
+    let mut digest = None;
+    let mut timestamp = None;
+    let mut pcrs = None;
+    let mut certificate = None;
+    let mut cabundle = None;
+    let (mut public_key, mut user_data, mut nonce) = (None, None, None);
+    let mut map = r.map()?;
+    while let Some(key) = map.key(&FIELDS)? {
+        let value = map.value();
+        match key {
+            "module_id" => module_id = Some(value.text()?),
+            "digest" => digest = Some(value.text()?),
+            "timestamp" => timestamp = Some(read_timestamp(value)?),
+            "pcrs" => pcrs = Some(read_pcrs(value)?),
+            "certificate" => certificate = Some(value.bytes()?),
+            "cabundle" => cabundle = Some(read_cabundle(value)?),
+            "public_key" => public_key = optional_bytes(value, "public_key", 1)?,
+            "user_data" => user_data = optional_bytes(value, "user_data", 0)?,
+            _ => nonce = optional_bytes(value, "nonce", 0)?,
         }
     }
 
-    let digest = text(required(fields.digest, "digest")?, "digest")?;
+    let digest = required(digest, "digest")?;
     if digest != "SHA384" {
         return Err(ParseError::FieldValue {
             field: "digest",
-            reason: format!("{:?} is not \"SHA384\"", truncate(&digest)),
+            reason: format!("{:?} is not \"SHA384\"", truncate(digest)),
         });
     }
-    let module_id = text(required(fields.module_id, "module_id")?, "module_id")?;
+    let module_id = required(module_id, "module_id")?;
     check_len(
         "module_id",
         module_id.len(),
@@ -229,17 +231,7 @@ fn decode_payload(mut bytes: &[u8]) -> Result<Payload, ParseError> {
         MAX_MODULE_ID_LEN,
         "1..=256 bytes",
     )?;
-
-    let timestamp = match required(fields.timestamp, "timestamp")? {
-        Value::Integer(i) => u64::try_from(i).ok().filter(|t| *t > 0),
-        _ => None,
-    }
-    .ok_or(ParseError::FieldType {
-        field: "timestamp",
-        expected: "a positive integer (milliseconds since the Unix epoch)",
-    })?;
-
-    let certificate = bytes_field(required(fields.certificate, "certificate")?, "certificate")?;
+    let certificate = required(certificate, "certificate")?;
     check_len(
         "certificate",
         certificate.len(),
@@ -247,102 +239,79 @@ fn decode_payload(mut bytes: &[u8]) -> Result<Payload, ParseError> {
         MAX_CERT_LEN,
         "1..=1024 bytes",
     )?;
-
     Ok(Payload {
-        module_id,
-        timestamp: Timestamp::from_unix_millis(timestamp),
-        pcrs: decode_pcrs(required(fields.pcrs, "pcrs")?)?,
-        certificate,
-        cabundle: decode_cabundle(required(fields.cabundle, "cabundle")?)?,
-        public_key: optional_bytes(fields.public_key, "public_key", 1)?,
-        user_data: optional_bytes(fields.user_data, "user_data", 0)?,
-        nonce: optional_bytes(fields.nonce, "nonce", 0)?,
+        module_id: module_id.to_owned(),
+        timestamp: Timestamp::from_unix_millis(required(timestamp, "timestamp")?),
+        pcrs: required(pcrs, "pcrs")?,
+        certificate: certificate.to_vec(),
+        cabundle: required(cabundle, "cabundle")?,
+        public_key,
+        user_data,
+        nonce,
     })
 }
 
-#[derive(Default)]
-struct Fields {
-    module_id: Option<Value>,
-    digest: Option<Value>,
-    timestamp: Option<Value>,
-    pcrs: Option<Value>,
-    certificate: Option<Value>,
-    cabundle: Option<Value>,
-    public_key: Option<Value>,
-    user_data: Option<Value>,
-    nonce: Option<Value>,
+fn read_timestamp(r: &mut Reader<'_>) -> Result<u64, ParseError> {
+    const EXPECTED: &str = "a positive integer (milliseconds since the Unix epoch)";
+    match r.uint() {
+        Ok(0) | Err(_) => Err(ParseError::FieldType {
+            field: "timestamp",
+            expected: EXPECTED,
+        }),
+        Ok(millis) => Ok(millis),
+    }
 }
 
-fn decode_pcrs(value: Value) -> Result<BTreeMap<PcrIndex, PcrValue>, ParseError> {
-    let Value::Map(entries) = value else {
-        return Err(ParseError::FieldType {
+fn read_pcrs(r: &mut Reader<'_>) -> Result<BTreeMap<PcrIndex, PcrValue>, ParseError> {
+    let mut map = r.map()?;
+    let key_type = |e: cbor::Error| match e.kind() {
+        ErrorKind::KeyType { .. } => ParseError::FieldType {
             field: "pcrs",
-            expected: "a map from index to bytes",
-        });
+            expected: "a map with unsigned integer keys",
+        },
+        _ => ParseError::from(e),
     };
     check_len(
         "pcrs",
-        entries.len(),
+        map.remaining(),
         1,
         usize::from(PCR_SLOTS),
         "1..=32 entries",
     )?;
     let mut pcrs = BTreeMap::new();
-    for (index, value) in entries {
-        let index = match index {
-            Value::Integer(i) => u64::try_from(i).ok(),
-            _ => None,
-        }
-        .ok_or(ParseError::FieldType {
-            field: "pcrs",
-            expected: "a map with unsigned integer keys",
-        })?;
+    while let Some(index) = map.uint_key().map_err(key_type)? {
         let index = PcrIndex::try_from(index).map_err(|_| ParseError::FieldValue {
             field: "pcrs",
             reason: format!("index {index} is outside 0..=31"),
         })?;
-        let bytes = bytes_field(value, "pcrs")?;
-        if bytes.len() != PCR_LEN {
-            return Err(ParseError::FieldValue {
-                field: "pcrs",
-                reason: format!(
-                    "{index} is {} bytes; SHA384 PCRs are {PCR_LEN}",
-                    bytes.len()
-                ),
-            });
-        }
-        let pcr = PcrValue::try_from(bytes.as_slice()).map_err(|e| ParseError::FieldValue {
+        let bytes = map.value().bytes()?;
+        let pcr = PcrValue::try_from(bytes).map_err(|_| ParseError::FieldValue {
             field: "pcrs",
-            reason: e.to_string(),
+            reason: format!(
+                "{index} is {} bytes; SHA384 PCRs are {PCR_LEN}",
+                bytes.len()
+            ),
         })?;
-        if pcrs.insert(index, pcr).is_some() {
-            return Err(ParseError::FieldValue {
-                field: "pcrs",
-                reason: format!("{index} appears more than once"),
-            });
-        }
+        pcrs.insert(index, pcr);
     }
     Ok(pcrs)
 }
 
-fn decode_cabundle(value: Value) -> Result<Vec<Vec<u8>>, ParseError> {
-    let Value::Array(items) = value else {
-        return Err(ParseError::FieldType {
-            field: "cabundle",
-            expected: "an array of byte strings",
-        });
+fn read_cabundle(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, ParseError> {
+    let count = match r.array(u64::try_from(MAX_CABUNDLE_LEN).unwrap_or(u64::MAX)) {
+        Err(e) if matches!(e.kind(), ErrorKind::TooMany { .. }) => {
+            return Err(ParseError::FieldSize {
+                field: "cabundle",
+                len: MAX_CABUNDLE_LEN.saturating_add(1),
+                bound: "1..=8 certificates",
+            });
+        }
+        count => count?,
     };
-    check_len(
-        "cabundle",
-        items.len(),
-        1,
-        MAX_CABUNDLE_LEN,
-        "1..=8 certificates",
-    )?;
-    items
-        .into_iter()
-        .map(|item| {
-            let cert = bytes_field(item, "cabundle")?;
+    check_len("cabundle", count, 1, MAX_CABUNDLE_LEN, "1..=8 certificates")?;
+    (0..count)
+        .map(|_| {
+            let cert = r.bytes()?;
             check_len(
                 "cabundle",
                 cert.len(),
@@ -350,57 +319,34 @@ fn decode_cabundle(value: Value) -> Result<Vec<Vec<u8>>, ParseError> {
                 MAX_CERT_LEN,
                 "1..=1024 bytes per certificate",
             )?;
-            Ok(cert)
+            Ok(cert.to_vec())
         })
         .collect()
 }
 
-fn required(value: Option<Value>, field: &'static str) -> Result<Value, ParseError> {
-    value.ok_or(ParseError::MissingField { field })
-}
-
-fn text(value: Value, field: &'static str) -> Result<String, ParseError> {
-    match value {
-        Value::Text(s) => Ok(s),
-        _ => Err(ParseError::FieldType {
-            field,
-            expected: "a text string",
-        }),
-    }
-}
-
-fn bytes_field(value: Value, field: &'static str) -> Result<Vec<u8>, ParseError> {
-    match value {
-        Value::Bytes(b) => Ok(b),
-        _ => Err(ParseError::FieldType {
-            field,
-            expected: "a byte string",
-        }),
-    }
-}
-
 /// An optional field may be absent or null (the NSM writes null for a field it was not given).
 fn optional_bytes(
-    value: Option<Value>,
+    r: &mut Reader<'_>,
     field: &'static str,
     min: usize,
 ) -> Result<Option<Vec<u8>>, ParseError> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bytes(b)) => {
-            let bound = if min == 0 {
-                "0..=1024 bytes"
-            } else {
-                "1..=1024 bytes"
-            };
-            check_len(field, b.len(), min, MAX_USER_FIELD_LEN, bound)?;
-            Ok(Some(b))
-        }
-        Some(_) => Err(ParseError::FieldType {
+    let Some(bytes) = r.nullable(|r| r.bytes()).map_err(|e| match e.kind() {
+        ErrorKind::Type { .. } => ParseError::FieldType {
             field,
             expected: "a byte string or null",
-        }),
-    }
+        },
+        _ => ParseError::from(e),
+    })?
+    else {
+        return Ok(None);
+    };
+    let bound = if min == 0 {
+        "0..=1024 bytes"
+    } else {
+        "1..=1024 bytes"
+    };
+    check_len(field, bytes.len(), min, MAX_USER_FIELD_LEN, bound)?;
+    Ok(Some(bytes.to_vec()))
 }
 
 fn check_len(

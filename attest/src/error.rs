@@ -186,6 +186,33 @@ impl VerifyError {
     }
 }
 
+/// The payload reader's errors, as the parse errors they always were: key errors by field,
+/// type errors naming the field, anything else as not well-formed.
+impl From<cbor::Error> for ParseError {
+    fn from(e: cbor::Error) -> Self {
+        use cbor::ErrorKind;
+        match (e.kind(), e.field()) {
+            (ErrorKind::MissingKey { key }, _) => Self::MissingField { field: key },
+            (ErrorKind::UnknownKey { key }, None) => Self::UnknownField { field: key.clone() },
+            (ErrorKind::DuplicateKey { key }, None) => Self::DuplicateField { field: key.clone() },
+            (ErrorKind::DuplicateKey { key }, Some(field)) => Self::FieldValue {
+                field,
+                reason: format!("{key} appears more than once"),
+            },
+            (ErrorKind::KeyType { .. }, None) => Self::NonTextKey,
+            (ErrorKind::Type { expected, .. }, Some(field)) => Self::FieldType { field, expected },
+            (ErrorKind::Type { .. }, None) => Self::PayloadNotMap,
+            (ErrorKind::TooLarge { len, max }, _) => Self::TooLarge {
+                len: *len,
+                max: *max,
+            },
+            _ => Self::PayloadCbor {
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
 impl ParseError {
     /// A stable, machine-readable name for the kind of failure (used in `--json`).
     pub fn kind(&self) -> &'static str {
@@ -233,6 +260,13 @@ pub enum PolicyViolation {
     /// The policy has several measurement sets and the document matches none.
     #[error("PCRs match none of the {} allowed measurement sets: {}", .0.len(), join(.0))]
     NoMeasurementSetMatched(Vec<PcrDifference>),
+    /// The policy lists no measurements and was not told to accept any image
+    /// ([`crate::Policy::dangerous_any_measurements`]).
+    #[error(
+        "the policy pins no measurements: allow a measurement set, or accept any image with \
+         dangerous_any_measurements"
+    )]
+    NoMeasurements,
     /// PCR0 is all zeros: the enclave runs in debug mode, and the policy does not allow it.
     #[error("enclave runs in debug mode (PCR0 is all zeros) and the policy does not allow debug")]
     DebugMode,
@@ -276,6 +310,7 @@ impl PolicyViolation {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::PcrMismatch(_) | Self::NoMeasurementSetMatched(_) => "pcr_mismatch",
+            Self::NoMeasurements => "no_measurements",
             Self::DebugMode => "debug_mode",
             Self::NoPcr0 => "no_pcr0",
             Self::Stale { .. } => "stale",

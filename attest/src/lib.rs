@@ -13,13 +13,13 @@
 //! let verifier = Verifier::new(DocumentTrust::aws()?);
 //!
 //! // At the time the document was made, it verifies.
-//! let verified = verifier.verify(&document, &Policy::new(), document.timestamp())?;
+//! let verified = verifier.verify(&document, &Policy::new().dangerous_any_measurements(), document.timestamp())?;
 //! assert_eq!(verified.region().map(|r| r.as_str()), Some("us-east-2"));
 //! assert!(verified.public_key().is_some());
 //!
 //! // Today its three-hour leaf certificate has long expired.
 //! let today = Timestamp::parse_rfc3339("2026-11-22T00:00:00Z")?;
-//! let error = verifier.verify(&document, &Policy::new(), today).unwrap_err();
+//! let error = verifier.verify(&document, &Policy::new().dangerous_any_measurements(), today).unwrap_err();
 //! assert!(matches!(error, VerifyError::CertificateExpired { .. }));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -39,6 +39,7 @@ mod trust;
 mod types;
 mod verify;
 
+pub mod cose;
 #[cfg(feature = "pki")]
 pub mod pki;
 pub mod service;
@@ -65,4 +66,4 @@ pub use crate::trust::{
 pub use crate::types::{
     MAX_USER_FIELD_LEN, Nonce, OutOfRange, PCR_LEN, PCR_SLOTS, PcrIndex, PcrValue, Region,
 };
-pub use crate::verify::{TrustPath, VerifiedDocument, Verifier};
+pub use crate::verify::{AuthenticDocument, TrustPath, VerifiedDocument, Verifier};

@@ -145,6 +145,7 @@ impl TryFrom<BTreeMap<PcrIndex, PcrValue>> for MeasurementSet {
 #[derive(Clone, Debug)]
 pub struct Policy {
     measurements: Vec<MeasurementSet>,
+    any_measurements: bool,
     allow_debug: bool,
     max_age: Option<Duration>,
     nonce: Option<Nonce>,
@@ -158,11 +159,15 @@ impl Default for Policy {
 }
 
 impl Policy {
-    /// Any measurements, debug enclaves refused, at most [`DEFAULT_MAX_AGE`] old, no nonce
-    /// expected, any region.
+    /// A policy that accepts nothing until it is told which images to accept
+    /// ([`allow_measurements`](Self::allow_measurements), or
+    /// [`dangerous_any_measurements`](Self::dangerous_any_measurements)); debug enclaves
+    /// refused, at most [`DEFAULT_MAX_AGE`] old, no nonce expected, any region.
+    #[must_use]
     pub fn new() -> Self {
         Self {
             measurements: Vec::new(),
+            any_measurements: false,
             allow_debug: false,
             max_age: Some(DEFAULT_MAX_AGE),
             nonce: None,
@@ -170,45 +175,66 @@ impl Policy {
         }
     }
 
-    /// Allow one more set of measurements. Once any set is given, a document must match one.
+    /// Allow one more set of measurements: a document must match one of the sets given.
+    #[must_use]
     pub fn allow_measurements(mut self, set: MeasurementSet) -> Self {
         self.measurements.push(set);
         self
     }
 
+    /// Accept any image when no measurement set is given: the document is checked for
+    /// authenticity, debug mode, age, nonce and region, but could come from any enclave. Fit
+    /// for asking "is this a genuine Nitro document?", never for deciding what to trust.
+    #[must_use]
+    pub fn dangerous_any_measurements(mut self) -> Self {
+        self.any_measurements = true;
+        self
+    }
+
     /// Refuse documents made longer than `max_age` before the verification time.
+    #[must_use]
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = Some(max_age);
         self
     }
 
     /// Accept documents of any age. Replay protection must then come from somewhere else.
+    #[must_use]
     pub fn dangerous_any_age(mut self) -> Self {
         self.max_age = None;
         self
     }
 
     /// Accept enclaves in debug mode (PCR0 all zeros), whose memory the host can read.
+    #[must_use]
     pub fn dangerous_allow_debug(mut self) -> Self {
         self.allow_debug = true;
         self
     }
 
     /// Require the document to carry exactly this nonce.
+    #[must_use]
     pub fn expect_nonce(mut self, nonce: Nonce) -> Self {
         self.nonce = Some(nonce);
         self
     }
 
     /// Accept only documents whose chain names one of these regions. An empty list allows any.
+    #[must_use]
     pub fn allow_regions(mut self, regions: impl IntoIterator<Item = Region>) -> Self {
         self.regions = regions.into_iter().collect();
         self
     }
 
-    /// The allowed measurement sets (empty: measurements are not pinned).
+    /// The allowed measurement sets (empty: no image is accepted, unless
+    /// [`accepts_any_measurements`](Self::accepts_any_measurements)).
     pub fn measurements(&self) -> &[MeasurementSet] {
         &self.measurements
+    }
+
+    /// Whether a policy without measurement sets accepts any image.
+    pub fn accepts_any_measurements(&self) -> bool {
+        self.any_measurements && self.measurements.is_empty()
     }
 
     /// Whether the policy admits only identified images: at least one measurement set, and
@@ -289,7 +315,11 @@ impl Policy {
         pcrs: &BTreeMap<PcrIndex, PcrValue>,
     ) -> Result<(), PolicyViolation> {
         if self.measurements.is_empty() {
-            return Ok(());
+            return if self.any_measurements {
+                Ok(())
+            } else {
+                Err(PolicyViolation::NoMeasurements)
+            };
         }
         let mut differences = Vec::with_capacity(self.measurements.len());
         for (i, set) in self.measurements.iter().enumerate() {

@@ -7,7 +7,7 @@ use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
 
 use crate::cache::ChainCache;
 use crate::chain::verify_chain;
-use crate::document::ParsedDocument;
+use crate::document::{ParsedDocument, Payload};
 use crate::error::VerifyError;
 use crate::policy::Policy;
 use crate::time::Timestamp;
@@ -39,13 +39,17 @@ impl Verifier {
     ///    certificate valid at `at`, CA constraints and key usage;
     /// 2. the ES384 signature over the COSE Sig_structure with the leaf key;
     /// 3. the policy (debug, measurements, age, nonce, region).
+    ///
+    /// This is [`authenticate`](Self::authenticate) then [`AuthenticDocument::accept`].
     pub fn verify(
         &self,
         document: &ParsedDocument,
         policy: &Policy,
         at: Timestamp,
     ) -> Result<VerifiedDocument, VerifyError> {
-        let result = self.verify_inner(document, policy, at);
+        let result = self
+            .authenticate(document, at)
+            .and_then(|authentic| authentic.accept(policy));
         let id = short_hex(document.sha384());
         match &result {
             Ok(v) => {
@@ -58,37 +62,29 @@ impl Verifier {
         result
     }
 
-    fn verify_inner(
+    /// Steps 1 and 2 of [`verify`](Self::verify): the document is genuine (its chain reaches a
+    /// trust anchor at `at` and its signature holds), but no policy has accepted it. What it
+    /// attests can be logged as evidence of a refusal; nothing in it can be acted on until
+    /// [`AuthenticDocument::accept`].
+    pub fn authenticate(
         &self,
         document: &ParsedDocument,
-        policy: &Policy,
         at: Timestamp,
-    ) -> Result<VerifiedDocument, VerifyError> {
+    ) -> Result<AuthenticDocument, VerifyError> {
         let payload = &document.payload;
         let chain = verify_chain(&self.trust, &self.cache, payload, at)?;
-
         let to_be_signed = document.cose.tbs_data(&[]);
         verify_es384(&chain.leaf_point, &to_be_signed, &document.cose.signature)?;
-
-        policy.check(payload, chain.region.as_ref(), at)?;
-
-        let debug = payload.pcr0() == Some(&PcrValue::ZERO);
-        Ok(VerifiedDocument {
-            module_id: payload.module_id.clone(),
-            timestamp: payload.timestamp,
-            pcrs: payload.pcrs.clone(),
-            public_key: payload.public_key.clone(),
-            user_data: payload.user_data.clone(),
-            nonce: payload.nonce.clone(),
+        Ok(AuthenticDocument {
+            payload: payload.clone(),
             region: chain.region,
-            debug,
             trust_path: TrustPath {
                 anchor_subject: chain.anchor_subject,
                 anchor_is_aws_root: chain.anchor_is_aws_root,
                 via_cross_certificate: chain.via_cross_certificate,
             },
             sha384: document.sha384,
-            verified_at: at,
+            authenticated_at: at,
         })
     }
 
@@ -118,8 +114,99 @@ pub struct TrustPath {
     pub via_cross_certificate: bool,
 }
 
+/// A genuine document that no policy has accepted yet: its chain reached a trust anchor at the
+/// time asked and its signature verifies with the chain's leaf key. It has no public
+/// constructor ([`Verifier::authenticate`] makes one). It says what the Nitro hypervisor attested
+/// (module id, PCRs, region, time), for logs and diagnostics of a refusal; it does not hand out
+/// `user_data`, `public_key` or `nonce`, which only a policy's acceptance makes usable.
+#[derive(Clone)]
+pub struct AuthenticDocument {
+    payload: Payload,
+    region: Option<Region>,
+    trust_path: TrustPath,
+    sha384: [u8; 48],
+    authenticated_at: Timestamp,
+}
+
+impl core::fmt::Debug for AuthenticDocument {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AuthenticDocument")
+            .field("sha384", &short_hex(&self.sha384))
+            .field("module_id", &self.payload.module_id)
+            .field("timestamp", &self.payload.timestamp)
+            .field("region", &self.region)
+            .field("trust_path", &self.trust_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthenticDocument {
+    /// Check `policy` (debug, measurements, age, nonce, region) at the time the document was
+    /// authenticated: the step that makes its fields usable.
+    pub fn accept(&self, policy: &Policy) -> Result<VerifiedDocument, VerifyError> {
+        let payload = &self.payload;
+        policy.check(payload, self.region.as_ref(), self.authenticated_at)?;
+        Ok(VerifiedDocument {
+            module_id: payload.module_id.clone(),
+            timestamp: payload.timestamp,
+            pcrs: payload.pcrs.clone(),
+            public_key: payload.public_key.clone(),
+            user_data: payload.user_data.clone(),
+            nonce: payload.nonce.clone(),
+            region: self.region.clone(),
+            debug: payload.pcr0() == Some(&PcrValue::ZERO),
+            trust_path: self.trust_path.clone(),
+            sha384: self.sha384,
+            verified_at: self.authenticated_at,
+        })
+    }
+
+    /// The enclave's module id (instance and enclave id).
+    #[must_use]
+    pub fn module_id(&self) -> &str {
+        &self.payload.module_id
+    }
+
+    /// When the Nitro hypervisor made the document.
+    #[must_use]
+    pub fn timestamp(&self) -> Timestamp {
+        self.payload.timestamp
+    }
+
+    /// Every PCR the document reports.
+    #[must_use]
+    pub fn pcrs(&self) -> &BTreeMap<PcrIndex, PcrValue> {
+        &self.payload.pcrs
+    }
+
+    /// The AWS region the regional CA names, when it names one.
+    #[must_use]
+    pub fn region(&self) -> Option<&Region> {
+        self.region.as_ref()
+    }
+
+    /// PCR0 is all zeros: the enclave runs in debug mode.
+    #[must_use]
+    pub fn is_debug(&self) -> bool {
+        self.payload.pcr0() == Some(&PcrValue::ZERO)
+    }
+
+    /// How the chain reached a trust anchor.
+    #[must_use]
+    pub fn trust_path(&self) -> &TrustPath {
+        &self.trust_path
+    }
+
+    /// SHA-384 of the document's bytes.
+    #[must_use]
+    pub fn sha384(&self) -> &[u8; 48] {
+        &self.sha384
+    }
+}
+
 /// A document whose chain, signature and policy have all been checked. It has no public
-/// constructor: holding one is proof that [`Verifier::verify`] accepted it. Its `Debug` shows
+/// constructor: holding one is proof that [`Verifier::verify`] (or
+/// [`AuthenticDocument::accept`]) accepted it. Its `Debug` shows
 /// hashes and sizes, not the contents of `user_data`, `public_key` or `nonce`.
 #[derive(Clone)]
 pub struct VerifiedDocument {

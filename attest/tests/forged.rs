@@ -2,12 +2,10 @@
 //! A document verifies only along the Nitro chain shape (root, then the cross-certificate where
 //! configured, then the regional, zonal and instance CAs, then the leaf), and a national root is
 //! never the end of a document's path on its own: none of these may verify.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
     clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;

@@ -1,11 +1,10 @@
 //! Malformed documents: each rule of the format has a document that breaks only that rule, and
 //! the parser names it. Documents are rebuilt from a real one with one thing changed.
-#![allow(
-    clippy::unwrap_used,
+#![expect(
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    clippy::as_conversions,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;
@@ -40,7 +39,11 @@ fn the_unmodified_rebuild_parses_and_verifies() {
     let bytes = with_payload(|_| {});
     let doc = attest::parse(&bytes).unwrap();
     common::aws_verifier()
-        .verify(&doc, &Policy::new(), doc.timestamp())
+        .verify(
+            &doc,
+            &Policy::new().dangerous_any_measurements(),
+            doc.timestamp(),
+        )
         .unwrap();
 }
 
@@ -51,7 +54,11 @@ fn a_tagged_cose_sign1_is_accepted_and_other_tags_are_not() {
     tagged.extend_from_slice(&bytes);
     let doc = attest::parse(&tagged).unwrap();
     common::aws_verifier()
-        .verify(&doc, &Policy::new(), doc.timestamp())
+        .verify(
+            &doc,
+            &Policy::new().dangerous_any_measurements(),
+            doc.timestamp(),
+        )
         .unwrap();
     let mut wrong = vec![0xd1];
     wrong.extend_from_slice(&bytes);
@@ -250,7 +257,11 @@ fn cabundle_in_the_wrong_order_is_refused() {
         });
         let doc = attest::parse(&bytes).unwrap();
         let err = verifier
-            .verify(&doc, &Policy::new(), doc.timestamp())
+            .verify(
+                &doc,
+                &Policy::new().dangerous_any_measurements(),
+                doc.timestamp(),
+            )
             .unwrap_err();
         assert!(matches!(err, VerifyError::ChainOrder { .. }), "{err:?}");
     }
@@ -296,7 +307,11 @@ fn cabundle_of_another_length_is_refused() {
             continue;
         };
         let err = verifier
-            .verify(&doc, &Policy::new(), doc.timestamp())
+            .verify(
+                &doc,
+                &Policy::new().dangerous_any_measurements(),
+                doc.timestamp(),
+            )
             .unwrap_err();
         assert_eq!(err, VerifyError::ChainShape { found: len });
     }
@@ -373,7 +388,11 @@ fn a_leaf_that_is_a_ca_or_a_swapped_leaf_is_refused() {
     });
     let doc = attest::parse(&bytes).unwrap();
     let err = common::aws_verifier()
-        .verify(&doc, &Policy::new(), doc.timestamp())
+        .verify(
+            &doc,
+            &Policy::new().dangerous_any_measurements(),
+            doc.timestamp(),
+        )
         .unwrap_err();
     assert!(
         matches!(err, VerifyError::BasicConstraints { .. }),
@@ -387,7 +406,11 @@ fn a_leaf_that_is_a_ca_or_a_swapped_leaf_is_refused() {
     let doc = attest::parse(&bytes).unwrap();
     assert!(
         common::aws_verifier()
-            .verify(&doc, &Policy::new(), doc.timestamp())
+            .verify(
+                &doc,
+                &Policy::new().dangerous_any_measurements(),
+                doc.timestamp()
+            )
             .is_err()
     );
 }

@@ -1,12 +1,9 @@
 //! A nation's root of trust: with only the national root configured, real AWS documents verify
 //! through a cross-certificate for the AWS root, and stop verifying without it or once it
 //! has expired.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;
@@ -130,7 +127,11 @@ fn a_cross_certificate_not_yet_valid_does_not_help() {
     );
     let doc = common::parsed(common::PROD);
     assert!(matches!(
-        verifier.verify(&doc, &Policy::new(), doc.timestamp()),
+        verifier.verify(
+            &doc,
+            &Policy::new().dangerous_any_measurements(),
+            doc.timestamp()
+        ),
         Err(VerifyError::CertificateNotYetValid {
             position: CertPosition::CrossCertificate,
             ..
@@ -159,7 +160,11 @@ fn a_cross_certificate_from_another_root_does_not_help() {
         )],
     );
     let err = verifier
-        .verify(&doc, &Policy::new(), doc.timestamp())
+        .verify(
+            &doc,
+            &Policy::new().dangerous_any_measurements(),
+            doc.timestamp(),
+        )
         .unwrap_err();
     assert!(matches!(err, VerifyError::UntrustedRoot { .. }), "{err:?}");
 
@@ -174,7 +179,11 @@ fn a_cross_certificate_from_another_root_does_not_help() {
         )],
     );
     let err = verifier
-        .verify(&doc, &Policy::new(), doc.timestamp())
+        .verify(
+            &doc,
+            &Policy::new().dangerous_any_measurements(),
+            doc.timestamp(),
+        )
         .unwrap_err();
     assert!(matches!(err, VerifyError::Chain { .. }), "{err:?}");
 }
@@ -195,7 +204,9 @@ fn an_expired_national_root_is_not_an_anchor() {
     );
     let doc = common::parsed(common::PROD);
     let at: Timestamp = doc.timestamp();
-    let err = verifier.verify(&doc, &Policy::new(), at).unwrap_err();
+    let err = verifier
+        .verify(&doc, &Policy::new().dangerous_any_measurements(), at)
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -216,7 +227,11 @@ fn the_aws_root_and_a_national_root_can_be_trusted_together() {
     let verifier = Verifier::new(trust);
     let doc = common::parsed(common::PROD);
     let v = verifier
-        .verify(&doc, &Policy::new(), doc.timestamp())
+        .verify(
+            &doc,
+            &Policy::new().dangerous_any_measurements(),
+            doc.timestamp(),
+        )
         .unwrap();
     assert!(v.trust_path().anchor_is_aws_root);
 }

@@ -1,10 +1,9 @@
 //! The release policy on authentic documents: measurements, nonce, freshness and region.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;
@@ -125,7 +124,9 @@ fn any_one_of_several_measurement_sets_suffices() {
 fn a_nonce_must_match_exactly() {
     let doc = common::parsed("anjuna-20240124-8d6106b4-debug.cbor");
     let verifier = common::aws_verifier();
-    let base = Policy::new().dangerous_allow_debug();
+    let base = Policy::new()
+        .dangerous_any_measurements()
+        .dangerous_allow_debug();
     let good = Nonce::try_from(b"Nonce\n".as_slice()).unwrap();
     verifier
         .verify(&doc, &base.clone().expect_nonce(good), doc.timestamp())
@@ -149,7 +150,9 @@ fn a_nonce_must_match_exactly() {
     );
 
     // A document without a nonce.
-    let policy = Policy::new().expect_nonce(Nonce::try_from(vec![1]).unwrap());
+    let policy = Policy::new()
+        .dangerous_any_measurements()
+        .expect_nonce(Nonce::try_from(vec![1]).unwrap());
     assert!(matches!(
         refused(&policy, 0),
         PolicyViolation::NonceMissing { .. }
@@ -158,7 +161,9 @@ fn a_nonce_must_match_exactly() {
 
 #[test]
 fn stale_and_future_documents_are_refused() {
-    let policy = Policy::new().max_age(Duration::from_secs(60));
+    let policy = Policy::new()
+        .dangerous_any_measurements()
+        .max_age(Duration::from_secs(60));
     match refused(&policy, 61_000) {
         PolicyViolation::Stale { age, max_age, .. } => {
             assert_eq!(age, Duration::from_secs(61));
@@ -172,12 +177,12 @@ fn stale_and_future_documents_are_refused() {
     common::aws_verifier().verify(&doc, &policy, at).unwrap();
     // Older than the default five minutes.
     assert!(matches!(
-        refused(&Policy::new(), 301_000),
+        refused(&Policy::new().dangerous_any_measurements(), 301_000),
         PolicyViolation::Stale { .. }
     ));
     // Made after the verification time, beyond the allowed skew.
     assert!(matches!(
-        refused(&Policy::new(), -61_000),
+        refused(&Policy::new().dangerous_any_measurements(), -61_000),
         PolicyViolation::FromTheFuture { .. }
     ));
 }
@@ -185,13 +190,15 @@ fn stale_and_future_documents_are_refused() {
 #[test]
 fn regions_can_be_pinned() {
     let doc = common::parsed(common::PROD);
-    let allowed = Policy::new().allow_regions([Region::try_from("ap-south-1").unwrap()]);
+    let allowed = Policy::new()
+        .dangerous_any_measurements()
+        .allow_regions([Region::try_from("ap-south-1").unwrap()]);
     let v = common::aws_verifier()
         .verify(&doc, &allowed, doc.timestamp())
         .unwrap();
     assert_eq!(v.region().unwrap().as_str(), "ap-south-1");
 
-    let policy = Policy::new().allow_regions([
+    let policy = Policy::new().dangerous_any_measurements().allow_regions([
         Region::try_from("eu-central-1").unwrap(),
         Region::try_from("eu-west-1").unwrap(),
     ]);
@@ -202,4 +209,47 @@ fn regions_can_be_pinned() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A policy accepts no image until told which: one that pins nothing refuses a genuine
+/// document, naming why, unless it says `dangerous_any_measurements`; and that never lets a
+/// document past the sets a policy does list.
+#[test]
+fn a_policy_that_pins_nothing_accepts_nothing_unless_asked_to() {
+    assert_eq!(refused(&Policy::new(), 0), PolicyViolation::NoMeasurements);
+    assert_eq!(
+        VerifyError::Policy(PolicyViolation::NoMeasurements).kind(),
+        "no_measurements"
+    );
+    let doc = common::parsed(common::PROD);
+    let any = Policy::new().dangerous_any_measurements();
+    assert!(any.accepts_any_measurements());
+    common::aws_verifier()
+        .verify(&doc, &any, doc.timestamp())
+        .unwrap();
+    let other = Policy::new()
+        .dangerous_any_measurements()
+        .allow_measurements(set(&[(0, PcrValue::measure(b"another image"))]));
+    assert!(!other.accepts_any_measurements());
+    assert!(matches!(
+        refused(&other, 0),
+        PolicyViolation::PcrMismatch(_)
+    ));
+}
+
+/// A policy file that lists no measurements says so in its policy: it checks authenticity only,
+/// which is what `attest verify` reports, and what the broker and the client refuse.
+#[test]
+fn a_policy_file_without_measurements_is_marked_as_accepting_any_image() {
+    let dir = std::path::Path::new(".");
+    let open = attest::PolicyFile::parse("", dir).unwrap();
+    assert!(open.policy.accepts_any_measurements());
+    assert!(open.policy.check_pins_image().is_err());
+    let pinned = attest::PolicyFile::parse(
+        &format!("[[measurements]]\npcr0 = \"{}\"\n", pcr(0)),
+        dir,
+    )
+    .unwrap();
+    assert!(!pinned.policy.accepts_any_measurements());
+    assert!(pinned.policy.check_pins_image().is_ok());
 }

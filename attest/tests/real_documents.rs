@@ -1,13 +1,5 @@
 //! Every real AWS document verifies at its own time against the built-in AWS root, reports the
 //! facts SOURCES.md records, and is refused today naming its expired leaf certificate.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
-)]
-
 mod common;
 
 use attest::{
@@ -59,7 +51,11 @@ fn debug_fixtures_are_refused_unless_debug_is_allowed() {
     for f in fixtures().into_iter().filter(|f| f.debug) {
         let doc = attest::parse(&f.bytes).unwrap();
         let err = verifier
-            .verify(&doc, &Policy::new(), doc.timestamp())
+            .verify(
+                &doc,
+                &Policy::new().dangerous_any_measurements(),
+                doc.timestamp(),
+            )
             .unwrap_err();
         assert_eq!(
             err,
@@ -103,11 +99,19 @@ fn a_second_verification_uses_the_cached_chain_and_gives_the_same_answer() {
     let f = &fixtures()[7];
     let doc = attest::parse(&f.bytes).unwrap();
     let first = verifier
-        .verify(&doc, &Policy::new(), doc.timestamp())
+        .verify(
+            &doc,
+            &Policy::new().dangerous_any_measurements(),
+            doc.timestamp(),
+        )
         .unwrap();
     assert_eq!(verifier.cached_chains(), 1);
     let second = verifier
-        .verify(&doc, &Policy::new(), doc.timestamp())
+        .verify(
+            &doc,
+            &Policy::new().dangerous_any_measurements(),
+            doc.timestamp(),
+        )
         .unwrap();
     assert_eq!(verifier.cached_chains(), 1);
     assert_eq!(first.region(), second.region());
@@ -116,7 +120,13 @@ fn a_second_verification_uses_the_cached_chain_and_gives_the_same_answer() {
     // still names the leaf.
     let late = Timestamp::from_unix_millis(f.timestamp_ms + 4 * 3600 * 1000);
     assert!(matches!(
-        verifier.verify(&doc, &Policy::new().dangerous_any_age(), late),
+        verifier.verify(
+            &doc,
+            &Policy::new()
+                .dangerous_any_measurements()
+                .dangerous_any_age(),
+            late
+        ),
         Err(VerifyError::CertificateExpired {
             position: CertPosition::Leaf,
             ..
@@ -129,7 +139,11 @@ fn nothing_verifies_without_a_trust_anchor() {
     let verifier = Verifier::new(DocumentTrust::empty());
     let doc = common::parsed(common::PROD);
     assert!(matches!(
-        verifier.verify(&doc, &Policy::new(), doc.timestamp()),
+        verifier.verify(
+            &doc,
+            &Policy::new().dangerous_any_measurements(),
+            doc.timestamp()
+        ),
         Err(VerifyError::UntrustedRoot { .. })
     ));
 }
@@ -140,7 +154,13 @@ fn before_the_leaf_was_issued_the_leaf_is_not_yet_valid() {
     let doc = common::parsed(common::PROD);
     let early = t("2024-02-26T06:00:00Z");
     assert!(matches!(
-        verifier.verify(&doc, &Policy::new().dangerous_any_age(), early),
+        verifier.verify(
+            &doc,
+            &Policy::new()
+                .dangerous_any_measurements()
+                .dangerous_any_age(),
+            early
+        ),
         Err(VerifyError::CertificateNotYetValid {
             position: CertPosition::Leaf,
             ..

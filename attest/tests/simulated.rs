@@ -1,11 +1,8 @@
 //! The simulated Nitro PKI: its documents have the real format, verify only against the
 //! development root, and say exactly what was asked of them.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;
@@ -118,7 +115,9 @@ fn they_verify_against_the_development_root_only() {
         )
         .unwrap();
     let parsed = attest::parse(&doc).unwrap();
-    let policy = Policy::new().expect_nonce(Nonce::try_from(nonce.as_slice()).unwrap());
+    let policy = Policy::new()
+        .dangerous_any_measurements()
+        .expect_nonce(Nonce::try_from(nonce.as_slice()).unwrap());
     let verified = dev_verifier().verify(&parsed, &policy, now()).unwrap();
     assert_eq!(verified.region().unwrap().as_str(), "eu-central-1");
     // Shaped like AWS's: i-<17 hex>-enc<16 hex>.
@@ -155,7 +154,9 @@ fn the_leaf_lives_three_hours() {
         )
         .unwrap();
     let parsed = attest::parse(&doc).unwrap();
-    let policy = Policy::new().dangerous_any_age();
+    let policy = Policy::new()
+        .dangerous_any_measurements()
+        .dangerous_any_age();
     let later = Timestamp::from_unix_secs(now().unix_secs() + 3 * 3600);
     dev_verifier().verify(&parsed, &policy, later).unwrap();
     let too_late = Timestamp::from_unix_secs(now().unix_secs() + 3 * 3600 + 1);
@@ -192,7 +193,7 @@ fn pinned_measurements_and_tampering_behave_as_for_real_documents() {
     let parsed = attest::parse(&tampered).unwrap();
     assert_eq!(
         dev_verifier()
-            .verify(&parsed, &Policy::new(), now())
+            .verify(&parsed, &Policy::new().dangerous_any_measurements(), now())
             .unwrap_err(),
         VerifyError::SignatureInvalid
     );
@@ -246,7 +247,7 @@ proptest! {
         };
         let doc = pki().attest(&request, now()).unwrap();
         let parsed = attest::parse(&doc).unwrap();
-        let policy = if debug { Policy::new().dangerous_allow_debug() } else { Policy::new() };
+        let policy = if debug { Policy::new().dangerous_any_measurements().dangerous_allow_debug() } else { Policy::new().dangerous_any_measurements() };
         let v = dev_verifier().verify(&parsed, &policy, now()).unwrap();
         prop_assert_eq!(v.user_data(), user_data.as_deref());
         prop_assert_eq!(v.nonce(), nonce.as_deref());

@@ -29,7 +29,9 @@ fn main() {
         .iter()
         .map(|d| attest::parse(d).expect("parses").timestamp())
         .collect();
-    let policy = Policy::new().dangerous_allow_debug();
+    let policy = Policy::new()
+        .dangerous_any_measurements()
+        .dangerous_allow_debug();
     let trust = DocumentTrust::aws().expect("AWS root");
 
     // Every verifier must accept every document before it is timed.

@@ -40,7 +40,6 @@
 //! # passphrase_file = "passphrase" # else $BROKER_PASSPHRASE
 //! ```
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,19 +64,7 @@ fn invalid(key: &str, reason: impl std::fmt::Display) -> ConfigError {
 
 /// Read a file of at most `max` bytes.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ConfigError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-    let mut bytes = Vec::new();
-    file.take(max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max {
-        return Err(ConfigError(format!(
-            "{} is larger than {max} bytes",
-            path.display()
-        )));
-    }
-    Ok(bytes)
+    scaffold::read_bounded(path, max).map_err(|e| ConfigError(e.to_string()))
 }
 
 /// Which key store, and its settings.

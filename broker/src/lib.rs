@@ -7,9 +7,11 @@
 //! in the transparency log before it answers ([`state`]).
 //!
 //! ```no_run
-//! # fn main() -> anyhow::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = broker::Config::load(std::path::Path::new("broker.toml"))?;
-//! let broker = broker::open(&config)?; // refuses a policy change without a new version
+//! // Refuses a policy change without a new version, a signing certificate enclaves would
+//! // refuse, a log another broker holds.
+//! let broker = broker::open(&config, Box::new(attest::Timestamp::now))?;
 //! # let _ = broker;
 //! # Ok(())
 //! # }
@@ -26,9 +28,9 @@ pub mod secrets;
 pub mod server;
 pub mod state;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
 use attest::{Timestamp, Verifier};
 use proofs::entry::{Entry, PolicyChange};
 use rustls_pki_types::PrivatePkcs8KeyDer;
@@ -38,11 +40,76 @@ use sealing::release::{OaepHash, ResponseSigner};
 pub use crate::config::{Config, KeyStoreConfig};
 use crate::keystore::{KeyStore, Pkcs11Config, Pkcs11Store, SoftwareStore};
 use crate::policy::ReleasePolicy;
-use crate::release::{Broker, Parts};
-use crate::state::{Ledger, PolicyState, StateDir};
+use crate::release::{Broker, Clock, Parts};
+use crate::state::{Ledger, PolicyState, StateDir, StateError};
+
+/// Why the broker, or one of its parts, could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The configuration, or a file it names, was refused.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The key store could not be opened.
+    #[error(transparent)]
+    KeyStore(#[from] keystore::KeyStoreError),
+    /// The state directory or the log could not be opened.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Another broker holds the log.
+    #[error("{0}: is another broker running on this state directory?")]
+    Locked(#[source] StateError),
+    /// The release policy was refused.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    /// The release policy changed without a higher version.
+    #[error(
+        "the release policy changed but its version did not increase ({adopted} was adopted with \
+         version {version}): raise `version` so that the log can tell the policies apart"
+    )]
+    PolicyVersion {
+        /// The start of the adopted policy's SHA-384.
+        adopted: String,
+        /// Its version.
+        version: u64,
+    },
+    /// A PKCS#11 key store with no PIN.
+    #[error(
+        "the PKCS#11 key store needs the token's user PIN: set key_store.pin_file or \
+         $BROKER_PKCS11_PIN"
+    )]
+    NoPin,
+    /// The PIN is not text.
+    #[error("the PKCS#11 PIN is not text")]
+    PinNotText,
+    /// PKCS#11 settings were asked of another key store.
+    #[error("the key store is not pkcs11")]
+    NotPkcs11,
+    /// The response signing key is not a PKCS#8 PEM private key.
+    #[error("{0} is not a PKCS#8 PEM private key")]
+    SigningKey(PathBuf),
+    /// The response signing certificate could not be read.
+    #[error("{path}: {source}")]
+    SigningCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<attest::TrustError>,
+    },
+    /// The signing key and certificate cannot sign responses enclaves accept.
+    #[error("the signing key and certificate ({key}, {certificate}): {source}")]
+    Signer {
+        /// The key file.
+        key: PathBuf,
+        /// The certificate file.
+        certificate: PathBuf,
+        /// Why.
+        source: Box<sealing::release::ReleaseError>,
+    },
+}
 
 /// Open the configured key store. The software store warns that it is not an HSM, every time.
-pub fn open_key_store(config: &Config) -> anyhow::Result<Arc<dyn KeyStore>> {
+pub fn open_key_store(config: &Config) -> Result<Arc<dyn KeyStore>, OpenError> {
     if config.oaep_hash == OaepHash::Sha1 {
         tracing::warn!(
             "RSA-OAEP with SHA-1 is selected (key_store.oaep_hash = \"sha1\"): use it only with \
@@ -73,7 +140,7 @@ pub fn open_key_store(config: &Config) -> anyhow::Result<Arc<dyn KeyStore>> {
 /// The PKCS#11 settings and PIN of a `pkcs11` configuration.
 pub fn pkcs11_settings(
     config: &Config,
-) -> anyhow::Result<(Pkcs11Config, zeroize::Zeroizing<String>)> {
+) -> Result<(Pkcs11Config, zeroize::Zeroizing<String>), OpenError> {
     let KeyStoreConfig::Pkcs11 {
         module,
         token,
@@ -81,16 +148,13 @@ pub fn pkcs11_settings(
         pin_file,
     } = &config.key_store
     else {
-        bail!("the key store is not pkcs11");
+        return Err(OpenError::NotPkcs11);
     };
     let bytes = match pin_file {
         Some(path) => zeroize::Zeroizing::new(config::read_bounded(path, 1024)?),
-        None => secrets::get("BROKER_PKCS11_PIN").context(
-            "the PKCS#11 key store needs the token's user PIN: set key_store.pin_file or \
-             $BROKER_PKCS11_PIN",
-        )?,
+        None => secrets::get("BROKER_PKCS11_PIN").ok_or(OpenError::NoPin)?,
     };
-    let text = std::str::from_utf8(&bytes).context("the PIN is not text")?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| OpenError::PinNotText)?;
     let pin = zeroize::Zeroizing::new(text.trim_end().to_owned());
     Ok((
         Pkcs11Config {
@@ -109,50 +173,46 @@ pub fn pkcs11_settings(
 pub fn open_signer(
     config: &Config,
     trust: &attest::ServiceTrust,
-) -> anyhow::Result<ResponseSigner> {
+    now: Timestamp,
+) -> Result<ResponseSigner, OpenError> {
     let key_pem = zeroize::Zeroizing::new(config::read_bounded(
         &config.signing_key,
         config::MAX_SMALL_FILE,
     )?);
     // The decoded key is wiped when dropped, like the PEM it came from.
-    let key = zeroize::Zeroizing::new(PrivatePkcs8KeyDer::from_pem_slice(&key_pem).with_context(
-        || {
-            format!(
-                "{} is not a PKCS#8 PEM private key",
-                config.signing_key.display()
-            )
-        },
-    )?);
+    let key = zeroize::Zeroizing::new(
+        PrivatePkcs8KeyDer::from_pem_slice(&key_pem)
+            .map_err(|_| OpenError::SigningKey(config.signing_key.clone()))?,
+    );
+    let certificate_error = |source| OpenError::SigningCertificate {
+        path: config.signing_certificate.clone(),
+        source: Box::new(source),
+    };
     let certificate = attest::load_certificates(&config::read_bounded(
         &config.signing_certificate,
         config::MAX_SMALL_FILE,
     )?)
-    .with_context(|| config.signing_certificate.display().to_string())?
+    .map_err(certificate_error)?
     .into_iter()
     .next()
-    .context("no certificate")?;
-    ResponseSigner::new(
-        key.secret_pkcs8_der(),
-        certificate.to_vec(),
-        trust,
-        Timestamp::now(),
+    .ok_or_else(|| certificate_error(attest::TrustError::NoCertificate))?;
+    ResponseSigner::new(key.secret_pkcs8_der(), certificate.to_vec(), trust, now).map_err(
+        |source| OpenError::Signer {
+            key: config.signing_key.clone(),
+            certificate: config.signing_certificate.clone(),
+            source: Box::new(source),
+        },
     )
-    .with_context(|| {
-        format!(
-            "the signing key and certificate ({}, {})",
-            config.signing_key.display(),
-            config.signing_certificate.display()
-        )
-    })
 }
 
-/// Adopt `policy`: if it differs from the one last adopted, its version must be higher, and a
-/// `policy-change` entry is logged before it takes effect.
+/// Adopt `policy` at `now`: if it differs from the one last adopted, its version must be higher,
+/// and a `policy-change` entry is logged before it takes effect.
 pub fn adopt_policy(
     policy: &ReleasePolicy,
     state: &StateDir,
     ledger: &Ledger,
-) -> anyhow::Result<Option<u64>> {
+    now: Timestamp,
+) -> Result<Option<u64>, OpenError> {
     let sha384 = data_encoding::HEXLOWER.encode(&policy.sha384);
     let previous = state.policy_state()?;
     if let Some(previous) = &previous {
@@ -160,16 +220,14 @@ pub fn adopt_policy(
             return Ok(None);
         }
         if policy.version <= previous.version {
-            bail!(
-                "the release policy changed but its version did not increase ({} was adopted \
-                 with version {}): raise `version` so that the log can tell the policies apart",
-                previous.sha384.get(..16).unwrap_or_default(),
-                previous.version
-            );
+            return Err(OpenError::PolicyVersion {
+                adopted: previous.sha384.get(..16).unwrap_or_default().to_owned(),
+                version: previous.version,
+            });
         }
     }
     let index = ledger.append(Entry::PolicyChange(PolicyChange {
-        time: Timestamp::now(),
+        time: now,
         policy_version: policy.version,
         policy_sha384: policy.sha384,
         models: policy.models.keys().map(ToString::to_string).collect(),
@@ -188,7 +246,8 @@ pub fn adopt_policy(
 }
 
 /// Everything `broker serve` needs, opened and checked: key store, trust, signer, log, policy.
-pub fn open(config: &Config) -> anyhow::Result<Broker> {
+/// `clock` is where the broker reads the time ([`Timestamp::now`] in service).
+pub fn open(config: &Config, clock: Clock) -> Result<Broker, OpenError> {
     let trust = config.document_trust()?;
     if trust.trusts_aws_root_directly() {
         tracing::warn!(
@@ -197,17 +256,17 @@ pub fn open(config: &Config) -> anyhow::Result<Broker> {
              key releases"
         );
     }
-    let signer = open_signer(config, &config.service_trust()?)?;
+    let signer = open_signer(config, &config.service_trust()?, clock())?;
     let state = StateDir::open(&config.state_dir)?;
     let ledger = Ledger::open(&state, &config.log_origin, &config.log_key).map_err(|e| {
         if Ledger::is_locked(&e) {
-            anyhow::anyhow!("{e}: is another broker running on this state directory?")
+            OpenError::Locked(e)
         } else {
-            e.into()
+            OpenError::State(e)
         }
     })?;
     let policy = ReleasePolicy::load(&config.policy)?;
-    adopt_policy(&policy, &state, &ledger)?;
+    adopt_policy(&policy, &state, &ledger, clock())?;
     let key_store = open_key_store(config)?;
     Ok(Broker::new(Parts {
         key_store,
@@ -220,5 +279,6 @@ pub fn open(config: &Config) -> anyhow::Result<Broker> {
         max_pending: config.max_pending,
         max_pending_per_peer: config.max_pending_per_peer,
         oaep: config.oaep_hash,
+        clock,
     }))
 }

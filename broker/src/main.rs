@@ -16,9 +16,10 @@ use broker::policy::ReleasePolicy;
 use broker::seal::{Pass, SealRequest};
 use broker::state::{Ledger, StateDir};
 use broker::{KeyStoreConfig, server};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use proofs::NoteSigner;
 use proofs::durable::{Replace, write_atomically};
+use scaffold::logging::LogArgs;
 use sealing::{DEFAULT_CHUNK_SIZE, Id};
 
 #[derive(Debug, Parser)]
@@ -32,17 +33,10 @@ use sealing::{DEFAULT_CHUNK_SIZE, Id};
                   configuration or I/O error.\n\nSee docs/broker.md."
 )]
 struct Cli {
-    /// Log format on stderr; levels come from RUST_LOG (default info).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,7 +129,7 @@ enum PolicyCommand {
 fn main() -> ExitCode {
     take_secrets_from_environment();
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    cli.log.init("broker", scaffold::logging::Level::INFO);
     let result = match cli.command {
         Command::Init { config, iterations } => init(&config, iterations),
         Command::Seal {
@@ -219,7 +213,7 @@ fn init(path: &Path, iterations: u32) -> anyhow::Result<ExitCode> {
         );
     }
     if config.signing_certificate.exists() {
-        broker::open_signer(&config, &config.service_trust()?)?;
+        broker::open_signer(&config, &config.service_trust()?, attest::Timestamp::now())?;
         println!(
             "response certificate {} is valid for the key-broker role",
             config.signing_certificate.display()
@@ -293,6 +287,7 @@ fn seal(
             out,
             overwrite: force,
             chunk_size,
+            at: attest::Timestamp::now(),
         },
         key_store.as_ref(),
         &state,
@@ -392,7 +387,7 @@ impl Progress {
 
 fn serve(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
-    let broker = Arc::new(broker::open(&config)?);
+    let broker = Arc::new(broker::open(&config, Box::new(attest::Timestamp::now))?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -409,7 +404,7 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
+            scaffold::shutdown_signal().await;
             tracing::info!("shutdown requested");
             let _ = stop.send(true);
         });
@@ -428,25 +423,6 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            tracing::error!("cannot listen for signals; stop with SIGKILL");
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 fn policy_check(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
@@ -549,29 +525,5 @@ fn take_secrets_from_environment() {
             // other thread can read or write the environment at the same time.
             unsafe { std::env::remove_var(name) };
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|spec| spec.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(LevelFilter::TRACE);
-    let result = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .finish()
-            .with(filter)
-            .try_init(),
-        LogFormat::Json => builder.json().finish().with(filter).try_init(),
-    };
-    if let Err(e) = result {
-        eprintln!("broker: warning: logging disabled: {e}");
     }
 }

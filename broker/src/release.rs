@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use attest::{Nonce, Policy, Timestamp, VerifiedDocument, Verifier, VerifyError};
+use attest::{
+    AuthenticDocument, Nonce, Policy, Timestamp, VerifiedDocument, Verifier, VerifyError,
+};
 use proofs::entry::{DenialSummary, Entry, KeyRelease, LogEntry, ModelSealed, Outcome};
 use sealing::Id;
 use sealing::release::{
@@ -202,17 +204,16 @@ impl DenialBudget {
         true
     }
 
-    fn count(&mut self, reason: &str) {
-        self.since.get_or_insert_with(Timestamp::now);
+    fn count(&mut self, reason: &str, now: Timestamp) {
+        self.since.get_or_insert(now);
         *self.counted.entry(reason.to_owned()).or_insert(0) += 1;
     }
 
     /// The summaries to log, and the budget emptied of them.
-    fn take(&mut self) -> Vec<Entry> {
+    fn take(&mut self, time: Timestamp) -> Vec<Entry> {
         let Some(since) = self.since.take() else {
             return Vec::new();
         };
-        let time = Timestamp::now();
         std::mem::take(&mut self.counted)
             .into_iter()
             .map(|(reason, count)| {
@@ -233,7 +234,8 @@ struct Evidence {
     key_id: Option<Id>,
     document_sha384: Option<[u8; 48]>,
     nonce: Option<Vec<u8>>,
-    verified: Option<VerifiedDocument>,
+    /// What a genuine document attested, whether or not the policy accepted it.
+    attested: Option<AuthenticDocument>,
     /// The document passed the model's policy with this broker's nonce and binds this very
     /// request (its `user_data`): an enclave of the pinned image asked for this key. Only such
     /// decisions are logged whatever the peer's budget; a genuine document alone proves little,
@@ -250,6 +252,7 @@ pub struct Broker {
     ledger: Ledger,
     signer: ResponseSigner,
     nonces: Nonces,
+    clock: Clock,
     oaep: OaepHash,
     sealing_logged: Mutex<()>,
     denials: Mutex<DenialBudget>,
@@ -267,7 +270,6 @@ impl std::fmt::Debug for Broker {
 }
 
 /// The parts a broker is made of.
-#[derive(Debug)]
 pub struct Parts {
     /// The KEK's store.
     pub key_store: Arc<dyn KeyStore>,
@@ -289,6 +291,26 @@ pub struct Parts {
     pub max_pending_per_peer: usize,
     /// The OAEP digest wrapped keys use.
     pub oaep: OaepHash,
+    /// The time at which documents are verified and decisions logged: [`Timestamp::now`] in
+    /// service, a fixed or moving time in tests. (Nonce lifetimes and denial windows are
+    /// measured on the monotonic clock, which no wall-clock change can stretch.)
+    pub clock: Clock,
+}
+
+/// Where the broker reads the time.
+pub type Clock = Box<dyn Fn() -> Timestamp + Send + Sync>;
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("key_store", &self.key_store.kind())
+            .field("policy_version", &self.policy.version)
+            .field("nonce_lifetime", &self.nonce_lifetime)
+            .field("max_pending", &self.max_pending)
+            .field("max_pending_per_peer", &self.max_pending_per_peer)
+            .field("oaep", &self.oaep)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Broker {
@@ -308,6 +330,7 @@ impl Broker {
                 max_per_peer: parts.max_pending_per_peer,
             },
             oaep: parts.oaep,
+            clock: parts.clock,
             sealing_logged: Mutex::new(()),
             denials: Mutex::new(DenialBudget::default()),
             sealings: Mutex::new(None),
@@ -377,7 +400,7 @@ impl Broker {
     /// reason). The server calls this every [`DENIAL_WINDOW`] and when it stops.
     pub fn flush_denials(&self) {
         let entries = match self.denials.lock() {
-            Ok(mut budget) => budget.take(),
+            Ok(mut budget) => budget.take((self.clock)()),
             Err(_) => return,
         };
         for entry in entries {
@@ -443,7 +466,6 @@ impl Broker {
             .user_data()
             .is_some_and(|u| bool::from(u.ct_eq(&expected[..])));
         let public_key = verified.public_key().map(<[u8]>::to_vec);
-        evidence.verified = Some(verified);
         if !user_data_ok {
             return Err(Denial::new(
                 "user_data_mismatch",
@@ -473,6 +495,7 @@ impl Broker {
 
         let started = Instant::now();
         let entry = release_entry(
+            (self.clock)(),
             Outcome::Released,
             "ok",
             model,
@@ -509,7 +532,7 @@ impl Broker {
             model = %model,
             key_id = %record.key_id,
             log_index = proven.index,
-            module_id = evidence.verified.as_ref().map(|v| v.module_id()),
+            module_id = evidence.attested.as_ref().map(|v| v.module_id()),
             "key released"
         );
         Ok(Message::Release {
@@ -518,9 +541,10 @@ impl Broker {
         })
     }
 
-    /// Verify the document under the model's policy and the nonce. A document whose chain and
-    /// signature hold but whose policy fails is read again without the policy, so that the
-    /// log records what it measured.
+    /// Verify the document under the model's policy and the nonce, in two steps: authentic
+    /// (chain and signature), then accepted (the policy). What an authentic document attests is
+    /// kept as evidence, so that the log records what it measured even when the policy refuses
+    /// it.
     fn verify(
         &self,
         policy: &Policy,
@@ -528,24 +552,18 @@ impl Broker {
         document: &[u8],
         evidence: &mut Evidence,
     ) -> Result<VerifiedDocument, Denial> {
+        let refused = |e: VerifyError| Denial::new(e.kind(), e.to_string());
         let parsed = attest::parse(document)
             .map_err(|e| Denial::new("document_malformed", e.to_string()))?;
         let nonce =
             Nonce::try_from(&nonce[..]).map_err(|e| Denial::new("internal", e.to_string()))?;
-        let now = Timestamp::now();
-        match self
+        let authentic = self
             .verifier
-            .verify(&parsed, &policy.clone().expect_nonce(nonce), now)
-        {
-            Ok(verified) => Ok(verified),
-            Err(e) => {
-                if let VerifyError::Policy(_) = e {
-                    let open = Policy::new().dangerous_any_age().dangerous_allow_debug();
-                    evidence.verified = self.verifier.verify(&parsed, &open, now).ok();
-                }
-                Err(Denial::new(e.kind(), e.to_string()))
-            }
-        }
+            .authenticate(&parsed, (self.clock)())
+            .map_err(refused)?;
+        let accepted = authentic.accept(&policy.clone().expect_nonce(nonce));
+        evidence.attested = Some(authentic);
+        accepted.map_err(refused)
     }
 
     /// The record must carry the key store's tag: only a holder of the key store makes one.
@@ -667,7 +685,7 @@ impl Broker {
                 Ok(mut budget) => {
                     let allowed = budget.allow(peer);
                     if !allowed {
-                        budget.count(&denial.reason);
+                        budget.count(&denial.reason, (self.clock)());
                     }
                     allowed
                 }
@@ -686,6 +704,7 @@ impl Broker {
             .clone()
             .unwrap_or_else(|| Id::new("-").unwrap_or_else(|_| model.clone()));
         let entry = release_entry(
+            (self.clock)(),
             Outcome::Denied,
             &denial.reason,
             model,
@@ -735,6 +754,7 @@ fn sealed(record: &ModelRecord) -> ModelSealed {
 }
 
 fn release_entry(
+    time: Timestamp,
     outcome: Outcome,
     reason: &str,
     model: &Id,
@@ -742,17 +762,17 @@ fn release_entry(
     policy_version: u64,
     evidence: &Evidence,
 ) -> Entry {
-    let verified = evidence.verified.as_ref();
+    let attested = evidence.attested.as_ref();
     Entry::KeyRelease(KeyRelease {
-        time: Timestamp::now(),
+        time,
         outcome,
         reason: reason.to_owned(),
         model_id: model.to_string(),
         key_id: key_id.to_string(),
         policy_version,
-        module_id: verified.map(|v| v.module_id().to_owned()),
-        pcrs: verified.map(|v| v.pcrs().clone()).unwrap_or_default(),
-        region: verified
+        module_id: attested.map(|v| v.module_id().to_owned()),
+        pcrs: attested.map(|v| v.pcrs().clone()).unwrap_or_default(),
+        region: attested
             .and_then(|v| v.region())
             .map(|r| r.as_str().to_owned()),
         document_sha384: evidence.document_sha384,

@@ -74,6 +74,8 @@ pub struct SealRequest<'a> {
     pub overwrite: bool,
     /// Plaintext bytes per chunk.
     pub chunk_size: u32,
+    /// When it is sealed, as the record and the log say.
+    pub at: Timestamp,
 }
 
 /// Seal `request.input`. With `ledger`, the sealing is logged now; without (another process
@@ -133,7 +135,7 @@ pub fn seal_model(
         wrapped_key,
         model_sha384: digest,
         model_len: len,
-        sealed_at: Timestamp::now(),
+        sealed_at: request.at,
         log_index: None,
         tag: [0; crate::keystore::RECORD_TAG_LEN],
     };

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::frame::{read_frame, write_frame};
+use protocol::wire::WireError;
+use scaffold::{Connections, Limit};
 use sealing::Id;
 use sealing::release::Message;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
 
 use crate::release::Broker;
 
@@ -36,9 +37,9 @@ pub async fn serve(
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let limit = Limit::new(limits.max_connections);
     let workers = Arc::new(Semaphore::new(limits.workers));
-    let mut tasks = JoinSet::new();
+    let mut connections = Connections::new();
     let mut flush = tokio::time::interval(crate::release::DENIAL_WINDOW);
     flush.reset();
     loop {
@@ -50,7 +51,7 @@ pub async fn serve(
                 drop(tokio::task::spawn_blocking(move || broker.flush_denials()));
                 continue;
             }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            () = connections.reap() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -60,43 +61,52 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
+        let Some(permit) = limit.admit() else {
             tracing::warn!(%peer, "at the connection limit; closing a connection");
             continue;
         };
         let broker = broker.clone();
         let workers = workers.clone();
-        tasks.spawn(async move {
+        connections.spawn(permit, async move {
             if let Err(e) =
                 connection(stream, peer.ip(), &broker, &workers, limits.io_timeout).await
             {
                 tracing::info!(%peer, error = %e, "release connection ended early");
             }
-            drop(permit);
         });
     }
     tracing::info!(
-        in_flight = tasks.len(),
+        in_flight = connections.len(),
         "shutting down: finishing releases in flight"
     );
-    let drained = tokio::time::timeout(limits.grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            cut = tasks.len(),
-            "grace period over; closing the remaining connections"
-        );
-        tasks.abort_all();
-    }
+    connections.drain(limits.grace).await;
     let _ = tokio::task::spawn_blocking(move || broker.flush_denials()).await;
+}
+
+/// Why a connection ended before its release was decided and answered.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    /// The peer sent nothing within the time allowed.
+    #[error("no message within {0}")]
+    Silent(String),
+    /// The peer did not read the answer within the time allowed.
+    #[error("the peer did not read the answer in time")]
+    SlowReader,
+    /// The peer closed, or broke the framing.
+    #[error(transparent)]
+    Frame(#[from] WireError),
+    /// A decision's task failed.
+    #[error("the decision's task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The worker pool is closed (the server is stopping).
+    #[error("no worker: the server is stopping")]
+    Stopping(#[from] tokio::sync::AcquireError),
 }
 
 /// Why no message was received.
 enum Received {
     /// Nothing usable arrived: the peer went silent, closed, or broke the framing.
-    Io(anyhow::Error),
+    Io(ConnectionError),
     /// A frame arrived that is not a release message.
     Malformed(sealing::release::ReleaseError),
 }
@@ -104,20 +114,19 @@ enum Received {
 async fn receive(stream: &mut TcpStream, timeout: Duration) -> Result<Message, Received> {
     let body = tokio::time::timeout(timeout, read_frame(stream))
         .await
-        .map_err(|_| {
-            Received::Io(anyhow::anyhow!(
-                "no message within {}",
-                attest::format_duration(timeout)
-            ))
-        })?
+        .map_err(|_| Received::Io(ConnectionError::Silent(attest::format_duration(timeout))))?
         .map_err(|e| Received::Io(e.into()))?;
     Message::decode(&body).map_err(Received::Malformed)
 }
 
-async fn send(stream: &mut TcpStream, message: &Message, timeout: Duration) -> anyhow::Result<()> {
+async fn send(
+    stream: &mut TcpStream,
+    message: &Message,
+    timeout: Duration,
+) -> Result<(), ConnectionError> {
     tokio::time::timeout(timeout, write_frame(stream, &message.encode()))
         .await
-        .map_err(|_| anyhow::anyhow!("the peer did not read the answer in time"))??;
+        .map_err(|_| ConnectionError::SlowReader)??;
     Ok(())
 }
 
@@ -130,7 +139,7 @@ async fn refuse_protocol(
     peer: IpAddr,
     message: String,
     timeout: Duration,
-) -> anyhow::Result<()> {
+) -> Result<(), ConnectionError> {
     let broker = broker.clone();
     let answer =
         tokio::task::spawn_blocking(move || broker.deny_protocol(model.as_ref(), peer, message))
@@ -144,7 +153,7 @@ async fn connection(
     broker: &Arc<Broker>,
     workers: &Arc<Semaphore>,
     timeout: Duration,
-) -> anyhow::Result<()> {
+) -> Result<(), ConnectionError> {
     let expected = |got: &Message, expected: &str| format!("expected {expected}, got {}", got.op());
     let model = match receive(&mut stream, timeout).await {
         Ok(Message::Hello { model_id }) => model_id,

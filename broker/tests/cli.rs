@@ -1,11 +1,10 @@
 //! The `broker` command: exit codes, JSON shapes, and sealing's refusal to lose or half-write.
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    clippy::as_conversions,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::path::{Path, PathBuf};

@@ -1,12 +1,9 @@
 //! The keys the broker keeps in a PKCS#11 token, checked against SoftHSM2: `broker init`'s keys
 //! open; a KEK with any protection missing (one the token reports, or one it does not report at
 //! all) is refused, naming it; and records are tagged by the token.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::path::{Path, PathBuf};

@@ -21,7 +21,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::shared::{LogFormat, Verdict, init_logging};
+use crate::shared::Verdict;
+use scaffold::logging::LogArgs;
 
 /// Verify and inspect AWS Nitro Enclaves attestation documents; measure and build enclave
 /// images; check transparency-log proofs and inference receipts offline.
@@ -34,10 +35,8 @@ use crate::shared::{LogFormat, Verdict, init_logging};
                   Example:\n  attest verify attest/tests/data/nitro/marlin-20240226-3a4a0301.cbor --at document"
 )]
 struct Cli {
-    /// Log format on standard error: text, or json for log collectors. Levels come from
-    /// RUST_LOG (for example RUST_LOG=attest=debug); the default is warn.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,7 +78,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.log_format);
+    cli.log.init("attest", scaffold::logging::Level::WARN);
     let result = match cli.command {
         Command::Verify(args) => verify::run(args),
         Command::Chat(args) => chat::run(*args),

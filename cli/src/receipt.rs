@@ -161,7 +161,9 @@ pub(crate) fn claims_json(c: &ReceiptClaims) -> serde_json::Value {
 /// Stable error kinds for scripts (docs/cli.md).
 fn receipt_kind(error: &ReceiptError) -> &'static str {
     match error {
-        ReceiptError::Malformed(_) => "malformed_receipt",
+        ReceiptError::Malformed(_) | ReceiptError::Payload(_) | ReceiptError::Version(_) => {
+            "malformed_receipt"
+        }
         ReceiptError::DocumentMalformed(_) => "malformed_document",
         ReceiptError::Document(_) => "document_refused",
         ReceiptError::NoKey(_) => "no_receipt_key",

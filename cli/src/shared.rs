@@ -1,5 +1,5 @@
-//! What every subcommand shares: the verdict a command reaches, logging, and reading and
-//! writing files within bounds and atomically.
+//! What every subcommand shares: the verdict a command reaches, and reading and writing files
+//! within bounds and atomically.
 
 use std::io::Read;
 use std::path::Path;
@@ -11,41 +11,6 @@ use anyhow::{Context, bail};
 pub(crate) enum Verdict {
     Accepted,
     Refused,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub(crate) enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Logs go to standard error, so that standard output stays the verdict. Logs carry hashes and
-/// ids, never document contents.
-pub(crate) fn init_logging(format: LogFormat) {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|spec| spec.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(LevelFilter::TRACE);
-    let result = match format {
-        LogFormat::Text => tracing_subscriber::util::SubscriberInitExt::try_init(
-            tracing_subscriber::layer::SubscriberExt::with(
-                builder
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .finish(),
-                filter,
-            ),
-        ),
-        LogFormat::Json => tracing_subscriber::util::SubscriberInitExt::try_init(
-            tracing_subscriber::layer::SubscriberExt::with(builder.json().finish(), filter),
-        ),
-    };
-    if let Err(e) = result {
-        eprintln!("attest: warning: logging disabled: {e}");
-    }
 }
 
 /// Read a document from a path, or standard input for `-`, and decode raw CBOR, hex or base64.
@@ -68,17 +33,9 @@ pub(crate) fn read_document(source: &str) -> anyhow::Result<(Vec<u8>, attest::En
     }
 }
 
-/// Read a file of limited size.
+/// Read a file of at most 1 MiB.
 pub(crate) fn read_small_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    const LIMIT: u64 = 1024 * 1024;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(LIMIT + 1).read_to_end(&mut bytes))
-        .with_context(|| format!("reading {what} {}", path.display()))?;
-    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > LIMIT {
-        bail!("{what} {} is larger than 1 MiB", path.display());
-    }
-    Ok(bytes)
+    scaffold::read_bounded(path, 1024 * 1024).with_context(|| format!("reading {what}"))
 }
 
 /// Write a file without replacing an existing one, via a temporary file, fsync and rename, so

@@ -1,11 +1,8 @@
 //! The `attest` command line: exit codes, JSON shapes, input encodings, the policy file and the
 //! national-root flow from the README.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::io::Write;

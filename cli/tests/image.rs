@@ -1,12 +1,12 @@
 //! `attest measure`, `attest image build`, `attest image ramdisk` and `attest policy
 //! from-image`, as a user runs them: exit codes, JSON shapes, atomic outputs, signing with a key
 //! file and with a key in SoftHSM2 through PKCS#11.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
-    clippy::as_conversions
+    clippy::as_conversions,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::path::{Path, PathBuf};

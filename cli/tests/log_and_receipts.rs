@@ -1,11 +1,9 @@
 //! `attest log` and `attest receipt`: proofs and receipts made with the library are checked by
 //! the command line, with its exit codes and JSON.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    clippy::as_conversions,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::collections::BTreeMap;

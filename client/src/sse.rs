@@ -174,8 +174,6 @@ impl EventStream {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-
     use super::*;
 
     fn chunk(text: &str) -> String {

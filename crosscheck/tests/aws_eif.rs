@@ -6,11 +6,9 @@
 //!   signed, a signature it accepts;
 //! - images built by AWS's builder are read by `attest` with the PCRs AWS's builder reported;
 //! - unsigned, the two builders write the same bytes.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::collections::BTreeMap;

@@ -1,12 +1,13 @@
 //! Enclave images: what the builder writes, the reader reads back with the same measurements;
 //! builds are reproducible; signatures verify and bind PCR0 and PCR8; every rule of the format is
 //! enforced, and no input makes the reader panic.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
-    clippy::as_conversions
+    clippy::as_conversions,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use attest::PcrValue;

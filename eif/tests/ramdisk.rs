@@ -1,12 +1,10 @@
 //! Reproducible ramdisks: the same directory contents give the same bytes wherever and whenever
 //! they are archived, and GNU cpio (an independent implementation of `newc`) extracts exactly
 //! those contents.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    clippy::as_conversions,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::os::unix::fs::PermissionsExt;

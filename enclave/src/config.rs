@@ -12,7 +12,7 @@ use serde::Deserialize;
 use transport::Endpoint;
 
 /// The PCR that holds the configuration's measurement: the first one an enclave may extend.
-pub const CONFIG_PCR: PcrIndex = match PcrIndex::new(crate::nsm::FIRST_USER_PCR) {
+pub const CONFIG_PCR: PcrIndex = match PcrIndex::new(protocol::nsm::FIRST_USER_PCR) {
     Some(index) => index,
     None => unreachable!(),
 };
@@ -107,13 +107,14 @@ pub struct SimulatedNsmConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {reason}")]
-    Read {
+    /// A file could not be read.
+    #[error(transparent)]
+    Read(#[from] scaffold::ReadError),
+    /// The file is not UTF-8 text.
+    #[error("{path} is not UTF-8")]
+    NotText {
         /// The file.
         path: PathBuf,
-        /// Why.
-        reason: String,
     },
     /// The TOML is invalid or has unknown keys.
     #[error("invalid configuration: {0}")]
@@ -199,9 +200,8 @@ impl Config {
     /// Read and check a configuration file. Relative paths in it are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = read_bounded(path)?;
-        let text = String::from_utf8(text).map_err(|_| ConfigError::Read {
+        let text = String::from_utf8(text).map_err(|_| ConfigError::NotText {
             path: path.to_owned(),
-            reason: "not UTF-8".into(),
         })?;
         Self::from_toml(&text, path.parent().unwrap_or(Path::new(".")))
     }
@@ -487,20 +487,7 @@ fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> 
 
 /// Read a small file, refusing anything over [`MAX_CONFIG_LEN`].
 pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    use std::io::Read;
-    let error = |reason: String| ConfigError::Read {
-        path: path.to_owned(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| error(e.to_string()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| error(e.to_string()))?;
-    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_CONFIG_LEN {
-        return Err(error(format!("larger than {MAX_CONFIG_LEN} bytes")));
-    }
-    Ok(bytes)
+    Ok(scaffold::read_bounded(path, MAX_CONFIG_LEN)?)
 }
 
 #[cfg(test)]

@@ -25,7 +25,6 @@ mod api;
 mod config;
 pub mod model;
 mod nitro_nsm;
-mod nsm;
 mod runtime;
 mod server;
 #[cfg(feature = "simulated-nsm")]
@@ -37,8 +36,8 @@ pub use crate::config::{
     CONFIG_PCR, Config, ConfigError, ModelConfig, NsmConfig, SimulatedNsmConfig,
 };
 pub use crate::nitro_nsm::NitroNsm;
-pub use crate::nsm::{AttestationRequest, FIRST_USER_PCR, Nsm, NsmError, PcrState};
 pub use crate::runtime::{SIMULATED_NSM_COMPILED, StartError, measure_config, open_nsm, permit};
 pub use crate::server::Service;
 #[cfg(feature = "simulated-nsm")]
 pub use crate::simulated_nsm::{BootMeasurements, Clock, DevelopmentRoot, SimulatedNsm};
+pub use protocol::nsm::{AttestationRequest, FIRST_USER_PCR, Nsm, NsmError, PcrState};

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use data_encoding::HEXLOWER;
 use enclave::{
     CONFIG_PCR, Config, NsmConfig, SIMULATED_NSM_COMPILED, Service, measure_config, open_nsm,
     permit,
 };
+use scaffold::logging::LogArgs;
+use scaffold::shutdown_signal;
 use transport::{Endpoint, Transport};
 
 /// Every heap block is zeroed when it is freed, so that prompts, answers, KV caches and the
@@ -36,17 +38,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
     NSM or I/O error."
 )]
 struct Cli {
-    /// Log format on standard error: text, or json for collectors. Levels from RUST_LOG.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,7 +74,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    cli.log.init("enclave", scaffold::logging::Level::INFO);
     let result = match cli.command {
         Command::Run { config, listen } => run(config, listen),
         Command::CheckConfig { file, json } => check_config(&file, json),
@@ -180,24 +175,6 @@ async fn serve<T: Transport>(
     Ok(())
 }
 
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
-    tracing::info!("shutdown requested");
-}
-
 fn check_config(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     let config = match Config::load(file) {
         Ok(config) => config,
@@ -245,29 +222,4 @@ fn check_config(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> 
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Logs go to standard error; they carry ids and digests, never document contents.
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|spec| spec.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(LevelFilter::TRACE);
-    let result = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .finish()
-            .with(filter)
-            .try_init(),
-        LogFormat::Json => builder.json().finish().with(filter).try_init(),
-    };
-    if let Err(e) = result {
-        eprintln!("enclave: warning: logging disabled: {e}");
-    }
 }

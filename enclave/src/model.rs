@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 use inference::{Engine, Loaded, ReleaseFacts};
 
 use crate::config::ModelConfig;
-use crate::nsm::{AttestationRequest, Nsm};
+use protocol::nsm::{AttestationRequest, Nsm};
 
 /// How long each step of a release may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -8,7 +8,7 @@ use aws_nitro_enclaves_nsm_api::driver;
 use protocol::wire::NsmKind;
 use serde_bytes::ByteBuf;
 
-use crate::nsm::{AttestationRequest, Nsm, NsmError, PcrState};
+use protocol::nsm::{AttestationRequest, Nsm, NsmError, PcrState};
 
 const DEVICE: &str = "/dev/nsm";
 

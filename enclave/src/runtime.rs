@@ -7,7 +7,7 @@ use attest::PcrValue;
 
 use crate::config::{CONFIG_PCR, Config, NsmConfig};
 use crate::nitro_nsm::NitroNsm;
-use crate::nsm::{Nsm, NsmError};
+use protocol::nsm::{Nsm, NsmError};
 
 /// Whether this build contains the simulated NSM (the `simulated-nsm` feature).
 pub const SIMULATED_NSM_COMPILED: bool = cfg!(feature = "simulated-nsm");
@@ -36,9 +36,21 @@ pub enum StartError {
         /// What measuring this configuration into a fresh PCR gives.
         expected: PcrValue,
     },
-    /// A file the simulated NSM needs could not be used.
-    #[error("simulated NSM: {0}")]
-    Simulated(String),
+    /// The simulated NSM's root certificate could not be read.
+    #[error("simulated NSM: the root certificate: {0}")]
+    SimulatedRoot(#[from] attest::TrustError),
+    /// The simulated NSM's root certificate file holds no certificate.
+    #[error("simulated NSM: no certificate in the root certificate file")]
+    SimulatedRootMissing,
+    /// The simulated NSM's root key could not be read.
+    #[error("simulated NSM: the root key: {0}")]
+    SimulatedKey(#[from] crate::config::ConfigError),
+    /// The simulated NSM's root key is not PEM text.
+    #[error("simulated NSM: the root key is not PEM")]
+    SimulatedKeyNotPem,
+    /// The simulated NSM could not read its own executable to measure it.
+    #[error("simulated NSM: cannot measure this executable: {0}")]
+    OwnExecutable(#[source] std::io::Error),
 }
 
 /// Refuse a configuration that needs the simulated NSM when it is not compiled in.
@@ -85,19 +97,16 @@ mod simulated {
 
     use super::StartError;
     use crate::config::{SimulatedNsmConfig, read_bounded};
-    use crate::nsm::Nsm;
     use crate::simulated_nsm::{BootMeasurements, DevelopmentRoot, SimulatedNsm};
+    use protocol::nsm::Nsm;
 
     pub(super) fn open(sim: &SimulatedNsmConfig) -> Result<Arc<dyn Nsm>, StartError> {
-        let error = |e: &dyn std::fmt::Display| StartError::Simulated(e.to_string());
-        let certificate = attest::load_certificates(&sim.root_certificate_bytes)
-            .map_err(|e| error(&e))?
+        let certificate = attest::load_certificates(&sim.root_certificate_bytes)?
             .into_iter()
             .next()
-            .ok_or_else(|| StartError::Simulated("no certificate in the root file".into()))?;
-        let key = read_bounded(&sim.root_key).map_err(|e| error(&e))?;
-        let key_pem = String::from_utf8(key)
-            .map_err(|_| StartError::Simulated("the root key is not PEM".into()))?;
+            .ok_or(StartError::SimulatedRootMissing)?;
+        let key = read_bounded(&sim.root_key)?;
+        let key_pem = String::from_utf8(key).map_err(|_| StartError::SimulatedKeyNotPem)?;
         let boot = match sim.boot_pcrs {
             Some([pcr0, pcr1, pcr2]) => BootMeasurements {
                 pcr0,
@@ -126,8 +135,9 @@ mod simulated {
     /// Without an image, PCR0 and PCR2 measure this executable and PCR1 measures nothing (there
     /// is no kernel), so that a changed binary changes the measurements.
     fn measure_own_executable() -> Result<BootMeasurements, StartError> {
-        let path = std::env::current_exe().map_err(|e| StartError::Simulated(e.to_string()))?;
-        let bytes = std::fs::read(&path).map_err(|e| StartError::Simulated(e.to_string()))?;
+        let bytes = std::env::current_exe()
+            .and_then(std::fs::read)
+            .map_err(StartError::OwnExecutable)?;
         let application = PcrValue::measure(&bytes);
         Ok(BootMeasurements {
             pcr0: application,

@@ -9,14 +9,13 @@ use aws_lc_rs::digest;
 use data_encoding::HEXLOWER;
 use protocol::frame::{read_frame, write_frame};
 use protocol::wire::{ErrorCode, Health, Request, RequestBody, Response, ResponseBody, WireError};
+use scaffold::{Connections, Limit};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use transport::{Connection, Listener};
 
 use crate::config::Config;
 use crate::model::ModelSlot;
-use crate::nsm::{AttestationRequest, Nsm};
+use protocol::nsm::{AttestationRequest, Nsm};
 
 /// How long a refusal (`busy`, a framing error) may take to write before the connection is
 /// dropped anyway.
@@ -29,16 +28,14 @@ const HEALTH_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct Gate {
     port: u32,
-    max: usize,
-    slots: Arc<Semaphore>,
+    limit: Limit,
 }
 
 impl Gate {
     fn new(port: u32, max: usize) -> Self {
         Gate {
             port,
-            max,
-            slots: Arc::new(Semaphore::new(max)),
+            limit: Limit::new(max),
         }
     }
 }
@@ -111,7 +108,7 @@ impl Service {
         let mut limits: Vec<(u32, u32)> = [Some(&self.control), self.api.as_ref().map(|(g, _)| g)]
             .into_iter()
             .flatten()
-            .map(|g| (g.port, u32::try_from(g.max).unwrap_or(u32::MAX)))
+            .map(|g| (g.port, u32::try_from(g.limit.max()).unwrap_or(u32::MAX)))
             .collect();
         limits.sort_unstable();
         limits
@@ -244,57 +241,47 @@ impl Service {
         shutdown: impl Future<Output = ()>,
         grace: Duration,
     ) {
-        let mut tasks = JoinSet::new();
+        let mut connections = Connections::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                () = connections.reap() => {}
                 accepted = listener.accept() => {
                     let Ok((port, mut stream)) = accepted else { break };
                     let Some((gate, role)) = self.gate(port) else { continue };
-                    match (gate.slots.clone().try_acquire_owned(), role) {
-                        (Ok(permit), Role::Api) => {
+                    match (gate.limit.admit(), role) {
+                        (Some(permit), Role::Api) => {
                             if let Some((_, api)) = &self.api {
                                 let api = api.clone();
-                                tasks.spawn(async move {
+                                connections.spawn(permit, async move {
                                     api.serve_connection(stream).await;
-                                    drop(permit);
                                 });
                             }
                         }
-                        (Ok(permit), role) => {
+                        (Some(permit), role) => {
                             let service = self.clone();
-                            tasks.spawn(async move {
+                            connections.spawn(permit, async move {
                                 service.serve_control(stream, role).await;
-                                drop(permit);
                             });
                         }
                         // TLS clients cannot read a control-protocol frame: just close.
-                        (Err(_), Role::Api) => {
+                        (None, Role::Api) => {
                             tracing::warn!(port, "at the API port's connection limit; closing a connection");
                         }
-                        (Err(_), _) => {
+                        (None, _) => {
                             tracing::warn!(port, "at the port's connection limit; refusing a connection");
-                            tasks.spawn(async move {
+                            connections.spawn_unlimited(async move {
                                 let busy = Response::error(0, ErrorCode::Busy, "at the connection limit");
                                 refuse(&mut stream, busy).await;
                             });
                         }
                     }
                 }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
         drop(listener);
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            tracing::warn!(
-                left = tasks.len(),
-                "closing connections still open at shutdown"
-            );
-            tasks.abort_all();
-        }
+        connections.drain(grace).await;
     }
 }
 

@@ -12,7 +12,7 @@ use attest::{PCR_SLOTS, PcrIndex, PcrValue, Region, Timestamp};
 use protocol::wire::NsmKind;
 use rustls_pki_types::CertificateDer;
 
-use crate::nsm::{AttestationRequest, FIRST_USER_PCR, Nsm, NsmError, PcrState};
+use protocol::nsm::{AttestationRequest, FIRST_USER_PCR, Nsm, NsmError, PcrState};
 
 /// How long before the simulated instance CA expires a new one is issued: a leaf lives three
 /// hours and must not outlive its issuer.

@@ -1,10 +1,7 @@
 //! The `enclave` command line: configuration checks and what they print.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::path::PathBuf;

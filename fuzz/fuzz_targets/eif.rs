@@ -28,7 +28,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     assert_eq!(at, data.len() as u64);
     assert_eq!(image.cmdline, cmdline);
     let certificate = image.signature.as_ref().map(|s| s.certificate.as_ref());
-    let expected =
-        eif::Measurements::of_parts(kernel, cmdline, &ramdisks, certificate).unwrap();
+    let expected = eif::Measurements::of_parts(kernel, cmdline, &ramdisks, certificate).unwrap();
     assert_eq!(image.measurements, expected);
 });

@@ -15,7 +15,9 @@ fn verifier() -> &'static Verifier {
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if Receipt::parse(data).is_ok() {
         let policy = ReceiptPolicy {
-            attestation: Policy::new().dangerous_any_age(),
+            attestation: Policy::new()
+                .dangerous_any_measurements()
+                .dangerous_any_age(),
             model_digest: [0; 48],
             policy_version: None,
             log_keys: Vec::new(),

@@ -25,7 +25,8 @@ pub async fn serve(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut connections = crate::connections::Connections::new(MAX_CONNECTIONS);
+    let limit = scaffold::Limit::new(MAX_CONNECTIONS);
+    let mut connections = scaffold::Connections::new();
     loop {
         let stream = tokio::select! {
             _ = shutdown.changed() => break,
@@ -38,7 +39,7 @@ pub async fn serve(
                 }
             },
         };
-        let Some(permit) = connections.admit() else {
+        let Some(permit) = limit.admit() else {
             continue;
         };
         let shared = shared.clone();

@@ -117,13 +117,14 @@ pub struct Relay {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {reason}")]
-    Read {
+    /// A file could not be read.
+    #[error(transparent)]
+    Read(#[from] scaffold::ReadError),
+    /// The file is not UTF-8 text.
+    #[error("{path} is not UTF-8")]
+    NotText {
         /// The file.
         path: PathBuf,
-        /// Why.
-        reason: String,
     },
     /// The TOML is invalid or has unknown keys.
     #[error("invalid configuration: {0}")]
@@ -251,18 +252,10 @@ fn port(field: &str, value: u32) -> Result<u32, ConfigError> {
 impl HostConfig {
     /// Read and check a configuration file; relative paths are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        use std::io::Read;
-        let error = |reason: String| ConfigError::Read {
+        let bytes = scaffold::read_bounded(path, MAX_CONFIG_LEN)?;
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::NotText {
             path: path.to_owned(),
-            reason,
-        };
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_CONFIG_LEN + 1).read_to_string(&mut text))
-            .map_err(|e| error(e.to_string()))?;
-        if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_CONFIG_LEN {
-            return Err(error(format!("larger than {MAX_CONFIG_LEN} bytes")));
-        }
+        })?;
         Self::from_toml(&text, path.parent().unwrap_or(Path::new(".")))
     }
 

@@ -3,11 +3,10 @@
 //! hybrid vsock socket; clients on 127.0.0.1:8443, the admin endpoint on 127.0.0.1:9100.
 //! Documents from it verify with `attest verify --no-aws-root --nitro-root nitro-root.pem`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
 use attest::Timestamp;
 
 use crate::config::{EnclaveSettings, Forward, HostConfig, Launch, sibling_executable};
@@ -16,13 +15,37 @@ use crate::config::{EnclaveSettings, Forward, HostConfig, Launch, sibling_execut
 pub const DEV_FORWARD: &str = "127.0.0.1:8443";
 /// The admin endpoint in development.
 pub const DEV_ADMIN: &str = "127.0.0.1:9100";
+const DEV_FORWARD_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443);
+const DEV_ADMIN_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9100);
+
+/// Why the development setup could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevError {
+    /// A file or the directory could not be written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The simulated Nitro root could not be made.
+    #[error("creating the simulated Nitro root: {0}")]
+    Root(#[from] attest::pki::PkiError),
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DevError {
+    let path = path.to_owned();
+    move |source| DevError::Io { what, path, source }
+}
 
 /// Prepare `dir` and return the development configuration that uses it.
-pub fn prepare(dir: &Path) -> anyhow::Result<HostConfig> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dir = dir
-        .canonicalize()
-        .with_context(|| format!("resolving {}", dir.display()))?;
+pub fn prepare(dir: &Path) -> Result<HostConfig, DevError> {
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let dir = dir.canonicalize().map_err(io("resolving", dir))?;
     let (cert, key) = (dir.join("nitro-root.pem"), dir.join("nitro-root.key"));
     if !cert.exists() || !key.exists() {
         let now = Timestamp::now();
@@ -65,19 +88,15 @@ pub fn prepare(dir: &Path) -> anyhow::Result<HostConfig> {
         },
         model: None,
         forwards: vec![Forward {
-            listen: parse(DEV_FORWARD)?,
+            listen: DEV_FORWARD_ADDRESS,
             enclave_port: 5000,
             max_connections: crate::config::DEFAULT_FORWARD_CONNECTIONS,
             idle_timeout: Duration::from_secs(60),
         }],
         relays: Vec::new(),
-        admin: Some(parse(DEV_ADMIN)?),
+        admin: Some(DEV_ADMIN_ADDRESS),
         shutdown_grace: Duration::from_secs(10),
     })
-}
-
-fn parse(address: &str) -> anyhow::Result<SocketAddr> {
-    Ok(address.parse()?)
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -92,7 +111,7 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// Write via a temporary file and rename, so a crash never leaves half a file.
-fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()> {
+fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), DevError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -102,11 +121,10 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> anyhow::Result<()>
     if private {
         options.mode(0o600);
     }
-    let mut file = options
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    let mut file = options.open(&tmp).map_err(io("writing", &tmp))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(io("writing", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("writing", path))?;
     Ok(())
 }

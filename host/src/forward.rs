@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use scaffold::{Connections, Limit};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Forward;
-use crate::connections::Connections;
 use crate::metrics::names;
 use crate::pump::{Counters, Ending, pump};
 use crate::state::Shared;
@@ -28,7 +28,8 @@ pub async fn serve(
     grace: Duration,
 ) {
     let port = forward.enclave_port;
-    let mut connections = Connections::new(forward.max_connections);
+    let limit = Limit::new(forward.max_connections);
+    let mut connections = Connections::new();
     let refused = |reason: &str| {
         shared.metrics.count(
             names::FORWARD_REFUSED,
@@ -48,7 +49,7 @@ pub async fn serve(
                 }
             },
         };
-        let Some(permit) = connections.admit() else {
+        let Some(permit) = limit.admit() else {
             refused("limit");
             tracing::warn!(%peer, port, "at the connection limit; closing a client connection");
             continue;
@@ -57,7 +58,7 @@ pub async fn serve(
         // queue is closed here, where it costs the enclave nothing.
         if shared
             .port_limit(port)
-            .is_some_and(|enclave_max| connections.in_use() > enclave_max)
+            .is_some_and(|enclave_max| limit.in_use() > enclave_max)
         {
             refused("enclave_limit");
             tracing::warn!(%peer, port, "at the enclave's connection limit for this port; closing a client connection");

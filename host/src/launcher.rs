@@ -44,8 +44,39 @@ enum Handle {
     },
 }
 
+/// Why the enclave could not be launched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LaunchError {
+    /// The development enclave's binary could not be started.
+    #[error("starting {binary}: {source}")]
+    Spawn {
+        /// The binary.
+        binary: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `nitro-cli` could not be run.
+    #[error("running nitro-cli: {0}")]
+    NitroCli(#[source] std::io::Error),
+    /// `nitro-cli` failed.
+    #[error("nitro-cli failed ({status}): {stderr}")]
+    NitroCliFailed {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The start of what it printed on standard error.
+        stderr: String,
+    },
+    /// `nitro-cli` printed more than it ever does.
+    #[error("nitro-cli printed more than {MAX_NITRO_CLI_OUTPUT} bytes")]
+    NitroCliOutputTooLarge,
+    /// `nitro-cli` printed something other than its JSON.
+    #[error("reading nitro-cli output: {0}")]
+    NitroCliOutput(#[from] serde_json::Error),
+}
+
 /// Start the enclave.
-pub async fn launch(launch: &Launch) -> anyhow::Result<Running> {
+pub async fn launch(launch: &Launch) -> Result<Running, LaunchError> {
     match launch {
         Launch::Development {
             binary,
@@ -66,7 +97,10 @@ pub async fn launch(launch: &Launch) -> anyhow::Result<Running> {
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|e| anyhow::anyhow!("starting {}: {e}", binary.display()))?;
+                .map_err(|source| LaunchError::Spawn {
+                    binary: binary.clone(),
+                    source,
+                })?;
             let id = child
                 .id()
                 .map_or_else(|| "exited".into(), |pid| pid.to_string());
@@ -87,8 +121,7 @@ pub async fn launch(launch: &Launch) -> anyhow::Result<Running> {
             let mut command = Command::new(&settings.nitro_cli);
             command.args(run_enclave_args(settings));
             let output = run_cli(command).await?;
-            let (enclave_id, cid) = started_enclave(&output)
-                .map_err(|e| anyhow::anyhow!("reading nitro-cli run-enclave output: {e}"))?;
+            let (enclave_id, cid) = started_enclave(&output)?;
             Ok(Running {
                 endpoint: Endpoint::Vsock(Vsock::new(cid)),
                 id: enclave_id.clone(),
@@ -267,9 +300,8 @@ fn is_our_enclave(pid: i32, binary: &std::path::Path, socket: &std::path::Path) 
 }
 
 /// The ids of the enclaves named `name` in `describe-enclaves` output.
-pub fn enclaves_named(output: &[u8], name: &str) -> Result<Vec<String>, String> {
-    let enclaves: Vec<DescribedEnclave> =
-        serde_json::from_slice(output).map_err(|e| e.to_string())?;
+pub fn enclaves_named(output: &[u8], name: &str) -> Result<Vec<String>, serde_json::Error> {
+    let enclaves: Vec<DescribedEnclave> = serde_json::from_slice(output)?;
     Ok(enclaves
         .into_iter()
         .filter(|e| e.enclave_name.as_deref() == Some(name))
@@ -320,9 +352,8 @@ struct DescribedEnclave {
 }
 
 /// The state `describe-enclaves` output gives for `enclave_id`, or `None` if it is not listed.
-pub fn enclave_state(output: &[u8], enclave_id: &str) -> Result<Option<String>, String> {
-    let enclaves: Vec<DescribedEnclave> =
-        serde_json::from_slice(output).map_err(|e| e.to_string())?;
+pub fn enclave_state(output: &[u8], enclave_id: &str) -> Result<Option<String>, serde_json::Error> {
+    let enclaves: Vec<DescribedEnclave> = serde_json::from_slice(output)?;
     Ok(enclaves
         .into_iter()
         .find(|e| e.enclave_id == enclave_id)
@@ -330,28 +361,27 @@ pub fn enclave_state(output: &[u8], enclave_id: &str) -> Result<Option<String>, 
 }
 
 /// The CID and id in `run-enclave` output.
-pub fn started_enclave(output: &[u8]) -> Result<(String, u32), String> {
-    let started: RunEnclaveOutput = serde_json::from_slice(output).map_err(|e| e.to_string())?;
+pub fn started_enclave(output: &[u8]) -> Result<(String, u32), serde_json::Error> {
+    let started: RunEnclaveOutput = serde_json::from_slice(output)?;
     Ok((started.enclave_id, started.enclave_cid))
 }
 
-async fn run_cli(mut command: Command) -> anyhow::Result<Vec<u8>> {
+async fn run_cli(mut command: Command) -> Result<Vec<u8>, LaunchError> {
     let output = command
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| anyhow::anyhow!("running nitro-cli: {e}"))?;
+        .map_err(LaunchError::NitroCli)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        anyhow::bail!(
-            "nitro-cli failed ({}): {}",
-            output.status,
-            stderr.chars().take(512).collect::<String>()
-        );
+        return Err(LaunchError::NitroCliFailed {
+            status: output.status,
+            stderr: stderr.chars().take(512).collect(),
+        });
     }
     if output.stdout.len() > MAX_NITRO_CLI_OUTPUT {
-        anyhow::bail!("nitro-cli printed more than {MAX_NITRO_CLI_OUTPUT} bytes");
+        return Err(LaunchError::NitroCliOutputTooLarge);
     }
     Ok(output.stdout)
 }

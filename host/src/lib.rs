@@ -31,7 +31,6 @@
 
 pub mod admin;
 mod config;
-mod connections;
 pub mod dev;
 pub mod forward;
 pub mod launcher;

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use host::{HostConfig, Launch, Shared};
+use scaffold::logging::LogArgs;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use transport::{Endpoint, HybridVsock, Transport, Vsock};
@@ -26,17 +27,10 @@ use transport::{Endpoint, HybridVsock, Transport, Vsock};
     configuration or I/O error."
 )]
 struct Cli {
-    /// Log format on standard error: text, or json for collectors. Levels from RUST_LOG.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,7 +69,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Logs carry ids, ports and counts, never relayed bytes.
+    cli.log.init("host", scaffold::logging::Level::INFO);
     let result = match cli.command {
         Command::Run {
             config,
@@ -167,7 +162,7 @@ async fn serve(config: HostConfig) -> anyhow::Result<()> {
         stopping.clone(),
     ));
 
-    shutdown_signal().await;
+    scaffold::shutdown_signal().await;
     tracing::info!(grace = %attest::format_duration(grace), "shutting down");
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
@@ -201,23 +196,6 @@ async fn bind_model<T: Transport>(
         .await
         .with_context(|| format!("model listener on host port {}", source.port))?;
     Ok(host::model_source::serve(listener, source, stopping))
-}
-
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
 }
 
 fn check_config(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
@@ -289,29 +267,4 @@ fn check_config(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Logs go to standard error; they carry ids, ports and counts, never relayed bytes.
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|spec| spec.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(LevelFilter::TRACE);
-    let result = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .finish()
-            .with(filter)
-            .try_init(),
-        LogFormat::Json => builder.json().finish().with(filter).try_init(),
-    };
-    if let Err(e) = result {
-        eprintln!("host: warning: logging disabled: {e}");
-    }
 }

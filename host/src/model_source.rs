@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use scaffold::{Connections, Limit};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use transport::{Connection, Listener};
 
 /// The sealed model and the host port it is served on.
@@ -34,12 +34,12 @@ pub async fn serve<S: Connection>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let path = Arc::new(source.path);
-    let permits = Arc::new(Semaphore::new(MAX_TRANSFERS));
-    let mut transfers = JoinSet::new();
+    let limit = Limit::new(MAX_TRANSFERS);
+    let mut transfers = Connections::new();
     loop {
         let mut stream = tokio::select! {
             _ = shutdown.changed() => break,
-            Some(_) = transfers.join_next(), if !transfers.is_empty() => continue,
+            () = transfers.reap() => continue,
             accepted = listener.accept() => match accepted {
                 Ok((_, stream)) => stream,
                 Err(e) => {
@@ -48,7 +48,7 @@ pub async fn serve<S: Connection>(
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Some(permit) = limit.admit() else {
             tracing::warn!(
                 port = source.port,
                 "too many model transfers at once; closing one"
@@ -56,7 +56,7 @@ pub async fn serve<S: Connection>(
             continue;
         };
         let path = path.clone();
-        transfers.spawn(async move {
+        transfers.spawn(permit, async move {
             let started = std::time::Instant::now();
             let result = async {
                 let file = tokio::fs::File::open(path.as_ref()).await?;
@@ -74,8 +74,8 @@ pub async fn serve<S: Connection>(
                 ),
                 Err(e) => tracing::warn!(error = %e, "sending the sealed model failed"),
             }
-            drop(permit);
         });
     }
-    transfers.abort_all();
+    // A transfer in flight is cut at once: the enclave retries with another host.
+    transfers.drain(std::time::Duration::ZERO).await;
 }

@@ -13,10 +13,10 @@ use tokio::time::Instant;
 use transport::{Connection, Listener};
 
 use crate::config::Relay;
-use crate::connections::Connections;
 use crate::metrics::names;
 use crate::pump::{Counters, pump};
 use crate::state::Shared;
+use scaffold::{Connections, Limit};
 
 /// How long connecting to a relay target may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,7 +30,8 @@ pub async fn serve<S: Connection>(
     grace: Duration,
 ) {
     let port = relay.port;
-    let mut connections = Connections::new(relay.max_connections);
+    let limit = Limit::new(relay.max_connections);
+    let mut connections = Connections::new();
     let target: Arc<str> = relay.target.into();
     loop {
         let enclave = tokio::select! {
@@ -44,7 +45,7 @@ pub async fn serve<S: Connection>(
                 }
             },
         };
-        let Some(permit) = connections.admit() else {
+        let Some(permit) = limit.admit() else {
             shared.metrics.count(
                 names::RELAY_REFUSED,
                 format!("port=\"{port}\",reason=\"limit\""),

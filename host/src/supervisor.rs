@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use protocol::frame::{read_frame, write_frame};
-use protocol::wire::{Health, Request, RequestBody, Response, ResponseBody};
+use protocol::wire::{ErrorCode, Health, Request, RequestBody, Response, ResponseBody, WireError};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use transport::Endpoint;
@@ -25,10 +25,47 @@ const PROBE_FAILURES_BEFORE_RESTART: u32 = 3;
 /// An enclave that ran this long resets the back-off.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
 
+/// Why a health probe failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// The enclave's port could not be reached.
+    #[error("cannot connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The exchange broke: framing, or a message that is not a response.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The enclave answered something other than its health.
+    #[error("the enclave answered a health request with `{0}`")]
+    Unexpected(&'static str),
+    /// The enclave refused the health request.
+    #[error("the enclave refused the health request: {code}: {message}")]
+    Refused {
+        /// Its error code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+    /// No answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Never ready in time.
+    #[error("not ready within {within}: {last}")]
+    NotReady {
+        /// The time allowed.
+        within: String,
+        /// The last probe's failure.
+        last: Box<ProbeError>,
+    },
+    /// The enclave ended before it was ready.
+    #[error("exited before it was ready ({0})")]
+    Exited(String),
+}
+
 /// Ask the enclave for its health over the control protocol.
-pub async fn probe(endpoint: &Endpoint, port: u32) -> anyhow::Result<Health> {
+pub async fn probe(endpoint: &Endpoint, port: u32) -> Result<Health, ProbeError> {
     let exchange = async {
-        let mut stream = endpoint.connect(port).await?;
+        let mut stream = endpoint.connect(port).await.map_err(ProbeError::Connect)?;
         let request = Request {
             id: 0,
             body: RequestBody::Health,
@@ -37,21 +74,30 @@ pub async fn probe(endpoint: &Endpoint, port: u32) -> anyhow::Result<Health> {
         let response = Response::decode(&read_frame(&mut stream).await?)?;
         match response.body {
             ResponseBody::Health(health) => Ok(health),
-            other => anyhow::bail!("unexpected answer to a health request: {other:?}"),
+            ResponseBody::Attestation { .. } => Err(ProbeError::Unexpected("attestation")),
+            ResponseBody::Error { code, message } => Err(ProbeError::Refused { code, message }),
+            _ => Err(ProbeError::Unexpected("another operation")),
         }
     };
     tokio::time::timeout(PROBE_TIMEOUT, exchange)
         .await
-        .map_err(|_| anyhow::anyhow!("no answer within {PROBE_TIMEOUT:?}"))?
+        .map_err(|_| ProbeError::Timeout(PROBE_TIMEOUT))?
 }
 
-async fn wait_ready(endpoint: &Endpoint, port: u32, timeout: Duration) -> anyhow::Result<Health> {
+async fn wait_ready(
+    endpoint: &Endpoint,
+    port: u32,
+    timeout: Duration,
+) -> Result<Health, ProbeError> {
     let deadline = Instant::now() + timeout;
     loop {
         match probe(endpoint, port).await {
             Ok(health) => return Ok(health),
             Err(e) if Instant::now() >= deadline => {
-                anyhow::bail!("not ready within {}: {e}", attest::format_duration(timeout))
+                return Err(ProbeError::NotReady {
+                    within: attest::format_duration(timeout),
+                    last: Box::new(e),
+                });
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
@@ -127,7 +173,7 @@ async fn run_once(
     let endpoint = running.endpoint.clone();
     let ready = tokio::select! {
         ready = wait_ready(&endpoint, settings.health_port, settings.ready_timeout) => ready,
-        how = running.exited() => Err(anyhow::anyhow!("exited before it was ready ({how})")),
+        how = running.exited() => Err(ProbeError::Exited(how)),
         _ = shutdown.changed() => {
             running.stop().await;
             return None;

@@ -356,8 +356,6 @@ pub(crate) fn wipe(value: Value) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-
     use super::*;
 
     fn parse(body: &str) -> Result<ChatRequest, ApiError> {

@@ -654,8 +654,6 @@ fn build_tokenizer(metadata: &HashMap<String, gguf_file::Value>) -> Result<Token
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-
     use super::*;
 
     fn run(stop: &[&str], pieces: &[&str]) -> (String, bool) {

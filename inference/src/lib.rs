@@ -21,5 +21,5 @@ pub use engine::{
     Engine, EngineError, FinishReason, Generation, LoadReport, Message, Precision, Role,
     SamplingParams,
 };
-pub use server::{Api, Attester, Limits, Loaded, ReleaseFacts};
+pub use server::{Api, Limits, Loaded, ReleaseFacts, StartError};
 pub use tls::{TlsError, TlsIdentity};

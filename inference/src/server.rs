@@ -26,6 +26,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use proofs::receipt::{ReceiptClaims, ReceiptSigner};
 use protocol::channel::{ATTESTATION_PATH, RECEIPT_EVENT, RECEIPT_HEADER, tls_binding};
+use protocol::nsm::{AttestationRequest, Nsm};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc};
@@ -35,7 +36,7 @@ use zeroize::Zeroizing;
 use crate::api::{ApiError, parse_chat_request};
 use crate::deadline::WriteDeadline;
 use crate::engine::{Engine, EngineError, FinishReason, Generation};
-use crate::tls::TlsIdentity;
+use crate::tls::{TlsError, TlsIdentity};
 
 /// The response body type.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -60,12 +61,6 @@ pub struct Loaded {
     pub engine: Engine,
     /// What its key release established.
     pub release: ReleaseFacts,
-}
-
-/// Produces attestation documents: the NSM, in the enclave.
-pub trait Attester: Send + Sync + 'static {
-    /// A document over `nonce`, binding `user_data` and `public_key`.
-    fn attest(&self, nonce: &[u8], user_data: &[u8], public_key: &[u8]) -> Result<Vec<u8>, String>;
 }
 
 /// Bounds on what clients may ask of the API, and how long each step of a connection may take,
@@ -118,15 +113,22 @@ impl Default for Limits {
 
 /// Why the API could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot start the inference API: {0}")]
-pub struct StartError(pub String);
+#[non_exhaustive]
+pub enum StartError {
+    /// The TLS identity could not be made.
+    #[error("cannot start the inference API: {0}")]
+    Tls(#[from] TlsError),
+    /// The receipt key could not be made.
+    #[error("cannot start the inference API: {0}")]
+    Receipts(#[from] proofs::receipt::ReceiptError),
+}
 
 /// The API: its TLS identity, receipt key, the model once loaded, and the generation slots.
 pub struct Api {
     model_id: String,
     model: OnceLock<Arc<Loaded>>,
     not_ready: Mutex<String>,
-    attester: Arc<dyn Attester>,
+    nsm: Arc<dyn Nsm>,
     tls: TlsIdentity,
     receipts: ReceiptSigner,
     receipt_key: Vec<u8>,
@@ -144,23 +146,17 @@ impl core::fmt::Debug for Api {
 }
 
 impl Api {
-    /// An API for `model_id`, with a fresh TLS key and receipt key. It answers 503 until
-    /// [`set_model`](Self::set_model).
-    pub fn new(
-        model_id: &str,
-        attester: Arc<dyn Attester>,
-        limits: Limits,
-    ) -> Result<Self, StartError> {
-        let tls = TlsIdentity::generate().map_err(|e| StartError(e.to_string()))?;
-        let receipts = ReceiptSigner::generate().map_err(|e| StartError(e.to_string()))?;
-        let receipt_key = receipts
-            .public_key_der()
-            .map_err(|e| StartError(e.to_string()))?;
+    /// An API for `model_id`, with a fresh TLS key and receipt key, its attestation documents
+    /// signed by `nsm`. It answers 503 until [`set_model`](Self::set_model).
+    pub fn new(model_id: &str, nsm: Arc<dyn Nsm>, limits: Limits) -> Result<Self, StartError> {
+        let tls = TlsIdentity::generate()?;
+        let receipts = ReceiptSigner::generate()?;
+        let receipt_key = receipts.public_key_der()?;
         Ok(Api {
             model_id: model_id.to_owned(),
             model: OnceLock::new(),
             not_ready: Mutex::new("the model is loading".into()),
-            attester,
+            nsm,
             tls,
             receipts,
             receipt_key,
@@ -302,18 +298,26 @@ impl Api {
                     ),
                 )
             })?;
-        let attester = self.attester.clone();
+        let nsm = self.nsm.clone();
         let user_data = tls_binding(self.certificate());
         let key = self.receipt_key.clone();
-        let document =
-            tokio::task::spawn_blocking(move || attester.attest(&nonce, &user_data, &key))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r)
-                .map_err(|e| {
-                    tracing::error!(error = %e, "attestation failed");
-                    ApiError::new(500, "server_error", "attestation_failed", "the NSM failed")
-                })?;
+        let signed = tokio::task::spawn_blocking(move || {
+            nsm.attest(&AttestationRequest {
+                nonce: Some(&nonce),
+                user_data: Some(&user_data),
+                public_key: Some(&key),
+            })
+        })
+        .await;
+        let failed = |error: &dyn std::fmt::Display| {
+            tracing::error!(%error, "attestation failed");
+            ApiError::new(500, "server_error", "attestation_failed", "the NSM failed")
+        };
+        let document = match signed {
+            Ok(Ok(document)) => document,
+            Ok(Err(e)) => return Err(failed(&e)),
+            Err(e) => return Err(failed(&e)),
+        };
         let mut response = Response::new(full(document));
         response
             .headers_mut()

@@ -14,8 +14,15 @@ use zeroize::Zeroizing;
 
 /// Why the identity could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create the TLS identity: {0}")]
-pub struct TlsError(String);
+#[non_exhaustive]
+pub enum TlsError {
+    /// The key or its certificate could not be generated.
+    #[error("cannot create the TLS key or certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error("cannot configure TLS: {0}")]
+    Config(#[from] rustls::Error),
+}
 
 /// The certificate and the server configuration that presents it.
 pub struct TlsIdentity {
@@ -32,26 +39,21 @@ impl core::fmt::Debug for TlsIdentity {
 impl TlsIdentity {
     /// A fresh key and certificate.
     pub fn generate() -> Result<Self, TlsError> {
-        let error = |e: &dyn std::fmt::Display| TlsError(e.to_string());
-        let key =
-            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(|e| error(&e))?;
-        let mut params = rcgen::CertificateParams::new(vec!["enclave.attested".to_owned()])
-            .map_err(|e| error(&e))?;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+        let mut params = rcgen::CertificateParams::new(vec!["enclave.attested".to_owned()])?;
         params.distinguished_name.push(
             rcgen::DnType::CommonName,
             "attested enclave (bound by its attestation document)",
         );
-        let certificate = params.self_signed(&key).map_err(|e| error(&e))?;
+        let certificate = params.self_signed(&key)?;
         let certificate = CertificateDer::from(certificate.der().to_vec());
         let pkcs8 = Zeroizing::new(key.serialize_der());
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec()));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| error(&e))?
+            .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()
-            .with_single_cert(vec![certificate.clone()], private)
-            .map_err(|e| error(&e))?;
+            .with_single_cert(vec![certificate.clone()], private)?;
         config.send_tls13_tickets = 0;
         config.session_storage = Arc::new(NoServerSessionStorage {});
         config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -1,12 +1,9 @@
 //! The engine on a tiny random-weight model: loading, sampling parameters, stop strings, the
 //! context bound, and that no request's state reaches the next.
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use inference::engine::MAX_CONTEXT;

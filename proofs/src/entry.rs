@@ -27,9 +27,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use attest::{PcrIndex, PcrValue, Timestamp};
-use ciborium::Value;
+use cbor::{Fields, Map, Profile, Reader, Value};
 
-use crate::cbor::{encode_map, uint};
 use crate::hash::Hash;
 use crate::store::MAX_ENTRY_LEN;
 
@@ -48,9 +47,10 @@ pub const MAX_NONCE_LEN: usize = 512;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EntryError {
-    /// The bytes are not CBOR, or too large.
-    #[error("not a CBOR entry: {0}")]
-    Cbor(String),
+    /// The bytes are not an entry: not one map in the deterministic encoding, too large, or a
+    /// field missing, unknown, repeated or of the wrong type (the error names it).
+    #[error("not an entry: {0}")]
+    Malformed(#[from] cbor::Error),
     /// A field is missing, unknown, of the wrong type or out of range.
     #[error("field {field}: {problem}")]
     Field {
@@ -200,74 +200,69 @@ impl Entry {
     /// without the evidence it was made on).
     pub fn encode(&self) -> Result<Vec<u8>, EntryError> {
         self.validate()?;
-        let mut map: Vec<(&'static str, Value)> = vec![("v", uint(ENTRY_VERSION))];
-        match self {
-            Self::ImageRegistration(r) => {
-                map.push(("type", text("image-registration")));
-                map.push(("time", uint(millis(r.time))));
-                map.push(("model_id", text(&r.model_id)));
-                map.push(("model_digest", Value::Bytes(r.model_digest.to_vec())));
-                map.push(("policy_version", uint(r.policy_version)));
-                map.push(("pcrs", pcr_map(&r.pcrs)));
-                map.push((
-                    "approvers",
-                    Value::Array(r.approvers.iter().map(|a| text(a)).collect()),
-                ));
-            }
+        let map = Map::new().with("v", ENTRY_VERSION);
+        let map = match self {
+            Self::ImageRegistration(r) => map
+                .with("type", "image-registration")
+                .with("time", millis(r.time))
+                .with("model_id", &r.model_id)
+                .with("model_digest", &r.model_digest)
+                .with("policy_version", r.policy_version)
+                .with("pcrs", pcr_map(&r.pcrs))
+                .with("approvers", texts(&r.approvers)),
             Self::KeyRelease(k) => {
-                map.push(("type", text("key-release")));
-                map.push(("time", uint(millis(k.time))));
-                map.push(("outcome", text(k.outcome.as_str())));
-                map.push(("reason", text(&k.reason)));
-                map.push(("model_id", text(&k.model_id)));
-                map.push(("key_id", text(&k.key_id)));
-                map.push(("policy_version", uint(k.policy_version)));
+                let mut map = map
+                    .with("type", "key-release")
+                    .with("time", millis(k.time))
+                    .with("outcome", k.outcome.as_str())
+                    .with("reason", &k.reason)
+                    .with("model_id", &k.model_id)
+                    .with("key_id", &k.key_id)
+                    .with("policy_version", k.policy_version);
                 if let Some(m) = &k.module_id {
-                    map.push(("module_id", text(m)));
+                    map.insert("module_id", m);
                 }
                 if !k.pcrs.is_empty() {
-                    map.push(("pcrs", pcr_map(&k.pcrs)));
+                    map.insert("pcrs", pcr_map(&k.pcrs));
                 }
                 if let Some(r) = &k.region {
-                    map.push(("region", text(r)));
+                    map.insert("region", r);
                 }
                 if let Some(d) = &k.document_sha384 {
-                    map.push(("document_sha384", Value::Bytes(d.to_vec())));
+                    map.insert("document_sha384", d);
                 }
                 if let Some(n) = &k.nonce {
-                    map.push(("nonce", Value::Bytes(n.clone())));
+                    map.insert("nonce", n);
                 }
+                map
             }
             Self::ModelSealed(m) => {
-                map.push(("type", text("model-sealed")));
-                map.push(("time", uint(millis(m.time))));
-                map.push(("model_id", text(&m.model_id)));
-                map.push(("key_id", text(&m.key_id)));
-                map.push(("model_digest", Value::Bytes(m.model_digest.to_vec())));
-                map.push(("model_len", uint(m.model_len)));
+                let mut map = map
+                    .with("type", "model-sealed")
+                    .with("time", millis(m.time))
+                    .with("model_id", &m.model_id)
+                    .with("key_id", &m.key_id)
+                    .with("model_digest", &m.model_digest)
+                    .with("model_len", m.model_len);
                 if let Some(w) = &m.wrapped_key_sha384 {
-                    map.push(("wrapped_key_sha384", Value::Bytes(w.to_vec())));
+                    map.insert("wrapped_key_sha384", w);
                 }
+                map
             }
-            Self::DenialSummary(d) => {
-                map.push(("type", text("denial-summary")));
-                map.push(("time", uint(millis(d.time))));
-                map.push(("since", uint(millis(d.since))));
-                map.push(("reason", text(&d.reason)));
-                map.push(("count", uint(d.count)));
-            }
-            Self::PolicyChange(p) => {
-                map.push(("type", text("policy-change")));
-                map.push(("time", uint(millis(p.time))));
-                map.push(("policy_version", uint(p.policy_version)));
-                map.push(("policy_sha384", Value::Bytes(p.policy_sha384.to_vec())));
-                map.push((
-                    "models",
-                    Value::Array(p.models.iter().map(|m| text(m)).collect()),
-                ));
-            }
-        }
-        encode_map(map).map_err(EntryError::Cbor)
+            Self::DenialSummary(d) => map
+                .with("type", "denial-summary")
+                .with("time", millis(d.time))
+                .with("since", millis(d.since))
+                .with("reason", &d.reason)
+                .with("count", d.count),
+            Self::PolicyChange(p) => map
+                .with("type", "policy-change")
+                .with("time", millis(p.time))
+                .with("policy_version", p.policy_version)
+                .with("policy_sha384", &p.policy_sha384)
+                .with("models", texts(&p.models)),
+        };
+        Ok(map.encode())
     }
 
     fn validate(&self) -> Result<(), EntryError> {
@@ -369,12 +364,9 @@ impl LogEntry {
 
     /// Decode stored bytes. Anything but the canonical encoding of a valid entry is refused.
     pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
-        if bytes.len() > MAX_ENTRY_LEN {
-            return Err(EntryError::Cbor("larger than an entry may be".into()));
-        }
-        let value: Value =
-            ciborium::from_reader(bytes).map_err(|e| EntryError::Cbor(e.to_string()))?;
-        let entry = Fields::new(value)?.into_entry()?;
+        let entry = Reader::read_all(bytes, MAX_ENTRY_LEN, Profile::Deterministic, read_entry)?;
+        // The reader accepts only the deterministic encoding; encoding again also checks what
+        // `encode` requires of the values (bounds, a release's evidence).
         if entry.encode()? != bytes {
             return Err(EntryError::NotCanonical);
         }
@@ -400,187 +392,212 @@ impl LogEntry {
     }
 }
 
-/// The fields of an entry map, taken one by one so that unknown ones can be refused.
-struct Fields(BTreeMap<String, Value>);
+/// Every field of every entry type.
+const FIELDS: [&str; 21] = [
+    "v",
+    "type",
+    "time",
+    "model_id",
+    "model_digest",
+    "policy_version",
+    "pcrs",
+    "approvers",
+    "outcome",
+    "reason",
+    "key_id",
+    "module_id",
+    "region",
+    "document_sha384",
+    "nonce",
+    "model_len",
+    "wrapped_key_sha384",
+    "since",
+    "count",
+    "policy_sha384",
+    "models",
+];
 
-impl Fields {
-    fn new(value: Value) -> Result<Self, EntryError> {
-        let Value::Map(pairs) = value else {
-            return Err(EntryError::Cbor("an entry is a map".into()));
-        };
-        let mut map = BTreeMap::new();
-        for (k, v) in pairs {
-            let Value::Text(k) = k else {
-                return Err(EntryError::Cbor("entry keys are text".into()));
-            };
-            if map.insert(k.clone(), v).is_some() {
-                return Err(EntryError::Cbor(format!("key {k:?} appears twice")));
+/// A field's value, read by the type its name gives it.
+enum Item {
+    Uint(u64),
+    Text(String),
+    Digest([u8; 48]),
+    Bytes(Vec<u8>),
+    Pcrs(BTreeMap<PcrIndex, PcrValue>),
+    Texts(Vec<String>),
+}
+
+fn read_item(key: &'static str, r: &mut Reader<'_>) -> Result<Item, EntryError> {
+    Ok(match key {
+        "v" | "time" | "policy_version" | "model_len" | "since" | "count" => Item::Uint(r.uint()?),
+        "model_digest" | "document_sha384" | "wrapped_key_sha384" | "policy_sha384" => {
+            let bytes = r.bytes()?;
+            Item::Digest(
+                <[u8; 48]>::try_from(bytes)
+                    .map_err(|_| r.invalid("a SHA-384 digest is 48 bytes"))?,
+            )
+        }
+        "nonce" => Item::Bytes(r.bytes()?.to_vec()),
+        "pcrs" => Item::Pcrs(read_pcrs(r)?),
+        "approvers" | "models" => {
+            let count = r.array(u64::try_from(MAX_POLICY_MODELS).unwrap_or(u64::MAX))?;
+            let mut texts = Vec::with_capacity(count);
+            for _ in 0..count {
+                texts.push(read_text(key, r)?);
             }
+            Item::Texts(texts)
         }
-        Ok(Self(map))
-    }
+        _ => Item::Text(read_text(key, r)?),
+    })
+}
 
-    fn take(&mut self, name: &'static str) -> Option<Value> {
-        self.0.remove(name)
-    }
+fn read_text(key: &'static str, r: &mut Reader<'_>) -> Result<String, EntryError> {
+    let text = r.text()?;
+    check_text(key, text)?;
+    Ok(text.to_owned())
+}
 
-    fn need(&mut self, name: &'static str) -> Result<Value, EntryError> {
-        self.take(name).ok_or_else(|| field(name, "missing"))
+fn read_pcrs(r: &mut Reader<'_>) -> Result<BTreeMap<PcrIndex, PcrValue>, EntryError> {
+    let mut map = r.map()?;
+    let mut pcrs = BTreeMap::new();
+    while let Some(index) = map.uint_key()? {
+        let value = map.value();
+        let index =
+            PcrIndex::try_from(index).map_err(|_| value.invalid("a PCR index is 0 to 31"))?;
+        let pcr = PcrValue::try_from(value.bytes()?)
+            .map_err(|_| value.invalid("a PCR value is 48 bytes"))?;
+        pcrs.insert(index, pcr);
     }
+    Ok(pcrs)
+}
 
-    fn into_entry(mut self) -> Result<Entry, EntryError> {
-        if as_uint("v", self.need("v")?)? != ENTRY_VERSION {
-            return Err(field("v", format!("only version {ENTRY_VERSION} is known")));
-        }
-        let kind = as_text("type", self.need("type")?)?;
-        let entry = match kind.as_str() {
-            "image-registration" => Entry::ImageRegistration(ImageRegistration {
-                time: Timestamp::from_unix_millis(as_uint("time", self.need("time")?)?),
-                model_id: as_text("model_id", self.need("model_id")?)?,
-                model_digest: as_digest("model_digest", self.need("model_digest")?)?,
-                policy_version: as_uint("policy_version", self.need("policy_version")?)?,
-                pcrs: as_pcrs(self.need("pcrs")?)?,
-                approvers: as_text_array("approvers", self.need("approvers")?)?,
-            }),
-            "key-release" => Entry::KeyRelease(KeyRelease {
-                time: Timestamp::from_unix_millis(as_uint("time", self.need("time")?)?),
-                outcome: match as_text("outcome", self.need("outcome")?)?.as_str() {
-                    "released" => Outcome::Released,
-                    "denied" => Outcome::Denied,
-                    other => return Err(field("outcome", format!("unknown outcome {other:?}"))),
-                },
-                reason: as_text("reason", self.need("reason")?)?,
-                model_id: as_text("model_id", self.need("model_id")?)?,
-                key_id: as_text("key_id", self.need("key_id")?)?,
-                policy_version: as_uint("policy_version", self.need("policy_version")?)?,
-                module_id: self
-                    .take("module_id")
-                    .map(|v| as_text("module_id", v))
-                    .transpose()?,
-                pcrs: self
-                    .take("pcrs")
-                    .map(as_pcrs)
-                    .transpose()?
-                    .unwrap_or_default(),
-                region: self
-                    .take("region")
-                    .map(|v| as_text("region", v))
-                    .transpose()?,
-                document_sha384: self
-                    .take("document_sha384")
-                    .map(|v| as_digest("document_sha384", v))
-                    .transpose()?,
-                nonce: self
-                    .take("nonce")
-                    .map(|v| match v {
-                        Value::Bytes(b) => Ok(b),
-                        _ => Err(field("nonce", "expected bytes")),
-                    })
-                    .transpose()?,
-            }),
-            "model-sealed" => Entry::ModelSealed(ModelSealed {
-                time: Timestamp::from_unix_millis(as_uint("time", self.need("time")?)?),
-                model_id: as_text("model_id", self.need("model_id")?)?,
-                key_id: as_text("key_id", self.need("key_id")?)?,
-                model_digest: as_digest("model_digest", self.need("model_digest")?)?,
-                model_len: as_uint("model_len", self.need("model_len")?)?,
-                wrapped_key_sha384: self
-                    .take("wrapped_key_sha384")
-                    .map(|v| as_digest("wrapped_key_sha384", v))
-                    .transpose()?,
-            }),
-            "denial-summary" => Entry::DenialSummary(DenialSummary {
-                time: Timestamp::from_unix_millis(as_uint("time", self.need("time")?)?),
-                since: Timestamp::from_unix_millis(as_uint("since", self.need("since")?)?),
-                reason: as_text("reason", self.need("reason")?)?,
-                count: as_uint("count", self.need("count")?)?,
-            }),
-            "policy-change" => Entry::PolicyChange(PolicyChange {
-                time: Timestamp::from_unix_millis(as_uint("time", self.need("time")?)?),
-                policy_version: as_uint("policy_version", self.need("policy_version")?)?,
-                policy_sha384: as_digest("policy_sha384", self.need("policy_sha384")?)?,
-                models: as_text_array("models", self.need("models")?)?,
-            }),
-            other => return Err(field("type", format!("unknown entry type {other:?}"))),
-        };
-        if let Some(unknown) = self.0.keys().next() {
-            return Err(EntryError::Cbor(format!("unknown key {unknown:?}")));
-        }
-        Ok(entry)
+fn read_entry(r: &mut Reader<'_>) -> Result<Entry, EntryError> {
+    let mut f = Fields::read(r, &FIELDS, read_item)?;
+    if as_uint("v", f.need("v")?)? != ENTRY_VERSION {
+        return Err(field("v", format!("only version {ENTRY_VERSION} is known")));
+    }
+    let kind = as_text("type", f.need("type")?)?;
+    let entry = match kind.as_str() {
+        "image-registration" => Entry::ImageRegistration(ImageRegistration {
+            time: time(&mut f, "time")?,
+            model_id: as_text("model_id", f.need("model_id")?)?,
+            model_digest: as_digest("model_digest", f.need("model_digest")?)?,
+            policy_version: as_uint("policy_version", f.need("policy_version")?)?,
+            pcrs: as_pcrs(f.need("pcrs")?)?,
+            approvers: as_texts("approvers", f.need("approvers")?)?,
+        }),
+        "key-release" => Entry::KeyRelease(KeyRelease {
+            time: time(&mut f, "time")?,
+            outcome: match as_text("outcome", f.need("outcome")?)?.as_str() {
+                "released" => Outcome::Released,
+                "denied" => Outcome::Denied,
+                other => return Err(field("outcome", format!("unknown outcome {other:?}"))),
+            },
+            reason: as_text("reason", f.need("reason")?)?,
+            model_id: as_text("model_id", f.need("model_id")?)?,
+            key_id: as_text("key_id", f.need("key_id")?)?,
+            policy_version: as_uint("policy_version", f.need("policy_version")?)?,
+            module_id: f
+                .take("module_id")
+                .map(|i| as_text("module_id", i))
+                .transpose()?,
+            pcrs: f.take("pcrs").map(as_pcrs).transpose()?.unwrap_or_default(),
+            region: f.take("region").map(|i| as_text("region", i)).transpose()?,
+            document_sha384: f
+                .take("document_sha384")
+                .map(|i| as_digest("document_sha384", i))
+                .transpose()?,
+            nonce: f.take("nonce").map(as_bytes).transpose()?,
+        }),
+        "model-sealed" => Entry::ModelSealed(ModelSealed {
+            time: time(&mut f, "time")?,
+            model_id: as_text("model_id", f.need("model_id")?)?,
+            key_id: as_text("key_id", f.need("key_id")?)?,
+            model_digest: as_digest("model_digest", f.need("model_digest")?)?,
+            model_len: as_uint("model_len", f.need("model_len")?)?,
+            wrapped_key_sha384: f
+                .take("wrapped_key_sha384")
+                .map(|i| as_digest("wrapped_key_sha384", i))
+                .transpose()?,
+        }),
+        "denial-summary" => Entry::DenialSummary(DenialSummary {
+            time: time(&mut f, "time")?,
+            since: time(&mut f, "since")?,
+            reason: as_text("reason", f.need("reason")?)?,
+            count: as_uint("count", f.need("count")?)?,
+        }),
+        "policy-change" => Entry::PolicyChange(PolicyChange {
+            time: time(&mut f, "time")?,
+            policy_version: as_uint("policy_version", f.need("policy_version")?)?,
+            policy_sha384: as_digest("policy_sha384", f.need("policy_sha384")?)?,
+            models: as_texts("models", f.need("models")?)?,
+        }),
+        other => return Err(field("type", format!("unknown entry type {other:?}"))),
+    };
+    f.finish()?;
+    Ok(entry)
+}
+
+// Each field's item type follows from its name (`read_item`); these unwrap it.
+
+fn time(f: &mut Fields<Item>, key: &'static str) -> Result<Timestamp, EntryError> {
+    as_uint(key, f.need(key)?).map(Timestamp::from_unix_millis)
+}
+
+fn as_uint(key: &'static str, item: Item) -> Result<u64, EntryError> {
+    match item {
+        Item::Uint(n) => Ok(n),
+        _ => Err(field(key, "expected an unsigned integer")),
     }
 }
 
-fn text(s: &str) -> Value {
-    Value::Text(s.to_owned())
+fn as_text(key: &'static str, item: Item) -> Result<String, EntryError> {
+    match item {
+        Item::Text(t) => Ok(t),
+        _ => Err(field(key, "expected text")),
+    }
+}
+
+fn as_digest(key: &'static str, item: Item) -> Result<[u8; 48], EntryError> {
+    match item {
+        Item::Digest(d) => Ok(d),
+        _ => Err(field(key, "expected a SHA-384 digest")),
+    }
+}
+
+fn as_bytes(item: Item) -> Result<Vec<u8>, EntryError> {
+    match item {
+        Item::Bytes(b) => Ok(b),
+        _ => Err(field("nonce", "expected bytes")),
+    }
+}
+
+fn as_pcrs(item: Item) -> Result<BTreeMap<PcrIndex, PcrValue>, EntryError> {
+    match item {
+        Item::Pcrs(p) => Ok(p),
+        _ => Err(field("pcrs", "expected a map of PCRs")),
+    }
+}
+
+fn as_texts(key: &'static str, item: Item) -> Result<Vec<String>, EntryError> {
+    match item {
+        Item::Texts(t) => Ok(t),
+        _ => Err(field(key, "expected an array of text")),
+    }
 }
 
 fn millis(t: Timestamp) -> u64 {
     t.unix_millis()
 }
 
-fn pcr_map(pcrs: &BTreeMap<PcrIndex, PcrValue>) -> Value {
-    Value::Map(
-        pcrs.iter()
-            .map(|(i, v)| {
-                (
-                    uint(u64::from(i.get())),
-                    Value::Bytes(v.as_bytes().to_vec()),
-                )
-            })
-            .collect(),
-    )
+fn pcr_map(pcrs: &BTreeMap<PcrIndex, PcrValue>) -> Map<'_> {
+    pcrs.iter().fold(Map::new(), |map, (i, v)| {
+        map.with(u64::from(i.get()), v.as_bytes())
+    })
 }
 
-fn as_uint(name: &'static str, value: Value) -> Result<u64, EntryError> {
-    match value {
-        Value::Integer(i) => u64::try_from(i).map_err(|_| field(name, "out of range")),
-        _ => Err(field(name, "expected an unsigned integer")),
-    }
-}
-
-fn as_text(name: &'static str, value: Value) -> Result<String, EntryError> {
-    match value {
-        Value::Text(t) => {
-            check_text(name, &t)?;
-            Ok(t)
-        }
-        _ => Err(field(name, "expected text")),
-    }
-}
-
-fn as_text_array(name: &'static str, value: Value) -> Result<Vec<String>, EntryError> {
-    match value {
-        Value::Array(items) => items.into_iter().map(|v| as_text(name, v)).collect(),
-        _ => Err(field(name, "expected an array")),
-    }
-}
-
-fn as_digest(name: &'static str, value: Value) -> Result<[u8; 48], EntryError> {
-    match value {
-        Value::Bytes(b) => <[u8; 48]>::try_from(b.as_slice())
-            .map_err(|_| field(name, "a SHA-384 digest is 48 bytes")),
-        _ => Err(field(name, "expected bytes")),
-    }
-}
-
-fn as_pcrs(value: Value) -> Result<BTreeMap<PcrIndex, PcrValue>, EntryError> {
-    let Value::Map(pairs) = value else {
-        return Err(field("pcrs", "expected a map"));
-    };
-    let mut pcrs = BTreeMap::new();
-    for (k, v) in pairs {
-        let index = PcrIndex::try_from(as_uint("pcrs", k)?)
-            .map_err(|_| field("pcrs", "a PCR index is 0 to 31"))?;
-        let Value::Bytes(bytes) = v else {
-            return Err(field("pcrs", "a PCR value is bytes"));
-        };
-        let value = PcrValue::try_from(bytes.as_slice())
-            .map_err(|_| field("pcrs", "a PCR value is 48 bytes"))?;
-        if pcrs.insert(index, value).is_some() {
-            return Err(field("pcrs", format!("PCR{index} appears twice")));
-        }
-    }
-    Ok(pcrs)
+fn texts(items: &[String]) -> Value<'_> {
+    Value::Array(items.iter().map(Value::from).collect())
 }
 
 fn check_text(name: &'static str, value: &str) -> Result<(), EntryError> {
@@ -595,6 +612,8 @@ fn check_text(name: &'static str, value: &str) -> Result<(), EntryError> {
 
 #[cfg(test)]
 mod tests {
+    use ciborium::Value;
+
     use super::*;
 
     fn pcrs() -> BTreeMap<PcrIndex, PcrValue> {
@@ -713,12 +732,16 @@ mod tests {
         pairs.reverse();
         let mut reordered = Vec::new();
         ciborium::into_writer(&Value::Map(pairs), &mut reordered).unwrap();
-        assert_eq!(LogEntry::decode(&reordered), Err(EntryError::NotCanonical));
+        let refused = |bytes: &[u8]| match LogEntry::decode(bytes) {
+            Err(EntryError::Malformed(e)) => e.kind().clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refused(&reordered), cbor::ErrorKind::KeyOrder);
         // "v": 1 written with a one-byte argument (0x18 0x01) instead of inline.
         let mut long_int = canonical.clone();
         let at = long_int.windows(2).position(|w| w == [0x61, b'v']).unwrap() + 2;
         long_int.splice(at..=at, [0x18, 0x01]);
-        assert_eq!(LogEntry::decode(&long_int), Err(EntryError::NotCanonical));
+        assert_eq!(refused(&long_int), cbor::ErrorKind::NotShortest);
         // Trailing bytes.
         let mut trailing = canonical;
         trailing.push(0);

@@ -410,6 +410,8 @@ impl FileStore {
 }
 
 impl Subtrees for FileStore {
+    type Error = StoreError;
+
     fn perfect(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
         if !is_inside(level, index, self.size()) {
             return Err(StoreError::OutOfRange {
@@ -495,6 +497,8 @@ impl LogStore for FileStore {
 struct RawNodes<'a>(&'a FileStore);
 
 impl Subtrees for RawNodes<'_> {
+    type Error = StoreError;
+
     fn perfect(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
         let pos = postorder_position(level, index)
             .ok_or_else(|| StoreError::Corrupt(format!("subtree ({level}, {index})")))?;

@@ -29,9 +29,7 @@
 //! ```
 
 pub mod audit;
-pub mod cbor;
 pub mod checkpoint;
-pub mod cose;
 pub mod durable;
 pub mod entry;
 mod file_store;

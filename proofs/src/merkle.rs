@@ -6,13 +6,28 @@
 //! tree, so a proof costs O(log n) reads. Verification needs nothing but hashes.
 
 use crate::hash::Hash;
-use crate::store::StoreError;
 
-/// A source of perfect-subtree hashes: what proof generation reads.
+/// A source of perfect-subtree hashes: what proof generation reads. Its errors are its own (a
+/// store's I/O or corruption); the tree adds only [`NotANode`].
 pub trait Subtrees {
+    /// Why a hash could not be read.
+    type Error: From<NotANode>;
+
     /// The hash of the perfect subtree of `2^level` leaves that starts at leaf `index << level`.
     /// Only subtrees that lie entirely inside the current tree may be asked for.
-    fn perfect(&self, level: u32, index: u64) -> Result<Hash, StoreError>;
+    fn perfect(&self, level: u32, index: u64) -> Result<Hash, Self::Error>;
+}
+
+/// A proof asked for a node the tree does not have: the source's hashes contradict its size.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("node [{lo}, {hi}) is not a node of the tree of size {size}")]
+pub struct NotANode {
+    /// The node's first leaf.
+    pub lo: u64,
+    /// One past its last leaf.
+    pub hi: u64,
+    /// The tree's size.
+    pub size: u64,
 }
 
 /// Why a proof was refused.
@@ -80,7 +95,7 @@ struct View<'a, S: ?Sized> {
 }
 
 impl<'a, S: Subtrees + ?Sized> View<'a, S> {
-    fn new(source: &'a S, size: u64) -> Result<Self, StoreError> {
+    fn new(source: &'a S, size: u64) -> Result<Self, S::Error> {
         let parts = perfect_parts(source, size)?;
         let mut border = Vec::with_capacity(parts.len());
         let mut acc: Option<Hash> = None;
@@ -105,7 +120,7 @@ impl<'a, S: Subtrees + ?Sized> View<'a, S> {
     }
 
     /// MTH(D[lo:hi]) for a node of this tree.
-    fn subtree(&self, lo: u64, hi: u64) -> Result<Hash, StoreError> {
+    fn subtree(&self, lo: u64, hi: u64) -> Result<Hash, S::Error> {
         let len = hi - lo;
         if len.is_power_of_two() && lo.is_multiple_of(len) {
             let level = len.trailing_zeros();
@@ -116,13 +131,15 @@ impl<'a, S: Subtrees + ?Sized> View<'a, S> {
         {
             return Ok(*hash);
         }
-        Err(StoreError::Corrupt(format!(
-            "node [{lo}, {hi}) is not a node of the tree of size {}",
-            self.size
-        )))
+        Err(NotANode {
+            lo,
+            hi,
+            size: self.size,
+        }
+        .into())
     }
 
-    fn path(&self, m: u64, lo: u64, hi: u64, out: &mut Vec<Hash>) -> Result<(), StoreError> {
+    fn path(&self, m: u64, lo: u64, hi: u64, out: &mut Vec<Hash>) -> Result<(), S::Error> {
         if hi - lo <= 1 {
             return Ok(());
         }
@@ -144,7 +161,7 @@ impl<'a, S: Subtrees + ?Sized> View<'a, S> {
         hi: u64,
         complete: bool,
         out: &mut Vec<Hash>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), S::Error> {
         let len = hi - lo;
         if m == len {
             if !complete {
@@ -169,7 +186,7 @@ impl<'a, S: Subtrees + ?Sized> View<'a, S> {
 fn perfect_parts<S: Subtrees + ?Sized>(
     source: &S,
     size: u64,
-) -> Result<Vec<(u64, Hash)>, StoreError> {
+) -> Result<Vec<(u64, Hash)>, S::Error> {
     let mut parts = Vec::new();
     let mut start = 0u64;
     for level in (0..64u32).rev() {
@@ -182,7 +199,7 @@ fn perfect_parts<S: Subtrees + ?Sized>(
 }
 
 /// The root of the tree of the first `size` leaves. The caller checks `size` is in the tree.
-pub(crate) fn root<S: Subtrees + ?Sized>(source: &S, size: u64) -> Result<Hash, StoreError> {
+pub(crate) fn root<S: Subtrees + ?Sized>(source: &S, size: u64) -> Result<Hash, S::Error> {
     Ok(View::new(source, size)?.root())
 }
 
@@ -191,7 +208,7 @@ pub(crate) fn inclusion_proof<S: Subtrees + ?Sized>(
     source: &S,
     index: u64,
     size: u64,
-) -> Result<Vec<Hash>, StoreError> {
+) -> Result<Vec<Hash>, S::Error> {
     let view = View::new(source, size)?;
     let mut out = Vec::with_capacity(64);
     view.path(index, 0, size, &mut out)?;
@@ -203,7 +220,7 @@ pub(crate) fn consistency_proof<S: Subtrees + ?Sized>(
     source: &S,
     old: u64,
     new: u64,
-) -> Result<Vec<Hash>, StoreError> {
+) -> Result<Vec<Hash>, S::Error> {
     let mut out = Vec::with_capacity(64);
     if old == 0 || old == new {
         return Ok(out);
@@ -365,7 +382,7 @@ pub(crate) struct Frontier {
 
 impl Frontier {
     /// The frontier of the tree of `size` leaves held by `source`.
-    pub(crate) fn load<S: Subtrees + ?Sized>(source: &S, size: u64) -> Result<Self, StoreError> {
+    pub(crate) fn load<S: Subtrees + ?Sized>(source: &S, size: u64) -> Result<Self, S::Error> {
         let stack = perfect_parts(source, size)?
             .into_iter()
             .map(|(_, hash)| hash)

@@ -13,16 +13,13 @@
 //! (the document's `public_key` field holds its SubjectPublicKeyInfo). A client verifies a
 //! receipt offline with the receipt, that document, and its policy: see [`verify_receipt`].
 
+use attest::cose::{CoseError, parse_es384, sign_es384, verify_es384};
 use attest::{ParseError, Policy, Timestamp, VerifiedDocument, Verifier, VerifyError};
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::signature::{
-    ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
-    UnparsedPublicKey,
-};
-use ciborium::Value;
-use coset::{CoseSign1, TaggedCborSerializable, iana};
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use cbor::{Map, Profile, Reader, required};
+use coset::CoseSign1;
 
-use crate::cbor::{encode_map, uint};
 use crate::checkpoint::{CheckpointError, SignedCheckpoint};
 use crate::note::NoteVerifier;
 
@@ -37,9 +34,16 @@ pub const RECEIPT_CONTENT_TYPE: &str = "application/inference-receipt+cbor";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReceiptError {
-    /// The bytes are not a receipt.
+    /// The bytes are not a receipt: not a tagged COSE_Sign1 of the receipt's shape.
     #[error("malformed receipt: {0}")]
-    Malformed(String),
+    Malformed(CoseError),
+    /// The payload is not the receipt's map in the deterministic encoding (the error names the
+    /// field).
+    #[error("malformed receipt payload: {0}")]
+    Payload(#[from] cbor::Error),
+    /// A payload version this build does not know.
+    #[error("receipt version {0} is unknown")]
+    Version(u64),
     /// The attestation document cannot be parsed.
     #[error("the attestation document is malformed: {0}")]
     DocumentMalformed(ParseError),
@@ -108,73 +112,78 @@ pub struct ReceiptClaims {
     pub checkpoint: String,
 }
 
+/// The payload's fields.
+const FIELDS: [&str; 9] = [
+    "v",
+    "time",
+    "sequence",
+    "request_sha384",
+    "response_sha384",
+    "model_digest",
+    "policy_version",
+    "key_release_index",
+    "checkpoint",
+];
+
 impl ReceiptClaims {
-    fn to_payload(&self) -> Result<Vec<u8>, ReceiptError> {
-        let map: Vec<(&'static str, Value)> = vec![
-            ("v", uint(RECEIPT_VERSION)),
-            ("time", uint(self.time.unix_millis())),
-            ("sequence", uint(self.sequence)),
-            ("request_sha384", Value::Bytes(self.request_sha384.to_vec())),
-            (
-                "response_sha384",
-                Value::Bytes(self.response_sha384.to_vec()),
-            ),
-            ("model_digest", Value::Bytes(self.model_digest.to_vec())),
-            ("policy_version", uint(self.policy_version)),
-            ("key_release_index", uint(self.key_release_index)),
-            ("checkpoint", Value::Text(self.checkpoint.clone())),
-        ];
-        encode_map(map).map_err(ReceiptError::Malformed)
+    fn to_payload(&self) -> Vec<u8> {
+        Map::new()
+            .with("v", RECEIPT_VERSION)
+            .with("time", self.time.unix_millis())
+            .with("sequence", self.sequence)
+            .with("request_sha384", &self.request_sha384)
+            .with("response_sha384", &self.response_sha384)
+            .with("model_digest", &self.model_digest)
+            .with("policy_version", self.policy_version)
+            .with("key_release_index", self.key_release_index)
+            .with("checkpoint", &self.checkpoint)
+            .encode()
     }
 
     fn from_payload(payload: &[u8]) -> Result<Self, ReceiptError> {
-        let malformed = |m: &str| ReceiptError::Malformed(m.to_owned());
-        let value: Value =
-            ciborium::from_reader(payload).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-        let Value::Map(pairs) = value else {
-            return Err(malformed("the payload is not a map"));
-        };
-        let mut fields = std::collections::BTreeMap::new();
-        for (k, v) in pairs {
-            let Value::Text(k) = k else {
-                return Err(malformed("payload keys are text"));
-            };
-            if fields.insert(k, v).is_some() {
-                return Err(malformed("a payload key appears twice"));
+        Reader::read_all(payload, MAX_RECEIPT_LEN, Profile::Deterministic, |r| {
+            let (mut version, mut time, mut sequence) = (None, None, None);
+            let (mut request, mut response, mut model) = (None, None, None);
+            let (mut policy_version, mut index, mut checkpoint) = (None, None, None);
+            let mut map = r.map()?;
+            while let Some(key) = map.key(&FIELDS)? {
+                let value = map.value();
+                match key {
+                    "v" => {
+                        let v = value.uint()?;
+                        if v != RECEIPT_VERSION {
+                            return Err(ReceiptError::Version(v));
+                        }
+                        version = Some(v);
+                    }
+                    "time" => time = Some(Timestamp::from_unix_millis(value.uint()?)),
+                    "sequence" => sequence = Some(value.uint()?),
+                    "request_sha384" => request = Some(digest(value)?),
+                    "response_sha384" => response = Some(digest(value)?),
+                    "model_digest" => model = Some(digest(value)?),
+                    "policy_version" => policy_version = Some(value.uint()?),
+                    "key_release_index" => index = Some(value.uint()?),
+                    _ => checkpoint = Some(value.text()?.to_owned()),
+                }
             }
-        }
-        let mut take = |name: &str| {
-            fields
-                .remove(name)
-                .ok_or_else(|| ReceiptError::Malformed(format!("{name} is missing")))
-        };
-        let version = as_uint("v", take("v")?)?;
-        if version != RECEIPT_VERSION {
-            return Err(ReceiptError::Malformed(format!(
-                "receipt version {version} is unknown"
-            )));
-        }
-        let claims = Self {
-            time: Timestamp::from_unix_millis(as_uint("time", take("time")?)?),
-            sequence: as_uint("sequence", take("sequence")?)?,
-            request_sha384: as_digest("request_sha384", take("request_sha384")?)?,
-            response_sha384: as_digest("response_sha384", take("response_sha384")?)?,
-            model_digest: as_digest("model_digest", take("model_digest")?)?,
-            policy_version: as_uint("policy_version", take("policy_version")?)?,
-            key_release_index: as_uint("key_release_index", take("key_release_index")?)?,
-            checkpoint: match take("checkpoint")? {
-                Value::Text(t) => t,
-                _ => return Err(malformed("checkpoint is text")),
-            },
-        };
-        if let Some(unknown) = fields.keys().next() {
-            return Err(ReceiptError::Malformed(format!("unknown key {unknown:?}")));
-        }
-        if claims.to_payload()? != payload {
-            return Err(malformed("the payload is not in canonical CBOR encoding"));
-        }
-        Ok(claims)
+            required(version, "v")?;
+            Ok(Self {
+                time: required(time, "time")?,
+                sequence: required(sequence, "sequence")?,
+                request_sha384: required(request, "request_sha384")?,
+                response_sha384: required(response, "response_sha384")?,
+                model_digest: required(model, "model_digest")?,
+                policy_version: required(policy_version, "policy_version")?,
+                key_release_index: required(index, "key_release_index")?,
+                checkpoint: required(checkpoint, "checkpoint")?,
+            })
+        })
     }
+}
+
+fn digest(r: &mut Reader<'_>) -> Result<[u8; 48], cbor::Error> {
+    let bytes = r.bytes()?;
+    <[u8; 48]>::try_from(bytes).map_err(|_| r.invalid("a SHA-384 digest is 48 bytes"))
 }
 
 /// A receipt as received: its claims, not yet verified.
@@ -188,47 +197,14 @@ pub struct Receipt {
 impl Receipt {
     /// Parse a receipt. Nothing is verified here: see [`verify_receipt`].
     pub fn parse(bytes: &[u8]) -> Result<Self, ReceiptError> {
-        if bytes.len() > MAX_RECEIPT_LEN {
-            return Err(ReceiptError::Malformed(
-                "larger than a receipt may be".into(),
-            ));
-        }
-        let sign1 = CoseSign1::from_tagged_slice(bytes)
-            .map_err(|e| ReceiptError::Malformed(format!("not a tagged COSE_Sign1: {e}")))?;
-        let alg = sign1.protected.header.alg.clone();
-        if alg
-            != Some(coset::RegisteredLabelWithPrivate::Assigned(
-                iana::Algorithm::ES384,
-            ))
-        {
-            return Err(ReceiptError::Malformed(
-                "the protected header must name ES384".into(),
-            ));
-        }
-        if !sign1.protected.header.crit.is_empty() {
-            return Err(ReceiptError::Malformed(
-                "critical headers are not understood".into(),
-            ));
-        }
-        let payload = sign1
-            .payload
-            .as_deref()
-            .ok_or_else(|| ReceiptError::Malformed("the payload is detached".into()))?;
-        let claims = ReceiptClaims::from_payload(payload)?;
-        if sign1.signature.len() != 96 {
-            return Err(ReceiptError::Malformed(
-                "an ES384 signature is 96 bytes".into(),
-            ));
-        }
+        let sign1 = parse_es384(bytes, MAX_RECEIPT_LEN, RECEIPT_CONTENT_TYPE)
+            .map_err(ReceiptError::Malformed)?;
+        let claims = ReceiptClaims::from_payload(sign1.payload.as_deref().unwrap_or_default())?;
         Ok(Self { claims, sign1 })
     }
 
     fn verify_signature(&self, public_key: &[u8]) -> Result<(), ReceiptError> {
-        self.sign1
-            .verify_signature(b"", |signature, data| {
-                UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, public_key).verify(data, signature)
-            })
-            .map_err(|_| ReceiptError::Signature)
+        verify_es384(&self.sign1, public_key).map_err(|_| ReceiptError::Signature)
     }
 }
 
@@ -258,8 +234,10 @@ impl ReceiptSigner {
 
     /// Sign `claims`; returns the tagged COSE_Sign1 bytes.
     pub fn sign(&self, claims: &ReceiptClaims) -> Result<Vec<u8>, ReceiptError> {
-        crate::cose::sign_es384(&self.key, RECEIPT_CONTENT_TYPE, claims.to_payload()?)
-            .map_err(ReceiptError::Sign)
+        sign_es384(&self.key, RECEIPT_CONTENT_TYPE, claims.to_payload()).map_err(|e| match e {
+            CoseError::Sign(reason) => ReceiptError::Sign(reason),
+            _ => ReceiptError::Sign("the receipt could not be encoded"),
+        })
     }
 }
 
@@ -375,23 +353,4 @@ fn expect(field: &'static str, found: &[u8; 48], expected: &[u8; 48]) -> Result<
         found: data_encoding::HEXLOWER.encode(found),
         expected: data_encoding::HEXLOWER.encode(expected),
     })
-}
-
-fn as_uint(name: &str, value: Value) -> Result<u64, ReceiptError> {
-    match value {
-        Value::Integer(i) => {
-            u64::try_from(i).map_err(|_| ReceiptError::Malformed(format!("{name} is out of range")))
-        }
-        _ => Err(ReceiptError::Malformed(format!(
-            "{name} is not an unsigned integer"
-        ))),
-    }
-}
-
-fn as_digest(name: &str, value: Value) -> Result<[u8; 48], ReceiptError> {
-    match value {
-        Value::Bytes(b) => <[u8; 48]>::try_from(b.as_slice())
-            .map_err(|_| ReceiptError::Malformed(format!("{name} is not 48 bytes"))),
-        _ => Err(ReceiptError::Malformed(format!("{name} is not bytes"))),
-    }
 }

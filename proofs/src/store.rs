@@ -52,6 +52,12 @@ pub enum StoreError {
     },
 }
 
+impl From<merkle::NotANode> for StoreError {
+    fn from(e: merkle::NotANode) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}
+
 impl StoreError {
     pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let context = context.into();
@@ -64,7 +70,7 @@ impl StoreError {
 /// `append` must make the entries durable before it returns: a log acknowledges an entry only
 /// after that, and recovery must never lose an acknowledged entry. Proofs are generated from
 /// [`Subtrees::perfect`], which must answer in O(1) reads.
-pub trait LogStore: Subtrees {
+pub trait LogStore: Subtrees<Error = StoreError> {
     /// The number of entries.
     fn size(&self) -> u64;
 
@@ -153,6 +159,8 @@ impl MemoryStore {
 }
 
 impl Subtrees for MemoryStore {
+    type Error = StoreError;
+
     fn perfect(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
         if !is_inside(level, index, self.size()) {
             return Err(StoreError::OutOfRange {

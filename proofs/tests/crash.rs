@@ -4,12 +4,9 @@
 //!
 //! The writer is this test binary run again (`crash_writer`, ignored in normal runs), so the
 //! test needs no extra binary.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+#![expect(
+    clippy::as_conversions,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::io::{BufRead, BufReader, Write};

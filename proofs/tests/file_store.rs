@@ -1,11 +1,9 @@
 //! The file store: the same tree as the in-memory reference, durable across reopening, and
 //! repaired after every kind of interrupted append.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    clippy::as_conversions,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::fs::OpenOptions;

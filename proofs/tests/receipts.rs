@@ -1,11 +1,9 @@
 //! Receipts verify offline against the attestation document that binds the enclave's key, and
 //! fail if any bound field, the signature or the binding is altered.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::collections::BTreeMap;

@@ -1,11 +1,10 @@
 //! Known answers: the RFC 6962 test leaves and the transparency-dev/merkle proof vectors
 //! (see tests/data/transparency-dev/SOURCES.md).
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    clippy::as_conversions,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::path::{Path, PathBuf};

@@ -7,7 +7,8 @@
 //! is checked against [`MAX_FRAME_LEN`] before anything is allocated. Maps carry the protocol
 //! version (`v`), a request id (`id`, echoed in the response) and an operation (`op`); every other
 //! field belongs to its operation, is typed and bounded, and an unknown or duplicate key is an
-//! error.
+//! error. Messages are in the deterministic encoding (RFC 8949 section 4.2.1, through the
+//! [`cbor`] crate), so each has exactly one.
 //!
 //! ```
 //! use attest::Nonce;
@@ -27,9 +28,8 @@
 
 use std::io::{self, Read, Write};
 
-use ciborium::Value;
-
 use attest::{MAX_DOCUMENT_LEN, MAX_USER_FIELD_LEN, Nonce};
+use cbor::{Map, Profile, Reader, Value};
 
 /// The protocol version this build speaks. A peer with another version gets
 /// [`ErrorCode::UnsupportedVersion`].
@@ -71,21 +71,16 @@ pub enum WireError {
     /// Reading or writing the stream failed.
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
-    /// The body is not one well-formed CBOR item.
+    /// The body is not one map in the deterministic encoding with the protocol's fields, each
+    /// once and of its type: the reader's error names the field and the byte.
     #[error("malformed message: {0}")]
-    Malformed(String),
-    /// The message is not a CBOR map with text keys.
-    #[error("malformed message: expected a map with text keys")]
-    NotAMap,
-    /// A required field is missing.
+    Malformed(#[from] cbor::Error),
+    /// A field the message's operation requires is missing.
     #[error("malformed message: missing field `{0}`")]
     MissingField(&'static str),
-    /// A field this protocol does not define (for the message's operation).
-    #[error("malformed message: unknown field `{0}`")]
-    UnknownField(String),
-    /// A field appears twice.
-    #[error("malformed message: duplicate field `{0}`")]
-    DuplicateField(String),
+    /// A field of the protocol that the message's operation does not define.
+    #[error("malformed message: field `{0}` is not one of this operation's")]
+    UnknownField(&'static str),
     /// A field has the wrong CBOR type or an out-of-range value.
     #[error("malformed message: field `{field}`: {reason}")]
     InvalidField {
@@ -116,10 +111,8 @@ impl WireError {
             WireError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             WireError::UnknownOperation(_) => ErrorCode::UnknownOperation,
             WireError::Malformed(_)
-            | WireError::NotAMap
             | WireError::MissingField(_)
             | WireError::UnknownField(_)
-            | WireError::DuplicateField(_)
             | WireError::InvalidField { .. } => ErrorCode::Malformed,
         }
     }
@@ -309,22 +302,21 @@ impl core::fmt::Display for ErrorCode {
 impl Request {
     /// The message's CBOR bytes (a frame body).
     pub fn encode(&self) -> Vec<u8> {
-        let mut fields = envelope(self.id);
+        let map = envelope(self.id);
         match &self.body {
-            RequestBody::Health => fields.push(text_field("op", "health")),
-            RequestBody::Attestation { nonce } => {
-                fields.push(text_field("op", "attestation"));
-                fields.push(("nonce".into(), Value::Bytes(nonce.as_bytes().to_vec())));
-            }
+            RequestBody::Health => map.with("op", "health"),
+            RequestBody::Attestation { nonce } => map
+                .with("op", "attestation")
+                .with("nonce", nonce.as_bytes()),
         }
-        to_cbor(fields)
+        .encode()
     }
 
     /// Decode a frame body. Strict: the version must be [`PROTOCOL_VERSION`], and every field
     /// must be one this operation defines, with the right type and size.
     pub fn decode(body: &[u8]) -> Result<Self, WireError> {
-        let mut message = Message::decode(body)?;
-        let body = match message.op.as_str() {
+        let mut message = Message::decode(body, &REQUEST_FIELDS)?;
+        let body = match message.op {
             "health" => RequestBody::Health,
             "attestation" => {
                 let nonce = message.take_bytes("nonce", MAX_USER_FIELD_LEN)?;
@@ -334,7 +326,7 @@ impl Request {
                 })?;
                 RequestBody::Attestation { nonce }
             }
-            _ => return Err(WireError::UnknownOperation(message.op)),
+            op => return Err(WireError::UnknownOperation(op.to_owned())),
         };
         Ok(Request {
             id: message.finish()?,
@@ -361,60 +353,52 @@ impl Response {
 
     /// The message's CBOR bytes (a frame body).
     pub fn encode(&self) -> Vec<u8> {
-        let mut fields = envelope(self.id);
+        let mut map = envelope(self.id);
         match &self.body {
             ResponseBody::Health(health) => {
-                fields.push(text_field("op", "health"));
-                fields.push(text_field("version", &health.version));
-                fields.push(text_field("nsm", health.nsm.as_str()));
-                fields.push((
-                    "config_digest".into(),
-                    Value::Bytes(health.config_digest.to_vec()),
-                ));
+                map.insert("op", "health")
+                    .insert("version", &health.version)
+                    .insert("nsm", health.nsm.as_str())
+                    .insert("config_digest", &health.config_digest);
                 if let Some(model) = &health.model {
-                    fields.push(text_field("model", &model.id));
-                    fields.push(text_field("model_state", model.state.as_str()));
+                    map.insert("model", &model.id)
+                        .insert("model_state", model.state.as_str());
                     if let Some(digest) = &model.sha384 {
-                        fields.push(("model_sha384".into(), Value::Bytes(digest.to_vec())));
+                        map.insert("model_sha384", digest);
                     }
                     if let Some(detail) = &model.detail {
-                        fields.push(text_field("model_detail", detail));
+                        map.insert("model_detail", detail);
                     }
                 }
                 if !health.port_limits.is_empty() {
                     let limits = health
                         .port_limits
                         .iter()
-                        .map(|(port, max)| {
-                            (
-                                Value::Integer((*port).into()),
-                                Value::Integer((*max).into()),
-                            )
-                        })
-                        .collect();
-                    fields.push(("port_limits".into(), Value::Map(limits)));
+                        .fold(Map::new(), |limits, (port, max)| {
+                            limits.with(u64::from(*port), *max)
+                        });
+                    map.insert("port_limits", Value::Map(limits));
                 }
             }
             ResponseBody::Attestation { document } => {
-                fields.push(text_field("op", "attestation"));
-                fields.push(("document".into(), Value::Bytes(document.clone())));
+                map.insert("op", "attestation").insert("document", document);
             }
             ResponseBody::Error { code, message } => {
-                fields.push(text_field("op", "error"));
-                fields.push(text_field("code", code.as_str()));
-                fields.push(text_field("message", message));
+                map.insert("op", "error")
+                    .insert("code", code.as_str())
+                    .insert("message", message);
             }
         }
-        to_cbor(fields)
+        map.encode()
     }
 
     /// Decode a frame body, as strictly as [`Request::decode`].
     pub fn decode(body: &[u8]) -> Result<Self, WireError> {
-        let mut message = Message::decode(body)?;
-        let body = match message.op.as_str() {
+        let mut message = Message::decode(body, &RESPONSE_FIELDS)?;
+        let body = match message.op {
             "health" => {
                 let version = message.take_text("version")?;
-                let nsm = match message.take_text("nsm")?.as_str() {
+                let nsm = match message.take_text("nsm")? {
                     "nitro" => NsmKind::Nitro,
                     "simulated" => NsmKind::Simulated,
                     other => {
@@ -425,17 +409,17 @@ impl Response {
                     }
                 };
                 let digest = message.take_bytes("config_digest", CONFIG_DIGEST_LEN)?;
-                let config_digest = <[u8; CONFIG_DIGEST_LEN]>::try_from(digest).map_err(|d| {
+                let config_digest = <[u8; CONFIG_DIGEST_LEN]>::try_from(digest).map_err(|_| {
                     WireError::InvalidField {
                         field: "config_digest",
-                        reason: format!("{} bytes, expected {CONFIG_DIGEST_LEN}", d.len()),
+                        reason: format!("{} bytes, expected {CONFIG_DIGEST_LEN}", digest.len()),
                     }
                 })?;
-                let model = match message.take_optional("model") {
+                let model = match message.take_optional_text("model")? {
                     None => None,
                     Some(id) => Some(ModelStatus {
-                        id: Message::text(id, "model")?,
-                        state: match message.take_text("model_state")?.as_str() {
+                        id: id.to_owned(),
+                        state: match message.take_text("model_state")? {
                             "loading" => ModelState::Loading,
                             "ready" => ModelState::Ready,
                             "failed" => ModelState::Failed,
@@ -447,26 +431,22 @@ impl Response {
                             }
                         },
                         sha384: message
-                            .take_optional("model_sha384")
-                            .map(|v| match v {
-                                Value::Bytes(b) => <[u8; 48]>::try_from(b.as_slice())
-                                    .map_err(|_| too_long("model_sha384", b.len(), 48)),
-                                _ => Err(wrong_type("model_sha384", "a byte string")),
+                            .take_optional_bytes("model_sha384")?
+                            .map(|b| {
+                                <[u8; 48]>::try_from(b).map_err(|_| WireError::InvalidField {
+                                    field: "model_sha384",
+                                    reason: format!("{} bytes, expected 48", b.len()),
+                                })
                             })
                             .transpose()?,
                         detail: message
-                            .take_optional("model_detail")
-                            .map(|v| Message::text(v, "model_detail"))
-                            .transpose()?,
+                            .take_optional_text("model_detail")?
+                            .map(str::to_owned),
                     }),
                 };
-                let port_limits = message
-                    .take_optional("port_limits")
-                    .map(port_limits)
-                    .transpose()?
-                    .unwrap_or_default();
+                let port_limits = message.take_port_limits();
                 ResponseBody::Health(Health {
-                    version,
+                    version: version.to_owned(),
                     nsm,
                     config_digest,
                     model,
@@ -474,20 +454,20 @@ impl Response {
                 })
             }
             "attestation" => ResponseBody::Attestation {
-                document: message.take_bytes("document", MAX_DOCUMENT_LEN)?,
+                document: message.take_bytes("document", MAX_DOCUMENT_LEN)?.to_vec(),
             },
             "error" => {
                 let name = message.take_text("code")?;
-                let code = ErrorCode::from_name(&name).ok_or(WireError::InvalidField {
+                let code = ErrorCode::from_name(name).ok_or_else(|| WireError::InvalidField {
                     field: "code",
                     reason: format!("unknown error code `{name}`"),
                 })?;
                 ResponseBody::Error {
                     code,
-                    message: message.take_text("message")?,
+                    message: message.take_text("message")?.to_owned(),
                 }
             }
-            _ => return Err(WireError::UnknownOperation(message.op)),
+            op => return Err(WireError::UnknownOperation(op.to_owned())),
         };
         Ok(Response {
             id: message.finish()?,
@@ -576,168 +556,180 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-fn envelope(id: u64) -> Vec<(Value, Value)> {
-    vec![
-        ("v".into(), Value::Integer(PROTOCOL_VERSION.into())),
-        ("id".into(), Value::Integer(id.into())),
-    ]
+fn envelope(id: u64) -> Map<'static> {
+    Map::new().with("v", PROTOCOL_VERSION).with("id", id)
 }
 
-fn text_field(name: &str, value: &str) -> (Value, Value) {
-    (name.into(), Value::Text(value.to_owned()))
+/// Every field a request may carry; which are allowed depends on its operation.
+const REQUEST_FIELDS: [&str; 4] = ["v", "id", "op", "nonce"];
+/// Every field a response may carry.
+const RESPONSE_FIELDS: [&str; 14] = [
+    "v",
+    "id",
+    "op",
+    "version",
+    "nsm",
+    "config_digest",
+    "model",
+    "model_state",
+    "model_sha384",
+    "model_detail",
+    "port_limits",
+    "document",
+    "code",
+    "message",
+];
+
+/// A field's value, read by the type its name gives it.
+#[derive(Debug)]
+enum Item<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+    PortLimits(Vec<(u32, u32)>),
 }
 
-fn to_cbor(fields: Vec<(Value, Value)>) -> Vec<u8> {
-    let mut out = Vec::new();
-    // Writing a map of integers, text and bytes into a Vec cannot fail.
-    let _ = ciborium::ser::into_writer(&Value::Map(fields), &mut out);
-    out
-}
-
-/// A decoded map whose envelope has been checked; operation fields are taken one by one, and
-/// whatever is left over at the end is an unknown field.
-struct Message {
+/// A message whose envelope has been checked; operation fields are taken one by one, and
+/// whatever is left over at the end is a field the operation does not define.
+struct Message<'a> {
     id: u64,
-    op: String,
-    fields: Vec<(String, Value)>,
+    op: &'a str,
+    fields: Vec<(&'static str, Item<'a>)>,
 }
 
-impl Message {
-    fn decode(body: &[u8]) -> Result<Self, WireError> {
+impl<'a> Message<'a> {
+    fn decode(body: &'a [u8], known: &[&'static str]) -> Result<Self, WireError> {
         if body.len() > MAX_FRAME_LEN {
             return Err(WireError::FrameTooLarge {
                 len: u64::try_from(body.len()).unwrap_or(u64::MAX),
                 max: MAX_FRAME_LEN,
             });
         }
-        let mut cursor = io::Cursor::new(body);
-        let value: Value = ciborium::de::from_reader(&mut cursor)
-            .map_err(|e| WireError::Malformed(e.to_string()))?;
-        if usize::try_from(cursor.position()).ok() != Some(body.len()) {
-            return Err(WireError::Malformed(
-                "trailing bytes after the message".into(),
-            ));
-        }
-        let Value::Map(entries) = value else {
-            return Err(WireError::NotAMap);
-        };
-        let mut fields: Vec<(String, Value)> = Vec::with_capacity(entries.len());
-        for (key, value) in entries {
-            let Value::Text(key) = key else {
-                return Err(WireError::NotAMap);
-            };
-            if fields.iter().any(|(k, _)| *k == key) {
-                return Err(WireError::DuplicateField(key));
+        Reader::read_all(body, MAX_FRAME_LEN, Profile::Deterministic, |r| {
+            let (mut id, mut op) = (None, None);
+            let mut fields = Vec::new();
+            let mut map = r.map()?;
+            while let Some(key) = map.key(known)? {
+                let value = map.value();
+                match key {
+                    // `v` sorts first, so a peer of another version is told so before anything
+                    // it sends is judged by this version's schema.
+                    "v" => {
+                        let got = value.uint()?;
+                        if got != PROTOCOL_VERSION {
+                            return Err(WireError::UnsupportedVersion { got });
+                        }
+                    }
+                    "id" => id = Some(value.uint()?),
+                    "op" => op = Some(text(value)?),
+                    "nonce" | "config_digest" | "model_sha384" | "document" => {
+                        fields.push((key, Item::Bytes(value.bytes()?)));
+                    }
+                    "port_limits" => fields.push((key, Item::PortLimits(port_limits(value)?))),
+                    _ => fields.push((key, Item::Text(text(value)?))),
+                }
             }
-            fields.push((key, value));
-        }
-        let mut message = Message {
-            id: 0,
-            op: String::new(),
-            fields,
-        };
-        let version = message.take_uint("v")?;
-        if version != PROTOCOL_VERSION {
-            return Err(WireError::UnsupportedVersion { got: version });
-        }
-        message.id = message.take_uint("id")?;
-        message.op = message.take_text("op")?;
-        Ok(message)
+            Ok(Message {
+                id: cbor::required(id, "id")?,
+                op: op.ok_or(WireError::MissingField("op"))?,
+                fields,
+            })
+        })
     }
 
-    fn take(&mut self, field: &'static str) -> Result<Value, WireError> {
-        let index = self
-            .fields
-            .iter()
-            .position(|(k, _)| k == field)
+    fn take(&mut self, field: &'static str) -> Option<Item<'a>> {
+        let index = self.fields.iter().position(|(k, _)| *k == field)?;
+        Some(self.fields.swap_remove(index).1)
+    }
+
+    fn take_text(&mut self, field: &'static str) -> Result<&'a str, WireError> {
+        self.take_optional_text(field)?
+            .ok_or(WireError::MissingField(field))
+    }
+
+    fn take_optional_text(&mut self, field: &'static str) -> Result<Option<&'a str>, WireError> {
+        match self.take(field) {
+            None => Ok(None),
+            Some(Item::Text(text)) => Ok(Some(text)),
+            Some(_) => Err(WireError::UnknownField(field)),
+        }
+    }
+
+    fn take_bytes(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], WireError> {
+        let bytes = self
+            .take_optional_bytes(field)?
             .ok_or(WireError::MissingField(field))?;
-        Ok(self.fields.swap_remove(index).1)
+        if bytes.len() > max {
+            return Err(too_long(field, bytes.len(), max));
+        }
+        Ok(bytes)
     }
 
-    fn take_uint(&mut self, field: &'static str) -> Result<u64, WireError> {
-        match self.take(field)? {
-            Value::Integer(n) => u64::try_from(n).map_err(|_| WireError::InvalidField {
-                field,
-                reason: "not an unsigned 64-bit integer".into(),
-            }),
-            _ => Err(wrong_type(field, "an unsigned integer")),
+    fn take_optional_bytes(&mut self, field: &'static str) -> Result<Option<&'a [u8]>, WireError> {
+        match self.take(field) {
+            None => Ok(None),
+            Some(Item::Bytes(bytes)) => Ok(Some(bytes)),
+            Some(_) => Err(WireError::UnknownField(field)),
         }
     }
 
-    fn take_optional(&mut self, field: &'static str) -> Option<Value> {
-        self.take(field).ok()
-    }
-
-    fn take_text(&mut self, field: &'static str) -> Result<String, WireError> {
-        Self::text(self.take(field)?, field)
-    }
-
-    fn text(value: Value, field: &'static str) -> Result<String, WireError> {
-        match value {
-            Value::Text(text) if text.len() <= MAX_TEXT_LEN => Ok(text),
-            Value::Text(text) => Err(too_long(field, text.len(), MAX_TEXT_LEN)),
-            _ => Err(wrong_type(field, "a text string")),
-        }
-    }
-
-    fn take_bytes(&mut self, field: &'static str, max: usize) -> Result<Vec<u8>, WireError> {
-        match self.take(field)? {
-            Value::Bytes(bytes) if bytes.len() <= max => Ok(bytes),
-            Value::Bytes(bytes) => Err(too_long(field, bytes.len(), max)),
-            _ => Err(wrong_type(field, "a byte string")),
+    fn take_port_limits(&mut self) -> Vec<(u32, u32)> {
+        match self.take("port_limits") {
+            Some(Item::PortLimits(limits)) => limits,
+            _ => Vec::new(),
         }
     }
 
     /// The message's id, once every field has been taken.
     fn finish(self) -> Result<u64, WireError> {
-        match self.fields.into_iter().next() {
+        match self.fields.first() {
             Some((key, _)) => Err(WireError::UnknownField(key)),
             None => Ok(self.id),
         }
     }
 }
 
-/// `{port: max_connections}`: at most [`MAX_PORT_LIMITS`] entries, each port once, in order.
-fn port_limits(value: Value) -> Result<Vec<(u32, u32)>, WireError> {
+/// A text field, at most [`MAX_TEXT_LEN`] bytes.
+fn text<'a>(r: &mut Reader<'a>) -> Result<&'a str, WireError> {
+    let text = r.text()?;
+    match r.field() {
+        Some(field) if text.len() > MAX_TEXT_LEN => Err(too_long(field, text.len(), MAX_TEXT_LEN)),
+        _ => Ok(text),
+    }
+}
+
+/// `{port: max_connections}`: 1 to [`MAX_PORT_LIMITS`] entries, each port once, in increasing
+/// order (the deterministic encoding's order for integer keys).
+fn port_limits(r: &mut Reader<'_>) -> Result<Vec<(u32, u32)>, WireError> {
     const FIELD: &str = "port_limits";
-    let Value::Map(entries) = value else {
-        return Err(wrong_type(FIELD, "a map of port to limit"));
-    };
-    if entries.len() > MAX_PORT_LIMITS {
+    let mut map = r.map()?;
+    // Omitted when empty, so that a message has one encoding.
+    if map.remaining() == 0 {
+        return Err(WireError::InvalidField {
+            field: FIELD,
+            reason: "empty; omit the field instead".into(),
+        });
+    }
+    if map.remaining() > MAX_PORT_LIMITS {
         return Err(WireError::InvalidField {
             field: FIELD,
             reason: format!(
                 "{} entries, the maximum is {MAX_PORT_LIMITS}",
-                entries.len()
+                map.remaining()
             ),
         });
     }
-    let number = |v: Value| match v {
-        Value::Integer(n) => u32::try_from(n).map_err(|_| WireError::InvalidField {
+    let number = |n: u64| {
+        u32::try_from(n).map_err(|_| WireError::InvalidField {
             field: FIELD,
             reason: "not an unsigned 32-bit integer".into(),
-        }),
-        _ => Err(wrong_type(FIELD, "unsigned integers")),
+        })
     };
-    let mut out: Vec<(u32, u32)> = Vec::with_capacity(entries.len());
-    for (port, max) in entries {
-        let (port, max) = (number(port)?, number(max)?);
-        if out.last().is_some_and(|(last, _)| *last >= port) {
-            return Err(WireError::InvalidField {
-                field: FIELD,
-                reason: "ports must be listed once each, in increasing order".into(),
-            });
-        }
-        out.push((port, max));
+    let mut out = Vec::with_capacity(map.remaining());
+    while let Some(port) = map.uint_key()? {
+        let max = map.value().uint()?;
+        out.push((number(port)?, number(max)?));
     }
     Ok(out)
-}
-
-fn wrong_type(field: &'static str, expected: &str) -> WireError {
-    WireError::InvalidField {
-        field,
-        reason: format!("expected {expected}"),
-    }
 }
 
 fn too_long(field: &'static str, len: usize, max: usize) -> WireError {

@@ -1,7 +1,5 @@
 //! Property tests: any bytes decode to a message or an error, never a panic; and what is sent
 //! decodes to itself.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use proptest::prelude::*;
 use protocol::wire::{Request, RequestBody, Response, read_frame};
 

@@ -21,8 +21,7 @@
 //! Messages are CBOR maps with text keys, `v` (1) and `op`; unknown and duplicate keys are
 //! errors; every field is bounded. Frames are those of the control protocol (the `protocol` crate).
 
-use std::collections::BTreeMap;
-
+use attest::cose::{CoseError, parse_es384, sign_es384, verify_es384};
 use attest::service::{ServiceCertError, ServiceRole, verify_service_certificate};
 use attest::{ServiceTrust, Timestamp};
 use aws_lc_rs::digest::{SHA384, digest};
@@ -31,15 +30,10 @@ use aws_lc_rs::rsa::{
     KeySize, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepAlgorithm, OaepPrivateDecryptingKey,
     PrivateDecryptingKey,
 };
-use aws_lc_rs::signature::{
-    ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
-    UnparsedPublicKey,
-};
-use ciborium::Value;
-use coset::{CoseSign1, TaggedCborSerializable, iana};
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use cbor::{Fields, Map, Profile, Reader};
 use proofs::NoteVerifier;
-use proofs::cbor::{encode_map, uint};
-use proofs::entry::{Entry, LogEntry, Outcome};
+use proofs::entry::{Entry, EntryError, LogEntry, Outcome};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -105,9 +99,16 @@ impl OaepHash {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReleaseError {
-    /// The bytes are not a valid message or payload.
+    /// The bytes are not a valid message or payload (the reader's error names the field).
     #[error("malformed key-release message: {0}")]
-    Malformed(String),
+    Malformed(#[from] cbor::Error),
+    /// The response is not a COSE_Sign1 of the release response's shape.
+    #[error("malformed key-release response: {0}")]
+    Response(CoseError),
+    /// The broker's key cannot sign responses: not a P-384 PKCS#8 key, or not the key its
+    /// certificate certifies.
+    #[error("the broker key {0}")]
+    BrokerKey(&'static str),
     /// Another protocol version.
     #[error("unsupported key-release protocol version {0}")]
     Version(u64),
@@ -141,7 +142,13 @@ pub enum ReleaseError {
     },
     /// The release is not proven to be in the transparency log.
     #[error("the release is not proven to be in the transparency log: {0}")]
-    Log(String),
+    Log(&'static str),
+    /// The release's log entry is not a valid entry.
+    #[error("the release's log entry is refused: {0}")]
+    LogEntry(#[from] EntryError),
+    /// The release's inclusion proof does not verify.
+    #[error("the release's inclusion proof is refused: {0}")]
+    Inclusion(#[from] proofs::audit::AuditError),
     /// The wrapped key cannot be unwrapped with this request's key.
     #[error("the wrapped data key does not unwrap with this request's key")]
     Unwrap,
@@ -163,23 +170,20 @@ impl ReleaseError {
     /// A stable short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Malformed(_) => "malformed",
+            Self::Malformed(_) | Self::Response(_) => "malformed",
+            Self::BrokerKey(_) => "broker_key",
             Self::Version(_) => "version",
             Self::Unexpected { .. } => "unexpected_message",
             Self::Denied { .. } => "denied",
             Self::UntrustedBroker(_) => "untrusted_broker",
             Self::Signature => "signature",
             Self::Mismatch { .. } => "mismatch",
-            Self::Log(_) => "log",
+            Self::Log(_) | Self::LogEntry(_) | Self::Inclusion(_) => "log",
             Self::Unwrap => "unwrap",
             Self::OaepNotAllowed(_) => "oaep_not_allowed",
             Self::Crypto(_) => "crypto",
         }
     }
-}
-
-fn malformed(reason: impl Into<String>) -> ReleaseError {
-    ReleaseError::Malformed(reason.into())
 }
 
 /// One message of the protocol.
@@ -234,90 +238,77 @@ impl Message {
 
     /// The message's bytes (one frame's body).
     pub fn encode(&self) -> Vec<u8> {
-        let mut fields: Vec<(&'static str, Value)> = vec![
-            ("v", uint(RELEASE_VERSION)),
-            ("op", Value::Text(self.op().to_owned())),
-        ];
+        let map = Map::new().with("v", RELEASE_VERSION).with("op", self.op());
         match self {
-            Self::Hello { model_id } => {
-                fields.push(("model_id", Value::Text(model_id.as_str().to_owned())));
-            }
+            Self::Hello { model_id } => map.with("model_id", model_id.as_str()),
             Self::Challenge {
                 nonce,
                 expires_in_ms,
-            } => {
-                fields.push(("nonce", Value::Bytes(nonce.to_vec())));
-                fields.push(("expires_in_ms", uint(*expires_in_ms)));
-            }
-            Self::Attest { nonce, document } => {
-                fields.push(("nonce", Value::Bytes(nonce.to_vec())));
-                fields.push(("document", Value::Bytes(document.clone())));
-            }
+            } => map
+                .with("nonce", nonce)
+                .with("expires_in_ms", *expires_in_ms),
+            Self::Attest { nonce, document } => map.with("nonce", nonce).with("document", document),
             Self::Release {
                 response,
                 certificate,
-            } => {
-                fields.push(("response", Value::Bytes(response.clone())));
-                fields.push(("certificate", Value::Bytes(certificate.clone())));
-            }
-            Self::Denied { reason, message } => {
-                fields.push(("reason", Value::Text(truncate(reason))));
-                fields.push(("message", Value::Text(truncate(message))));
-            }
+            } => map
+                .with("response", response)
+                .with("certificate", certificate),
+            Self::Denied { reason, message } => map
+                .with("reason", truncate(reason))
+                .with("message", truncate(message)),
         }
-        encode_map(fields).unwrap_or_default()
+        .encode()
     }
 
-    /// Decode one frame's body; anything but a valid message in its one canonical encoding is
-    /// an error.
+    /// Decode one frame's body; anything but a valid message in its one deterministic encoding
+    /// (RFC 8949 section 4.2.1) is an error, as the attestation document's parser refuses
+    /// what is not a document.
     pub fn decode(bytes: &[u8]) -> Result<Self, ReleaseError> {
-        let mut f = Fields::parse(bytes)?;
-        let version = f.uint("v")?;
-        if version != RELEASE_VERSION {
-            return Err(ReleaseError::Version(version));
-        }
-        let op = f.text("op", 16)?;
-        let message = match op.as_str() {
-            "hello" => Self::Hello {
-                model_id: f.id("model_id")?,
-            },
-            "challenge" => Self::Challenge {
-                nonce: f.array("nonce")?,
-                expires_in_ms: f.uint("expires_in_ms")?,
-            },
-            "attest" => Self::Attest {
-                nonce: f.array("nonce")?,
-                document: f.bytes("document", attest::MAX_DOCUMENT_LEN)?,
-            },
-            "release" => Self::Release {
-                response: f.bytes("response", MAX_RESPONSE_LEN)?,
-                certificate: f.bytes("certificate", MAX_CERTIFICATE_LEN)?,
-            },
-            "denied" => Self::Denied {
-                reason: f.text("reason", MAX_REASON_LEN)?,
-                message: f.text("message", MAX_REASON_LEN)?,
-            },
-            other => return Err(malformed(format!("unknown operation {other:?}"))),
-        };
-        f.done()?;
-        // One message, one encoding: trailing bytes, keys out of order, non-minimal lengths or
-        // indefinite-length items are refused, as the attestation document's parser refuses
-        // them.
-        if message.encode() != bytes {
-            return Err(malformed(
-                "not the canonical encoding (RFC 8949 section 4.2.1) or trailing bytes",
-            ));
-        }
-        Ok(message)
+        let max = MAX_RESPONSE_LEN.saturating_add(attest::MAX_DOCUMENT_LEN);
+        Reader::read_all(bytes, max, Profile::Deterministic, |r| {
+            let mut f = Fields::read(r, &MESSAGE_FIELDS, read_item)?;
+            check_version(&mut f)?;
+            let op = need_text(&mut f, "op", 16)?;
+            let message = match op {
+                "hello" => Self::Hello {
+                    model_id: need_id(&mut f, "model_id")?,
+                },
+                "challenge" => Self::Challenge {
+                    nonce: need_array(&mut f, "nonce")?,
+                    expires_in_ms: need_uint(&mut f, "expires_in_ms")?,
+                },
+                "attest" => Self::Attest {
+                    nonce: need_array(&mut f, "nonce")?,
+                    document: need_bytes(&mut f, "document", attest::MAX_DOCUMENT_LEN)?.to_vec(),
+                },
+                "release" => Self::Release {
+                    response: need_bytes(&mut f, "response", MAX_RESPONSE_LEN)?.to_vec(),
+                    certificate: need_bytes(&mut f, "certificate", MAX_CERTIFICATE_LEN)?.to_vec(),
+                },
+                "denied" => Self::Denied {
+                    reason: need_text(&mut f, "reason", MAX_REASON_LEN)?.to_owned(),
+                    message: need_text(&mut f, "message", MAX_REASON_LEN)?.to_owned(),
+                },
+                other => {
+                    return Err(ReleaseError::Malformed(cbor::Error::invalid(
+                        "op",
+                        format!("unknown operation {other:?}"),
+                    )));
+                }
+            };
+            f.finish()?;
+            Ok(message)
+        })
     }
 }
 
-fn truncate(text: &str) -> String {
+fn truncate(text: &str) -> &str {
     let mut end = text.len().min(MAX_REASON_LEN);
     while !text.is_char_boundary(end) {
-        end -= 1;
+        end = end.saturating_sub(1);
     }
-    text.get(..end).unwrap_or_default().to_owned()
+    text.get(..end).unwrap_or_default()
 }
 
 /// What the broker signs when it releases a key.
@@ -350,56 +341,48 @@ pub struct ReleaseClaims {
 }
 
 impl ReleaseClaims {
-    fn to_payload(&self) -> Result<Vec<u8>, ReleaseError> {
-        let text = |s: &str| Value::Text(s.to_owned());
-        encode_map(vec![
-            ("v", uint(RELEASE_VERSION)),
-            ("nonce", Value::Bytes(self.nonce.to_vec())),
-            ("model_id", text(self.model_id.as_str())),
-            ("key_id", text(self.key_id.as_str())),
-            ("model_digest", Value::Bytes(self.model_digest.to_vec())),
-            ("model_len", uint(self.model_len)),
-            ("policy_version", uint(self.policy_version)),
-            (
-                "document_sha384",
-                Value::Bytes(self.document_sha384.to_vec()),
-            ),
-            ("wrapped_key", Value::Bytes(self.wrapped_key.clone())),
-            ("oaep_hash", text(self.oaep_hash.as_str())),
-            ("log_index", uint(self.log_index)),
-            ("log_entry", Value::Bytes(self.log_entry.clone())),
-            (
-                "inclusion_proof",
-                Value::Bytes(self.inclusion_proof.clone()),
-            ),
-        ])
-        .map_err(malformed)
+    fn to_payload(&self) -> Vec<u8> {
+        Map::new()
+            .with("v", RELEASE_VERSION)
+            .with("nonce", &self.nonce)
+            .with("model_id", self.model_id.as_str())
+            .with("key_id", self.key_id.as_str())
+            .with("model_digest", &self.model_digest)
+            .with("model_len", self.model_len)
+            .with("policy_version", self.policy_version)
+            .with("document_sha384", &self.document_sha384)
+            .with("wrapped_key", &self.wrapped_key)
+            .with("oaep_hash", self.oaep_hash.as_str())
+            .with("log_index", self.log_index)
+            .with("log_entry", &self.log_entry)
+            .with("inclusion_proof", &self.inclusion_proof)
+            .encode()
     }
 
     fn from_payload(bytes: &[u8]) -> Result<Self, ReleaseError> {
-        let mut f = Fields::parse(bytes)?;
-        let version = f.uint("v")?;
-        if version != RELEASE_VERSION {
-            return Err(ReleaseError::Version(version));
-        }
-        let oaep = f.text("oaep_hash", 16)?;
-        let claims = Self {
-            nonce: f.array("nonce")?,
-            model_id: f.id("model_id")?,
-            key_id: f.id("key_id")?,
-            model_digest: f.array("model_digest")?,
-            model_len: f.uint("model_len")?,
-            policy_version: f.uint("policy_version")?,
-            document_sha384: f.array("document_sha384")?,
-            wrapped_key: f.bytes("wrapped_key", MAX_WRAPPED_KEY_LEN)?,
-            oaep_hash: OaepHash::parse(&oaep)
-                .ok_or_else(|| malformed(format!("unknown OAEP digest {oaep:?}")))?,
-            log_index: f.uint("log_index")?,
-            log_entry: f.bytes("log_entry", proofs::MAX_ENTRY_LEN)?,
-            inclusion_proof: f.bytes("inclusion_proof", MAX_PROOF_LEN)?,
-        };
-        f.done()?;
-        Ok(claims)
+        Reader::read_all(bytes, MAX_RESPONSE_LEN, Profile::Deterministic, |r| {
+            let mut f = Fields::read(r, &CLAIM_FIELDS, read_item)?;
+            check_version(&mut f)?;
+            let oaep = need_text(&mut f, "oaep_hash", 16)?;
+            let claims = Self {
+                nonce: need_array(&mut f, "nonce")?,
+                model_id: need_id(&mut f, "model_id")?,
+                key_id: need_id(&mut f, "key_id")?,
+                model_digest: need_array(&mut f, "model_digest")?,
+                model_len: need_uint(&mut f, "model_len")?,
+                policy_version: need_uint(&mut f, "policy_version")?,
+                document_sha384: need_array(&mut f, "document_sha384")?,
+                wrapped_key: need_bytes(&mut f, "wrapped_key", MAX_WRAPPED_KEY_LEN)?.to_vec(),
+                oaep_hash: OaepHash::parse(oaep).ok_or_else(|| {
+                    cbor::Error::invalid("oaep_hash", format!("unknown OAEP digest {oaep:?}"))
+                })?,
+                log_index: need_uint(&mut f, "log_index")?,
+                log_entry: need_bytes(&mut f, "log_entry", proofs::MAX_ENTRY_LEN)?.to_vec(),
+                inclusion_proof: need_bytes(&mut f, "inclusion_proof", MAX_PROOF_LEN)?.to_vec(),
+            };
+            f.finish()?;
+            Ok(claims)
+        })
     }
 }
 
@@ -427,7 +410,7 @@ impl ResponseSigner {
         now: Timestamp,
     ) -> Result<Self, ReleaseError> {
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8)
-            .map_err(|_| malformed("the broker key is not a PKCS#8 P-384 key"))?;
+            .map_err(|_| ReleaseError::BrokerKey("is not a PKCS#8 P-384 key"))?;
         let certified =
             verify_service_certificate(&certificate, trust, ServiceRole::KeyBroker, now)?;
         let ours = key
@@ -435,8 +418,8 @@ impl ResponseSigner {
             .as_der()
             .map_err(|_| ReleaseError::Crypto("public key encoding"))?;
         if certified.spki_der != ours.as_ref() {
-            return Err(malformed(
-                "the broker certificate certifies another key than the broker key",
+            return Err(ReleaseError::BrokerKey(
+                "is not the key its certificate certifies",
             ));
         }
         Ok(Self { key, certificate })
@@ -449,8 +432,10 @@ impl ResponseSigner {
 
     /// Sign `claims`: a tagged COSE_Sign1.
     pub fn sign(&self, claims: &ReleaseClaims) -> Result<Vec<u8>, ReleaseError> {
-        proofs::cose::sign_es384(&self.key, RESPONSE_CONTENT_TYPE, claims.to_payload()?)
-            .map_err(ReleaseError::Crypto)
+        sign_es384(&self.key, RESPONSE_CONTENT_TYPE, claims.to_payload()).map_err(|e| match e {
+            CoseError::Sign(reason) => ReleaseError::Crypto(reason),
+            _ => ReleaseError::Crypto("the response could not be encoded"),
+        })
     }
 }
 
@@ -619,33 +604,10 @@ impl KeyRequest {
 /// Verify a response's COSE_Sign1 with the broker's key (DER SubjectPublicKeyInfo) and return
 /// its claims.
 pub fn verify_response(response: &[u8], broker_spki: &[u8]) -> Result<ReleaseClaims, ReleaseError> {
-    if response.len() > MAX_RESPONSE_LEN {
-        return Err(malformed("the response is larger than allowed"));
-    }
-    let sign1 = CoseSign1::from_tagged_slice(response)
-        .map_err(|e| malformed(format!("not a tagged COSE_Sign1: {e}")))?;
-    let header = &sign1.protected.header;
-    if header.alg
-        != Some(coset::RegisteredLabelWithPrivate::Assigned(
-            iana::Algorithm::ES384,
-        ))
-        || !header.crit.is_empty()
-        || header.content_type != Some(coset::ContentType::Text(RESPONSE_CONTENT_TYPE.to_owned()))
-    {
-        return Err(malformed(
-            "the protected header must name ES384 and the key-release content type, and nothing critical",
-        ));
-    }
-    sign1
-        .verify_signature(b"", |signature, data| {
-            UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, broker_spki).verify(data, signature)
-        })
-        .map_err(|_| ReleaseError::Signature)?;
-    let payload = sign1
-        .payload
-        .as_deref()
-        .ok_or_else(|| malformed("the payload is detached"))?;
-    ReleaseClaims::from_payload(payload)
+    let sign1 = parse_es384(response, MAX_RESPONSE_LEN, RESPONSE_CONTENT_TYPE)
+        .map_err(ReleaseError::Response)?;
+    verify_es384(&sign1, broker_spki).map_err(|_| ReleaseError::Signature)?;
+    ReleaseClaims::from_payload(sign1.payload.as_deref().unwrap_or_default())
 }
 
 /// The log entry must be the release these claims describe, and be in a checkpoint the log's
@@ -654,12 +616,9 @@ fn check_log_entry(
     claims: &ReleaseClaims,
     trust: &ReleaseTrust,
 ) -> Result<proofs::SignedCheckpoint, ReleaseError> {
-    let entry = LogEntry::decode(&claims.log_entry)
-        .map_err(|e| ReleaseError::Log(format!("the log entry: {e}")))?;
+    let entry = LogEntry::decode(&claims.log_entry)?;
     let Entry::KeyRelease(release) = entry.entry() else {
-        return Err(ReleaseError::Log(
-            "the log entry is not a key release".into(),
-        ));
+        return Err(ReleaseError::Log("the log entry is not a key release"));
     };
     let consistent = release.outcome == Outcome::Released
         && release.model_id == claims.model_id.as_str()
@@ -669,7 +628,7 @@ fn check_log_entry(
         && release.document_sha384 == Some(claims.document_sha384);
     if !consistent {
         return Err(ReleaseError::Log(
-            "the log entry records another decision than the response".into(),
+            "the log entry records another decision than the response",
         ));
     }
     let included = proofs::audit::verify_inclusion_file(
@@ -677,86 +636,115 @@ fn check_log_entry(
         &entry.leaf_hash(),
         &trust.log_keys,
         trust.log_origin.as_deref(),
-    )
-    .map_err(|e| ReleaseError::Log(e.to_string()))?;
+    )?;
     if included.index != claims.log_index {
         return Err(ReleaseError::Mismatch { field: "log_index" });
     }
     Ok(included.checkpoint)
 }
 
-/// The fields of a CBOR map with text keys, taken one by one so that unknown ones are refused.
-struct Fields(BTreeMap<String, Value>);
+/// Every field a message may carry; which are allowed depends on its operation.
+const MESSAGE_FIELDS: [&str; 11] = [
+    "v",
+    "op",
+    "model_id",
+    "nonce",
+    "expires_in_ms",
+    "document",
+    "response",
+    "certificate",
+    "reason",
+    "message",
+    "oaep_hash",
+];
 
-impl Fields {
-    fn parse(bytes: &[u8]) -> Result<Self, ReleaseError> {
-        if bytes.len() > MAX_RESPONSE_LEN + attest::MAX_DOCUMENT_LEN {
-            return Err(malformed("larger than any message"));
+/// The response payload's fields.
+const CLAIM_FIELDS: [&str; 13] = [
+    "v",
+    "nonce",
+    "model_id",
+    "key_id",
+    "model_digest",
+    "model_len",
+    "policy_version",
+    "document_sha384",
+    "wrapped_key",
+    "oaep_hash",
+    "log_index",
+    "log_entry",
+    "inclusion_proof",
+];
+
+/// A field's value, read by the type its name gives it.
+enum Item<'a> {
+    Uint(u64),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+fn read_item<'a>(key: &'static str, r: &mut Reader<'a>) -> Result<Item<'a>, cbor::Error> {
+    Ok(match key {
+        "v" | "expires_in_ms" | "model_len" | "policy_version" | "log_index" => {
+            Item::Uint(r.uint()?)
         }
-        let value: Value =
-            ciborium::from_reader(bytes).map_err(|e| malformed(format!("not CBOR: {e}")))?;
-        let Value::Map(pairs) = value else {
-            return Err(malformed("expected a map"));
-        };
-        let mut map = BTreeMap::new();
-        for (k, v) in pairs {
-            let Value::Text(k) = k else {
-                return Err(malformed("keys are text"));
-            };
-            if map.contains_key(&k) {
-                return Err(malformed(format!("duplicate field {k:?}")));
-            }
-            map.insert(k, v);
-        }
-        Ok(Self(map))
-    }
+        "op" | "model_id" | "key_id" | "reason" | "message" | "oaep_hash" => Item::Text(r.text()?),
+        _ => Item::Bytes(r.bytes()?),
+    })
+}
 
-    fn need(&mut self, name: &'static str) -> Result<Value, ReleaseError> {
-        self.0
-            .remove(name)
-            .ok_or_else(|| malformed(format!("missing field `{name}`")))
+fn check_version(f: &mut Fields<Item<'_>>) -> Result<(), ReleaseError> {
+    match need_uint(f, "v")? {
+        RELEASE_VERSION => Ok(()),
+        other => Err(ReleaseError::Version(other)),
     }
+}
 
-    fn uint(&mut self, name: &'static str) -> Result<u64, ReleaseError> {
-        match self.need(name)? {
-            Value::Integer(i) => {
-                u64::try_from(i).map_err(|_| malformed(format!("`{name}` is out of range")))
-            }
-            _ => Err(malformed(format!("`{name}` is not an unsigned integer"))),
-        }
+fn need_uint(f: &mut Fields<Item<'_>>, key: &'static str) -> Result<u64, cbor::Error> {
+    match f.need(key)? {
+        Item::Uint(n) => Ok(n),
+        _ => Err(cbor::Error::invalid(key, "expected an unsigned integer")),
     }
+}
 
-    fn text(&mut self, name: &'static str, max: usize) -> Result<String, ReleaseError> {
-        match self.need(name)? {
-            Value::Text(t) if t.len() <= max => Ok(t),
-            Value::Text(_) => Err(malformed(format!("`{name}` is longer than {max} bytes"))),
-            _ => Err(malformed(format!("`{name}` is not text"))),
-        }
+fn need_text<'a>(
+    f: &mut Fields<Item<'a>>,
+    key: &'static str,
+    max: usize,
+) -> Result<&'a str, cbor::Error> {
+    match f.need(key)? {
+        Item::Text(t) if t.len() <= max => Ok(t),
+        Item::Text(_) => Err(cbor::Error::invalid(
+            key,
+            format!("longer than {max} bytes"),
+        )),
+        _ => Err(cbor::Error::invalid(key, "expected text")),
     }
+}
 
-    fn id(&mut self, name: &'static str) -> Result<Id, ReleaseError> {
-        let text = self.text(name, crate::format::MAX_ID_LEN)?;
-        Id::new(&text).map_err(|e| malformed(format!("`{name}`: {e}")))
-    }
+fn need_id(f: &mut Fields<Item<'_>>, key: &'static str) -> Result<Id, cbor::Error> {
+    let text = need_text(f, key, crate::format::MAX_ID_LEN)?;
+    Id::new(text).map_err(|e| cbor::Error::invalid(key, e.to_string()))
+}
 
-    fn bytes(&mut self, name: &'static str, max: usize) -> Result<Vec<u8>, ReleaseError> {
-        match self.need(name)? {
-            Value::Bytes(b) if b.len() <= max => Ok(b),
-            Value::Bytes(_) => Err(malformed(format!("`{name}` is longer than {max} bytes"))),
-            _ => Err(malformed(format!("`{name}` is not bytes"))),
-        }
+fn need_bytes<'a>(
+    f: &mut Fields<Item<'a>>,
+    key: &'static str,
+    max: usize,
+) -> Result<&'a [u8], cbor::Error> {
+    match f.need(key)? {
+        Item::Bytes(b) if b.len() <= max => Ok(b),
+        Item::Bytes(_) => Err(cbor::Error::invalid(
+            key,
+            format!("longer than {max} bytes"),
+        )),
+        _ => Err(cbor::Error::invalid(key, "expected bytes")),
     }
+}
 
-    fn array<const N: usize>(&mut self, name: &'static str) -> Result<[u8; N], ReleaseError> {
-        let bytes = self.bytes(name, N)?;
-        <[u8; N]>::try_from(bytes.as_slice())
-            .map_err(|_| malformed(format!("`{name}` is not {N} bytes")))
-    }
-
-    fn done(self) -> Result<(), ReleaseError> {
-        match self.0.keys().next() {
-            Some(k) => Err(malformed(format!("unknown field {k:?}"))),
-            None => Ok(()),
-        }
-    }
+fn need_array<const N: usize>(
+    f: &mut Fields<Item<'_>>,
+    key: &'static str,
+) -> Result<[u8; N], cbor::Error> {
+    let bytes = need_bytes(f, key, N)?;
+    <[u8; N]>::try_from(bytes).map_err(|_| cbor::Error::invalid(key, format!("not {N} bytes")))
 }

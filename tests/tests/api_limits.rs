@@ -1,11 +1,9 @@
 //! The inference API's deadlines, against a client that holds connections open: the TLS
 //! handshake, the request body and a non-streamed answer each have a bound, and nothing waits on
 //! a silent client forever. The API runs in-process on a tiny model with short limits.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;
@@ -14,17 +12,39 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use inference::{Api, Attester, Engine, Limits, Loaded, Precision, ReleaseFacts};
+use attest::{PcrIndex, PcrValue};
+use inference::{Api, Engine, Limits, Loaded, Precision, ReleaseFacts};
+use protocol::nsm::{AttestationRequest, Nsm, NsmError, PcrState};
+use protocol::wire::NsmKind;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use zeroize::Zeroizing;
 
+/// An NSM that signs nothing: these tests never ask for a document.
+#[derive(Debug)]
 struct NoDocuments;
 
-impl Attester for NoDocuments {
-    fn attest(&self, _: &[u8], _: &[u8], _: &[u8]) -> Result<Vec<u8>, String> {
-        Err("no NSM in this test".into())
+const UNUSED: &str = "no NSM in this test";
+
+impl Nsm for NoDocuments {
+    fn kind(&self) -> NsmKind {
+        NsmKind::Simulated
+    }
+    fn describe_pcr(&self, _: PcrIndex) -> Result<PcrState, NsmError> {
+        Err(NsmError::Failure(UNUSED.into()))
+    }
+    fn extend_pcr(&self, _: PcrIndex, _: &[u8]) -> Result<PcrValue, NsmError> {
+        Err(NsmError::Failure(UNUSED.into()))
+    }
+    fn lock_pcr(&self, _: PcrIndex) -> Result<(), NsmError> {
+        Err(NsmError::Failure(UNUSED.into()))
+    }
+    fn fill_random(&self, _: &mut [u8]) -> Result<(), NsmError> {
+        Err(NsmError::Failure(UNUSED.into()))
+    }
+    fn attest(&self, _: &AttestationRequest<'_>) -> Result<Vec<u8>, NsmError> {
+        Err(NsmError::Failure(UNUSED.into()))
     }
 }
 

@@ -1,12 +1,10 @@
 //! The broker against peers that do not play fair, as a real process on loopback: a peer that
 //! floods hellos, one that breaks the protocol, an enclave whose authentic document binds the
 //! wrong request, and whoever can write the broker's state directory.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
     clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;

@@ -6,12 +6,10 @@
 //! sits between client and host. A proxy that terminates TLS itself and relays the enclave's own
 //! attestation document is refused before the prompt leaves the client.
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
     clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;

@@ -2,12 +2,11 @@
 //! against the development root with the caller's nonce; bad frames get clear errors and leave
 //! the enclave serving; a crashed enclave is restarted and reported; relays reach only their
 //! allowlisted address.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;
@@ -41,7 +40,11 @@ fn fetch_verified(stack: &Stack) {
     let parsed = attest::parse(&document).unwrap();
     stack
         .verifier()
-        .verify(&parsed, &Policy::new().expect_nonce(n), Timestamp::now())
+        .verify(
+            &parsed,
+            &Policy::new().dangerous_any_measurements().expect_nonce(n),
+            Timestamp::now(),
+        )
         .unwrap();
 }
 
@@ -56,7 +59,9 @@ fn a_document_fetched_through_the_host_verifies_with_the_nonce_echoed() {
         panic!("no document: {response:?}")
     };
     let parsed = attest::parse(&document).unwrap();
-    let policy = Policy::new().expect_nonce(n.clone());
+    let policy = Policy::new()
+        .dangerous_any_measurements()
+        .expect_nonce(n.clone());
     let verified = stack
         .verifier()
         .verify(&parsed, &policy, Timestamp::now())
@@ -74,7 +79,9 @@ fn a_document_fetched_through_the_host_verifies_with_the_nonce_echoed() {
         aws.verify(&parsed, &policy, Timestamp::now()),
         Err(VerifyError::UntrustedRoot { .. })
     ));
-    let other = Policy::new().expect_nonce(nonce());
+    let other = Policy::new()
+        .dangerous_any_measurements()
+        .expect_nonce(nonce());
     assert!(
         stack
             .verifier()

@@ -2,12 +2,9 @@
 //! PEM file) signs an attestation document with the policy's PCRs, its own RSA key and the
 //! broker's nonce, under a `cabundle` holding only the national root. The broker, `attest
 //! verify` and the verifying client each refuse it; the broker logs the denial.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;
@@ -28,6 +25,8 @@ use client::{ClientError, Session, Timeouts, Trust};
 use common::broker::{Backend, Broker, MODEL_ID, Setup, client_pcr0, denied, exchange};
 use common::{Options, Stack, binary, test_roots};
 use proofs::entry::{Entry, Outcome};
+use protocol::nsm::{AttestationRequest, Nsm, NsmError, PcrState};
+use protocol::wire::NsmKind;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use sealing::Id;
@@ -176,22 +175,38 @@ fn the_client_refuses_an_enclave_whose_document_a_service_key_signed() {
         certificate: CertificateDer<'static>,
         roots: DevelopmentRoots,
     }
-    impl inference::Attester for Forger {
-        fn attest(
-            &self,
-            nonce: &[u8],
-            user_data: &[u8],
-            public_key: &[u8],
-        ) -> Result<Vec<u8>, String> {
+    impl std::fmt::Debug for Forger {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Forger")
+        }
+    }
+    const UNUSED: &str = "the forger only signs documents";
+    impl Nsm for Forger {
+        fn kind(&self) -> NsmKind {
+            NsmKind::Simulated
+        }
+        fn describe_pcr(&self, _: PcrIndex) -> Result<PcrState, NsmError> {
+            Err(NsmError::Failure(UNUSED.into()))
+        }
+        fn extend_pcr(&self, _: PcrIndex, _: &[u8]) -> Result<PcrValue, NsmError> {
+            Err(NsmError::Failure(UNUSED.into()))
+        }
+        fn lock_pcr(&self, _: PcrIndex) -> Result<(), NsmError> {
+            Err(NsmError::Failure(UNUSED.into()))
+        }
+        fn fill_random(&self, _: &mut [u8]) -> Result<(), NsmError> {
+            Err(NsmError::Failure(UNUSED.into()))
+        }
+        fn attest(&self, request: &AttestationRequest<'_>) -> Result<Vec<u8>, NsmError> {
             Ok(forge(
                 &self.key,
                 &self.certificate,
                 &self.roots,
                 &SimulatedRequest {
                     pcrs: pcrs(),
-                    public_key: Some(public_key),
-                    user_data: Some(user_data),
-                    nonce: Some(nonce),
+                    public_key: request.public_key,
+                    user_data: request.user_data,
+                    nonce: request.nonce,
                 },
             ))
         }

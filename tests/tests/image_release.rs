@@ -2,12 +2,12 @@
 //! simulated enclave booted from that image, behind the host; a one-byte change in any ramdisk
 //! makes the same policy refuse it. The simulated NSM measures the image it is given as the
 //! Nitro hypervisor does, so this is the check the key broker applies before a release.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
-    clippy::as_conversions
+    clippy::as_conversions,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;

@@ -1,12 +1,10 @@
 //! Key release end to end, over the host's relay, with real processes: the broker (with each key
 //! store), the host, and the enclave. Every suite runs once per backend.
 
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing,
-    clippy::as_conversions
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;

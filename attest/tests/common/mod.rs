@@ -2,10 +2,13 @@
 //! records about them.
 #![allow(
     dead_code,
+    reason = "shared by several test crates, each using a part: an expectation would be unfulfilled in some"
+)]
+#![expect(
     unreachable_pub,
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
+    clippy::panic,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 use std::path::PathBuf;
@@ -185,9 +188,11 @@ pub fn t(text: &str) -> Timestamp {
 /// The default policy, allowing debug when the fixture is a debug one.
 pub fn policy_for(debug: bool) -> Policy {
     if debug {
-        Policy::new().dangerous_allow_debug()
-    } else {
         Policy::new()
+            .dangerous_any_measurements()
+            .dangerous_allow_debug()
+    } else {
+        Policy::new().dangerous_any_measurements()
     }
 }
 

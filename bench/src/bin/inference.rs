@@ -23,7 +23,9 @@ use attest::{MeasurementSet, PcrIndex, PcrValue, Policy, Region, Timestamp, Veri
 use client::{ChatRequest, Session, Timeouts, Trust};
 use host::{Forward, Shared};
 use inference::engine::{Engine, Message, Precision, Role, SamplingParams};
-use inference::{Api, Attester, Limits, Loaded, ReleaseFacts};
+use inference::{Api, Limits, Loaded, ReleaseFacts};
+use protocol::nsm::{AttestationRequest, Nsm, NsmError, PcrState};
+use protocol::wire::NsmKind;
 use tokio::net::TcpListener;
 use transport::{Endpoint, HybridVsock, Transport};
 use zeroize::Zeroizing;
@@ -37,19 +39,44 @@ const MAX_TOKENS: u32 = 128;
 const ROUNDS: usize = 5;
 const API_PORT: u32 = 8000;
 
-struct SimAttester(SimulatedPki);
+/// The benchmark's enclave signs its documents under a simulated Nitro root; it measures
+/// nothing.
+struct SimulatedNsm(SimulatedPki);
 
-impl Attester for SimAttester {
-    fn attest(&self, nonce: &[u8], user_data: &[u8], public_key: &[u8]) -> Result<Vec<u8>, String> {
+impl std::fmt::Debug for SimulatedNsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimulatedNsm")
+    }
+}
+
+const UNUSED: &str = "the benchmark's NSM only signs documents";
+
+impl Nsm for SimulatedNsm {
+    fn kind(&self) -> NsmKind {
+        NsmKind::Simulated
+    }
+    fn describe_pcr(&self, _: PcrIndex) -> Result<PcrState, NsmError> {
+        Err(NsmError::Failure(UNUSED.into()))
+    }
+    fn extend_pcr(&self, _: PcrIndex, _: &[u8]) -> Result<PcrValue, NsmError> {
+        Err(NsmError::Failure(UNUSED.into()))
+    }
+    fn lock_pcr(&self, _: PcrIndex) -> Result<(), NsmError> {
+        Err(NsmError::Failure(UNUSED.into()))
+    }
+    fn fill_random(&self, _: &mut [u8]) -> Result<(), NsmError> {
+        Err(NsmError::Failure(UNUSED.into()))
+    }
+    fn attest(&self, request: &AttestationRequest<'_>) -> Result<Vec<u8>, NsmError> {
         let request = SimulatedRequest {
             pcrs: [(PcrIndex::ZERO, bench_image())].into(),
-            public_key: Some(public_key),
-            user_data: Some(user_data),
-            nonce: Some(nonce),
+            public_key: request.public_key,
+            user_data: request.user_data,
+            nonce: request.nonce,
         };
         self.0
             .attest(&request, Timestamp::now())
-            .map_err(|e| e.to_string())
+            .map_err(|e| NsmError::Failure(e.to_string()))
     }
 }
 
@@ -188,7 +215,7 @@ impl FullPath {
         )
         .unwrap();
         let api =
-            Arc::new(Api::new("smollm2", Arc::new(SimAttester(pki)), Limits::default()).unwrap());
+            Arc::new(Api::new("smollm2", Arc::new(SimulatedNsm(pki)), Limits::default()).unwrap());
         let (engine, _) = load(bytes);
         api.set_model(Loaded {
             engine,

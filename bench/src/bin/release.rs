@@ -35,9 +35,9 @@ use broker::release::{Broker, Parts, Timings};
 use broker::seal::{SealRequest, seal_model};
 use broker::state::{Ledger, StateDir};
 use proofs::NoteSigner;
+use protocol::frame::{read_frame, write_frame};
 use sealing::release::{KeyRequest, Message, OaepHash, ResponseSigner, request_user_data};
 use sealing::{DataKey, Expected, Header, Id};
-use protocol::frame::{read_frame, write_frame};
 
 const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const MODEL: &str = "bench-model";
@@ -209,6 +209,7 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
             out: &dir.join("model.sealed"),
             overwrite: false,
             chunk_size: 1 << 20,
+            at: Timestamp::now(),
         },
         key_store.as_ref(),
         &state,
@@ -224,7 +225,7 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
         .as_bytes(),
     )
     .unwrap();
-    broker::adopt_policy(&policy, &state, &ledger).unwrap();
+    broker::adopt_policy(&policy, &state, &ledger, Timestamp::now()).unwrap();
     let broker = Broker::new(Parts {
         key_store,
         verifier: Verifier::new(roots.document_trust().unwrap()),
@@ -237,6 +238,7 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
         // Every client of the benchmark is one loopback peer.
         max_pending_per_peer: 10_000,
         oaep,
+        clock: Box::new(Timestamp::now),
     });
     Fixture {
         broker: Arc::new(broker),

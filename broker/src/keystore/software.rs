@@ -245,15 +245,7 @@ impl KeyStore for SoftwareStore {
 }
 
 fn read_small(path: &Path) -> Result<Vec<u8>, KeyStoreError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| KeyStoreError::Config(format!("{}: {e}", path.display())))?;
-    if meta.len() > 64 * 1024 {
-        return Err(KeyStoreError::Config(format!(
-            "{} is larger than a key store",
-            path.display()
-        )));
-    }
-    std::fs::read(path).map_err(|e| KeyStoreError::Config(format!("{}: {e}", path.display())))
+    scaffold::read_bounded(path, 64 * 1024).map_err(|e| KeyStoreError::Config(e.to_string()))
 }
 
 /// Where the passphrase comes from: a file, else `$BROKER_PASSPHRASE`.

@@ -1,6 +1,15 @@
 //! Running the `attest` binary and reading what it printed, for the CLI's integration tests.
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::panic)]
+#![allow(
+    dead_code,
+    reason = "shared by several test crates, each using a part: an expectation would be unfulfilled in some"
+)]
+#![expect(
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed unwrap or index is a failed test"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -66,7 +66,7 @@ fn simulated_paths_are_relative_to_the_file() {
     let missing = text.replace("root.der", "absent.der");
     assert!(matches!(
         Config::from_toml(&missing, &dir),
-        Err(ConfigError::Read { .. })
+        Err(ConfigError::Read(scaffold::ReadError::Io { .. }))
     ));
 }
 

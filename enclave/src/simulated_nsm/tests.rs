@@ -99,7 +99,9 @@ fn documents_verify_only_under_the_development_root() {
         .unwrap();
     let document = attest::parse(&bytes).unwrap();
     let at = Timestamp::from_unix_secs(now.load(Ordering::SeqCst));
-    let policy = Policy::new().expect_nonce(Nonce::try_from(&nonce[..]).unwrap());
+    let policy = Policy::new()
+        .dangerous_any_measurements()
+        .expect_nonce(Nonce::try_from(&nonce[..]).unwrap());
 
     let verified = verifier(&root).verify(&document, &policy, at).unwrap();
     assert_eq!(verified.nonce(), Some(&nonce[..]));
@@ -127,7 +129,13 @@ fn the_simulated_pki_is_renewed_before_leaves_outlive_it() {
         // Verify at the end of the leaf's three hours: every CA must still be valid then.
         let late = Timestamp::from_unix_secs(at + 3 * 3600 - 1);
         verifier(&root)
-            .verify(&document, &Policy::new().dangerous_any_age(), late)
+            .verify(
+                &document,
+                &Policy::new()
+                    .dangerous_any_measurements()
+                    .dangerous_any_age(),
+                late,
+            )
             .unwrap_or_else(|e| panic!("day {day}: {e}"));
     }
 }

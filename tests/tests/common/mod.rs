@@ -3,11 +3,14 @@
 
 #![allow(
     dead_code,
+    reason = "shared by several test crates, each using a part: an expectation would be unfulfilled in some"
+)]
+#![expect(
     unreachable_pub,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 pub mod broker;

@@ -1,9 +1,12 @@
-//! What the enclave needs from the Nitro Secure Module, as a trait: the real device
-//! ([`NitroNsm`](crate::NitroNsm)) and, in development builds only, a software module that
-//! signs under a development root ([`SimulatedNsm`](crate::SimulatedNsm)).
+//! What the enclave needs from the Nitro Secure Module, as one trait, [`Nsm`]: the enclave's
+//! runtime extends and locks its configuration PCR through it, and its inference API has
+//! attestation documents signed through it. The enclave implements it twice: the real device
+//! (`enclave::NitroNsm`) and, in development builds only, a software module that signs under a
+//! development root (`enclave::SimulatedNsm`).
 
 use attest::{PcrIndex, PcrValue};
-use protocol::wire::NsmKind;
+
+use crate::wire::NsmKind;
 
 /// The first PCR an enclave may extend; PCR0–15 are locked by the hypervisor at boot.
 pub const FIRST_USER_PCR: u8 = 16;
