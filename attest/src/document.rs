@@ -133,13 +133,21 @@ impl core::fmt::Debug for ParsedDocument {
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct Unverified<'a> {
+    /// The enclave's module id (unverified).
     pub module_id: &'a str,
+    /// When the document says it was made.
     pub timestamp: Timestamp,
+    /// The PCRs (unverified).
     pub pcrs: &'a BTreeMap<PcrIndex, PcrValue>,
+    /// The leaf certificate (unverified).
     pub certificate: &'a [u8],
+    /// The CA certificates, root first (unverified).
     pub cabundle: &'a [Vec<u8>],
+    /// The public key (unverified).
     pub public_key: Option<&'a [u8]>,
+    /// The user data (unverified).
     pub user_data: Option<&'a [u8]>,
+    /// The nonce (unverified).
     pub nonce: Option<&'a [u8]>,
 }
 

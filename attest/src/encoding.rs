@@ -25,7 +25,12 @@ pub enum Encoding {
 pub enum EncodingError {
     /// Larger than [`MAX_ENCODED_LEN`].
     #[error("input is {len} bytes; the limit is {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The length found.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Not CBOR, hex or base64.
     #[error("input is not a CBOR document, hex or base64")]
     Unrecognised,

@@ -13,25 +13,45 @@ use crate::types::{PcrIndex, PcrValue, Region};
 pub enum ParseError {
     /// Longer than [`crate::MAX_DOCUMENT_LEN`].
     #[error("document is {len} bytes; the limit is {max}")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The length found.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Not a COSE_Sign1 structure.
     #[error("not a COSE_Sign1 structure: {reason}")]
-    Cose { reason: String },
+    Cose {
+        /// Why.
+        reason: String,
+    },
     /// Tagged with something other than COSE_Sign1 (18).
     #[error("CBOR tag {tag} where a COSE_Sign1 (tag 18) or untagged structure was expected")]
-    UnexpectedTag { tag: u64 },
+    UnexpectedTag {
+        /// The tag number.
+        tag: u64,
+    },
     /// The protected header is not exactly `{alg: ES384}`.
     #[error("protected header must be exactly {{alg: ES384}}; found {found}")]
-    Algorithm { found: String },
+    Algorithm {
+        /// What was found.
+        found: String,
+    },
     /// The payload is detached or absent.
     #[error("COSE_Sign1 has no payload")]
     PayloadMissing,
     /// An ES384 signature is 96 bytes (r ‖ s).
     #[error("signature is {len} bytes; ES384 signatures are 96")]
-    SignatureLength { len: usize },
+    SignatureLength {
+        /// The length found.
+        len: usize,
+    },
     /// The payload is not one well-formed CBOR item.
     #[error("payload is not well-formed CBOR: {reason}")]
-    PayloadCbor { reason: String },
+    PayloadCbor {
+        /// Why.
+        reason: String,
+    },
     /// The payload is not a CBOR map.
     #[error("payload must be a CBOR map")]
     PayloadNotMap,
@@ -40,29 +60,48 @@ pub enum ParseError {
     NonTextKey,
     /// The same key twice.
     #[error("field {field:?} appears more than once")]
-    DuplicateField { field: String },
+    DuplicateField {
+        /// The field.
+        field: String,
+    },
     /// A key the format does not define.
     #[error("unknown field {field:?}")]
-    UnknownField { field: String },
+    UnknownField {
+        /// The field.
+        field: String,
+    },
     /// A required key is absent.
     #[error("required field {field:?} is missing")]
-    MissingField { field: &'static str },
+    MissingField {
+        /// The field.
+        field: &'static str,
+    },
     /// A value of the wrong CBOR type.
     #[error("field {field:?} must be {expected}")]
     FieldType {
+        /// The field.
         field: &'static str,
+        /// What was expected.
         expected: &'static str,
     },
     /// A value outside its size bound.
     #[error("field {field:?} is {len} long; it must be {bound}")]
     FieldSize {
+        /// The field.
         field: &'static str,
+        /// The length found.
         len: usize,
+        /// The bound, in words.
         bound: &'static str,
     },
     /// A value with the right type and size but a meaning the format does not allow.
     #[error("field {field:?} is invalid: {reason}")]
-    FieldValue { field: &'static str, reason: String },
+    FieldValue {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Where a certificate sits in the chain being checked.
@@ -98,44 +137,63 @@ pub enum VerifyError {
     /// A certificate's DER could not be read.
     #[error("{position} is malformed: {reason}")]
     CertificateMalformed {
+        /// Where the certificate sits in the chain.
         position: CertPosition,
+        /// Why.
         reason: String,
     },
     /// A certificate had expired at the time asked.
     #[error("{position} {subject:?} expired at {not_after} (checked at {at})")]
     CertificateExpired {
+        /// Where the certificate sits in the chain.
         position: CertPosition,
+        /// The certificate's subject.
         subject: String,
+        /// The end of its validity.
         not_after: Timestamp,
+        /// The time asked.
         at: Timestamp,
     },
     /// A certificate was not yet valid at the time asked.
     #[error("{position} {subject:?} is not valid before {not_before} (checked at {at})")]
     CertificateNotYetValid {
+        /// Where the certificate sits in the chain.
         position: CertPosition,
+        /// The certificate's subject.
         subject: String,
+        /// The start of its validity.
         not_before: Timestamp,
+        /// The time asked.
         at: Timestamp,
     },
     /// A CA certificate lacks `basicConstraints cA=TRUE`, or the leaf claims to be a CA.
     #[error("{position} {subject:?} has the wrong basicConstraints: {reason}")]
     BasicConstraints {
+        /// Where the certificate sits in the chain.
         position: CertPosition,
+        /// The certificate's subject.
         subject: String,
+        /// Why.
         reason: &'static str,
     },
     /// A certificate's keyUsage does not allow what the chain uses its key for.
     #[error("{position} {subject:?} keyUsage lacks {required}")]
     KeyUsage {
+        /// Where the certificate sits in the chain.
         position: CertPosition,
+        /// The certificate's subject.
         subject: String,
+        /// The key usage the chain needs.
         required: &'static str,
     },
     /// `cabundle` is not root-first with each certificate issued by the one before it.
     #[error("{position} {subject:?} is out of order: its issuer should be {expected_issuer:?}")]
     ChainOrder {
+        /// Where the certificate sits in the chain.
         position: CertPosition,
+        /// The certificate's subject.
         subject: String,
+        /// The issuer the next certificate should have.
         expected_issuer: String,
     },
     /// `cabundle` is not the Nitro shape: the root, then the regional, zonal and instance CAs.
@@ -151,10 +209,18 @@ pub enum VerifyError {
     /// The root named by `cabundle[0]` is neither a configured trust anchor nor cross-certified
     /// by one.
     #[error("root {root:?} is not trusted: it is not a configured trust anchor{detail}")]
-    UntrustedRoot { root: String, detail: String },
+    UntrustedRoot {
+        /// The root.
+        root: String,
+        /// What was wrong.
+        detail: String,
+    },
     /// Path validation (signatures, constraints, validity of configured certificates) failed.
     #[error("certificate chain rejected: {reason}")]
-    Chain { reason: String },
+    Chain {
+        /// Why.
+        reason: String,
+    },
     /// The leaf key is not a P-384 EC key, so it cannot have made an ES384 signature.
     #[error("leaf certificate key is not an EC P-384 key")]
     LeafKeyAlgorithm,
@@ -280,24 +346,43 @@ pub enum PolicyViolation {
         format_duration(*max_age)
     )]
     Stale {
+        /// When the document says it was made.
         timestamp: Timestamp,
+        /// The time asked.
         at: Timestamp,
+        /// Its age at the time asked.
         age: Duration,
+        /// The policy's maximum age.
         max_age: Duration,
     },
     /// Made after the time asked (beyond the allowed clock skew).
     #[error("document is dated {timestamp}, after the verification time {at}")]
-    FromTheFuture { timestamp: Timestamp, at: Timestamp },
+    FromTheFuture {
+        /// When the document says it was made.
+        timestamp: Timestamp,
+        /// The time asked.
+        at: Timestamp,
+    },
     /// A nonce was expected and the document has none.
     #[error("document has no nonce; expected {expected}")]
-    NonceMissing { expected: String },
+    NonceMissing {
+        /// What was expected.
+        expected: String,
+    },
     /// The document's nonce is not the expected one.
     #[error("nonce mismatch: expected {expected}, document has {actual}")]
-    NonceMismatch { expected: String, actual: String },
+    NonceMismatch {
+        /// What was expected.
+        expected: String,
+        /// What the document has.
+        actual: String,
+    },
     /// The region is not among those the policy allows.
     #[error("region {region} is not allowed (allowed: {})", join(allowed))]
     RegionNotAllowed {
+        /// The region the chain names.
         region: Region,
+        /// The regions the policy allows.
         allowed: Vec<Region>,
     },
     /// The policy restricts regions but the chain names none that can be read.

@@ -37,7 +37,12 @@ pub enum PolicyFileError {
     Toml(String),
     /// A value of the right type that is not allowed.
     #[error("{key}: {reason}")]
-    Invalid { key: String, reason: String },
+    Invalid {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 #[derive(Deserialize)]

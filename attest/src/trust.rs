@@ -35,10 +35,16 @@ pub enum TrustError {
     Certificate(#[from] VerifyError),
     /// webpki refused the certificate as an anchor.
     #[error("cannot be a trust anchor: {reason}")]
-    Anchor { reason: String },
+    Anchor {
+        /// Why.
+        reason: String,
+    },
     /// A cross-certificate must be a CA that may sign certificates.
     #[error("not a usable cross-certificate: {reason}")]
-    NotCa { reason: String },
+    NotCa {
+        /// Why.
+        reason: String,
+    },
     /// The built-in AWS root does not match its pinned fingerprint (a corrupted build).
     #[error("built-in AWS Nitro root does not match its pinned SHA-256 fingerprint")]
     AwsRootFingerprint,

@@ -245,11 +245,9 @@ fn a_policy_file_without_measurements_is_marked_as_accepting_any_image() {
     let open = attest::PolicyFile::parse("", dir).unwrap();
     assert!(open.policy.accepts_any_measurements());
     assert!(open.policy.check_pins_image().is_err());
-    let pinned = attest::PolicyFile::parse(
-        &format!("[[measurements]]\npcr0 = \"{}\"\n", pcr(0)),
-        dir,
-    )
-    .unwrap();
+    let pinned =
+        attest::PolicyFile::parse(&format!("[[measurements]]\npcr0 = \"{}\"\n", pcr(0)), dir)
+            .unwrap();
     assert!(!pinned.policy.accepts_any_measurements());
     assert!(pinned.policy.check_pins_image().is_ok());
 }

@@ -216,24 +216,28 @@ impl<'a> ImageBuilder<'a> {
     }
 
     /// Add a ramdisk; the first is the boot ramdisk.
+    #[must_use]
     pub fn ramdisk(mut self, ramdisk: Part) -> Self {
         self.ramdisks.push(ramdisk);
         self
     }
 
     /// Set the metadata section's contents.
+    #[must_use]
     pub fn metadata(mut self, metadata: Metadata) -> Self {
         self.metadata = metadata;
         self
     }
 
     /// Set the architecture (default x86-64).
+    #[must_use]
     pub fn arch(mut self, arch: Arch) -> Self {
         self.arch = arch;
         self
     }
 
     /// Set the default memory (MiB) and CPU count recorded in the header (default 1024 and 2).
+    #[must_use]
     pub fn resources(mut self, memory_mib: u64, cpus: u64) -> Self {
         self.memory_mib = memory_mib;
         self.cpus = cpus;
@@ -241,6 +245,7 @@ impl<'a> ImageBuilder<'a> {
     }
 
     /// Sign the image's PCR0 with this signer; PCR8 then measures its certificate.
+    #[must_use]
     pub fn sign_with(mut self, signer: &'a dyn PcrSigner) -> Self {
         self.signer = Some(signer);
         self

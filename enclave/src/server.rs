@@ -90,6 +90,7 @@ impl Service {
 
     /// Also serve the inference API on vsock `port`, at most `max_connections` at once: its
     /// connections are TLS, handed to `api`.
+    #[must_use]
     pub fn with_api(mut self, port: u32, max_connections: usize, api: Arc<inference::Api>) -> Self {
         self.api = Some((Gate::new(port, max_connections), api));
         self

@@ -1,3 +1,5 @@
+//! Sealed models against tampering: every flipped bit, reordered, truncated or spliced chunk,
+//! wrong key and header field is refused, and what is sealed opens to the same bytes.
 #![expect(
     clippy::unwrap_used,
     clippy::as_conversions,
