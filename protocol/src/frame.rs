@@ -5,7 +5,7 @@
 
 use std::io;
 
-use crate::wire::{FRAME_HEADER_LEN, WireError, frame_body_len, frame_header};
+use crate::wire::{FRAME_HEADER_LEN, WireError, body_read, frame_header, header_read};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Read one frame's body. A clean end of stream before the header is [`WireError::Closed`];
@@ -14,20 +14,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Vec<u8>, WireError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     let got = read_full(reader, &mut header).await?;
-    if got == 0 {
-        return Err(WireError::Closed);
-    }
-    if got < FRAME_HEADER_LEN {
-        return Err(WireError::TruncatedFrame { missing: 0 });
-    }
-    let len = frame_body_len(header)?;
+    let len = header_read(got, header)?;
     let mut body = vec![0u8; len];
     let got = read_full(reader, &mut body).await?;
-    if got < len {
-        return Err(WireError::TruncatedFrame {
-            missing: len.saturating_sub(got),
-        });
-    }
+    body_read(got, len)?;
     Ok(body)
 }
 

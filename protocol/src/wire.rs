@@ -522,21 +522,31 @@ pub fn write_frame(writer: &mut impl Write, body: &[u8]) -> Result<(), WireError
 pub fn read_frame(reader: &mut impl Read) -> Result<Vec<u8>, WireError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     let got = read_full(reader, &mut header)?;
-    if got == 0 {
-        return Err(WireError::Closed);
-    }
-    if got < FRAME_HEADER_LEN {
-        return Err(WireError::TruncatedFrame { missing: 0 });
-    }
-    let len = frame_body_len(header)?;
+    let len = header_read(got, header)?;
     let mut body = vec![0u8; len];
     let got = read_full(reader, &mut body)?;
+    body_read(got, len)?;
+    Ok(body)
+}
+
+/// What a header read that got `got` of its bytes means: the body's length, or why there is
+/// none. Shared by the blocking and the async reader.
+pub(crate) fn header_read(got: usize, header: [u8; FRAME_HEADER_LEN]) -> Result<usize, WireError> {
+    match got {
+        0 => Err(WireError::Closed),
+        FRAME_HEADER_LEN => frame_body_len(header),
+        _ => Err(WireError::TruncatedFrame { missing: 0 }),
+    }
+}
+
+/// A body read that got `got` of its `len` bytes.
+pub(crate) fn body_read(got: usize, len: usize) -> Result<(), WireError> {
     if got < len {
         return Err(WireError::TruncatedFrame {
             missing: len.saturating_sub(got),
         });
     }
-    Ok(body)
+    Ok(())
 }
 
 /// Fill `buf` unless the stream ends first; returns how many bytes were read.

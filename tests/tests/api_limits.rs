@@ -12,41 +12,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use attest::{PcrIndex, PcrValue};
+use common::nsm::SigningOnly;
 use inference::{Api, Engine, Limits, Loaded, Precision, ReleaseFacts};
-use protocol::nsm::{AttestationRequest, Nsm, NsmError, PcrState};
-use protocol::wire::NsmKind;
+use protocol::nsm::{AttestationRequest, NsmError};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use zeroize::Zeroizing;
-
-/// An NSM that signs nothing: these tests never ask for a document.
-#[derive(Debug)]
-struct NoDocuments;
-
-const UNUSED: &str = "no NSM in this test";
-
-impl Nsm for NoDocuments {
-    fn kind(&self) -> NsmKind {
-        NsmKind::Simulated
-    }
-    fn describe_pcr(&self, _: PcrIndex) -> Result<PcrState, NsmError> {
-        Err(NsmError::Failure(UNUSED.into()))
-    }
-    fn extend_pcr(&self, _: PcrIndex, _: &[u8]) -> Result<PcrValue, NsmError> {
-        Err(NsmError::Failure(UNUSED.into()))
-    }
-    fn lock_pcr(&self, _: PcrIndex) -> Result<(), NsmError> {
-        Err(NsmError::Failure(UNUSED.into()))
-    }
-    fn fill_random(&self, _: &mut [u8]) -> Result<(), NsmError> {
-        Err(NsmError::Failure(UNUSED.into()))
-    }
-    fn attest(&self, _: &AttestationRequest<'_>) -> Result<Vec<u8>, NsmError> {
-        Err(NsmError::Failure(UNUSED.into()))
-    }
-}
 
 fn limits() -> Limits {
     Limits {
@@ -60,7 +32,14 @@ fn limits() -> Limits {
 
 /// The API on a tiny model, on a loopback port.
 async fn serve(limits: Limits) -> SocketAddr {
-    let api = Api::new("test-model", Arc::new(NoDocuments), limits).unwrap();
+    let api = Api::new(
+        "test-model",
+        Arc::new(SigningOnly(|_: &AttestationRequest<'_>| {
+            Err(NsmError::Failure("no documents in this test".into()))
+        })),
+        limits,
+    )
+    .unwrap();
     let bytes = Zeroizing::new(inference::tiny::model(3).unwrap());
     let (engine, _) = Engine::load(bytes, Precision::default()).unwrap();
     api.set_model(Loaded {

@@ -23,10 +23,10 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use client::{ClientError, Session, Timeouts, Trust};
 use common::broker::{Backend, Broker, MODEL_ID, Setup, client_pcr0, denied, exchange};
+use common::nsm::SigningOnly;
 use common::{Options, Stack, binary, test_roots};
 use proofs::entry::{Entry, Outcome};
-use protocol::nsm::{AttestationRequest, Nsm, NsmError, PcrState};
-use protocol::wire::NsmKind;
+use protocol::nsm::AttestationRequest;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use sealing::Id;
@@ -170,55 +170,25 @@ fn the_client_refuses_an_enclave_whose_document_a_service_key_signed() {
     )
     .unwrap();
 
-    struct Forger {
-        key: EcdsaKeyPair,
-        certificate: CertificateDer<'static>,
-        roots: DevelopmentRoots,
-    }
-    impl std::fmt::Debug for Forger {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Forger")
-        }
-    }
-    const UNUSED: &str = "the forger only signs documents";
-    impl Nsm for Forger {
-        fn kind(&self) -> NsmKind {
-            NsmKind::Simulated
-        }
-        fn describe_pcr(&self, _: PcrIndex) -> Result<PcrState, NsmError> {
-            Err(NsmError::Failure(UNUSED.into()))
-        }
-        fn extend_pcr(&self, _: PcrIndex, _: &[u8]) -> Result<PcrValue, NsmError> {
-            Err(NsmError::Failure(UNUSED.into()))
-        }
-        fn lock_pcr(&self, _: PcrIndex) -> Result<(), NsmError> {
-            Err(NsmError::Failure(UNUSED.into()))
-        }
-        fn fill_random(&self, _: &mut [u8]) -> Result<(), NsmError> {
-            Err(NsmError::Failure(UNUSED.into()))
-        }
-        fn attest(&self, request: &AttestationRequest<'_>) -> Result<Vec<u8>, NsmError> {
-            Ok(forge(
-                &self.key,
-                &self.certificate,
-                &self.roots,
-                &SimulatedRequest {
-                    pcrs: pcrs(),
-                    public_key: request.public_key,
-                    user_data: request.user_data,
-                    nonce: request.nonce,
-                },
-            ))
-        }
-    }
     let api = Arc::new(
         inference::Api::new(
             "test-model",
-            Arc::new(Forger {
-                key,
-                certificate,
-                roots: roots.clone(),
-            }),
+            Arc::new(SigningOnly({
+                let roots = roots.clone();
+                move |request: &AttestationRequest<'_>| {
+                    Ok(forge(
+                        &key,
+                        &certificate,
+                        &roots,
+                        &SimulatedRequest {
+                            pcrs: pcrs(),
+                            public_key: request.public_key,
+                            user_data: request.user_data,
+                            nonce: request.nonce,
+                        },
+                    ))
+                }
+            })),
             inference::Limits::default(),
         )
         .unwrap(),

@@ -14,6 +14,7 @@
 )]
 
 pub mod broker;
+pub mod nsm;
 pub mod tls;
 
 use std::io::{Read, Write};
