@@ -19,7 +19,7 @@ use broker::{KeyStoreConfig, server};
 use clap::{Parser, Subcommand};
 use proofs::NoteSigner;
 use proofs::durable::{Replace, write_atomically};
-use scaffold::logging::LogArgs;
+use scaffold::logging::{Level, LogArgs};
 use sealing::{DEFAULT_CHUNK_SIZE, Id};
 
 #[derive(Debug, Parser)]
@@ -129,8 +129,7 @@ enum PolicyCommand {
 fn main() -> ExitCode {
     take_secrets_from_environment();
     let cli = Cli::parse();
-    cli.log.init("broker", scaffold::logging::Level::INFO);
-    let result = match cli.command {
+    scaffold::main("broker", Level::INFO, cli.log, || match cli.command {
         Command::Init { config, iterations } => init(&config, iterations),
         Command::Seal {
             model,
@@ -144,14 +143,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::Policy(PolicyCommand::Check { file, json }) => policy_check(&file, json),
         Command::CheckConfig { file, json } => check_config(&file, json),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("broker: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    })
 }
 
 fn pem(label: &str, der: &[u8]) -> String {

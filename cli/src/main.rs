@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::shared::Verdict;
-use scaffold::logging::LogArgs;
+use scaffold::logging::{Level, LogArgs};
 
 /// Verify and inspect AWS Nitro Enclaves attestation documents; measure and build enclave
 /// images; check transparency-log proofs and inference receipts offline.
@@ -67,36 +67,25 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+    let cli = Cli::parse();
+    let verdict = |result: anyhow::Result<Verdict>| {
+        result.map(|verdict| match verdict {
+            Verdict::Accepted => ExitCode::SUCCESS,
+            Verdict::Refused => ExitCode::from(1),
+        })
     };
-    cli.log.init("attest", scaffold::logging::Level::WARN);
-    let result = match cli.command {
-        Command::Verify(args) => verify::run(args),
-        Command::Chat(args) => chat::run(*args),
-        Command::Inspect(args) => inspect::run(args),
-        Command::Fetch(args) => fetch::run(args),
-        Command::Measure(args) => image::measure(args),
-        Command::Image(command) => image::run(command),
-        Command::Pki(command) => pki::run(command),
-        Command::Policy(command) => policy::run(command),
-        Command::Log(command) => log::run(command),
-        Command::Receipt(command) => receipt::run(command),
-    };
-    match result {
-        Ok(Verdict::Accepted) => ExitCode::SUCCESS,
-        Ok(Verdict::Refused) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("attest: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    scaffold::main("attest", Level::WARN, cli.log, || {
+        verdict(match cli.command {
+            Command::Verify(args) => verify::run(args),
+            Command::Chat(args) => chat::run(*args),
+            Command::Inspect(args) => inspect::run(args),
+            Command::Fetch(args) => fetch::run(args),
+            Command::Measure(args) => image::measure(args),
+            Command::Image(command) => image::run(command),
+            Command::Pki(command) => pki::run(command),
+            Command::Policy(command) => policy::run(command),
+            Command::Log(command) => log::run(command),
+            Command::Receipt(command) => receipt::run(command),
+        })
+    })
 }

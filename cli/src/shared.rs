@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 
 /// What a command concluded, when it ran to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
 pub(crate) enum Verdict {
     Accepted,
     Refused,

@@ -14,10 +14,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use eif::{FileSigner, ImageBuilder, Metadata, Part};
 use aws_nitro_enclaves_image_format::defs::{EifBuildInfo, EifIdentityInfo};
 use aws_nitro_enclaves_image_format::utils::eif_reader::EifReader;
 use aws_nitro_enclaves_image_format::utils::{EifBuilder, SignKeyData};
+use eif::{FileSigner, ImageBuilder, Metadata, Part};
 use sha2::Digest;
 
 struct Case {
@@ -152,11 +152,7 @@ fn without_algorithm(mut m: BTreeMap<String, String>) -> BTreeMap<String, String
     m
 }
 
-fn build_ours(
-    dir: &Path,
-    case: &Case,
-    sign: Option<&FileSigner>,
-) -> (PathBuf, eif::Built) {
+fn build_ours(dir: &Path, case: &Case, sign: Option<&FileSigner>) -> (PathBuf, eif::Built) {
     let (kernel, ramdisks) = write_parts(dir, case);
     let mut builder = ImageBuilder::new(Part::file(kernel), case.cmdline);
     for ramdisk in ramdisks {

@@ -12,7 +12,7 @@ use enclave::{
     CONFIG_PCR, Config, NsmConfig, SIMULATED_NSM_COMPILED, Service, measure_config, open_nsm,
     permit,
 };
-use scaffold::logging::LogArgs;
+use scaffold::logging::{Level, LogArgs};
 use scaffold::shutdown_signal;
 use transport::{Endpoint, Transport};
 
@@ -74,19 +74,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli.log.init("enclave", scaffold::logging::Level::INFO);
-    let result = match cli.command {
+    scaffold::main("enclave", Level::INFO, cli.log, || match cli.command {
         Command::Run { config, listen } => run(config, listen),
         Command::CheckConfig { file, json } => check_config(&file, json),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("enclave: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    })
 }
 
 fn load(path: Option<&PathBuf>, listen: Option<String>) -> anyhow::Result<Config> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use host::{HostConfig, Launch, Shared};
-use scaffold::logging::LogArgs;
+use scaffold::logging::{Level, LogArgs};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use transport::{Endpoint, HybridVsock, Transport, Vsock};
@@ -70,23 +70,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs carry ids, ports and counts, never relayed bytes.
-    cli.log.init("host", scaffold::logging::Level::INFO);
-    let result = match cli.command {
+    scaffold::main("host", Level::INFO, cli.log, || match cli.command {
         Command::Run {
             config,
             dev,
             dev_dir,
         } => run(config.as_deref(), dev.then_some(dev_dir.as_path())),
         Command::CheckConfig { file, json } => check_config(&file, json),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("host: error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    })
 }
 
 fn run(config: Option<&Path>, dev_dir: Option<&Path>) -> anyhow::Result<ExitCode> {

@@ -4,6 +4,8 @@
 //!   (`--log-format`), levels from `RUST_LOG`;
 //! - [`read_bounded`]: a file of at most so many bytes, read without trusting its size;
 //! - [`shutdown_signal`]: SIGTERM or SIGINT;
+//! - [`main`]: the frame every binary's `main` shares: logging started, the command run, an
+//!   error printed with its causes and turned into exit code 2;
 //! - [`Connections`] and [`Limit`]: the one bounded accept loop's parts: admission against a
 //!   limit, the tasks of a listener, and draining them within a grace period at shutdown.
 //!
@@ -33,6 +35,29 @@ pub mod logging;
 // The public interface is:
 pub use crate::connections::{Connections, Limit, Permit};
 pub use crate::files::{ReadError, read_bounded};
+
+/// The frame of every binary's `main`: start logging (`log`, at `level` unless `RUST_LOG` says
+/// otherwise), run the command, and turn an error into `program: error: …` (with its causes)
+/// on standard error and exit code 2; with JSON logs it is also logged, for collectors. A
+/// command's own verdicts (1 for a refusal) are its exit codes.
+pub fn main<E: core::fmt::Display>(
+    program: &str,
+    level: logging::Level,
+    log: logging::LogArgs,
+    command: impl FnOnce() -> Result<std::process::ExitCode, E>,
+) -> std::process::ExitCode {
+    log.init(program, level);
+    match command() {
+        Ok(code) => code,
+        Err(e) => {
+            if log.log_format == logging::LogFormat::Json {
+                tracing::error!("{e:#}");
+            }
+            eprintln!("{program}: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
 
 /// SIGTERM or SIGINT. If the signals cannot be watched, this never completes (and says so), so
 /// that a service keeps running rather than stopping at once.
