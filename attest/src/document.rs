@@ -158,10 +158,12 @@ fn decode_cose(bytes: &[u8]) -> Result<CoseSign1, ParseError> {
     match bytes.first() {
         Some(&COSE_SIGN1_TAG) => CoseSign1::from_tagged_slice(bytes).map_err(cose_error),
         // Major type 6 is a tag; any tag other than 18 is the wrong structure.
-        Some(b) if b >> 5 == 6 => {
-            let tag = Reader::leading_tag(bytes).unwrap_or(u64::from(b & 0x1f));
-            Err(ParseError::UnexpectedTag { tag })
-        }
+        Some(b) if b >> 5 == 6 => match Reader::leading_tag(bytes) {
+            Some(tag) => Err(ParseError::UnexpectedTag { tag }),
+            None => Err(ParseError::Cose {
+                reason: "a tag cut short".to_owned(),
+            }),
+        },
         _ => CoseSign1::from_slice(bytes).map_err(cose_error),
     }
 }
@@ -239,6 +241,14 @@ fn read_payload(r: &mut Reader<'_>) -> Result<Payload, ParseError> {
         MAX_MODULE_ID_LEN,
         "1..=256 bytes",
     )?;
+    // An instance and enclave id: printable. A control character would corrupt every log line
+    // and log entry that names the enclave.
+    if module_id.chars().any(char::is_control) {
+        return Err(ParseError::FieldValue {
+            field: "module_id",
+            reason: "contains a control character".to_owned(),
+        });
+    }
     let certificate = required(certificate, "certificate")?;
     check_len(
         "certificate",
@@ -260,13 +270,15 @@ fn read_payload(r: &mut Reader<'_>) -> Result<Payload, ParseError> {
 }
 
 fn read_timestamp(r: &mut Reader<'_>) -> Result<u64, ParseError> {
-    const EXPECTED: &str = "a positive integer (milliseconds since the Unix epoch)";
+    let wrong = || ParseError::FieldType {
+        field: "timestamp",
+        expected: "a positive integer (milliseconds since the Unix epoch)",
+    };
     match r.uint() {
-        Ok(0) | Err(_) => Err(ParseError::FieldType {
-            field: "timestamp",
-            expected: EXPECTED,
-        }),
+        Ok(0) => Err(wrong()),
         Ok(millis) => Ok(millis),
+        Err(e) if matches!(e.kind(), ErrorKind::Type { .. }) => Err(wrong()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -307,14 +319,17 @@ fn read_pcrs(r: &mut Reader<'_>) -> Result<BTreeMap<PcrIndex, PcrValue>, ParseEr
 
 fn read_cabundle(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, ParseError> {
     let count = match r.array(u64::try_from(MAX_CABUNDLE_LEN).unwrap_or(u64::MAX)) {
-        Err(e) if matches!(e.kind(), ErrorKind::TooMany { .. }) => {
-            return Err(ParseError::FieldSize {
-                field: "cabundle",
-                len: MAX_CABUNDLE_LEN.saturating_add(1),
-                bound: "1..=8 certificates",
-            });
-        }
-        count => count?,
+        Err(e) => match e.kind() {
+            ErrorKind::TooMany { len, .. } => {
+                return Err(ParseError::FieldSize {
+                    field: "cabundle",
+                    len: usize::try_from(*len).unwrap_or(usize::MAX),
+                    bound: "1..=8 certificates",
+                });
+            }
+            _ => return Err(e.into()),
+        },
+        Ok(count) => count,
     };
     check_len("cabundle", count, 1, MAX_CABUNDLE_LEN, "1..=8 certificates")?;
     (0..count)

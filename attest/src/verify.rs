@@ -118,7 +118,8 @@ pub struct TrustPath {
 /// time asked and its signature verifies with the chain's leaf key. It has no public
 /// constructor ([`Verifier::authenticate`] makes one). It says what the Nitro hypervisor attested
 /// (module id, PCRs, region, time), for logs and diagnostics of a refusal; it does not hand out
-/// `user_data`, `public_key` or `nonce`, which only a policy's acceptance makes usable.
+/// `user_data`, `public_key` or `nonce`: only [`AuthenticDocument::accept`] under the caller's
+/// policy does.
 #[derive(Clone)]
 pub struct AuthenticDocument {
     payload: Payload,
@@ -142,7 +143,9 @@ impl core::fmt::Debug for AuthenticDocument {
 
 impl AuthenticDocument {
     /// Check `policy` (debug, measurements, age, nonce, region) at the time the document was
-    /// authenticated: the step that makes its fields usable.
+    /// authenticated: the step that makes its fields usable. Freshness is judged at that time,
+    /// so accept right after [`Verifier::authenticate`]; an authentic document kept for later
+    /// is evidence, not a credential.
     pub fn accept(&self, policy: &Policy) -> Result<VerifiedDocument, VerifyError> {
         let payload = &self.payload;
         policy.check(payload, self.region.as_ref(), self.authenticated_at)?;

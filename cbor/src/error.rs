@@ -8,7 +8,7 @@ use core::fmt;
 pub struct Error {
     kind: ErrorKind,
     field: Option<&'static str>,
-    offset: usize,
+    offset: Option<usize>,
 }
 
 /// What was wrong.
@@ -89,7 +89,7 @@ pub enum ErrorKind {
 }
 
 impl Error {
-    pub(crate) fn new(kind: ErrorKind, field: Option<&'static str>, offset: usize) -> Self {
+    pub(crate) fn new(kind: ErrorKind, field: Option<&'static str>, offset: Option<usize>) -> Self {
         Self {
             kind,
             field,
@@ -109,9 +109,10 @@ impl Error {
         self.field
     }
 
-    /// Where the offending item starts, in bytes from the start of the input.
+    /// Where the offending item starts, in bytes from the start of the input; `None` for what
+    /// concerns the whole input or map (a missing key), or a check made after reading.
     #[must_use]
-    pub fn offset(&self) -> usize {
+    pub fn offset(&self) -> Option<usize> {
         self.offset
     }
 
@@ -124,14 +125,14 @@ impl Error {
                 reason: reason.into(),
             },
             Some(field),
-            0,
+            None,
         )
     }
 
     /// A required `key` is absent from a map.
     #[must_use]
     pub fn missing(key: &'static str) -> Self {
-        Self::new(ErrorKind::MissingKey { key }, None, 0)
+        Self::new(ErrorKind::MissingKey { key }, None, None)
     }
 }
 
@@ -164,8 +165,8 @@ impl fmt::Display for Error {
             ErrorKind::MissingKey { key } => write!(f, "required key {key:?} is missing")?,
             ErrorKind::Invalid { reason } => f.write_str(reason)?,
         }
-        if self.offset > 0 {
-            write!(f, " (at byte {})", self.offset)?;
+        if let Some(offset) = self.offset {
+            write!(f, " (at byte {offset})")?;
         }
         Ok(())
     }

@@ -48,7 +48,7 @@ impl<T> Fields<T> {
                     key: (*key).to_owned(),
                 },
                 None,
-                0,
+                None,
             )),
         }
     }

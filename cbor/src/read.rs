@@ -94,7 +94,7 @@ impl<'a> Reader<'a> {
                     max,
                 },
                 None,
-                0,
+                None,
             )));
         }
         let mut reader = Reader {
@@ -109,7 +109,7 @@ impl<'a> Reader<'a> {
             return Err(E::from(Error::new(
                 ErrorKind::TrailingBytes { count },
                 None,
-                reader.offset,
+                Some(reader.offset),
             )));
         }
         Ok(value)
@@ -117,19 +117,26 @@ impl<'a> Reader<'a> {
 
     /// An error of `kind` at the current position, naming the current field.
     fn error_at(&self, kind: ErrorKind, offset: usize) -> Error {
-        Error::new(kind, self.field, offset)
+        Error::new(kind, self.field, Some(offset))
     }
 
-    /// A well-formed value the format does not allow, at the current position and field: for
-    /// callers' checks of meaning (a PCR index out of range, an unknown operation).
+    /// A well-formed value the format does not allow, in the current field, the item starting
+    /// at `offset` (take it with [`Reader::offset`] before reading the item): for callers'
+    /// checks of meaning (a PCR index out of range, a digest of the wrong length).
     #[must_use]
-    pub fn invalid(&self, reason: impl Into<String>) -> Error {
+    pub fn invalid(&self, offset: usize, reason: impl Into<String>) -> Error {
         self.error_at(
             ErrorKind::Invalid {
                 reason: reason.into(),
             },
-            self.offset,
+            offset,
         )
+    }
+
+    /// Where the next item starts, in bytes from the start of the input.
+    #[must_use]
+    pub fn offset(&self) -> usize {
+        self.offset
     }
 
     /// The field being read, as errors name it.
@@ -403,7 +410,10 @@ impl<'a> Entries<'_, 'a> {
 
     fn next_entry(&mut self) -> Result<bool, Error> {
         if self.value_due {
-            return Err(self.reader.invalid("a key was read without its value"));
+            let offset = self.reader.offset;
+            return Err(self
+                .reader
+                .invalid(offset, "a key was read without its value"));
         }
         if self.remaining == 0 {
             self.reader.field = self.field;
@@ -416,9 +426,10 @@ impl<'a> Entries<'_, 'a> {
 
     fn key_type(&self, error: Error, expected: &'static str) -> Error {
         match error.kind() {
-            ErrorKind::Type { found, .. } => self
-                .reader
-                .error_at(ErrorKind::KeyType { expected, found }, error.offset()),
+            ErrorKind::Type { found, .. } => self.reader.error_at(
+                ErrorKind::KeyType { expected, found },
+                error.offset().unwrap_or(self.reader.offset),
+            ),
             _ => error,
         }
     }

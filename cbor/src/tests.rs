@@ -90,7 +90,7 @@ fn keys_out_of_order_are_refused_deterministically_and_read_as_documents() {
     let swapped = [0xa2, 0x61, b'b', 0x02, 0x61, b'a', 0x01];
     let error = det(&swapped, read_ab).unwrap_err();
     assert_eq!(error.kind(), &ErrorKind::KeyOrder);
-    assert_eq!(error.offset(), 4);
+    assert_eq!(error.offset(), Some(4));
     assert_eq!(doc(&swapped, read_ab), Ok((1, 2)));
 }
 

@@ -428,19 +428,31 @@ enum Item {
 }
 
 fn read_item(key: &'static str, r: &mut Reader<'_>) -> Result<Item, EntryError> {
+    let start = r.offset();
     Ok(match key {
-        "v" | "time" | "policy_version" | "model_len" | "since" | "count" => Item::Uint(r.uint()?),
+        // `v` sorts before every other key (all longer than one byte), so an entry of another
+        // version is refused as such before any of its fields is judged by this version's schema.
+        "v" => match r.uint()? {
+            ENTRY_VERSION => Item::Uint(ENTRY_VERSION),
+            _ => return Err(field("v", format!("only version {ENTRY_VERSION} is known"))),
+        },
+        "time" | "policy_version" | "model_len" | "since" | "count" => Item::Uint(r.uint()?),
         "model_digest" | "document_sha384" | "wrapped_key_sha384" | "policy_sha384" => {
             let bytes = r.bytes()?;
             Item::Digest(
                 <[u8; 48]>::try_from(bytes)
-                    .map_err(|_| r.invalid("a SHA-384 digest is 48 bytes"))?,
+                    .map_err(|_| r.invalid(start, "a SHA-384 digest is 48 bytes"))?,
             )
         }
         "nonce" => Item::Bytes(r.bytes()?.to_vec()),
         "pcrs" => Item::Pcrs(read_pcrs(r)?),
         "approvers" | "models" => {
-            let count = r.array(u64::try_from(MAX_POLICY_MODELS).unwrap_or(u64::MAX))?;
+            let max = if key == "approvers" {
+                MAX_APPROVERS
+            } else {
+                MAX_POLICY_MODELS
+            };
+            let count = r.array(u64::try_from(max).unwrap_or(u64::MAX))?;
             let mut texts = Vec::with_capacity(count);
             for _ in 0..count {
                 texts.push(read_text(key, r)?);
@@ -461,11 +473,12 @@ fn read_pcrs(r: &mut Reader<'_>) -> Result<BTreeMap<PcrIndex, PcrValue>, EntryEr
     let mut map = r.map()?;
     let mut pcrs = BTreeMap::new();
     while let Some(index) = map.uint_key()? {
+        let index = PcrIndex::try_from(index)
+            .map_err(|_| cbor::Error::invalid("pcrs", "a PCR index is 0 to 31"))?;
         let value = map.value();
-        let index =
-            PcrIndex::try_from(index).map_err(|_| value.invalid("a PCR index is 0 to 31"))?;
+        let start = value.offset();
         let pcr = PcrValue::try_from(value.bytes()?)
-            .map_err(|_| value.invalid("a PCR value is 48 bytes"))?;
+            .map_err(|_| value.invalid(start, "a PCR value is 48 bytes"))?;
         pcrs.insert(index, pcr);
     }
     Ok(pcrs)

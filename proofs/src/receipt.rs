@@ -182,8 +182,9 @@ impl ReceiptClaims {
 }
 
 fn digest(r: &mut Reader<'_>) -> Result<[u8; 48], cbor::Error> {
+    let start = r.offset();
     let bytes = r.bytes()?;
-    <[u8; 48]>::try_from(bytes).map_err(|_| r.invalid("a SHA-384 digest is 48 bytes"))
+    <[u8; 48]>::try_from(bytes).map_err(|_| r.invalid(start, "a SHA-384 digest is 48 bytes"))
 }
 
 /// A receipt as received: its claims, not yet verified.

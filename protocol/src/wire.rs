@@ -615,7 +615,7 @@ impl<'a> Message<'a> {
             });
         }
         Reader::read_all(body, MAX_FRAME_LEN, Profile::Deterministic, |r| {
-            let (mut id, mut op) = (None, None);
+            let (mut version, mut id, mut op) = (None, None, None);
             let mut fields = Vec::new();
             let mut map = r.map()?;
             while let Some(key) = map.key(known)? {
@@ -628,6 +628,7 @@ impl<'a> Message<'a> {
                         if got != PROTOCOL_VERSION {
                             return Err(WireError::UnsupportedVersion { got });
                         }
+                        version = Some(got);
                     }
                     "id" => id = Some(value.uint()?),
                     "op" => op = Some(text(value)?),
@@ -638,8 +639,9 @@ impl<'a> Message<'a> {
                     _ => fields.push((key, Item::Text(text(value)?))),
                 }
             }
+            version.ok_or(WireError::MissingField("v"))?;
             Ok(Message {
-                id: cbor::required(id, "id")?,
+                id: id.ok_or(WireError::MissingField("id"))?,
                 op: op.ok_or(WireError::MissingField("op"))?,
                 fields,
             })

@@ -644,7 +644,7 @@ fn check_log_entry(
 }
 
 /// Every field a message may carry; which are allowed depends on its operation.
-const MESSAGE_FIELDS: [&str; 11] = [
+const MESSAGE_FIELDS: [&str; 10] = [
     "v",
     "op",
     "model_id",
@@ -655,7 +655,6 @@ const MESSAGE_FIELDS: [&str; 11] = [
     "certificate",
     "reason",
     "message",
-    "oaep_hash",
 ];
 
 /// The response payload's fields.
@@ -682,11 +681,15 @@ enum Item<'a> {
     Bytes(&'a [u8]),
 }
 
-fn read_item<'a>(key: &'static str, r: &mut Reader<'a>) -> Result<Item<'a>, cbor::Error> {
+fn read_item<'a>(key: &'static str, r: &mut Reader<'a>) -> Result<Item<'a>, ReleaseError> {
     Ok(match key {
-        "v" | "expires_in_ms" | "model_len" | "policy_version" | "log_index" => {
-            Item::Uint(r.uint()?)
-        }
+        // `v` sorts before every other key (all longer than one byte): a message of another
+        // version is refused as such before its fields are judged by this version's schema.
+        "v" => match r.uint()? {
+            RELEASE_VERSION => Item::Uint(RELEASE_VERSION),
+            other => return Err(ReleaseError::Version(other)),
+        },
+        "expires_in_ms" | "model_len" | "policy_version" | "log_index" => Item::Uint(r.uint()?),
         "op" | "model_id" | "key_id" | "reason" | "message" | "oaep_hash" => Item::Text(r.text()?),
         _ => Item::Bytes(r.bytes()?),
     })

@@ -636,6 +636,14 @@ fn messages_round_trip_and_strangers_are_refused() {
             "unknown key \"nonce\"",
         ),
         (
+            value(vec![
+                ("v", ciborium::Value::Integer(2.into())),
+                ("op", t("hello")),
+                ("a_future_field", one.clone()),
+            ]),
+            "unsupported key-release protocol version 2",
+        ),
+        (
             value(vec![("v", one.clone()), ("op", t("launch"))]),
             "unknown operation \"launch\"",
         ),

@@ -189,4 +189,14 @@ fn invalid_entries_are_refused() {
     for bad in [&b""[..], b"\xa0", b"\x01", b"\xa1\x61v\x02"] {
         assert!(LogEntry::decode(bad).is_err());
     }
+    // A later version's entry, with a field this version does not know, is refused for its
+    // version, not for the field.
+    let later = cbor::Map::new()
+        .with("v", 2u64)
+        .with("zz_future", 1u64)
+        .encode();
+    assert!(matches!(
+        LogEntry::decode(&later),
+        Err(EntryError::Field { field: "v", .. })
+    ));
 }

@@ -247,6 +247,20 @@ fn decoding_is_strict() {
         }),
         (
             cbor(map(&[
+                ("id", Value::Integer(7.into())),
+                ("op", Value::Text("health".into())),
+            ])),
+            |e| matches!(e, WireError::MissingField("v")),
+        ),
+        (
+            cbor(map(&[
+                ("v", Value::Integer(1.into())),
+                ("op", Value::Text("health".into())),
+            ])),
+            |e| matches!(e, WireError::MissingField("id")),
+        ),
+        (
+            cbor(map(&[
                 ("v", Value::Integer(1.into())),
                 ("id", Value::Integer(1.into())),
             ])),
