@@ -40,14 +40,10 @@ pub(crate) struct MeasureArgs {
     json: bool,
 }
 
-// Parsed once per run: the size of the larger variant does not matter.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "parsed once per run; boxing the larger arguments buys nothing"
-)]
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
+    Enclave(Box<crate::enclave_image::EnclaveArgs>),
     Ramdisk(RamdiskArgs),
 }
 
@@ -84,6 +80,18 @@ pub(crate) struct BuildArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    sign: SignArgs,
+    #[command(flatten)]
+    settings: ImageSettings,
+    /// Print JSON (the `nitro-cli build-enclave` shape) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How an image is signed, if at all.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SignArgs {
     /// Sign with this ECDSA private key (PEM: PKCS#8 or SEC1, P-256/P-384/P-521).
     #[arg(long, requires = "sign_cert", conflicts_with = "pkcs11_module")]
     sign_key: Option<PathBuf>,
@@ -100,6 +108,11 @@ pub(crate) struct BuildArgs {
     /// The private key's label (CKA_LABEL).
     #[arg(long, requires = "pkcs11_module")]
     pkcs11_key: Option<String>,
+}
+
+/// What the header and metadata record.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ImageSettings {
     /// The architecture recorded in the header.
     #[arg(long, value_enum, default_value_t = ArchArg::X86_64)]
     arch: ArchArg,
@@ -118,9 +131,6 @@ pub(crate) struct BuildArgs {
     /// BuildTime in the metadata (RFC 3339).
     #[arg(long)]
     build_time: Option<String>,
-    /// Print JSON (the `nitro-cli build-enclave` shape) instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -157,7 +167,8 @@ pub(crate) struct RamdiskArgs {
 
 pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
     match command {
-        Command::Build(args) => build(args),
+        Command::Build(args) => build(*args),
+        Command::Enclave(args) => crate::enclave_image::run(*args),
         Command::Ramdisk(args) => ramdisk(args),
     }
 }
@@ -301,7 +312,7 @@ fn build_time(arg: Option<&str>) -> anyhow::Result<Timestamp> {
     }
 }
 
-fn signer(args: &BuildArgs) -> anyhow::Result<Option<Box<dyn PcrSigner>>> {
+fn signer(args: &SignArgs) -> anyhow::Result<Option<Box<dyn PcrSigner>>> {
     let Some(cert_path) = &args.sign_cert else {
         return Ok(None);
     };
@@ -326,36 +337,56 @@ fn signer(args: &BuildArgs) -> anyhow::Result<Option<Box<dyn PcrSigner>>> {
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<Verdict> {
-    let signer = signer(&args)?;
-    let metadata = Metadata {
-        name: args.name.clone(),
-        version: args.image_version.clone(),
-        build_time: build_time(args.build_time.as_deref())?,
-        ..Metadata::default()
-    };
-    let mut builder = ImageBuilder::new(Part::file(&args.kernel), args.cmdline.clone())
-        .metadata(metadata)
-        .arch(match args.arch {
-            ArchArg::X86_64 => Arch::X86_64,
-            ArchArg::Aarch64 => Arch::Aarch64,
-        })
-        .resources(args.memory, args.cpus);
+    let mut builder = ImageBuilder::new(Part::file(&args.kernel), args.cmdline.clone());
     for ramdisk in &args.ramdisks {
         builder = builder.ramdisk(Part::file(ramdisk));
     }
+    write_image(
+        builder,
+        &args.sign,
+        &args.settings,
+        &args.out,
+        args.force,
+        args.json,
+    )
+}
+
+/// Sign (if asked), write atomically and print the measurements: the end of every image build.
+pub(crate) fn write_image(
+    builder: ImageBuilder<'_>,
+    sign: &SignArgs,
+    settings: &ImageSettings,
+    out: &Path,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<Verdict> {
+    let signer = signer(sign)?;
+    let metadata = Metadata {
+        name: settings.name.clone(),
+        version: settings.image_version.clone(),
+        build_time: build_time(settings.build_time.as_deref())?,
+        ..Metadata::default()
+    };
+    let mut builder = builder
+        .metadata(metadata)
+        .arch(match settings.arch {
+            ArchArg::X86_64 => Arch::X86_64,
+            ArchArg::Aarch64 => Arch::Aarch64,
+        })
+        .resources(settings.memory, settings.cpus);
     if let Some(signer) = signer.as_deref() {
         builder = builder.sign_with(signer);
     }
-    let built = write_atomically(&args.out, false, args.force, |out| Ok(builder.write(out)?))?;
-    if args.json {
+    let built = write_atomically(out, false, force, |file| Ok(builder.write(file)?))?;
+    if json {
         print_json(&json!({
-            "Path": args.out.display().to_string(),
+            "Path": out.display().to_string(),
             "Measurements": measurements_json(&built.measurements),
         }))?;
     } else {
         println!(
             "wrote {} ({} bytes, {}):",
-            args.out.display(),
+            out.display(),
             built.len,
             if built.signature.is_some() {
                 "signed"

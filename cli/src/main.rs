@@ -4,6 +4,7 @@
 //! Exit codes: 0 verified (or done), 1 refused (a verdict), 2 usage, configuration or I/O error.
 
 mod chat;
+mod enclave_image;
 mod fetch;
 mod image;
 mod inspect;

@@ -34,6 +34,7 @@
 mod build;
 mod error;
 mod format;
+mod layout;
 mod measure;
 mod ramdisk;
 mod read;
@@ -45,8 +46,11 @@ pub use format::{
     Arch, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, EIF_MAGIC, EIF_VERSION, HEADER_LEN, MAX_CMDLINE_LEN,
     MAX_METADATA_LEN, MAX_SECTIONS, MAX_SIGNATURE_LEN, SECTION_HEADER_LEN, SectionKind,
 };
+pub use layout::{
+    AWS_CMDLINE, Application, LayoutError, application_ramdisk, boot_ramdisk, elf_interpreter,
+};
 pub use measure::Measurements;
-pub use ramdisk::{RamdiskError, RamdiskOptions, RamdiskSummary, write_ramdisk};
+pub use ramdisk::{RamdiskError, RamdiskOptions, RamdiskSummary, RamdiskTree, write_ramdisk};
 pub use read::{Image, Section, read, read_file};
 pub use signature::{
     FileSigner, ImageSignature, PcrSigner, SignatureError, SigningAlgorithm,

@@ -79,16 +79,141 @@ pub struct RamdiskSummary {
     pub len: u64,
 }
 
+#[derive(Clone, Debug)]
 enum Kind {
     Dir,
-    File { executable: bool, size: u64 },
+    /// A file read from `Entry::path` when the archive is written.
+    File {
+        executable: bool,
+        size: u64,
+    },
+    /// A file whose bytes are given.
+    Bytes {
+        executable: bool,
+        bytes: Vec<u8>,
+    },
     Symlink(Vec<u8>),
 }
 
+#[derive(Clone, Debug)]
 struct Entry {
     name: Vec<u8>,
     path: PathBuf,
     kind: Kind,
+}
+
+/// A ramdisk assembled entry by entry rather than from one directory: the layouts of an enclave
+/// image (`init` and `nsm.ko` in the boot ramdisk; `cmd`, `env` and `rootfs/` in the
+/// application ramdisk). The same normalisation as [`write_ramdisk`] applies: owners 0:0, one
+/// mtime, directories 0755, files 0755 or 0644, entries sorted, parents listed before their
+/// contents (added as directories where not added explicitly).
+#[derive(Clone, Debug, Default)]
+pub struct RamdiskTree {
+    entries: std::collections::BTreeMap<Vec<u8>, Entry>,
+}
+
+impl RamdiskTree {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn parents(&mut self, name: &[u8]) {
+        let mut end = 0;
+        while let Some(slash) = name
+            .get(end..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'/'))
+        {
+            end = end.saturating_add(slash);
+            if let Some(parent) = name.get(..end) {
+                self.insert(parent.to_vec(), Kind::Dir);
+            }
+            end = end.saturating_add(1);
+        }
+    }
+
+    fn insert(&mut self, name: Vec<u8>, kind: Kind) {
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(&name));
+        self.entries
+            .insert(name.clone(), Entry { name, path, kind });
+    }
+
+    fn name(path: &str) -> Vec<u8> {
+        path.trim_matches('/').as_bytes().to_vec()
+    }
+
+    /// Add a directory (and its parents).
+    #[must_use]
+    pub fn dir(mut self, path: &str) -> Self {
+        let name = Self::name(path);
+        self.parents(&name);
+        self.insert(name, Kind::Dir);
+        self
+    }
+
+    /// Add a file with these bytes (and its parents).
+    #[must_use]
+    pub fn bytes(mut self, path: &str, bytes: impl Into<Vec<u8>>, executable: bool) -> Self {
+        let name = Self::name(path);
+        self.parents(&name);
+        self.insert(
+            name,
+            Kind::Bytes {
+                executable,
+                bytes: bytes.into(),
+            },
+        );
+        self
+    }
+
+    /// Add a file copied from `source` when the archive is written (and its parents); its
+    /// execute bit is kept.
+    pub fn file(mut self, path: &str, source: &Path) -> Result<Self, RamdiskError> {
+        let meta = std::fs::metadata(source).map_err(io(source))?;
+        if !meta.is_file() {
+            return Err(RamdiskError::Unsupported {
+                path: source.to_owned(),
+                kind: "not a regular file",
+            });
+        }
+        if meta.len() > u64::from(u32::MAX) {
+            return Err(RamdiskError::TooLarge {
+                path: source.to_owned(),
+                size: meta.len(),
+            });
+        }
+        let name = Self::name(path);
+        self.parents(&name);
+        self.entries.insert(
+            name.clone(),
+            Entry {
+                name,
+                path: source.to_owned(),
+                kind: Kind::File {
+                    executable: meta.permissions().mode() & 0o111 != 0,
+                    size: meta.len(),
+                },
+            },
+        );
+        Ok(self)
+    }
+
+    /// The paths in the tree, in archive order.
+    pub fn paths(&self) -> impl Iterator<Item = String> + '_ {
+        self.entries
+            .keys()
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+    }
+
+    /// Write the archive.
+    pub fn write(
+        &self,
+        options: &RamdiskOptions,
+        out: &mut dyn Write,
+    ) -> Result<RamdiskSummary, RamdiskError> {
+        let entries: Vec<Entry> = self.entries.values().cloned().collect();
+        write_entries(&entries, options, out)
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RamdiskError + '_ {
@@ -203,9 +328,17 @@ pub fn write_ramdisk(
     let mut entries = Vec::new();
     collect(dir, dir, &mut entries)?;
     entries.sort_by(|a, b| a.name.cmp(&b.name));
+    write_entries(&entries, options, out)
+}
+
+fn write_entries(
+    entries: &[Entry],
+    options: &RamdiskOptions,
+    out: &mut dyn Write,
+) -> Result<RamdiskSummary, RamdiskError> {
     let mut writer = Writer { out, written: 0 };
     let mut ino = 0u32;
-    for entry in &entries {
+    for entry in entries {
         ino = ino.checked_add(1).ok_or(RamdiskError::TooManyEntries)?;
         match &entry.kind {
             Kind::Dir => writer.header(ino, MODE_DIR | 0o755, 2, options.mtime, 0, &entry.name)?,
@@ -240,6 +373,24 @@ pub fn write_ramdisk(
                     &entry.name,
                 )?;
                 copy_exactly(&entry.path, *size, &mut writer)?;
+                writer.align()?;
+            }
+            Kind::Bytes { executable, bytes } => {
+                let perms = if *executable { 0o755 } else { 0o644 };
+                let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+                let size32 = u32::try_from(size).map_err(|_| RamdiskError::TooLarge {
+                    path: entry.path.clone(),
+                    size,
+                })?;
+                writer.header(
+                    ino,
+                    MODE_FILE | perms,
+                    1,
+                    options.mtime,
+                    size32,
+                    &entry.name,
+                )?;
+                writer.put(bytes)?;
                 writer.align()?;
             }
         }

@@ -109,6 +109,7 @@ fn run(path: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<ExitCode
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let nsm = open_nsm(&config)?;
+        log_boot_measurements(&*nsm);
         let pcr = measure_config(&*nsm, &config)?;
         tracing::info!(
             pcr = CONFIG_PCR.get(),
@@ -213,4 +214,22 @@ fn check_config(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> 
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Log PCR0, PCR1 and PCR2 as the NSM reports them: what a policy pins (compare `attest measure`
+/// of the image). A PCR that cannot be read is logged as such; it is not fatal here.
+fn log_boot_measurements(nsm: &dyn protocol::nsm::Nsm) {
+    let mut values = Vec::new();
+    for index in [0, 1, 2] {
+        let value = attest::PcrIndex::new(index)
+            .ok_or_else(|| "no such PCR".to_owned())
+            .and_then(|i| nsm.describe_pcr(i).map_err(|e| e.to_string()));
+        values.push(match value {
+            Ok(state) => state.value.to_string(),
+            Err(e) => format!("unreadable ({e})"),
+        });
+    }
+    if let [pcr0, pcr1, pcr2] = values.as_slice() {
+        tracing::info!(%pcr0, %pcr1, %pcr2, nsm = nsm.kind().as_str(), "boot measurements");
+    }
 }

@@ -58,6 +58,9 @@ pub enum Launch {
     },
     /// A Nitro enclave started with `nitro-cli run-enclave`, reached over vsock.
     Nitro(NitroSettings),
+    /// The enclave image booted in QEMU's emulated Nitro enclave, reached over hybrid vsock
+    /// (development: its NSM does not sign).
+    Emulator(crate::emulator::EmulatorSettings),
 }
 
 /// `nitro-cli run-enclave` settings.
@@ -169,6 +172,20 @@ struct RawEnclave {
     restart_backoff_max: Option<String>,
     development: Option<RawDevelopment>,
     nitro: Option<RawNitro>,
+    emulator: Option<RawEmulator>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmulator {
+    qemu: PathBuf,
+    firmware: PathBuf,
+    vhost_device_vsock: PathBuf,
+    eif: PathBuf,
+    socket: PathBuf,
+    cpu_count: Option<u32>,
+    memory_mib: Option<u64>,
+    console: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -358,7 +375,46 @@ impl HostConfig {
 }
 
 fn enclave_settings(raw: RawEnclave, base: &Path) -> Result<EnclaveSettings, ConfigError> {
+    let sections = [
+        ("development", raw.development.is_some()),
+        ("nitro", raw.nitro.is_some()),
+        ("emulator", raw.emulator.is_some()),
+    ];
+    for (section, set) in sections {
+        if set && section != raw.mode {
+            return Err(invalid(
+                format!("enclave.{section}"),
+                format!("set only with mode = \"{section}\""),
+            ));
+        }
+    }
     let launch = match raw.mode.as_str() {
+        "emulator" => {
+            let emulator = raw
+                .emulator
+                .ok_or_else(|| invalid("enclave.emulator", "required with mode = \"emulator\""))?;
+            let cpu_count = emulator.cpu_count.unwrap_or(2);
+            if cpu_count == 0 {
+                return Err(invalid("enclave.emulator.cpu_count", "must be at least 1"));
+            }
+            let memory_mib = emulator.memory_mib.unwrap_or(1024);
+            if memory_mib < 64 {
+                return Err(invalid(
+                    "enclave.emulator.memory_mib",
+                    "must be at least 64",
+                ));
+            }
+            Launch::Emulator(crate::emulator::EmulatorSettings {
+                qemu: base.join(emulator.qemu),
+                firmware: base.join(emulator.firmware),
+                vhost_device_vsock: base.join(emulator.vhost_device_vsock),
+                eif: base.join(emulator.eif),
+                socket: base.join(emulator.socket),
+                cpu_count,
+                memory_mib,
+                console: emulator.console.map(|c| base.join(c)),
+            })
+        }
         "development" => {
             if raw.nitro.is_some() {
                 return Err(invalid("enclave.nitro", "set only with mode = \"nitro\""));
@@ -429,7 +485,7 @@ fn enclave_settings(raw: RawEnclave, base: &Path) -> Result<EnclaveSettings, Con
         other => {
             return Err(invalid(
                 "enclave.mode",
-                format!("`{other}`: expected \"development\" or \"nitro\""),
+                format!("`{other}`: expected \"development\", \"nitro\" or \"emulator\""),
             ));
         }
     };

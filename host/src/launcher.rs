@@ -42,6 +42,7 @@ enum Handle {
         cli: NitroSettings,
         enclave_id: String,
     },
+    Emulator(crate::emulator::Emulated),
 }
 
 /// Why the enclave could not be launched.
@@ -73,6 +74,9 @@ pub enum LaunchError {
     /// `nitro-cli` printed something other than its JSON.
     #[error("reading nitro-cli output: {0}")]
     NitroCliOutput(#[from] serde_json::Error),
+    /// The emulator could not start.
+    #[error(transparent)]
+    Emulator(#[from] crate::emulator::EmulatorError),
 }
 
 /// Start the enclave.
@@ -117,6 +121,17 @@ pub async fn launch(launch: &Launch) -> Result<Running, LaunchError> {
                 pid_file: Some(pid_file(socket)),
             })
         }
+        Launch::Emulator(settings) => {
+            let emulated = crate::emulator::launch(settings).await?;
+            Ok(Running {
+                endpoint: Endpoint::Hybrid(HybridVsock::new(&settings.socket)),
+                id: emulated
+                    .pid()
+                    .map_or_else(|| "exited".into(), |pid| format!("qemu {pid}")),
+                handle: Handle::Emulator(emulated),
+                pid_file: None,
+            })
+        }
         Launch::Nitro(settings) => {
             let mut command = Command::new(&settings.nitro_cli);
             command.args(run_enclave_args(settings));
@@ -140,6 +155,7 @@ impl Running {
     pub fn pid(&self) -> Option<u32> {
         match &self.handle {
             Handle::Process(child) => child.id(),
+            Handle::Emulator(emulated) => emulated.pid(),
             Handle::Nitro { .. } => None,
         }
     }
@@ -151,6 +167,7 @@ impl Running {
                 Ok(status) => status.to_string(),
                 Err(e) => format!("wait failed: {e}"),
             },
+            Handle::Emulator(emulated) => emulated.exited().await,
             Handle::Nitro { cli, enclave_id } => loop {
                 tokio::time::sleep(NITRO_POLL_INTERVAL).await;
                 let mut command = Command::new(&cli.nitro_cli);
@@ -171,6 +188,7 @@ impl Running {
     /// Stop the enclave: SIGTERM then, after a bound, SIGKILL; or `nitro-cli terminate-enclave`.
     pub async fn stop(mut self) {
         match &mut self.handle {
+            Handle::Emulator(emulated) => emulated.stop().await,
             Handle::Process(child) => {
                 if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
                     let _ = nix::sys::signal::kill(
@@ -205,6 +223,9 @@ impl Running {
 /// names, if it is still an `enclave` serving this socket. Returns what was ended.
 pub async fn end_leftovers(launch: &Launch) -> Vec<String> {
     match launch {
+        // The emulator's processes are the host's children, killed when it drops them; a host
+        // killed outright leaves them (development only).
+        Launch::Emulator(_) => Vec::new(),
         Launch::Development { binary, socket, .. } => {
             let file = pid_file(socket);
             let Ok(text) = std::fs::read_to_string(&file) else {

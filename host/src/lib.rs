@@ -32,6 +32,7 @@
 pub mod admin;
 mod config;
 pub mod dev;
+pub mod emulator;
 pub mod forward;
 pub mod launcher;
 mod metrics;

@@ -116,6 +116,7 @@ async fn serve(config: HostConfig) -> anyhow::Result<()> {
     }
     let parent = match &config.enclave.launch {
         Launch::Development { socket, .. } => Endpoint::Hybrid(HybridVsock::new(socket)),
+        Launch::Emulator(e) => Endpoint::Hybrid(HybridVsock::new(&e.socket)),
         Launch::Nitro(_) => Endpoint::Vsock(Vsock::inside_enclave()),
     };
     for relay in config.relays.clone() {
@@ -211,6 +212,11 @@ fn check_config(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
             socket,
         } => serde_json::json!({
             "mode": "development", "binary": binary, "config": config, "socket": socket,
+        }),
+        Launch::Emulator(e) => serde_json::json!({
+            "mode": "emulator", "qemu": e.qemu, "firmware": e.firmware,
+            "vhost_device_vsock": e.vhost_device_vsock, "eif": e.eif, "socket": e.socket,
+            "cpu_count": e.cpu_count, "memory_mib": e.memory_mib, "console": e.console,
         }),
         Launch::Nitro(n) => serde_json::json!({
             "mode": "nitro", "nitro_cli": n.nitro_cli, "eif": n.eif, "cpu_count": n.cpu_count,
