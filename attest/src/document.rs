@@ -71,8 +71,8 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
             max: MAX_DOCUMENT_LEN,
         });
     }
-    let cose = decode_cose(bytes)?;
-    check_protected_header(&cose)?;
+    let cose = decode_cose(bytes).map_err(|e| unsigned_or(bytes, e))?;
+    check_protected_header(&cose).map_err(|e| unsigned_or(bytes, e))?;
     if cose.signature.len() != ES384_SIGNATURE_LEN {
         return Err(ParseError::SignatureLength {
             len: cose.signature.len(),
@@ -199,10 +199,140 @@ const FIELDS: [&str; 9] = [
 ];
 
 fn decode_payload(bytes: &[u8]) -> Result<Payload, ParseError> {
-    Reader::read_all(bytes, MAX_DOCUMENT_LEN, Profile::Document, read_payload)
+    Reader::read_all(bytes, MAX_DOCUMENT_LEN, Profile::Document, |r| {
+        read_payload(r, Signed::Yes)
+    })
 }
 
-fn read_payload(r: &mut Reader<'_>) -> Result<Payload, ParseError> {
+/// Whether the payload belongs to a signed document (which names its certificate and CA
+/// bundle) or to an emulated NSM's unsigned one (which leaves both empty).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signed {
+    Yes,
+    No,
+}
+
+/// A document from an NSM that does not sign, as QEMU's emulated Nitro enclave makes them: a
+/// COSE_Sign1 whose algorithm is not ES384 (QEMU writes -1), whose signature is all zero bytes
+/// and whose certificate and CA bundle entries are all zero bytes too (QEMU writes 64 each) or
+/// empty. Its fields can be shown (`attest inspect`), never
+/// trusted: [`parse`] refuses it with [`ParseError::Unsigned`], so no verifier accepts it.
+pub struct UnsignedDocument {
+    /// The COSE algorithm the protected header names, if any.
+    pub algorithm: Option<i128>,
+    /// The signature's length (all of it zero bytes).
+    pub signature_len: usize,
+    payload: Payload,
+}
+
+impl core::fmt::Debug for UnsignedDocument {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("UnsignedDocument")
+            .field("algorithm", &self.algorithm)
+            .field("module_id", &self.payload.module_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UnsignedDocument {
+    /// Every decoded field, for display. None of it is signed.
+    pub fn unverified(&self) -> Unverified<'_> {
+        let p = &self.payload;
+        Unverified {
+            module_id: &p.module_id,
+            timestamp: p.timestamp,
+            pcrs: &p.pcrs,
+            certificate: &p.certificate,
+            cabundle: &p.cabundle,
+            public_key: p.public_key.as_deref(),
+            user_data: p.user_data.as_deref(),
+            nonce: p.nonce.as_deref(),
+        }
+    }
+}
+
+/// Read a document that [`parse`] refused as [`ParseError::Unsigned`], for display only.
+pub fn parse_unsigned(bytes: &[u8]) -> Result<UnsignedDocument, ParseError> {
+    use coset::cbor::value::Value;
+    if bytes.len() > MAX_DOCUMENT_LEN {
+        return Err(ParseError::TooLarge {
+            len: bytes.len(),
+            max: MAX_DOCUMENT_LEN,
+        });
+    }
+    let not_cose = |reason: &str| ParseError::Cose {
+        reason: reason.to_owned(),
+    };
+    let mut input = bytes;
+    let value: Value = coset::cbor::de::from_reader(&mut input)
+        .map_err(|e| not_cose(&format!("not one CBOR item: {e}")))?;
+    if !input.is_empty() {
+        return Err(not_cose("bytes after the COSE_Sign1 structure"));
+    }
+    let items = match value {
+        Value::Tag(18, inner) => match *inner {
+            Value::Array(items) => items,
+            _ => return Err(not_cose("tag 18 on something other than an array")),
+        },
+        Value::Array(items) => items,
+        _ => return Err(not_cose("not an array")),
+    };
+    let [
+        Value::Bytes(protected),
+        Value::Map(_),
+        Value::Bytes(payload),
+        Value::Bytes(signature),
+    ] = items.as_slice()
+    else {
+        return Err(not_cose("not [protected, unprotected, payload, signature]"));
+    };
+    let header: Value = coset::cbor::de::from_reader(protected.as_slice())
+        .map_err(|_| not_cose("the protected header is not CBOR"))?;
+    let algorithm = match header {
+        Value::Map(entries) => entries.iter().find_map(|(k, v)| match (k, v) {
+            (Value::Integer(k), Value::Integer(v)) if i128::from(*k) == 1 => Some(i128::from(*v)),
+            _ => None,
+        }),
+        _ => return Err(not_cose("the protected header is not a map")),
+    };
+    // COSE algorithm ES384 (RFC 9053).
+    let es384: i128 = -35;
+    if algorithm == Some(es384) || signature.iter().any(|&b| b != 0) {
+        return Err(not_cose(
+            "signed: an ES384 algorithm or a non-zero signature",
+        ));
+    }
+    let payload = Reader::read_all(payload, MAX_DOCUMENT_LEN, Profile::Document, |r| {
+        read_payload(r, Signed::No)
+    })?;
+    // QEMU writes a certificate and one CA bundle entry of 64 zero bytes each; empty ones are
+    // unsigned too. A real certificate is never all zero.
+    let zero = |b: &[u8]| b.iter().all(|&x| x == 0);
+    if !zero(&payload.certificate) || !payload.cabundle.iter().all(|c| zero(c)) {
+        return Err(not_cose("unsigned, yet it names a certificate"));
+    }
+    Ok(UnsignedDocument {
+        algorithm,
+        signature_len: signature.len(),
+        payload,
+    })
+}
+
+/// The error for a document that failed the strict reading: [`ParseError::Unsigned`] when it is
+/// an unsigned document, else the error itself.
+fn unsigned_or(bytes: &[u8], error: ParseError) -> ParseError {
+    match parse_unsigned(bytes) {
+        Ok(unsigned) => ParseError::Unsigned {
+            algorithm: unsigned
+                .algorithm
+                .map_or_else(|| "none".to_owned(), |a| a.to_string()),
+            signature_len: unsigned.signature_len,
+        },
+        Err(_) => error,
+    }
+}
+
+fn read_payload(r: &mut Reader<'_>, signed: Signed) -> Result<Payload, ParseError> {
     let mut module_id = None;
     let mut digest = None;
     let mut timestamp = None;
@@ -219,7 +349,7 @@ fn read_payload(r: &mut Reader<'_>) -> Result<Payload, ParseError> {
             "timestamp" => timestamp = Some(read_timestamp(value)?),
             "pcrs" => pcrs = Some(read_pcrs(value)?),
             "certificate" => certificate = Some(value.bytes()?),
-            "cabundle" => cabundle = Some(read_cabundle(value)?),
+            "cabundle" => cabundle = Some(read_cabundle(value, signed)?),
             "public_key" => public_key = optional_bytes(value, "public_key", 1)?,
             "user_data" => user_data = optional_bytes(value, "user_data", 0)?,
             _ => nonce = optional_bytes(value, "nonce", 0)?,
@@ -250,13 +380,15 @@ fn read_payload(r: &mut Reader<'_>) -> Result<Payload, ParseError> {
         });
     }
     let certificate = required(certificate, "certificate")?;
-    check_len(
-        "certificate",
-        certificate.len(),
-        1,
-        MAX_CERT_LEN,
-        "1..=1024 bytes",
-    )?;
+    if signed == Signed::Yes {
+        check_len(
+            "certificate",
+            certificate.len(),
+            1,
+            MAX_CERT_LEN,
+            "1..=1024 bytes",
+        )?;
+    }
     Ok(Payload {
         module_id: module_id.to_owned(),
         timestamp: Timestamp::from_unix_millis(required(timestamp, "timestamp")?),
@@ -317,7 +449,7 @@ fn read_pcrs(r: &mut Reader<'_>) -> Result<BTreeMap<PcrIndex, PcrValue>, ParseEr
     Ok(pcrs)
 }
 
-fn read_cabundle(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, ParseError> {
+fn read_cabundle(r: &mut Reader<'_>, signed: Signed) -> Result<Vec<Vec<u8>>, ParseError> {
     let count = match r.array(u64::try_from(MAX_CABUNDLE_LEN).unwrap_or(u64::MAX)) {
         Err(e) => match e.kind() {
             ErrorKind::TooMany { len, .. } => {
@@ -331,7 +463,9 @@ fn read_cabundle(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, ParseError> {
         },
         Ok(count) => count,
     };
-    check_len("cabundle", count, 1, MAX_CABUNDLE_LEN, "1..=8 certificates")?;
+    if signed == Signed::Yes || count > 0 {
+        check_len("cabundle", count, 1, MAX_CABUNDLE_LEN, "1..=8 certificates")?;
+    }
     (0..count)
         .map(|_| {
             let cert = r.bytes()?;

@@ -37,6 +37,20 @@ pub enum ParseError {
         /// What was found.
         found: String,
     },
+    /// The document is not signed: an emulated NSM's (QEMU's `nitro-enclave` machine), which
+    /// writes a non-ES384 algorithm, a zero signature and zero bytes for its certificates. No verifier may accept
+    /// it; `attest inspect` shows its fields.
+    #[error(
+        "the document is not signed (COSE algorithm {algorithm}, a signature of {signature_len} \
+         zero bytes, no certificate or CA bundle, as an emulated NSM writes them): it carries no \
+         signature, so nothing in it can be verified"
+    )]
+    Unsigned {
+        /// The algorithm the protected header names ("none" if it names none).
+        algorithm: String,
+        /// The length of the all-zero signature.
+        signature_len: usize,
+    },
     /// The payload is detached or absent.
     #[error("COSE_Sign1 has no payload")]
     PayloadMissing,
@@ -282,7 +296,10 @@ impl From<cbor::Error> for ParseError {
 impl ParseError {
     /// A stable, machine-readable name for the kind of failure (used in `--json`).
     pub fn kind(&self) -> &'static str {
-        "malformed_document"
+        match self {
+            Self::Unsigned { .. } => "unsigned_document",
+            _ => "malformed_document",
+        }
     }
 }
 

@@ -50,7 +50,8 @@ pub mod sim;
 pub use crate::cert::CertificateFacts;
 pub use crate::chain::NITRO_CABUNDLE_LEN;
 pub use crate::document::{
-    MAX_CABUNDLE_LEN, MAX_CERT_LEN, MAX_DOCUMENT_LEN, ParsedDocument, Unverified, parse,
+    MAX_CABUNDLE_LEN, MAX_CERT_LEN, MAX_DOCUMENT_LEN, ParsedDocument, UnsignedDocument, Unverified,
+    parse, parse_unsigned,
 };
 pub use crate::encoding::{Encoding, EncodingError, MAX_ENCODED_LEN, decode_document};
 pub use crate::error::{CertPosition, ParseError, PcrDifference, PolicyViolation, VerifyError};

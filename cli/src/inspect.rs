@@ -29,13 +29,23 @@ const BANNER: &str =
 
 pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
     let (bytes, encoding) = read_document(&args.doc)?;
-    let document = match attest::parse(&bytes) {
-        Ok(d) => d,
-        Err(e) => {
+    let parsed = attest::parse(&bytes);
+    // An emulated NSM's document is shown too, marked unsigned: its PCRs are what an image
+    // booted in the emulator measured.
+    let unsigned = match &parsed {
+        Err(e @ attest::ParseError::Unsigned { .. }) => attest::parse_unsigned(&bytes)
+            .ok()
+            .map(|u| (u, e.to_string())),
+        _ => None,
+    };
+    let document = match (&parsed, &unsigned) {
+        (Ok(d), _) => Some(d),
+        (Err(_), Some(_)) => None,
+        (Err(e), None) => {
             if args.json {
                 print_json(&json!({
                     "version": json::SCHEMA_VERSION, "verified": false,
-                    "error": json::parse_error(&e),
+                    "error": json::parse_error(e),
                 }))?;
             } else {
                 println!("malformed document: {e}");
@@ -43,7 +53,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
             return Ok(Verdict::Refused);
         }
     };
-    let fields = document.unverified();
+    let (fields, banner) = match (document, &unsigned) {
+        (Some(d), _) => (d.unverified(), BANNER.to_owned()),
+        (None, Some((u, why))) => (u.unverified(), format!("UNSIGNED: {why}.")),
+        (None, None) => return Ok(Verdict::Refused),
+    };
+    let sha384 =
+        HEXLOWER.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, &bytes).as_ref());
+    // An unsigned document's certificates are zero-byte placeholders: no chain to show.
+    let placeholders = if unsigned.is_some() { 0 } else { usize::MAX };
     let chain: Vec<Value> = fields
         .cabundle
         .iter()
@@ -53,15 +71,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
             "certificate",
             fields.certificate,
         )))
+        .take(placeholders)
         .collect();
 
     if args.json {
         return print_json(&json!({
             "version": json::SCHEMA_VERSION,
             "verified": false,
-            "warning": BANNER,
+            "signed": unsigned.is_none(),
+            "warning": banner,
             "encoding": json::encoding(encoding),
-            "sha384": HEXLOWER.encode(document.sha384()),
+            "sha384": sha384,
             "module_id": fields.module_id,
             "timestamp": fields.timestamp.to_string(),
             "timestamp_ms": fields.timestamp.unix_millis(),
@@ -75,9 +95,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
         .map(|()| Verdict::Accepted);
     }
 
-    println!("{BANNER}");
+    println!("{banner}");
     println!("encoding     {}", json::encoding(encoding));
-    println!("sha384       {}", HEXLOWER.encode(document.sha384()));
+    println!("sha384       {sha384}");
     println!("module_id    {}", fields.module_id);
     println!(
         "timestamp    {} ({} ms)",
@@ -98,7 +118,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
             None => println!("{name:<12} absent"),
         }
     }
-    println!("chain (root first):");
+    if unsigned.is_some() {
+        println!("chain        none (unsigned: the certificate fields are zero bytes)");
+    } else {
+        println!("chain (root first):");
+    }
     for cert in &chain {
         let text = |k: &str| {
             cert.get(k)

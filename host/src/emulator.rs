@@ -131,6 +131,9 @@ pub async fn launch(settings: &EmulatorSettings) -> Result<Emulated, EmulatorErr
         .arg("nitro-enclave,vsock=vsock0,id=sovereign-enclave")
         .arg("-kernel")
         .arg(&settings.eif)
+        // Every CPU feature QEMU can emulate: the runtime is built for x86-64-v3 (AVX2, FMA),
+        // which QEMU's default CPU model lacks.
+        .args(["-cpu", "max"])
         .arg("-m")
         .arg(format!("{}M", settings.memory_mib))
         .arg("-smp")

@@ -45,7 +45,10 @@ pub fn init(program: &str, format: LogFormat, default: LevelFilter) {
         .with_max_level(LevelFilter::TRACE);
     let result = match format {
         LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            )
             .finish()
             .with(filter)
             .try_init(),

@@ -1,0 +1,300 @@
+//! The production path, booted: the image `attest image enclave` builds from the static
+//! `enclave` and `enclave-init` boots in QEMU's emulated Nitro enclave (the `nitro-enclave`
+//! machine, which measures the image itself and provides the NSM as a virtio device), launched by
+//! the host's emulator mode, with vsock through vhost-device-vsock.
+//!
+//! Checked end to end: the host receives the boot heartbeat; the runtime opens the real
+//! `/dev/nsm` through `NitroNsm` and the PCR0/1/2 it reads equal `attest measure` of the image
+//! (QEMU's EIF loader is an independent implementation of the measurement); the host reaches the
+//! enclave over vsock and `attest fetch` returns a document whose PCRs `attest inspect` shows;
+//! `attest verify` refuses it, naming the missing signature (QEMU's NSM does not sign).
+//!
+//! Needs the emulator's tools and the static binaries; `.ci/run` provides them:
+//!
+//!   eval "$(bash scripts/emulator/tools)"
+//!   export ENCLAVE_STATIC="$(bash scripts/build-enclave)"
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a failed unwrap or index is a failed test"
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{binary, free_port, temp_dir};
+
+/// No KVM here: QEMU emulates the CPU (TCG), so every step is given minutes, not seconds.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn tool(variable: &str) -> PathBuf {
+    let value = std::env::var_os(variable).unwrap_or_else(|| {
+        panic!(
+            "${variable} is not set: this test boots the enclave image in QEMU's emulated Nitro \
+             enclave. Build the tools and the static binaries first (about 20 minutes on a \
+             fresh machine, cached after):\n  eval \"$(bash scripts/emulator/tools)\"\n  \
+             export ENCLAVE_STATIC=\"$(bash scripts/build-enclave)\""
+        )
+    });
+    let path = PathBuf::from(value);
+    assert!(
+        path.exists(),
+        "${variable}: {} does not exist",
+        path.display()
+    );
+    path
+}
+
+struct Host {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Host {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("host.log")).unwrap_or_default()
+    }
+
+    /// The serial console, without terminal colour sequences (the console is a terminal).
+    fn console(&self) -> String {
+        let raw = std::fs::read(self.dir.join("console.log")).unwrap_or_default();
+        let mut text = String::new();
+        let mut chars = String::from_utf8_lossy(&raw)
+            .into_owned()
+            .into_bytes()
+            .into_iter();
+        while let Some(b) = chars.next() {
+            if b == 0x1b {
+                // CSI: ESC [ parameters final-byte
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else if b != b'\r' {
+                text.push(char::from(b));
+            }
+        }
+        text
+    }
+
+    fn diagnostics(&self) -> String {
+        format!(
+            "--- host log\n{}\n--- console\n{}",
+            self.log(),
+            self.console()
+        )
+    }
+
+    /// Wait until `found` holds of the console and the host log.
+    fn wait_for(&self, what: &str, found: impl Fn(&str, &str) -> bool) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < BOOT_TIMEOUT {
+            if found(&self.console(), &self.log()) {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "{what}: not within {BOOT_TIMEOUT:?}\n{}",
+            self.diagnostics()
+        );
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn attest(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(binary("attest"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// The value of `name=` in a log line (text format: `name=value`).
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{name}="))? + name.len() + 1;
+    line[start..].split_whitespace().next()
+}
+
+#[test]
+fn the_image_boots_in_the_emulated_nitro_enclave() {
+    let qemu = tool("EMULATOR_QEMU");
+    let firmware = tool("EMULATOR_FIRMWARE");
+    let kernel = tool("EMULATOR_KERNEL");
+    let vsock = tool("EMULATOR_VSOCK");
+    let statics = tool("ENCLAVE_STATIC");
+    let dir = temp_dir("emulator");
+
+    // The image, built by our command from the static binaries and a production configuration.
+    std::fs::write(
+        dir.join("enclave.toml"),
+        "listen = \"vsock\"\n[nsm]\nkind = \"nitro\"\n",
+    )
+    .unwrap();
+    let build = Command::new(binary("attest"))
+        .args(["image", "enclave", "--boot", "ours", "--json"])
+        .arg("--init")
+        .arg(statics.join("enclave-init"))
+        .arg("--enclave")
+        .arg(statics.join("enclave"))
+        .arg("--config")
+        .arg(dir.join("enclave.toml"))
+        .arg("--blobs")
+        .arg(&kernel)
+        .arg("--out")
+        .arg(dir.join("enclave.eif"))
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let measured = attest(&["measure", "enclave.eif", "--json"], &dir);
+    assert!(measured.status.success());
+    let measured: serde_json::Value = serde_json::from_slice(&measured.stdout).unwrap();
+    let expected: Vec<String> = ["PCR0", "PCR1", "PCR2"]
+        .iter()
+        .map(|p| measured["Measurements"][p].as_str().unwrap().to_owned())
+        .collect();
+
+    // The host launches it in the emulator, and forwards a TCP port to its control port.
+    let port = free_port();
+    std::fs::write(
+        dir.join("host.toml"),
+        format!(
+            "[enclave]\nmode = \"emulator\"\nready_timeout = \"300s\"\n\
+             [enclave.emulator]\nqemu = {qemu:?}\nfirmware = {firmware:?}\n\
+             vhost_device_vsock = {vsock:?}\neif = \"enclave.eif\"\nsocket = \"vsock.sock\"\n\
+             console = \"console.log\"\ncpu_count = 2\nmemory_mib = 512\n\
+             [[forward]]\nlisten = \"127.0.0.1:{port}\"\nenclave_port = 5000\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("host.log")).unwrap();
+    let started = Instant::now();
+    let child = Command::new(binary("host"))
+        .args(["run", "--config"])
+        .arg(dir.join("host.toml"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let host = Host {
+        child,
+        dir: dir.clone(),
+    };
+
+    // The heartbeat: sent by enclave-init, answered by the host.
+    host.wait_for("the heartbeat", |console, log| {
+        console.contains("enclave-init: heartbeat answered by the parent")
+            && log.contains("heartbeat received from the enclave")
+    });
+    let heartbeat = started.elapsed();
+
+    // The runtime read its boot measurements from the real NSM: they are the image's.
+    host.wait_for("the runtime's boot measurements", |console, _| {
+        console.contains("boot measurements")
+    });
+    let console = host.console();
+    let line = console
+        .lines()
+        .find(|l| l.contains("boot measurements"))
+        .unwrap();
+    assert_eq!(
+        field(line, "nsm").map(|v| v.trim_matches('"')),
+        Some("nitro"),
+        "not the real NSM: {line}"
+    );
+    for (i, pcr) in ["pcr0", "pcr1", "pcr2"].iter().enumerate() {
+        assert_eq!(
+            field(line, pcr),
+            Some(expected[i].as_str()),
+            "{pcr} as the NSM reports it differs from attest measure: {line}"
+        );
+    }
+
+    // Through the host, over vsock: a document.
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let _ = std::fs::remove_file(dir.join("doc.cbor"));
+        let endpoint = format!("127.0.0.1:{port}");
+        let fetch = attest(
+            &[
+                "fetch",
+                "--endpoint",
+                &endpoint,
+                "--nonce",
+                "5eed",
+                "--out",
+                "doc.cbor",
+                "--timeout",
+                "60s",
+            ],
+            &dir,
+        );
+        if fetch.status.success() {
+            break;
+        }
+        let last = String::from_utf8_lossy(&fetch.stderr);
+        assert!(
+            Instant::now() < deadline,
+            "attest fetch never succeeded: {last}\n{}",
+            host.diagnostics()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let first_document = started.elapsed();
+
+    // Shown, marked unsigned, with the image's PCRs and our nonce.
+    let inspect = attest(&["inspect", "doc.cbor", "--json"], &dir);
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stdout)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(shown["signed"], false);
+    assert_eq!(shown["nonce"], "5eed");
+    for (i, index) in ["0", "1", "2"].iter().enumerate() {
+        assert_eq!(shown["pcrs"][index], expected[i].as_str(), "{shown}");
+    }
+    // Refused by the verifier, which names the missing signature.
+    let verify = attest(&["verify", "doc.cbor"], &dir);
+    assert_eq!(verify.status.code(), Some(1));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(said.contains("not signed"), "{said}");
+
+    eprintln!(
+        "emulated boot: heartbeat after {:.1} s, first document after {:.1} s",
+        heartbeat.as_secs_f64(),
+        first_document.as_secs_f64()
+    );
+    drop(host);
+    let _ = std::fs::remove_dir_all(&dir);
+}
