@@ -25,10 +25,14 @@ const NITRO_CLI_BLOBS: &str = "/usr/share/nitro_enclaves/blobs";
 /// at /bin/enclave and the configuration, with every --include file beside it, in /etc/enclave.
 /// The boot ramdisk (PCR1, with the kernel and command line) holds the init:
 ///
-///   --boot aws   AWS's init and nsm.ko from the blobs that nitro-cli installs (--blobs);
+///   --boot aws   AWS's init from the blobs that nitro-cli installs (--blobs);
 ///   --boot ours  the workspace's enclave-init (--init), static and auditable; it keeps AWS's
 ///                contract (cmd, env, rootfs/, the heartbeat), so the application ramdisk and
 ///                PCR2 are the same for both chains.
+///
+/// With either, <blobs>/nsm.ko goes in the boot ramdisk when it exists (a kernel that builds the
+/// NSM driver as a module), and both inits load it. Modes are fixed: the runtime and init 0755,
+/// everything else 0644, whatever their modes on this machine.
 ///
 /// The kernel and its command line come from --blobs (bzImage and cmdline) unless --kernel and
 /// --cmdline are given. The binary must be statically linked: the image holds no loader and no
@@ -129,15 +133,15 @@ fn ramdisk_bytes(tree: &RamdiskTree, what: &str) -> anyhow::Result<Vec<u8>> {
 
 pub(crate) fn run(args: EnclaveArgs) -> anyhow::Result<Verdict> {
     require_static(&args.enclave, "the enclave binary")?;
-    let (init, nsm) = match args.boot {
-        Boot::Aws => {
-            let nsm = args.blobs.join("nsm.ko");
-            (args.blobs.join("init"), nsm.exists().then_some(nsm))
-        }
+    // The NSM driver goes with the kernel: when the blobs have one (a kernel that builds it as a
+    // module), both inits load it.
+    let nsm = Some(args.blobs.join("nsm.ko")).filter(|p| p.exists());
+    let init = match args.boot {
+        Boot::Aws => args.blobs.join("init"),
         Boot::Ours => {
             let init = args.init.clone().context("--boot ours needs --init")?;
             require_static(&init, "the init")?;
-            (init, None)
+            init
         }
     };
     let kernel = args
@@ -179,7 +183,14 @@ pub(crate) fn run(args: EnclaveArgs) -> anyhow::Result<Verdict> {
                 include.display()
             );
         }
-        files.push((format!("{CONFIG_DIR}/{name}"), include.as_path()));
+        let inside = format!("{CONFIG_DIR}/{name}");
+        if files.iter().any(|(path, _)| *path == inside) {
+            bail!(
+                "--include {}: another file has that name",
+                include.display()
+            );
+        }
+        files.push((inside, include.as_path()));
     }
     let mut env = vec![("PATH".to_owned(), "/bin".to_owned())];
     for var in &args.env {
@@ -188,6 +199,9 @@ pub(crate) fn run(args: EnclaveArgs) -> anyhow::Result<Verdict> {
             .with_context(|| format!("--env {var}: expected NAME=VALUE"))?;
         if name == "PATH" {
             bail!("--env PATH: the image's PATH is /bin");
+        }
+        if env.iter().any(|(n, _)| n == name) {
+            bail!("--env {name}: given twice");
         }
         env.push((name.to_owned(), value.to_owned()));
     }

@@ -40,16 +40,20 @@ pub enum LayoutError {
     /// An environment variable whose name is not `[A-Za-z_][A-Za-z0-9_]*`.
     #[error("`{0}`: not a variable name")]
     Name(String),
+    /// Two files at one path, or a variable set twice.
+    #[error("`{0}` is given twice")]
+    Duplicate(String),
     /// An argument that is empty (the init skips empty lines, so it would vanish).
     #[error("an empty argument cannot be carried in cmd")]
     EmptyArgument,
 }
 
-/// The boot ramdisk: `dev/`, `init`, and `nsm.ko` if given.
+/// The boot ramdisk: `dev/`, `init`, and `nsm.ko` if given (both 0755, as `nitro-cli` writes
+/// them).
 pub fn boot_ramdisk(init: &Path, nsm: Option<&Path>) -> Result<RamdiskTree, RamdiskError> {
-    let tree = RamdiskTree::new().dir("dev").file("init", init)?;
+    let tree = RamdiskTree::new().dir("dev").file("init", init, true)?;
     match nsm {
-        Some(nsm) => tree.file("nsm.ko", nsm),
+        Some(nsm) => tree.file("nsm.ko", nsm, true),
         None => Ok(tree),
     }
 }
@@ -102,14 +106,20 @@ pub fn application_ramdisk(app: &Application<'_>) -> Result<RamdiskTree, LayoutE
     for dir in ROOTFS_DIRS {
         tree = tree.dir(&format!("rootfs/{dir}"));
     }
-    for (path, source) in &app.files {
-        tree = tree.file(&rootfs_path(path)?, source)?;
-    }
     let (program, _) = app
         .cmd
         .split_first()
         .ok_or(LayoutError::Path(String::new()))?;
     rootfs_path(program)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for (path, source) in &app.files {
+        let inside = rootfs_path(path)?;
+        if !seen.insert(inside.clone()) {
+            return Err(LayoutError::Duplicate(path.clone()));
+        }
+        // The program is executable and nothing else is, whatever the modes on this machine.
+        tree = tree.file(&inside, source, path == program)?;
+    }
     let mut cmd = String::new();
     for arg in &app.cmd {
         if arg.is_empty() {
@@ -119,7 +129,11 @@ pub fn application_ramdisk(app: &Application<'_>) -> Result<RamdiskTree, LayoutE
         cmd.push('\n');
     }
     let mut env = String::new();
+    let mut names = std::collections::BTreeSet::new();
     for (name, value) in &app.env {
+        if !names.insert(name.as_str()) {
+            return Err(LayoutError::Duplicate(name.clone()));
+        }
         env.push_str(variable_name(name)?);
         env.push('=');
         env.push_str(line(value)?);

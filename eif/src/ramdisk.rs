@@ -166,9 +166,14 @@ impl RamdiskTree {
         self
     }
 
-    /// Add a file copied from `source` when the archive is written (and its parents); its
-    /// execute bit is kept.
-    pub fn file(mut self, path: &str, source: &Path) -> Result<Self, RamdiskError> {
+    /// Add a file copied from `source` when the archive is written (and its parents), mode 0755
+    /// if `executable`, else 0644, whatever its mode on this machine.
+    pub fn file(
+        mut self,
+        path: &str,
+        source: &Path,
+        executable: bool,
+    ) -> Result<Self, RamdiskError> {
         let meta = std::fs::metadata(source).map_err(io(source))?;
         if !meta.is_file() {
             return Err(RamdiskError::Unsupported {
@@ -190,7 +195,7 @@ impl RamdiskTree {
                 name,
                 path: source.to_owned(),
                 kind: Kind::File {
-                    executable: meta.permissions().mode() & 0o111 != 0,
+                    executable,
                     size: meta.len(),
                 },
             },

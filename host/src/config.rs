@@ -266,6 +266,19 @@ fn port(field: &str, value: u32) -> Result<u32, ConfigError> {
     Ok(value)
 }
 
+/// A port on the host side the enclave connects to: not 9000, where the enclave's boot
+/// heartbeat arrives (`nitro-cli` listens there in production, the emulator launcher in
+/// development).
+fn host_port(field: &str, value: u32) -> Result<u32, ConfigError> {
+    if value == crate::emulator::HEARTBEAT_PORT {
+        return Err(invalid(
+            field,
+            "9000 is the enclave's boot heartbeat port (nitro-cli listens there)",
+        ));
+    }
+    port(field, value)
+}
+
 impl HostConfig {
     /// Read and check a configuration file; relative paths are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -322,7 +335,7 @@ impl HostConfig {
         let mut relays: Vec<Relay> = Vec::with_capacity(raw.relay.len());
         for (i, r) in raw.relay.into_iter().enumerate() {
             let field = |name: &str| format!("relay[{i}].{name}");
-            let port = port(&field("port"), r.port)?;
+            let port = host_port(&field("port"), r.port)?;
             if relays.iter().any(|other| other.port == port) {
                 return Err(invalid(
                     field("port"),
@@ -344,7 +357,7 @@ impl HostConfig {
         let model = match raw.model {
             None => None,
             Some(m) => {
-                let port = port("model.port", m.port)?;
+                let port = host_port("model.port", m.port)?;
                 if relays.iter().any(|r| r.port == port) {
                     return Err(invalid("model.port", "a relay already uses this port"));
                 }
@@ -375,6 +388,15 @@ impl HostConfig {
 }
 
 fn enclave_settings(raw: RawEnclave, base: &Path) -> Result<EnclaveSettings, ConfigError> {
+    if !["development", "nitro", "emulator"].contains(&raw.mode.as_str()) {
+        return Err(invalid(
+            "enclave.mode",
+            format!(
+                "`{}`: expected \"development\", \"nitro\" or \"emulator\"",
+                raw.mode
+            ),
+        ));
+    }
     let sections = [
         ("development", raw.development.is_some()),
         ("nitro", raw.nitro.is_some()),
@@ -403,6 +425,21 @@ fn enclave_settings(raw: RawEnclave, base: &Path) -> Result<EnclaveSettings, Con
                     "enclave.emulator.memory_mib",
                     "must be at least 64",
                 ));
+            }
+            // These paths go into QEMU's and vhost-device-vsock's option strings, where a comma
+            // separates options.
+            for (name, path) in [
+                ("firmware", &emulator.firmware),
+                ("eif", &emulator.eif),
+                ("socket", &emulator.socket),
+            ] {
+                let text = base.join(path);
+                if text.to_str().is_none_or(|t| t.contains(',')) {
+                    return Err(invalid(
+                        format!("enclave.emulator.{name}"),
+                        "must be UTF-8 without commas (it goes into QEMU's options)",
+                    ));
+                }
             }
             Launch::Emulator(crate::emulator::EmulatorSettings {
                 qemu: base.join(emulator.qemu),

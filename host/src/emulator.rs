@@ -50,12 +50,23 @@ pub struct EmulatorSettings {
     pub console: Option<PathBuf>,
 }
 
-/// A running emulated enclave.
+/// A running emulated enclave. Dropping it kills QEMU and vhost-device-vsock and stops the
+/// heartbeat listener.
 #[derive(Debug)]
 pub struct Emulated {
     qemu: Child,
     vhost: Child,
-    heartbeat: tokio::task::JoinHandle<()>,
+    heartbeat: AbortOnDrop,
+}
+
+/// A task aborted when its handle is dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Why the emulator could not start.
@@ -70,6 +81,9 @@ pub enum EmulatorError {
         /// Why.
         source: std::io::Error,
     },
+    /// vhost-device-vsock exited before it created its socket.
+    #[error("vhost-device-vsock exited at start ({0})")]
+    VhostExited(std::process::ExitStatus),
     /// vhost-device-vsock did not create its socket in time.
     #[error("vhost-device-vsock did not create {0} within 10 s")]
     VhostSocket(PathBuf),
@@ -83,6 +97,14 @@ pub enum EmulatorError {
     },
 }
 
+/// Remove a stale socket (only a socket: never a file that happens to sit at the path).
+fn remove_stale_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
@@ -92,17 +114,25 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 /// Start vhost-device-vsock, the heartbeat listener and QEMU.
 pub async fn launch(settings: &EmulatorSettings) -> Result<Emulated, EmulatorError> {
     let vhost_socket = with_suffix(&settings.socket, ".vhost-user");
-    for stale in [&settings.socket, &vhost_socket] {
-        let _ = std::fs::remove_file(stale);
-    }
     let heartbeat_path = with_suffix(&settings.socket, &format!("_{HEARTBEAT_PORT}"));
-    let _ = std::fs::remove_file(&heartbeat_path);
-    let listener =
-        UnixListener::bind(&heartbeat_path).map_err(|source| EmulatorError::Heartbeat {
-            path: heartbeat_path.clone(),
-            source,
-        })?;
-    let heartbeat = tokio::spawn(answer_heartbeats(listener));
+    for stale in [&settings.socket, &vhost_socket, &heartbeat_path] {
+        remove_stale_socket(stale);
+    }
+    let bind = || -> std::io::Result<UnixListener> {
+        let listener = UnixListener::bind(&heartbeat_path)?;
+        // Only the host's own user may connect (vhost-device-vsock runs as it).
+        std::fs::set_permissions(
+            &heartbeat_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+        Ok(listener)
+    };
+    let listener = bind().map_err(|source| EmulatorError::Heartbeat {
+        path: heartbeat_path.clone(),
+        source,
+    })?;
+    // Aborted when this function fails below, or when the emulator is dropped.
+    let heartbeat = AbortOnDrop(tokio::spawn(answer_heartbeats(listener)));
 
     let vhost = Command::new(&settings.vhost_device_vsock)
         .arg("--vm")
@@ -118,8 +148,12 @@ pub async fn launch(settings: &EmulatorSettings) -> Result<Emulated, EmulatorErr
             program: settings.vhost_device_vsock.clone(),
             source,
         })?;
+    let mut vhost = vhost;
     let deadline = tokio::time::Instant::now() + VHOST_START_TIMEOUT;
     while !vhost_socket.exists() {
+        if let Ok(Some(status)) = vhost.try_wait() {
+            return Err(EmulatorError::VhostExited(status));
+        }
         if tokio::time::Instant::now() >= deadline {
             return Err(EmulatorError::VhostSocket(vhost_socket));
         }
@@ -146,7 +180,11 @@ pub async fn launch(settings: &EmulatorSettings) -> Result<Emulated, EmulatorErr
         .stdin(Stdio::null())
         .kill_on_drop(true);
     match &settings.console {
-        Some(path) => qemu.arg("-serial").arg(format!("file:{}", path.display())),
+        // Appended to, so a restart keeps the console of the run before it.
+        Some(path) => qemu
+            .arg("-chardev")
+            .arg(format!("file,id=console,path={},append=on", path.display()))
+            .args(["-serial", "chardev:console"]),
         None => qemu.args(["-serial", "stdio"]).stdout(std::io::stderr()),
     };
     let qemu = qemu.spawn().map_err(|source| EmulatorError::Spawn {
@@ -160,22 +198,31 @@ pub async fn launch(settings: &EmulatorSettings) -> Result<Emulated, EmulatorErr
     })
 }
 
-/// Answer every heartbeat: read 0xB7, write 0xB7.
+/// Answer every heartbeat: read 0xB7, write 0xB7; each connection on its own, so one that sends
+/// nothing delays no other.
 async fn answer_heartbeats(listener: UnixListener) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let mut byte = [0_u8; 1];
-        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte)).await;
-        match read {
-            Ok(Ok(_)) if byte == [HEARTBEAT] => {
-                let _ = stream.write_all(&[HEARTBEAT]).await;
-                tracing::info!("heartbeat received from the enclave, answered");
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a heartbeat connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
-            Ok(Ok(_)) => tracing::warn!(byte = byte[0], "a heartbeat with the wrong byte"),
-            _ => tracing::warn!("a heartbeat connection sent nothing"),
-        }
+        };
+        tokio::spawn(async move {
+            let mut byte = [0_u8; 1];
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut byte)).await;
+            match read {
+                Ok(Ok(_)) if byte == [HEARTBEAT] => {
+                    let _ = stream.write_all(&[HEARTBEAT]).await;
+                    tracing::info!("heartbeat received from the enclave, answered");
+                }
+                Ok(Ok(_)) => tracing::warn!(byte = byte[0], "a heartbeat with the wrong byte"),
+                _ => tracing::warn!("a heartbeat connection sent nothing"),
+            }
+        });
     }
 }
 
@@ -197,6 +244,6 @@ impl Emulated {
     pub async fn stop(&mut self) {
         let _ = self.qemu.kill().await;
         let _ = self.vhost.kill().await;
-        self.heartbeat.abort();
+        self.heartbeat.0.abort();
     }
 }

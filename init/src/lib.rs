@@ -45,6 +45,12 @@ pub enum ConfigError {
         /// The line, counted from 1.
         line: usize,
     },
+    /// A variable set twice: which value the program sees would depend on the init.
+    #[error("line {line} sets a variable an earlier line set")]
+    Duplicate {
+        /// The line, counted from 1.
+        line: usize,
+    },
     /// The file is larger than [`MAX_CONFIG_LEN`].
     #[error("more than {MAX_CONFIG_LEN} bytes")]
     TooLarge,
@@ -77,10 +83,16 @@ pub fn parse_cmd(bytes: &[u8]) -> Result<Vec<CString>, ConfigError> {
 
 /// The environment: `NAME=value`, one per line; an empty file is an empty environment.
 pub fn parse_env(bytes: &[u8]) -> Result<Vec<CString>, ConfigError> {
+    let mut names = std::collections::BTreeSet::new();
     lines(bytes)
         .map(|(line, var)| match var.iter().position(|&b| b == b'=') {
             Some(0) | None => Err(ConfigError::NotAVariable { line }),
-            Some(_) => c_string(line, var),
+            Some(eq) => {
+                if !names.insert(var.get(..eq).unwrap_or_default()) {
+                    return Err(ConfigError::Duplicate { line });
+                }
+                c_string(line, var)
+            }
         })
         .collect()
 }
@@ -170,6 +182,10 @@ mod tests {
         assert_eq!(
             parse_env(b"=value\n"),
             Err(ConfigError::NotAVariable { line: 1 })
+        );
+        assert_eq!(
+            parse_env(b"A=1\nB=2\nA=3\n"),
+            Err(ConfigError::Duplicate { line: 3 })
         );
     }
 

@@ -39,11 +39,18 @@ fn main() {
     let code = match boot() {
         Ok(code) => code,
         Err(line) => {
-            eprintln!("enclave-init: error: {line}");
+            say(&format!("error: {line}"));
             1
         }
     };
     end(code);
+}
+
+/// One line on the console. Never panics (as `println!` would on a write error): PID 1 must
+/// not unwind, or the kernel panics.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "enclave-init: {line}");
 }
 
 /// One failed step, as its console line.
@@ -56,10 +63,10 @@ fn boot() -> Result<i32, String> {
         return Err("not process 1: enclave-init runs only as an enclave's init".into());
     }
     console()?;
-    println!("enclave-init: started");
+    say("started");
     load_modules()?;
-    send_heartbeat()?;
-    println!("enclave-init: heartbeat answered by the parent");
+    // The image is checked before the parent is told the enclave started: a broken image ends
+    // here, with its reason on the console.
     let argv = step(
         "/cmd",
         std::fs::File::open("/cmd")
@@ -74,6 +81,25 @@ fn boot() -> Result<i32, String> {
             .map_err(|e| e.to_string())
             .and_then(|b| parse_env(&b).map_err(|e| e.to_string())),
     )?;
+    // An absolute program must be there (a bare name is looked up in PATH when it starts).
+    if let Some(program) = argv.first().filter(|p| p.as_bytes().starts_with(b"/")) {
+        let inside =
+            Path::new("/rootfs").join(os(program).to_string_lossy().trim_start_matches('/'));
+        let executable = std::fs::metadata(&inside)
+            .map(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+            .unwrap_or(false);
+        if !executable {
+            return Err(format!(
+                "/cmd: {} is not an executable file in /rootfs",
+                inside.display()
+            ));
+        }
+    }
+    send_heartbeat()?;
+    say("heartbeat answered by the parent");
     enter_rootfs()?;
     run(&argv, &env)
 }
@@ -124,7 +150,7 @@ fn load_modules() -> Result<(), String> {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(format!("{what}: {e}")),
         }
-        println!("enclave-init: loaded {}", module.display());
+        say(&format!("loaded {}", module.display()));
     }
     Ok(())
 }
@@ -210,16 +236,16 @@ fn run(argv: &[CString], env: &[CString]) -> Result<i32, String> {
     }
     let child = step(&format!("start {program_text}"), command.spawn())?;
     let pid = Pid::from_raw(step("pid", i32::try_from(child.id()))?);
-    println!("enclave-init: started {program_text} (pid {pid})");
+    say(&format!("started {program_text} (pid {pid})"));
     // Reap every child; the command's own exit ends the enclave.
     loop {
         match waitpid(None, None) {
             Ok(WaitStatus::Exited(p, code)) if p == pid => {
-                println!("enclave-init: {program_text} exited with status {code}");
+                say(&format!("{program_text} exited with status {code}"));
                 return Ok(code);
             }
             Ok(WaitStatus::Signaled(p, signal, _)) if p == pid => {
-                println!("enclave-init: {program_text} was killed by {signal}");
+                say(&format!("{program_text} was killed by {signal}"));
                 return Ok(1);
             }
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -238,11 +264,11 @@ fn os_bytes(b: &[u8]) -> &std::ffi::OsStr {
 
 /// End the enclave. Never returns: PID 1 must not exit (the kernel would panic).
 fn end(code: i32) -> ! {
-    println!("enclave-init: ending the enclave (status {code})");
+    say(&format!("ending the enclave (status {code})"));
     nix::unistd::sync();
     loop {
         let Err(e) = reboot(RebootMode::RB_AUTOBOOT);
-        eprintln!("enclave-init: error: reboot: {e}");
+        say(&format!("error: reboot: {e}"));
         std::thread::sleep(Duration::from_secs(1));
     }
 }

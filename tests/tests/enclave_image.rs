@@ -144,11 +144,19 @@ fn both_chains_lay_out_the_image_as_nitro_cli_does() {
     assert_eq!(aws_ramdisks.len(), 2);
     assert_eq!(
         cpio_list(&aws_ramdisks[0]),
-        ["drwxr-xr-x dev", "-rwxr-xr-x init", "-rw-r--r-- nsm.ko"]
+        ["drwxr-xr-x dev", "-rwxr-xr-x init", "-rwxr-xr-x nsm.ko"]
     );
+    // The NSM module goes with the kernel, whichever init boots it.
     let ours_ramdisks = ramdisks(&inputs.dir.join("ours.eif"));
     assert_eq!(
         cpio_list(&ours_ramdisks[0]),
+        ["drwxr-xr-x dev", "-rwxr-xr-x init", "-rwxr-xr-x nsm.ko"]
+    );
+    assert_ne!(aws_ramdisks[0], ours_ramdisks[0]);
+    std::fs::remove_file(inputs.dir.join("blobs/nsm.ko")).unwrap();
+    pcrs(&inputs.build("ours", "ours-no-nsm.eif", &[]));
+    assert_eq!(
+        cpio_list(&ramdisks(&inputs.dir.join("ours-no-nsm.eif"))[0]),
         ["drwxr-xr-x dev", "-rwxr-xr-x init"]
     );
     assert_eq!(aws_ramdisks[1], ours_ramdisks[1]);
@@ -193,6 +201,22 @@ fn the_same_inputs_give_the_same_image_anywhere() {
         std::fs::read(second.dir.join("x.eif")).unwrap(),
         "two builds from equal inputs in different directories differ"
     );
+    // The modes on this machine do not matter: the runtime is 0755 and the rest 0644 in both.
+    use std::os::unix::fs::PermissionsExt;
+    for (file, mode) in [
+        ("enclave", 0o700),
+        ("national-root.pem", 0o755),
+        ("enclave.toml", 0o600),
+    ] {
+        std::fs::set_permissions(second.dir.join(file), std::fs::Permissions::from_mode(mode))
+            .unwrap();
+    }
+    pcrs(&second.build("ours", "modes.eif", &[]));
+    assert_eq!(
+        std::fs::read(first.dir.join("x.eif")).unwrap(),
+        std::fs::read(second.dir.join("modes.eif")).unwrap(),
+        "file modes on the build machine changed the image"
+    );
     // One byte of the configuration changes PCR2 (and PCR0), not PCR1.
     std::fs::write(second.dir.join("enclave.toml"), b"listen = \"vsock\"\n#\n").unwrap();
     let a = pcrs(&first.build("ours", "y.eif", &[]));
@@ -228,6 +252,16 @@ fn a_dynamically_linked_runtime_is_refused_and_nothing_is_written() {
 #[test]
 fn bad_cmd_and_env_inputs_are_refused() {
     let inputs = Inputs::new("env");
+    let twice = inputs.build("ours", "x.eif", &["--env", "A=1", "--env", "A=2"]);
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("given twice"));
+    std::fs::create_dir_all(inputs.dir.join("other")).unwrap();
+    std::fs::write(inputs.dir.join("other/national-root.pem"), b"another root").unwrap();
+    let include = inputs.dir.join("other/national-root.pem");
+    let twice = inputs.build("ours", "x.eif", &["--include", include.to_str().unwrap()]);
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("another file has that name"));
+    assert!(!inputs.dir.join("x.eif").exists());
     for (env, says) in [
         ("NOEQUALS", "NAME=VALUE"),
         ("1X=y", "not a variable name"),

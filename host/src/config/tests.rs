@@ -67,6 +67,62 @@ fn a_nitro_configuration_reads_its_settings() {
     assert!(config.forwards.is_empty() && config.relays.is_empty() && config.admin.is_none());
 }
 
+const EMULATOR: &str = r#"
+[enclave]
+mode = "emulator"
+[enclave.emulator]
+qemu = "qemu/bin/qemu-system-x86_64"
+firmware = "qemu/share/firmware"
+vhost_device_vsock = "vhost-device-vsock"
+eif = "enclave.eif"
+socket = "run/enclave.sock"
+console = "console.log"
+"#;
+
+#[test]
+fn an_emulator_configuration_resolves_paths_and_defaults() {
+    let config = HostConfig::from_toml(EMULATOR, Path::new("/srv")).unwrap();
+    let Launch::Emulator(e) = config.enclave.launch else {
+        panic!("not the emulator: {:?}", config.enclave.launch);
+    };
+    assert_eq!(e.eif, PathBuf::from("/srv/enclave.eif"));
+    assert_eq!(e.socket, PathBuf::from("/srv/run/enclave.sock"));
+    assert_eq!(e.console, Some(PathBuf::from("/srv/console.log")));
+    assert_eq!((e.cpu_count, e.memory_mib), (2, 1024));
+    for (text, field) in [
+        (
+            EMULATOR.replace("enclave.eif", "a,b.eif"),
+            "enclave.emulator.eif",
+        ),
+        (
+            EMULATOR.replace("run/enclave.sock", "run/x,id=y"),
+            "enclave.emulator.socket",
+        ),
+        (
+            EMULATOR.replace("console = ", "cpu_count = 0\nconsole = "),
+            "enclave.emulator.cpu_count",
+        ),
+        (
+            format!("{EMULATOR}\n[enclave.nitro]\neif = \"x\"\ncpu_count = 2\nmemory_mib = 512\n"),
+            "enclave.nitro",
+        ),
+        (
+            EMULATOR.replace("mode = \"emulator\"", "mode = \"development\""),
+            "enclave.emulator",
+        ),
+        // Port 9000 is where the boot heartbeat arrives.
+        (
+            format!("{EMULATOR}\n[[relay]]\nport = 9000\ntarget = \"b.example:1\"\n"),
+            "relay[0].port",
+        ),
+    ] {
+        let error = HostConfig::from_toml(&text, Path::new("/srv"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(field), "{field}: {error}");
+    }
+}
+
 #[test]
 fn mistakes_are_refused_by_name() {
     let cases = [
