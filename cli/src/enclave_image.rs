@@ -100,21 +100,21 @@ enum Boot {
 }
 
 /// Refuse a program that needs a dynamic loader.
-fn require_static(path: &Path, what: &str) -> anyhow::Result<()> {
+/// Refuse a program the image cannot run: not an ELF executable for the image's architecture,
+/// or one that needs a dynamic loader.
+fn require_static(path: &Path, what: &str, arch: eif::Arch) -> anyhow::Result<()> {
     use std::io::Read;
     let mut head = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
         .with_context(|| format!("reading {what} {}", path.display()))?;
-    match eif::elf_interpreter(&head) {
-        Ok(None) => Ok(()),
-        Ok(Some(loader)) => bail!(
-            "{what} {} is dynamically linked (it asks for {loader}); an enclave image has no \
-             loader or libraries: build it static (bash scripts/build-enclave)",
+    eif::check_static_executable(&head, arch).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} {}: {e}; an enclave image has no loader or libraries: build it static \
+             (bash scripts/build-enclave)",
             path.display()
-        ),
-        Err(e) => bail!("{what} {}: {e}", path.display()),
-    }
+        )
+    })
 }
 
 fn file_name(path: &Path) -> anyhow::Result<String> {
@@ -132,7 +132,8 @@ fn ramdisk_bytes(tree: &RamdiskTree, what: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 pub(crate) fn run(args: EnclaveArgs) -> anyhow::Result<Verdict> {
-    require_static(&args.enclave, "the enclave binary")?;
+    let arch = args.settings.arch();
+    require_static(&args.enclave, "the enclave binary", arch)?;
     // The NSM driver goes with the kernel: when the blobs have one (a kernel that builds it as a
     // module), both inits load it.
     let nsm = Some(args.blobs.join("nsm.ko")).filter(|p| p.exists());
@@ -140,7 +141,7 @@ pub(crate) fn run(args: EnclaveArgs) -> anyhow::Result<Verdict> {
         Boot::Aws => args.blobs.join("init"),
         Boot::Ours => {
             let init = args.init.clone().context("--boot ours needs --init")?;
-            require_static(&init, "the init")?;
+            require_static(&init, "the init", arch)?;
             init
         }
     };

@@ -133,6 +133,16 @@ pub(crate) struct ImageSettings {
     build_time: Option<String>,
 }
 
+impl ImageSettings {
+    /// The architecture the image is for.
+    pub(crate) fn arch(&self) -> Arch {
+        match self.arch {
+            ArchArg::X86_64 => Arch::X86_64,
+            ArchArg::Aarch64 => Arch::Aarch64,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ArchArg {
     #[value(name = "x86_64")]
@@ -369,10 +379,7 @@ pub(crate) fn write_image(
     };
     let mut builder = builder
         .metadata(metadata)
-        .arch(match settings.arch {
-            ArchArg::X86_64 => Arch::X86_64,
-            ArchArg::Aarch64 => Arch::Aarch64,
-        })
+        .arch(settings.arch())
         .resources(settings.memory, settings.cpus);
     if let Some(signer) = signer.as_deref() {
         builder = builder.sign_with(signer);

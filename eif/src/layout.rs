@@ -142,6 +142,34 @@ pub fn application_ramdisk(app: &Application<'_>) -> Result<RamdiskTree, LayoutE
     Ok(tree.bytes("cmd", cmd, false).bytes("env", env, false))
 }
 
+/// Check that `bytes` start a 64-bit little-endian ELF executable (`ET_EXEC`, or `ET_DYN` for a
+/// static PIE) for `arch`, with no dynamic loader: what an enclave image can run. The error says
+/// what is wrong.
+pub fn check_static_executable(bytes: &[u8], arch: crate::Arch) -> Result<(), String> {
+    let loader = elf_interpreter(bytes)?;
+    let field = |at: usize| {
+        bytes
+            .get(at..at.saturating_add(2))
+            .and_then(|b| <[u8; 2]>::try_from(b).ok())
+            .map(u16::from_le_bytes)
+    };
+    match field(0x10) {
+        Some(2 | 3) => {}
+        _ => return Err("not an executable (ELF type is not EXEC or DYN)".to_owned()),
+    }
+    let (machine, name) = match arch {
+        crate::Arch::X86_64 => (62, "x86_64"),
+        crate::Arch::Aarch64 => (183, "aarch64"),
+    };
+    if field(0x12) != Some(machine) {
+        return Err(format!("not built for {name}"));
+    }
+    match loader {
+        None => Ok(()),
+        Some(loader) => Err(format!("dynamically linked (it asks for {loader})")),
+    }
+}
+
 /// Whether an ELF executable asks for a dynamic loader, and which: an image's root file system
 /// has no loader or shared libraries, so its program must be static. `None` for a static
 /// executable; an error for bytes that are not a 64-bit little-endian ELF file.

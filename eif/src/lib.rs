@@ -47,7 +47,8 @@ pub use format::{
     MAX_METADATA_LEN, MAX_SECTIONS, MAX_SIGNATURE_LEN, SECTION_HEADER_LEN, SectionKind,
 };
 pub use layout::{
-    AWS_CMDLINE, Application, LayoutError, application_ramdisk, boot_ramdisk, elf_interpreter,
+    AWS_CMDLINE, Application, LayoutError, application_ramdisk, boot_ramdisk,
+    check_static_executable, elf_interpreter,
 };
 pub use measure::Measurements;
 pub use ramdisk::{RamdiskError, RamdiskOptions, RamdiskSummary, RamdiskTree, write_ramdisk};

@@ -20,6 +20,8 @@ use common::binary;
 fn static_elf(payload: &[u8]) -> Vec<u8> {
     let mut elf = vec![0u8; 64];
     elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+    elf[0x10..0x12].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf[0x12..0x14].copy_from_slice(&62u16.to_le_bytes()); // x86_64
     elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
     elf.extend_from_slice(payload);
     elf
@@ -247,6 +249,24 @@ fn a_dynamically_linked_runtime_is_refused_and_nothing_is_written() {
     let output = inputs.build("aws", "x.eif", &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not a 64-bit"));
+    // A static executable for another architecture, and an object file that is no executable.
+    let mut arm = static_elf(b"the runtime");
+    arm[0x12..0x14].copy_from_slice(&183u16.to_le_bytes());
+    std::fs::write(inputs.dir.join("enclave"), &arm).unwrap();
+    let output = inputs.build("aws", "x.eif", &[]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not built for x86_64"));
+    let output = inputs.build("aws", "x.eif", &["--arch", "aarch64"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut object = static_elf(b"the runtime");
+    object[0x10..0x12].copy_from_slice(&1u16.to_le_bytes());
+    std::fs::write(inputs.dir.join("enclave"), &object).unwrap();
+    let output = inputs.build("aws", "x.eif", &["--force"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not an executable"));
 }
 
 #[test]
