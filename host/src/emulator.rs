@@ -176,6 +176,11 @@ pub async fn launch(settings: &EmulatorSettings) -> Result<Emulated, EmulatorErr
         .arg(&settings.firmware)
         .arg("-chardev")
         .arg(format!("socket,id=vsock0,path={}", vhost_socket.display()))
+        // A keyboard controller: AWS's command line says `reboot=k`, so the kernel ends the
+        // enclave through it (on Nitro too). QEMU's nitro-enclave machine has none, and without
+        // one the kernel falls back to a real-mode restart that reboots the guest in place;
+        // with it, the reset reaches QEMU, which `-no-reboot` makes exit.
+        .args(["-device", "i8042"])
         .args(["-nographic", "-no-reboot", "-nodefaults"])
         .stdin(Stdio::null())
         .kill_on_drop(true);

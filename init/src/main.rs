@@ -31,9 +31,10 @@ use nix::unistd::Pid;
 
 use init::{HEARTBEAT_PORT, PARENT_CID, heartbeat, parse_cmd, parse_env, read_config};
 
-/// How long each heartbeat attempt may take, and how many are made.
+/// How long each heartbeat attempt may take, and how many are made (a second apart): about half
+/// a minute in all, for a parent that is slow to answer (vsock connections time out after 2 s).
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
-const HEARTBEAT_ATTEMPTS: u32 = 4;
+const HEARTBEAT_ATTEMPTS: u32 = 10;
 
 fn main() {
     let code = match boot() {

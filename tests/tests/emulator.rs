@@ -140,6 +140,10 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     line[start..].split_whitespace().next()
 }
 
+/// One emulated enclave at a time: each emulates its CPUs on the machine's own, and the tests of
+/// this file would otherwise run side by side.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// What a booted emulated enclave gives a test.
 struct Booted {
     host: Host,
@@ -147,11 +151,16 @@ struct Booted {
     port: u16,
     expected: Vec<String>,
     started: Instant,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 /// Build the image from the static binaries with this configuration (and files beside it), and
 /// have the host boot it in the emulator with `host_extra` in its configuration.
 fn boot(name: &str, enclave_toml: &str, includes: &[&Path], host_extra: &str) -> Booted {
+    // A test that failed while holding the turn poisons it; the next may still run.
+    let turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let qemu = tool("EMULATOR_QEMU");
     let firmware = tool("EMULATOR_FIRMWARE");
     let kernel = tool("EMULATOR_KERNEL");
@@ -224,6 +233,7 @@ fn boot(name: &str, enclave_toml: &str, includes: &[&Path], host_extra: &str) ->
         port,
         expected,
         started,
+        _turn: turn,
     }
 }
 
@@ -235,6 +245,7 @@ fn the_image_boots_in_the_emulated_nitro_enclave() {
         port,
         expected,
         started,
+        _turn,
     } = boot(
         "emulator",
         "listen = \"vsock\"\n[nsm]\nkind = \"nitro\"\n",
@@ -392,4 +403,50 @@ fn the_broker_refuses_an_emulated_enclave_over_real_vsock() {
         denials.iter().any(|d| d == "document_unsigned"),
         "{denials:?}"
     );
+}
+
+/// When the runtime exits, enclave-init ends the enclave: the emulator exits (as Nitro ends the
+/// enclave) and the host sees it and launches it again. Here the runtime exits because it is a
+/// production build given the simulated NSM, which it refuses, inside the real boot.
+#[test]
+fn a_runtime_that_exits_ends_the_enclave_and_the_host_relaunches_it() {
+    let dir = temp_dir("emulator-exit-inputs");
+    let root = attest(
+        &[
+            "pki",
+            "init-root",
+            "--cert",
+            "root.pem",
+            "--key",
+            "root.key",
+        ],
+        &dir,
+    );
+    assert!(
+        root.status.success(),
+        "{}",
+        String::from_utf8_lossy(&root.stderr)
+    );
+    let booted = boot(
+        "emulator-exit",
+        "listen = \"vsock\"\n[nsm]\nkind = \"simulated\"\n\
+         root_certificate = \"root.pem\"\nroot_key = \"root.key\"\n",
+        &[&dir.join("root.pem"), &dir.join("root.key")],
+        "",
+    );
+    booted
+        .host
+        .wait_for("the enclave ended and launched again", |console, log| {
+            console.contains("enclave-init: /bin/enclave exited with status 2")
+                && console.contains("enclave-init: ending the enclave (status 2)")
+                && log.contains("the emulator exited")
+                && log.matches("enclave launched").count() >= 2
+        });
+    let console = booted.host.console();
+    assert!(
+        console.contains("refuses the simulated NSM"),
+        "the runtime did not say why it exited:\n{console}"
+    );
+    drop(booted);
+    let _ = std::fs::remove_dir_all(&dir);
 }
