@@ -54,6 +54,22 @@ pub(crate) struct Payload {
 }
 
 impl Payload {
+    /// Every field, for display, as unverified as the document that carried it.
+    fn unverified(&self) -> Unverified<'_> {
+        Unverified {
+            module_id: &self.module_id,
+            timestamp: self.timestamp,
+            pcrs: &self.pcrs,
+            certificate: &self.certificate,
+            cabundle: &self.cabundle,
+            public_key: self.public_key.as_deref(),
+            user_data: self.user_data.as_deref(),
+            nonce: self.nonce.as_deref(),
+        }
+    }
+}
+
+impl Payload {
     pub(crate) fn pcr0(&self) -> Option<&PcrValue> {
         self.pcrs
             .iter()
@@ -104,17 +120,7 @@ impl ParsedDocument {
 
     /// Every decoded field, for display. Nothing here has been verified.
     pub fn unverified(&self) -> Unverified<'_> {
-        let p = &self.payload;
-        Unverified {
-            module_id: &p.module_id,
-            timestamp: p.timestamp,
-            pcrs: &p.pcrs,
-            certificate: &p.certificate,
-            cabundle: &p.cabundle,
-            public_key: p.public_key.as_deref(),
-            user_data: p.user_data.as_deref(),
-            nonce: p.nonce.as_deref(),
-        }
+        self.payload.unverified()
     }
 }
 
@@ -237,17 +243,7 @@ impl core::fmt::Debug for UnsignedDocument {
 impl UnsignedDocument {
     /// Every decoded field, for display. None of it is signed.
     pub fn unverified(&self) -> Unverified<'_> {
-        let p = &self.payload;
-        Unverified {
-            module_id: &p.module_id,
-            timestamp: p.timestamp,
-            pcrs: &p.pcrs,
-            certificate: &p.certificate,
-            cabundle: &p.cabundle,
-            public_key: p.public_key.as_deref(),
-            user_data: p.user_data.as_deref(),
-            nonce: p.nonce.as_deref(),
-        }
+        self.payload.unverified()
     }
 }
 

@@ -300,9 +300,7 @@ fn write_pid_file(path: &std::path::Path, pid: u32) -> std::io::Result<()> {
 
 /// Where a development enclave's pid is recorded: beside its socket.
 fn pid_file(socket: &std::path::Path) -> std::path::PathBuf {
-    let mut name = socket.as_os_str().to_owned();
-    name.push(".pid");
-    std::path::PathBuf::from(name)
+    crate::emulator::with_suffix(socket, ".pid")
 }
 
 /// `pid` is a running `binary` whose command line names `socket`: the enclave this host
