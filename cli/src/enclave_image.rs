@@ -40,10 +40,10 @@ const NITRO_CLI_BLOBS: &str = "/usr/share/nitro_enclaves/blobs";
 /// 0:0, mtimes 0, BuildTime from --build-time, else $SOURCE_DATE_EPOCH, else 0).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
-    bash scripts/build-enclave        # static enclave and enclave-init, into target/x86_64-unknown-linux-gnu/release\n  \
-    attest image enclave --boot aws --enclave target/x86_64-unknown-linux-gnu/release/enclave \\\n    \
+    bash scripts/build-enclave        # static enclave and enclave-init, into target/enclave-static/production\n  \
+    attest image enclave --boot aws --enclave target/enclave-static/production/enclave \\\n    \
     --config enclave.toml --include national-root.pem --out enclave.eif\n  \
-    attest image enclave --boot ours --init target/x86_64-unknown-linux-gnu/release/enclave-init \\\n    \
+    attest image enclave --boot ours --init target/enclave-static/production/enclave-init \\\n    \
     --blobs /path/to/kernel-dir --enclave ... --config enclave.toml --out enclave.eif\n  \
     attest policy from-image enclave.eif    # the policy fragment that pins it\n\n\
     Exit codes: 0 built, 2 usage, input or I/O error (nothing is left at --out).")]

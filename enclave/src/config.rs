@@ -84,6 +84,26 @@ pub enum NsmConfig {
     Nitro,
     /// The software NSM (development builds only).
     Simulated(Box<SimulatedNsmConfig>),
+    /// The NSM of QEMU's emulated Nitro enclave, its unsigned documents signed again under a
+    /// simulated Nitro root (development builds only). The PCRs are the device's: `boot_pcrs`
+    /// and `pcr8` are never set.
+    Emulator(Box<SimulatedNsmConfig>),
+}
+
+impl NsmConfig {
+    /// Whether this NSM exists only in development builds (the `simulated-nsm` feature).
+    pub fn is_development(&self) -> bool {
+        !matches!(self, NsmConfig::Nitro)
+    }
+
+    /// Its name in the configuration (`nsm.kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NsmConfig::Nitro => "nitro",
+            NsmConfig::Simulated(_) => "simulated",
+            NsmConfig::Emulator(_) => "emulator",
+        }
+    }
 }
 
 /// Settings of the software NSM.
@@ -276,8 +296,8 @@ impl Config {
         ];
         match &self.nsm {
             NsmConfig::Nitro => lines.push("nsm.kind = nitro".into()),
-            NsmConfig::Simulated(sim) => {
-                lines.push("nsm.kind = simulated".into());
+            NsmConfig::Simulated(sim) | NsmConfig::Emulator(sim) => {
+                lines.push(format!("nsm.kind = {}", self.nsm.kind()));
                 lines.push(format!(
                     "nsm.root_certificate.sha384 = {}",
                     HEXLOWER.encode(
@@ -336,78 +356,97 @@ impl Config {
 }
 
 fn nsm_config(nsm: RawNsm, base: &Path) -> Result<NsmConfig, ConfigError> {
-    match nsm.kind.as_str() {
+    let kind = nsm.kind.as_str();
+    let measurements = [
+        ("pcr0", nsm.pcr0.is_some()),
+        ("pcr1", nsm.pcr1.is_some()),
+        ("pcr2", nsm.pcr2.is_some()),
+        ("image", nsm.image.is_some()),
+    ];
+    match kind {
         "nitro" => {
-            let extra = [
+            let root = [
                 ("root_certificate", nsm.root_certificate.is_some()),
                 ("root_key", nsm.root_key.is_some()),
                 ("region", nsm.region.is_some()),
-                ("pcr0", nsm.pcr0.is_some()),
-                ("pcr1", nsm.pcr1.is_some()),
-                ("pcr2", nsm.pcr2.is_some()),
-                ("image", nsm.image.is_some()),
             ];
-            if let Some((name, _)) = extra.iter().find(|(_, set)| *set) {
+            if let Some((name, _)) = root.iter().chain(&measurements).find(|(_, set)| *set) {
                 return Err(invalid(
                     "nsm",
-                    format!("`{name}` applies only to kind = \"simulated\""),
+                    format!("`{name}` applies only to kind = \"simulated\" or \"emulator\""),
                 ));
             }
             Ok(NsmConfig::Nitro)
         }
-        "simulated" => {
-            let root_certificate = base.join(nsm.root_certificate.ok_or_else(|| {
-                invalid("nsm.root_certificate", "required for the simulated NSM")
-            })?);
-            let root_key = base.join(
-                nsm.root_key
-                    .ok_or_else(|| invalid("nsm.root_key", "required for the simulated NSM"))?,
-            );
-            let root_certificate_bytes = read_bounded(&root_certificate)?;
-            attest::load_certificates(&root_certificate_bytes)
-                .map_err(|e| invalid("nsm.root_certificate", e))?;
-            let region = Region::try_from(nsm.region.as_deref().unwrap_or("eu-central-1"))
-                .map_err(|e| invalid("nsm.region", e))?;
-            let pcr = |field: &'static str, value: Option<String>| {
-                value
-                    .map(|hex| PcrValue::from_hex(&hex).map_err(|e| invalid(field, e)))
-                    .transpose()
-            };
-            let mut boot_pcrs = match (
-                pcr("nsm.pcr0", nsm.pcr0)?,
-                pcr("nsm.pcr1", nsm.pcr1)?,
-                pcr("nsm.pcr2", nsm.pcr2)?,
-            ) {
-                (Some(a), Some(b), Some(c)) => Some([a, b, c]),
-                (None, None, None) => None,
-                _ => return Err(invalid("nsm", "set all of pcr0, pcr1, pcr2, or none")),
-            };
-            let mut pcr8 = None;
-            if let Some(image) = nsm.image {
-                if boot_pcrs.is_some() {
-                    return Err(invalid("nsm.image", "set an image or pcr0..pcr2, not both"));
-                }
-                // As the Nitro hypervisor does: the PCRs are measured from the image booted.
-                let image =
-                    eif::read_file(&base.join(image)).map_err(|e| invalid("nsm.image", e))?;
-                let m = image.measurements;
-                boot_pcrs = Some([m.pcr0, m.pcr1, m.pcr2]);
-                pcr8 = m.pcr8;
+        "emulator" => {
+            // The emulator measures the image it boots; nothing here may say otherwise.
+            if let Some((name, _)) = measurements.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    "nsm",
+                    format!(
+                        "`{name}` applies only to kind = \"simulated\": the emulator's NSM \
+                         reports what QEMU measured"
+                    ),
+                ));
             }
-            Ok(NsmConfig::Simulated(Box::new(SimulatedNsmConfig {
-                root_certificate,
-                root_certificate_bytes,
-                root_key,
-                region,
-                boot_pcrs,
-                pcr8,
-            })))
+            Ok(NsmConfig::Emulator(Box::new(simulated_config(nsm, base)?)))
         }
+        "simulated" => Ok(NsmConfig::Simulated(Box::new(simulated_config(nsm, base)?))),
         other => Err(invalid(
             "nsm.kind",
-            format!("`{other}`: expected \"nitro\" or \"simulated\""),
+            format!("`{other}`: expected \"nitro\", \"simulated\" or \"emulator\""),
         )),
     }
+}
+
+/// The development root, region and (for the simulated NSM) boot measurements.
+fn simulated_config(nsm: RawNsm, base: &Path) -> Result<SimulatedNsmConfig, ConfigError> {
+    let root_certificate = base.join(
+        nsm.root_certificate
+            .ok_or_else(|| invalid("nsm.root_certificate", "required for this NSM"))?,
+    );
+    let root_key = base.join(
+        nsm.root_key
+            .ok_or_else(|| invalid("nsm.root_key", "required for this NSM"))?,
+    );
+    let root_certificate_bytes = read_bounded(&root_certificate)?;
+    attest::load_certificates(&root_certificate_bytes)
+        .map_err(|e| invalid("nsm.root_certificate", e))?;
+    let region = Region::try_from(nsm.region.as_deref().unwrap_or("eu-central-1"))
+        .map_err(|e| invalid("nsm.region", e))?;
+    let pcr = |field: &'static str, value: Option<String>| {
+        value
+            .map(|hex| PcrValue::from_hex(&hex).map_err(|e| invalid(field, e)))
+            .transpose()
+    };
+    let mut boot_pcrs = match (
+        pcr("nsm.pcr0", nsm.pcr0)?,
+        pcr("nsm.pcr1", nsm.pcr1)?,
+        pcr("nsm.pcr2", nsm.pcr2)?,
+    ) {
+        (Some(a), Some(b), Some(c)) => Some([a, b, c]),
+        (None, None, None) => None,
+        _ => return Err(invalid("nsm", "set all of pcr0, pcr1, pcr2, or none")),
+    };
+    let mut pcr8 = None;
+    if let Some(image) = nsm.image {
+        if boot_pcrs.is_some() {
+            return Err(invalid("nsm.image", "set an image or pcr0..pcr2, not both"));
+        }
+        // As the Nitro hypervisor does: the PCRs are measured from the image booted.
+        let image = eif::read_file(&base.join(image)).map_err(|e| invalid("nsm.image", e))?;
+        let m = image.measurements;
+        boot_pcrs = Some([m.pcr0, m.pcr1, m.pcr2]);
+        pcr8 = m.pcr8;
+    }
+    Ok(SimulatedNsmConfig {
+        root_certificate,
+        root_certificate_bytes,
+        root_key,
+        region,
+        boot_pcrs,
+        pcr8,
+    })
 }
 
 fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> {

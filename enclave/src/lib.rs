@@ -23,6 +23,8 @@
 
 mod api;
 mod config;
+#[cfg(feature = "simulated-nsm")]
+mod emulator_nsm;
 pub mod model;
 mod nitro_nsm;
 mod runtime;

@@ -9,8 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use data_encoding::HEXLOWER;
 use enclave::{
-    CONFIG_PCR, Config, NsmConfig, SIMULATED_NSM_COMPILED, Service, measure_config, open_nsm,
-    permit,
+    CONFIG_PCR, Config, SIMULATED_NSM_COMPILED, Service, measure_config, open_nsm, permit,
 };
 use scaffold::logging::{Level, LogArgs};
 use scaffold::shutdown_signal;
@@ -51,7 +50,8 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         enclave run                                   # embedded defaults: vsock port 5000, /dev/nsm\n  \
         enclave run --config dev.toml --listen unix:/tmp/enclave.sock\n\n\
-        A build without the `simulated-nsm` feature refuses nsm.kind = \"simulated\".")]
+        A build without the `simulated-nsm` feature refuses nsm.kind = \"simulated\" and \
+        nsm.kind = \"emulator\".")]
     Run {
         /// Configuration file (TOML). Default: the embedded defaults.
         #[arg(long, value_name = "FILE")]
@@ -205,8 +205,11 @@ fn check_config(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> 
         print!("{}", config.canonical());
         println!("config sha384 = {digest}");
         println!("PCR{} = {pcr}", CONFIG_PCR.get());
-        if matches!(config.nsm, NsmConfig::Simulated(_)) {
-            println!("note: the simulated NSM is for development only");
+        if config.nsm.is_development() {
+            println!(
+                "note: the {} NSM is for development only",
+                config.nsm.kind()
+            );
         }
     }
     Ok(if refused.is_some() {

@@ -16,13 +16,17 @@ pub const SIMULATED_NSM_COMPILED: bool = cfg!(feature = "simulated-nsm");
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The configuration asks for the simulated NSM and this build does not include it.
+    /// The configuration asks for a development NSM (the simulated one, or the emulator's)
+    /// and this build does not include it.
     #[error(
-        "this enclave build refuses the simulated NSM: it was built without the \
+        "this enclave build refuses the {kind} NSM: it was built without the \
          `simulated-nsm` feature (a production build). Use nsm.kind = \"nitro\" on Nitro \
          hardware, or build with `--features enclave/simulated-nsm` for development"
     )]
-    SimulatedNsmRefused,
+    SimulatedNsmRefused {
+        /// The NSM asked for (`simulated` or `emulator`).
+        kind: &'static str,
+    },
     /// The NSM failed.
     #[error(transparent)]
     Nsm(#[from] NsmError),
@@ -53,12 +57,13 @@ pub enum StartError {
     OwnExecutable(#[source] std::io::Error),
 }
 
-/// Refuse a configuration that needs the simulated NSM when it is not compiled in.
+/// Refuse a configuration that needs a development NSM (simulated, or the emulator's) when it
+/// is not compiled in.
 pub fn permit(nsm: &NsmConfig, simulated_compiled: bool) -> Result<(), StartError> {
-    match nsm {
-        NsmConfig::Simulated(_) if !simulated_compiled => Err(StartError::SimulatedNsmRefused),
-        _ => Ok(()),
+    if nsm.is_development() && !simulated_compiled {
+        return Err(StartError::SimulatedNsmRefused { kind: nsm.kind() });
     }
+    Ok(())
 }
 
 /// Open the NSM the configuration names.
@@ -68,8 +73,12 @@ pub fn open_nsm(config: &Config) -> Result<Arc<dyn Nsm>, StartError> {
         NsmConfig::Nitro => Ok(Arc::new(NitroNsm::open()?)),
         #[cfg(feature = "simulated-nsm")]
         NsmConfig::Simulated(sim) => simulated::open(sim),
+        #[cfg(feature = "simulated-nsm")]
+        NsmConfig::Emulator(sim) => simulated::open_emulator(sim),
         #[cfg(not(feature = "simulated-nsm"))]
-        NsmConfig::Simulated(_) => Err(StartError::SimulatedNsmRefused),
+        other @ (NsmConfig::Simulated(_) | NsmConfig::Emulator(_)) => {
+            Err(StartError::SimulatedNsmRefused { kind: other.kind() })
+        }
     }
 }
 
@@ -97,16 +106,39 @@ mod simulated {
 
     use super::StartError;
     use crate::config::{SimulatedNsmConfig, read_bounded};
-    use crate::simulated_nsm::{BootMeasurements, DevelopmentRoot, SimulatedNsm};
+    use crate::emulator_nsm::EmulatorNsm;
+    use crate::nitro_nsm::NitroNsm;
+    use crate::simulated_nsm::{BootMeasurements, DevelopmentRoot, SimulatedNsm, SimulatedSigner};
     use protocol::nsm::Nsm;
 
-    pub(super) fn open(sim: &SimulatedNsmConfig) -> Result<Arc<dyn Nsm>, StartError> {
+    fn development_root(sim: &SimulatedNsmConfig) -> Result<DevelopmentRoot, StartError> {
         let certificate = attest::load_certificates(&sim.root_certificate_bytes)?
             .into_iter()
             .next()
             .ok_or(StartError::SimulatedRootMissing)?;
         let key = read_bounded(&sim.root_key)?;
         let key_pem = String::from_utf8(key).map_err(|_| StartError::SimulatedKeyNotPem)?;
+        Ok(DevelopmentRoot {
+            certificate,
+            key_pem,
+        })
+    }
+
+    /// The emulator's real NSM device, its documents signed again under the development root.
+    pub(super) fn open_emulator(sim: &SimulatedNsmConfig) -> Result<Arc<dyn Nsm>, StartError> {
+        let root = development_root(sim)?;
+        let device = NitroNsm::open()?;
+        tracing::warn!(
+            "EMULATOR NSM: PCRs and documents come from the emulated Nitro enclave's NSM; its \
+             unsigned documents are signed again under a simulated Nitro root, not by AWS Nitro \
+             hardware; never use this build in production"
+        );
+        let signer = SimulatedSigner::new(root, sim.region.clone(), Box::new(Timestamp::now));
+        Ok(Arc::new(EmulatorNsm::new(device, signer)))
+    }
+
+    pub(super) fn open(sim: &SimulatedNsmConfig) -> Result<Arc<dyn Nsm>, StartError> {
+        let root = development_root(sim)?;
         let boot = match sim.boot_pcrs {
             Some([pcr0, pcr1, pcr2]) => BootMeasurements {
                 pcr0,
@@ -122,10 +154,7 @@ mod simulated {
              AWS Nitro hardware; never use this build in production"
         );
         Ok(Arc::new(SimulatedNsm::new(
-            DevelopmentRoot {
-                certificate,
-                key_pem,
-            },
+            root,
             sim.region.clone(),
             boot,
             Box::new(Timestamp::now),
@@ -169,10 +198,23 @@ mod tests {
     #[test]
     fn a_production_build_refuses_the_simulated_nsm() {
         let error = permit(&simulated(), false).unwrap_err();
-        assert!(matches!(error, StartError::SimulatedNsmRefused));
+        assert!(matches!(
+            error,
+            StartError::SimulatedNsmRefused { kind: "simulated" }
+        ));
         assert!(error.to_string().contains("simulated-nsm"));
         assert!(permit(&simulated(), true).is_ok());
         assert!(permit(&NsmConfig::Nitro, false).is_ok());
+        let NsmConfig::Simulated(sim) = simulated() else {
+            unreachable!()
+        };
+        let emulator = NsmConfig::Emulator(sim);
+        let error = permit(&emulator, false).unwrap_err();
+        assert!(
+            error.to_string().contains("refuses the emulator NSM"),
+            "{error}"
+        );
+        assert!(permit(&emulator, true).is_ok());
     }
 
     #[cfg(not(feature = "simulated-nsm"))]
@@ -182,7 +224,15 @@ mod tests {
         config.nsm = simulated();
         assert!(matches!(
             open_nsm(&config),
-            Err(StartError::SimulatedNsmRefused)
+            Err(StartError::SimulatedNsmRefused { kind: "simulated" })
+        ));
+        let NsmConfig::Simulated(sim) = simulated() else {
+            unreachable!()
+        };
+        config.nsm = NsmConfig::Emulator(sim);
+        assert!(matches!(
+            open_nsm(&config),
+            Err(StartError::SimulatedNsmRefused { kind: "emulator" })
         ));
     }
 

@@ -51,22 +51,73 @@ pub type Clock = Box<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// The software NSM.
 pub struct SimulatedNsm {
-    root: DevelopmentRoot,
-    region: Region,
-    clock: Clock,
-    state: Mutex<State>,
-}
-
-struct State {
-    pcrs: [PcrState; 32],
-    pki: Option<SimulatedPki>,
+    signer: SimulatedSigner,
+    pcrs: Mutex<[PcrState; 32]>,
 }
 
 impl core::fmt::Debug for SimulatedNsm {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SimulatedNsm")
-            .field("region", &self.region)
+            .field("region", &self.signer.region)
             .finish_non_exhaustive()
+    }
+}
+
+/// Signs documents in the real format under a simulated Nitro PKI: regional, zonal and instance
+/// CAs issued under the development root, renewed before the instance CA would expire.
+pub(crate) struct SimulatedSigner {
+    root: DevelopmentRoot,
+    region: Region,
+    clock: Clock,
+    pki: Mutex<Option<SimulatedPki>>,
+}
+
+impl SimulatedSigner {
+    pub(crate) fn new(root: DevelopmentRoot, region: Region, clock: Clock) -> Self {
+        SimulatedSigner {
+            root,
+            region,
+            clock,
+            pki: Mutex::new(None),
+        }
+    }
+
+    /// A document over `pcrs` and the request's fields, signed now.
+    pub(crate) fn sign(
+        &self,
+        pcrs: BTreeMap<PcrIndex, PcrValue>,
+        request: &AttestationRequest<'_>,
+    ) -> Result<Vec<u8>, NsmError> {
+        let now = (self.clock)();
+        let mut pki = self
+            .pki
+            .lock()
+            .map_err(|_| NsmError::Failure("simulated PKI lock poisoned".into()))?;
+        let renew = pki.as_ref().is_none_or(|pki| {
+            pki.not_after().unix_secs() < now.unix_secs().saturating_add(PKI_RENEWAL_MARGIN_SECS)
+        });
+        if renew {
+            let fresh = SimulatedPki::new(
+                &self.root.certificate,
+                &self.root.key_pem,
+                self.region.clone(),
+                now,
+            )
+            .map_err(|e| NsmError::Failure(format!("simulated PKI: {e}")))?;
+            tracing::info!(pki = ?fresh, "issued simulated Nitro CAs");
+            *pki = Some(fresh);
+        }
+        let pki = pki
+            .as_ref()
+            .ok_or_else(|| NsmError::Failure("no simulated PKI".into()))?;
+        let request = SimulatedRequest {
+            pcrs,
+            public_key: request.public_key,
+            user_data: request.user_data,
+            nonce: request.nonce,
+        };
+        pki.attest(&request, now)
+            .map_err(|e| NsmError::InvalidArgument(e.to_string()))
     }
 }
 
@@ -93,28 +144,25 @@ impl SimulatedNsm {
             };
         }
         SimulatedNsm {
-            root,
-            region,
-            clock,
-            state: Mutex::new(State { pcrs, pki: None }),
+            signer: SimulatedSigner::new(root, region, clock),
+            pcrs: Mutex::new(pcrs),
         }
     }
 
     fn with_state<T>(
         &self,
-        f: impl FnOnce(&mut State) -> Result<T, NsmError>,
+        f: impl FnOnce(&mut [PcrState; 32]) -> Result<T, NsmError>,
     ) -> Result<T, NsmError> {
         let mut state = self
-            .state
+            .pcrs
             .lock()
             .map_err(|_| NsmError::Failure("simulated NSM lock poisoned".into()))?;
         f(&mut state)
     }
 }
 
-fn slot(state: &mut State, index: PcrIndex) -> Result<&mut PcrState, NsmError> {
+fn slot(state: &mut [PcrState; 32], index: PcrIndex) -> Result<&mut PcrState, NsmError> {
     state
-        .pcrs
         .get_mut(usize::from(index.get()))
         .ok_or_else(|| NsmError::InvalidArgument(format!("PCR{index} out of range")))
 }
@@ -156,45 +204,19 @@ impl Nsm for SimulatedNsm {
     }
 
     fn attest(&self, request: &AttestationRequest<'_>) -> Result<Vec<u8>, NsmError> {
-        let now = (self.clock)();
-        self.with_state(|state| {
-            // Like the real module: PCR0–15 always, and the enclave's own PCRs once used.
+        // Like the real module: PCR0–15 always, and the enclave's own PCRs once used.
+        let pcrs = self.with_state(|state| {
             let mut pcrs = BTreeMap::new();
-            for (index, pcr) in (0..PCR_SLOTS).zip(state.pcrs.iter()) {
+            for (index, pcr) in (0..PCR_SLOTS).zip(state.iter()) {
                 if index < FIRST_USER_PCR || pcr.locked || pcr.value != PcrValue::ZERO {
                     let index = PcrIndex::try_from(u64::from(index))
                         .map_err(|e| NsmError::Failure(e.to_string()))?;
                     pcrs.insert(index, pcr.value);
                 }
             }
-            let renew = state.pki.as_ref().is_none_or(|pki| {
-                pki.not_after().unix_secs()
-                    < now.unix_secs().saturating_add(PKI_RENEWAL_MARGIN_SECS)
-            });
-            if renew {
-                let pki = SimulatedPki::new(
-                    &self.root.certificate,
-                    &self.root.key_pem,
-                    self.region.clone(),
-                    now,
-                )
-                .map_err(|e| NsmError::Failure(format!("simulated PKI: {e}")))?;
-                tracing::info!(?pki, "issued simulated Nitro CAs");
-                state.pki = Some(pki);
-            }
-            let pki = state
-                .pki
-                .as_ref()
-                .ok_or_else(|| NsmError::Failure("no simulated PKI".into()))?;
-            let request = SimulatedRequest {
-                pcrs,
-                public_key: request.public_key,
-                user_data: request.user_data,
-                nonce: request.nonce,
-            };
-            pki.attest(&request, now)
-                .map_err(|e| NsmError::InvalidArgument(e.to_string()))
-        })
+            Ok(pcrs)
+        })?;
+        self.signer.sign(pcrs, request)
     }
 }
 

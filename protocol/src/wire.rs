@@ -234,6 +234,9 @@ pub enum NsmKind {
     Nitro,
     /// The software NSM for development, signing under a simulated Nitro root.
     Simulated,
+    /// QEMU's emulated Nitro enclave's NSM, its unsigned documents signed again under a
+    /// simulated Nitro root (development only).
+    Emulator,
 }
 
 impl NsmKind {
@@ -242,6 +245,7 @@ impl NsmKind {
         match self {
             NsmKind::Nitro => "nitro",
             NsmKind::Simulated => "simulated",
+            NsmKind::Emulator => "emulator",
         }
     }
 }
@@ -401,6 +405,7 @@ impl Response {
                 let nsm = match message.take_text("nsm")? {
                     "nitro" => NsmKind::Nitro,
                     "simulated" => NsmKind::Simulated,
+                    "emulator" => NsmKind::Emulator,
                     other => {
                         return Err(WireError::InvalidField {
                             field: "nsm",

@@ -7,12 +7,16 @@
 //! `/dev/nsm` through `NitroNsm` and the PCR0/1/2 it reads equal `attest measure` of the image
 //! (QEMU's EIF loader is an independent implementation of the measurement); the host reaches the
 //! enclave over vsock and `attest fetch` returns a document whose PCRs `attest inspect` shows;
-//! `attest verify` refuses it, naming the missing signature (QEMU's NSM does not sign).
+//! `attest verify` refuses it, naming the missing signature (QEMU's NSM does not sign). And the
+//! quick start's path in the emulator: key release over real vsock, the sealed model, a verified
+//! answer (the development build, whose `emulator` NSM signs QEMU's measurements again under a
+//! development root).
 //!
-//! Needs the emulator's tools and the static binaries; `.ci/run` provides them:
+//! Needs the emulator's tools and the static binaries; `scripts/test` provides them:
 //!
 //!   eval "$(bash scripts/emulator/tools)"
 //!   export ENCLAVE_STATIC="$(bash scripts/build-enclave)"
+//!   export ENCLAVE_STATIC_DEVELOPMENT="$(bash scripts/build-enclave --simulated-nsm)"
 #![expect(
     clippy::unwrap_used,
     clippy::panic,
@@ -40,7 +44,9 @@ fn tool(variable: &str) -> PathBuf {
             "${variable} is not set: this test boots the enclave image in QEMU's emulated Nitro \
              enclave. Build the tools and the static binaries first (about 20 minutes on a \
              fresh machine, cached after):\n  eval \"$(bash scripts/emulator/tools)\"\n  \
-             export ENCLAVE_STATIC=\"$(bash scripts/build-enclave)\""
+             export ENCLAVE_STATIC=\"$(bash scripts/build-enclave)\"\n  \
+             export ENCLAVE_STATIC_DEVELOPMENT=\"$(bash scripts/build-enclave --simulated-nsm)\"\n\
+             (bash scripts/test does all of this)"
         )
     });
     let path = PathBuf::from(value);
@@ -154,9 +160,26 @@ struct Booted {
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
-/// Build the image from the static binaries with this configuration (and files beside it), and
-/// have the host boot it in the emulator with `host_extra` in its configuration.
-fn boot(name: &str, enclave_toml: &str, includes: &[&Path], host_extra: &str) -> Booted {
+/// Which static build goes into the image.
+#[derive(Clone, Copy)]
+enum Build {
+    /// `scripts/build-enclave`: refuses the development NSMs.
+    Production,
+    /// `scripts/build-enclave --simulated-nsm`: the quick start's build for the emulator.
+    Development,
+}
+
+/// Build the image from the static binaries of `build` with this configuration (and files
+/// beside it), call `before_launch` with its PCR0, PCR1 and PCR2, and have the host boot it in
+/// the emulator with `host_extra` in its configuration.
+fn boot(
+    name: &str,
+    build: Build,
+    enclave_toml: &str,
+    includes: &[&Path],
+    host_extra: &str,
+    before_launch: impl FnOnce(&[String]),
+) -> Booted {
     // A test that failed while holding the turn poisons it; the next may still run.
     let turn = ONE_AT_A_TIME
         .lock()
@@ -165,7 +188,10 @@ fn boot(name: &str, enclave_toml: &str, includes: &[&Path], host_extra: &str) ->
     let firmware = tool("EMULATOR_FIRMWARE");
     let kernel = tool("EMULATOR_KERNEL");
     let vsock = tool("EMULATOR_VSOCK");
-    let statics = tool("ENCLAVE_STATIC");
+    let statics = tool(match build {
+        Build::Production => "ENCLAVE_STATIC",
+        Build::Development => "ENCLAVE_STATIC_DEVELOPMENT",
+    });
     let dir = temp_dir(name);
 
     // The image, built by our command from the static binaries and a production configuration.
@@ -199,6 +225,7 @@ fn boot(name: &str, enclave_toml: &str, includes: &[&Path], host_extra: &str) ->
         .iter()
         .map(|p| measured["Measurements"][p].as_str().unwrap().to_owned())
         .collect();
+    before_launch(&expected);
 
     // The host launches it in the emulator, and forwards a TCP port to its control port.
     let port = free_port();
@@ -248,9 +275,11 @@ fn the_image_boots_in_the_emulated_nitro_enclave() {
         _turn,
     } = boot(
         "emulator",
+        Build::Production,
         "listen = \"vsock\"\n[nsm]\nkind = \"nitro\"\n",
         &[],
         "",
+        |_| {},
     );
 
     // The heartbeat: sent by enclave-init, answered by the host.
@@ -376,9 +405,11 @@ fn the_broker_refuses_an_emulated_enclave_over_real_vsock() {
     let root = broker.dir.join("root.pem");
     let booted = boot(
         "emulator-broker",
+        Build::Production,
         &format!("listen = \"vsock\"\n[nsm]\nkind = \"nitro\"\n{model}"),
         &[&root],
         &broker.host_toml(),
+        |_| {},
     );
     // The broker's log (its store is locked while it runs) says it refused the document.
     let deadline = Instant::now() + BOOT_TIMEOUT;
@@ -429,10 +460,12 @@ fn a_runtime_that_exits_ends_the_enclave_and_the_host_relaunches_it() {
     );
     let booted = boot(
         "emulator-exit",
+        Build::Production,
         "listen = \"vsock\"\n[nsm]\nkind = \"simulated\"\n\
          root_certificate = \"root.pem\"\nroot_key = \"root.key\"\n",
         &[&dir.join("root.pem"), &dir.join("root.key")],
         "",
+        |_| {},
     );
     booted
         .host
@@ -449,4 +482,188 @@ fn a_runtime_that_exits_ends_the_enclave_and_the_host_relaunches_it() {
     );
     drop(booted);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The quick start's path, in the emulated Nitro enclave: the development build of the runtime
+/// (`nsm.kind = "emulator"`: PCRs and documents from QEMU's NSM through the real `/dev/nsm`, each
+/// unsigned document signed again under a simulated Nitro root the national root
+/// cross-certifies) attests over real vsock to a broker whose policy pins the PCR0 that `attest
+/// measure` computed for the image; the broker releases the model key, the enclave fetches the
+/// sealed model from the host, decrypts and loads it; and `attest chat` attests the enclave's
+/// TLS through the host and verifies the answer's receipt and its key release in the log.
+#[test]
+fn the_quick_start_runs_in_the_emulated_nitro_enclave() {
+    use common::broker::{Backend, Broker, Setup};
+    let roots = common::test_roots("emulator-release");
+    let mut broker = Broker::setup(
+        "emulator-release",
+        Backend::Software,
+        Setup {
+            root: &roots,
+            signing_root: None,
+            rules: "regions = [\"eu-central-1\"]",
+            pcr0s: &[attest::PcrValue::measure(
+                b"replaced once the image is measured",
+            )],
+            config_extra: "",
+        },
+    );
+    // What the emulator NSM signs under: the simulated Nitro root, in the image.
+    let inputs = temp_dir("emulator-release-inputs");
+    std::fs::write(
+        inputs.join("nitro-root.pem"),
+        common::broker::pem("CERTIFICATE", &roots.nitro.certificate),
+    )
+    .unwrap();
+    std::fs::write(
+        inputs.join("nitro-root.key"),
+        roots.nitro.private_key_pem.as_bytes(),
+    )
+    .unwrap();
+    let model = broker.enclave_model_toml().replace(
+        &format!("\"{}\"", broker.dir.join("root.pem").display()),
+        "\"root.pem\"",
+    );
+    let api = free_port();
+    let host_extra = format!(
+        "{}[[forward]]\nlisten = \"127.0.0.1:{api}\"\nenclave_port = 8000\n",
+        broker.host_toml()
+    );
+    let mut pcr0 = String::new();
+    let booted = boot(
+        "emulator-release",
+        Build::Development,
+        &format!(
+            "listen = \"vsock\"\n[nsm]\nkind = \"emulator\"\nroot_certificate = \"nitro-root.pem\"\n\
+             root_key = \"nitro-root.key\"\nregion = \"eu-central-1\"\n{model}"
+        ),
+        &[
+            &broker.dir.join("root.pem"),
+            &inputs.join("nitro-root.pem"),
+            &inputs.join("nitro-root.key"),
+        ],
+        &host_extra,
+        |pcrs| {
+            // The policy pins the image as measured by our tools; QEMU measures it on its own.
+            pcr0.clone_from(&pcrs[0]);
+            std::fs::write(
+                broker.dir.join("policy.toml"),
+                format!(
+                    "version = 2\n[models.\"{id}\"]\nregions = [\"eu-central-1\"]\n\
+                     [[models.\"{id}\".measurements]]\npcr0 = \"{pcr0}\"\n",
+                    id = common::broker::MODEL_ID
+                ),
+            )
+            .unwrap();
+            broker.start();
+        },
+    );
+
+    // The runtime runs on the emulator's NSM, and says it is a development one.
+    booted
+        .host
+        .wait_for("the runtime's boot measurements", |console, _| {
+            console.contains("boot measurements")
+        });
+    let console = booted.host.console();
+    let line = console
+        .lines()
+        .find(|l| l.contains("boot measurements"))
+        .unwrap();
+    assert_eq!(
+        field(line, "nsm").map(|v| v.trim_matches('"')),
+        Some("emulator"),
+        "{line}"
+    );
+    assert_eq!(field(line, "pcr0"), Some(pcr0.as_str()), "{line}");
+    assert!(console.contains("EMULATOR NSM"), "{console}");
+
+    // Key released, model fetched over vsock, decrypted and loaded.
+    let endpoint = format!("127.0.0.1:{}", booted.port);
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let health = attest(
+            &["fetch", "--endpoint", &endpoint, "--health", "--json"],
+            &booted.dir,
+        );
+        let health = String::from_utf8_lossy(&health.stdout).into_owned();
+        if health.contains("\"ready\"") {
+            break;
+        }
+        assert!(
+            !health.contains("\"failed\"") && Instant::now() < deadline,
+            "the enclave never became ready: {health}\n--- broker\n{}\n{}",
+            broker.log(),
+            booted.host.diagnostics()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let ready = booted.started.elapsed();
+
+    // attest chat: the enclave's TLS attested through the host, the receipt verified.
+    std::fs::write(
+        booted.dir.join("client-policy.toml"),
+        format!(
+            "aws_root = false\nroots = [{root:?}]\ncross_certificates = [{cross:?}]\n\
+             regions = [\"eu-central-1\"]\n[[measurements]]\npcr0 = \"{pcr0}\"\n",
+            root = broker.dir.join("root.pem"),
+            cross = broker.dir.join("cross.pem"),
+        ),
+    )
+    .unwrap();
+    let asked = Instant::now();
+    let chat = attest(
+        &[
+            "chat",
+            "--endpoint",
+            &format!("127.0.0.1:{api}"),
+            "--policy",
+            "client-policy.toml",
+            "--log-key",
+            &broker.log_vkey,
+            "--max-tokens",
+            "4",
+            "--json",
+            "a question for the emulated enclave",
+        ],
+        &booted.dir,
+    );
+    assert_eq!(
+        chat.status.code(),
+        Some(0),
+        "{}\n{}\n{}",
+        String::from_utf8_lossy(&chat.stdout),
+        String::from_utf8_lossy(&chat.stderr),
+        booted.host.diagnostics()
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&chat.stdout).unwrap();
+    assert_eq!(answer["verified"], true, "{answer}");
+    assert_eq!(answer["log_checked"], true, "{answer}");
+    let answered = asked.elapsed();
+
+    // The broker logged the release, with the PCR0 QEMU measured.
+    drop(booted);
+    broker.stop();
+    let released: Vec<_> = broker
+        .entries()
+        .into_iter()
+        .filter_map(|e| match e.entry() {
+            proofs::entry::Entry::KeyRelease(k)
+                if k.outcome == proofs::entry::Outcome::Released =>
+            {
+                Some(k.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released.len(), 1, "{released:?}");
+    let index = attest::PcrIndex::new(0).unwrap();
+    assert_eq!(released[0].pcrs[&index].to_string(), pcr0);
+    eprintln!(
+        "emulated enclave: key released and model loaded {:.1} s after launch; a 4-token answer \
+         in {:.1} s",
+        ready.as_secs_f64(),
+        answered.as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&inputs);
 }

@@ -71,6 +71,39 @@ fn simulated_paths_are_relative_to_the_file() {
 }
 
 #[test]
+fn the_emulator_nsm_takes_a_root_and_never_measurements() {
+    let dir = dev_dir();
+    let text = "listen = \"vsock\"\n[nsm]\nkind = \"emulator\"\n\
+                root_certificate = \"root.der\"\nroot_key = \"root.key\"\n";
+    let config = Config::from_toml(text, &dir).unwrap();
+    let NsmConfig::Emulator(sim) = &config.nsm else {
+        panic!("not the emulator's NSM")
+    };
+    assert_eq!(sim.root_key, dir.join("root.key"));
+    assert_eq!((sim.boot_pcrs, sim.pcr8), (None, None));
+    assert!(config.nsm.is_development());
+    assert!(config.canonical().contains("nsm.kind = emulator"));
+    // Another kind, another measurement.
+    let simulated = Config::from_toml(&text.replace("emulator", "simulated"), &dir).unwrap();
+    assert_ne!(config.digest(), simulated.digest());
+    // The emulator reports what QEMU measured: no measurement may be configured.
+    let pcr = "0".repeat(96);
+    for extra in [
+        format!("pcr0 = \"{pcr}\"\npcr1 = \"{pcr}\"\npcr2 = \"{pcr}\"\n"),
+        "image = \"enclave.eif\"\n".to_owned(),
+    ] {
+        let error = Config::from_toml(&format!("{text}{extra}"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("what QEMU measured"), "{extra}: {error}");
+    }
+    let error = Config::from_toml("[nsm]\nkind = \"emulator\"\n", &dir)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("nsm.root_certificate"), "{error}");
+}
+
+#[test]
 fn every_setting_changes_the_measurement() {
     let base = Config::embedded_default();
     let variants = [

@@ -82,7 +82,8 @@ pub struct Setup<'a> {
     pub config_extra: &'a str,
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+/// `der` as PEM with this label.
+pub fn pem(label: &str, der: &[u8]) -> String {
     let body = data_encoding::BASE64.encode(der);
     let lines: Vec<&str> = body
         .as_bytes()
