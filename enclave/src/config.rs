@@ -370,10 +370,16 @@ fn nsm_config(nsm: RawNsm, base: &Path) -> Result<NsmConfig, ConfigError> {
                 ("root_key", nsm.root_key.is_some()),
                 ("region", nsm.region.is_some()),
             ];
-            if let Some((name, _)) = root.iter().chain(&measurements).find(|(_, set)| *set) {
+            if let Some((name, _)) = root.iter().find(|(_, set)| *set) {
                 return Err(invalid(
                     "nsm",
                     format!("`{name}` applies only to kind = \"simulated\" or \"emulator\""),
+                ));
+            }
+            if let Some((name, _)) = measurements.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    "nsm",
+                    format!("`{name}` applies only to kind = \"simulated\""),
                 ));
             }
             Ok(NsmConfig::Nitro)

@@ -98,9 +98,9 @@ fn run(path: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<ExitCode
         simulated_nsm_compiled = SIMULATED_NSM_COMPILED,
         "enclave starting: {}",
         if SIMULATED_NSM_COMPILED {
-            "DEVELOPMENT build, the simulated NSM is compiled in"
+            "DEVELOPMENT build, the development NSMs (simulated, emulator) are compiled in"
         } else {
-            "production build, the simulated NSM is refused"
+            "production build, the development NSMs are refused"
         }
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -126,6 +126,16 @@ fn a_document_that_does_not_echo_the_request_is_not_signed() {
         let error = nsm.attest(&request).unwrap_err();
         assert!(error.to_string().contains(name), "{name}: {error}");
     }
+    // A field the device reports that was not asked for is refused too.
+    assert!(fields.nonce.is_some_and(|n| !n.is_empty()));
+    let error = nsm
+        .attest(&AttestationRequest {
+            nonce: None,
+            user_data: fields.user_data,
+            public_key: fields.public_key,
+        })
+        .unwrap_err();
+    assert!(error.to_string().contains("nonce"), "{error}");
 }
 
 #[test]
@@ -147,7 +157,12 @@ fn a_signed_document_is_never_signed_again() {
     let (root, _) = development_root();
     let nsm = EmulatorNsm::new(device, signer(root));
     let error = nsm.attest(&AttestationRequest::default()).unwrap_err();
-    assert!(error.to_string().contains("unsigned"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("signed: an ES384 algorithm or a non-zero signature"),
+        "{error}"
+    );
 
     // And garbage from the device is refused too.
     let (root, _) = development_root();

@@ -93,7 +93,7 @@ fn every_message_round_trips() {
             id: 5,
             body: ResponseBody::Health(Health {
                 version: "0.1.0".into(),
-                nsm: NsmKind::Nitro,
+                nsm: NsmKind::Emulator,
                 config_digest: [7; CONFIG_DIGEST_LEN],
                 model: Some(ModelStatus {
                     id: "smollm2".into(),
