@@ -450,6 +450,71 @@ impl Engine {
             elapsed: started.elapsed(),
         })
     }
+
+    /// Continue `prompt` (token ids, no template) greedily for exactly `count` tokens, an
+    /// end-of-turn token included like any other: the engine's raw output, for comparing it
+    /// with another implementation's (`inference/tests/parity.rs`). Each step gives the token
+    /// chosen (the highest logit, the lowest id on a tie) and its lead over the second.
+    pub fn greedy_continuation(
+        &self,
+        prompt: &[u32],
+        count: usize,
+    ) -> Result<Vec<GreedyStep>, EngineError> {
+        fits(prompt.len(), count)?;
+        let mut model = self.weights.clone();
+        let mut steps = Vec::with_capacity(count);
+        let mut position = 0usize;
+        let mut input = Tensor::new(prompt, &Device::Cpu)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(generation_error)?;
+        while steps.len() < count {
+            let logits = model
+                .forward(&input, position)
+                .and_then(|l| l.squeeze(0))
+                .and_then(|l| l.to_dtype(candle_core::DType::F32))
+                .and_then(|l| l.to_vec1::<f32>())
+                .map_err(generation_error)?;
+            position = position.saturating_add(input.dim(1).map_err(generation_error)?);
+            let step = GreedyStep::of(&logits)
+                .ok_or_else(|| EngineError::Generation("no logits".into()))?;
+            steps.push(step);
+            input = Tensor::new(&[step.id], &Device::Cpu)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(generation_error)?;
+        }
+        Ok(steps)
+    }
+}
+
+/// One step of [`Engine::greedy_continuation`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GreedyStep {
+    /// The token chosen: the highest logit, the lowest id on a tie.
+    pub id: u32,
+    /// Its logit minus the second highest.
+    pub margin: f32,
+}
+
+impl GreedyStep {
+    fn of(logits: &[f32]) -> Option<Self> {
+        let mut best: Option<(usize, f32)> = None;
+        let mut second = f32::NEG_INFINITY;
+        for (i, &v) in logits.iter().enumerate() {
+            match best {
+                Some((_, b)) if v <= b => second = second.max(v),
+                Some((_, b)) => {
+                    second = second.max(b);
+                    best = Some((i, v));
+                }
+                None => best = Some((i, v)),
+            }
+        }
+        let (id, top) = best?;
+        Some(GreedyStep {
+            id: u32::try_from(id).ok()?,
+            margin: top - second,
+        })
+    }
 }
 
 fn fits(prompt: usize, max_tokens: usize) -> Result<(), EngineError> {

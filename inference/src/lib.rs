@@ -18,8 +18,8 @@ pub mod tiny;
 mod tls;
 
 pub use engine::{
-    Engine, EngineError, FinishReason, Generation, LoadReport, Message, Precision, Role,
-    SamplingParams,
+    Engine, EngineError, FinishReason, Generation, GreedyStep, LoadReport, Message, Precision,
+    Role, SamplingParams,
 };
 pub use server::{Api, Limits, Loaded, ReleaseFacts, StartError};
 pub use tls::{TlsError, TlsIdentity};
