@@ -461,6 +461,7 @@ impl Engine {
         count: usize,
     ) -> Result<Vec<GreedyStep>, EngineError> {
         fits(prompt.len(), count)?;
+        let started = Instant::now();
         let mut model = self.weights.clone();
         let mut steps = Vec::with_capacity(count);
         let mut position = 0usize;
@@ -475,7 +476,7 @@ impl Engine {
                 .and_then(|l| l.to_vec1::<f32>())
                 .map_err(generation_error)?;
             position = position.saturating_add(input.dim(1).map_err(generation_error)?);
-            let step = GreedyStep::of(&logits)
+            let step = GreedyStep::of(&logits, started.elapsed())
                 .ok_or_else(|| EngineError::Generation("no logits".into()))?;
             steps.push(step);
             input = Tensor::new(&[step.id], &Device::Cpu)
@@ -493,10 +494,13 @@ pub struct GreedyStep {
     pub id: u32,
     /// Its logit minus the second highest.
     pub margin: f32,
+    /// When it was chosen, from the call's start (the first step's is the prompt's
+    /// evaluation).
+    pub elapsed: Duration,
 }
 
 impl GreedyStep {
-    fn of(logits: &[f32]) -> Option<Self> {
+    fn of(logits: &[f32], elapsed: Duration) -> Option<Self> {
         let mut best: Option<(usize, f32)> = None;
         let mut second = f32::NEG_INFINITY;
         for (i, &v) in logits.iter().enumerate() {
@@ -513,6 +517,7 @@ impl GreedyStep {
         Some(GreedyStep {
             id: u32::try_from(id).ok()?,
             margin: top - second,
+            elapsed,
         })
     }
 }

@@ -11,8 +11,15 @@
 //! after the first, per second). Also the model's load time (GGUF parse, Q4_1 → F16
 //! conversion, weights built).
 //!
+//! Then the engine against llama.cpp, the anchor: the engine's greedy loop at each precision
+//! and llama.cpp's own (its C API, through the prebuilt libraries `scripts/llama-reference`
+//! installs; a small harness, `scripts/llama-bench.c`, compiled once), on the same file, the
+//! same prompt ids (the chat prompt above, and a 664-token passage), the same number of tokens
+//! and threads, rounds alternating: prefill and decode tokens per second, and the ratios.
+//!
 //!     bash scripts/fetch-model
 //!     cargo run --release --manifest-path bench/Cargo.toml --bin inference
+//!     RAYON_NUM_THREADS=1 cargo run --release --manifest-path bench/Cargo.toml --bin inference
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -188,6 +195,173 @@ fn main() {
         f_ttft - d_ttft
     );
     let _ = std::fs::remove_dir_all(&full_path.dir);
+    drop(full_path);
+    drop(engine);
+
+    against_llama_cpp(&bytes, &messages);
+}
+
+/// The engine's raw greedy loop (`Engine::greedy_continuation`) against llama.cpp's, through
+/// its C API (`scripts/llama-reference --bench`): the same file, the same prompt ids, the same
+/// number of tokens, the same thread count, rounds alternating in one run.
+fn against_llama_cpp(bytes: &[u8], messages: &[Message]) {
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut llama = LlamaCpp::start(threads);
+    println!();
+    println!(
+        "against llama.cpp ({}), {threads} thread(s) each (RAYON_NUM_THREADS sets it), greedy, \
+         median of {ROUNDS} alternating rounds; prefill = prompt to first token",
+        llama.describe
+    );
+
+    let engines: Vec<(Precision, Engine)> = [Precision::F16, Precision::Q8_0]
+        .into_iter()
+        .map(|p| {
+            let (engine, _) = Engine::load(Zeroizing::new(bytes.to_vec()), p).unwrap();
+            (p, engine)
+        })
+        .collect();
+    let chat = engines[0]
+        .1
+        .tokenize(&engines[0].1.prompt(messages))
+        .unwrap()
+        .to_vec();
+    let long = long_prompt();
+    for (name, ids, tokens) in [("chat", chat, MAX_TOKENS as usize), ("long", long, 64)] {
+        println!("prompt {name:<5} {} tokens, {tokens} generated", ids.len());
+        let mut ours: Vec<Vec<(f64, f64)>> = vec![Vec::new(); engines.len()];
+        let mut theirs = Vec::new();
+        for _ in 0..ROUNDS {
+            for (i, (_, engine)) in engines.iter().enumerate() {
+                let steps = engine.greedy_continuation(&ids, tokens).unwrap();
+                let prefill = steps[0].elapsed.as_secs_f64();
+                let decode = steps[tokens - 1].elapsed.as_secs_f64() - prefill;
+                ours[i].push((
+                    ids.len() as f64 / prefill,
+                    (tokens - 1) as f64 / decode.max(1e-9),
+                ));
+            }
+            theirs.push(llama.round(&ids, tokens));
+        }
+        let med = |runs: &[(f64, f64)]| {
+            (
+                median(runs.iter().map(|r| r.0).collect()),
+                median(runs.iter().map(|r| r.1).collect()),
+            )
+        };
+        let (l_prefill, l_decode) = med(&theirs);
+        println!(
+            "  {:<16} prefill {l_prefill:>8.1} tok/s   decode {l_decode:>7.1} tok/s",
+            "llama.cpp Q4_1"
+        );
+        for ((precision, _), runs) in engines.iter().zip(&ours) {
+            let (prefill, decode) = med(runs);
+            println!(
+                "  {:<16} prefill {prefill:>8.1} tok/s   decode {decode:>7.1} tok/s   \
+                 ratio to llama.cpp: prefill {:.2}x, decode {:.2}x",
+                format!("engine {}", precision.as_str()),
+                prefill / l_prefill,
+                decode / l_decode
+            );
+        }
+    }
+}
+
+/// The 664-token passage of the parity prompts, as llama.cpp tokenized it.
+fn long_prompt() -> Vec<u32> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../inference/tests/data/parity/llama-cpp-q4_1.json"
+    );
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let case = reference["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "long_prose")
+        .unwrap();
+    case["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| u32::try_from(v.as_u64().unwrap()).unwrap())
+        .collect()
+}
+
+/// llama.cpp's greedy loop, in its own process.
+struct LlamaCpp {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::BufReader<std::process::ChildStdout>,
+    describe: String,
+}
+
+impl LlamaCpp {
+    fn start(threads: usize) -> LlamaCpp {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/llama-reference");
+        let mut child = Command::new("bash")
+            .arg(script)
+            .args(["--bench", "--threads", &threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{script}: {e}"));
+        let input = child.stdin.take().unwrap();
+        let mut output = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut ready = String::new();
+        output.read_line(&mut ready).unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&ready).unwrap_or_else(|e| {
+            panic!("scripts/llama-reference --bench did not start ({e}); its messages are above")
+        });
+        let describe = format!(
+            "its C API, prebuilt by node-llama-cpp; model loaded in {:.0} ms; flash attention {}",
+            ready["load_ms"].as_f64().unwrap_or_default(),
+            ready["flash_attention"]
+        );
+        LlamaCpp {
+            child,
+            input,
+            output,
+            describe,
+        }
+    }
+
+    /// Prefill and decode tokens per second for one generation.
+    fn round(&mut self, ids: &[u32], tokens: usize) -> (f64, f64) {
+        use std::io::{BufRead, Write};
+        let mut line = tokens.to_string();
+        for id in ids {
+            line.push(' ');
+            line.push_str(&id.to_string());
+        }
+        line.push('\n');
+        self.input.write_all(line.as_bytes()).unwrap();
+        self.input.flush().unwrap();
+        let mut answer = String::new();
+        self.output.read_line(&mut answer).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("llama.cpp's harness answered {answer:?}: {e}"));
+        let prefill = answer["prefill_ms"].as_f64().unwrap() / 1e3;
+        let decode = answer["decode_ms"].as_f64().unwrap() / 1e3;
+        (
+            ids.len() as f64 / prefill,
+            (tokens - 1) as f64 / decode.max(1e-9),
+        )
+    }
+}
+
+impl Drop for LlamaCpp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The enclave's API behind the host's forwarder, asked by the verifying client.
