@@ -93,6 +93,25 @@ impl From<ReleaseError> for Failure {
     }
 }
 
+/// An ephemeral key pair being generated off the critical path: started before it is needed
+/// (at boot, and during each back-off), awaited only once the broker's challenge has arrived.
+type PendingKey = tokio::task::JoinHandle<(Result<KeyRequest, ReleaseError>, Duration)>;
+
+fn generate_key(id: sealing::Id) -> PendingKey {
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let key = KeyRequest::new(id);
+        (key, started.elapsed())
+    })
+}
+
+/// How long the key pair took to generate, and how long the release still waited for it.
+#[derive(Clone, Copy, Default)]
+struct KeyTiming {
+    generated: Duration,
+    waited: Duration,
+}
+
 /// Acquire the model into `slot`; returns when it is ready or has failed for good.
 pub async fn acquire<T: Transport>(
     transport: T,
@@ -101,6 +120,7 @@ pub async fn acquire<T: Transport>(
     slot: Arc<ModelSlot>,
 ) {
     let started = Instant::now();
+    let mut pending = generate_key(config.id.clone());
     let trust = match release_trust(&config) {
         Ok(t) => t,
         Err(e) => {
@@ -110,10 +130,12 @@ pub async fn acquire<T: Transport>(
         }
     };
     let mut backoff = Duration::from_secs(1);
-    let released = loop {
-        match release(&transport, &nsm, &config, &trust).await {
+    let (released, timing) = loop {
+        match release(&transport, &nsm, &config, &trust, pending).await {
             Ok(key) => break key,
             Err(Failure::Transient(why)) => {
+                // The next attempt's key pair is generated during the back-off.
+                pending = generate_key(config.id.clone());
                 tracing::info!(reason = %why, retry_in = ?backoff, "the key broker is not reachable yet");
                 slot.set(
                     ModelState::Loading,
@@ -137,6 +159,8 @@ pub async fn acquire<T: Transport>(
         log_index = released.claims.log_index,
         policy_version = released.claims.policy_version,
         elapsed_ms = key_released.as_millis(),
+        keygen_ms = timing.generated.as_millis(),
+        keygen_waited_ms = timing.waited.as_millis(),
         "model key released and verified"
     );
     let facts = ReleaseFacts {
@@ -222,13 +246,14 @@ async fn step<F: std::future::Future>(what: &str, f: F) -> Result<F::Output, Fai
         .map_err(|_| Failure::Transient(format!("{what} timed out")))
 }
 
-/// One release attempt.
+/// One release attempt, with the key pair `pending` generates.
 async fn release<T: Transport>(
     transport: &T,
     nsm: &Arc<dyn Nsm>,
     config: &ModelConfig,
     trust: &ReleaseTrust,
-) -> Result<ReleasedKey, Failure> {
+    pending: PendingKey,
+) -> Result<(ReleasedKey, KeyTiming), Failure> {
     let transient = |what: &str| {
         let what = what.to_owned();
         move |e: &dyn std::fmt::Display| Failure::Transient(format!("{what}: {e}"))
@@ -236,10 +261,6 @@ async fn release<T: Transport>(
     let mut stream = step("connecting", transport.connect_parent(config.broker_port))
         .await?
         .map_err(|e| transient("connecting to the broker relay")(&e))?;
-    let id = config.id.clone();
-    let request = tokio::task::spawn_blocking(move || KeyRequest::new(id))
-        .await
-        .map_err(|e| Failure::Final(e.to_string()))??;
     let hello = Message::Hello {
         model_id: config.id.clone(),
     };
@@ -261,6 +282,13 @@ async fn release<T: Transport>(
             }
             .into());
         }
+    };
+    let waiting = Instant::now();
+    let (request, generated) = pending.await.map_err(|e| Failure::Final(e.to_string()))?;
+    let request = request?;
+    let timing = KeyTiming {
+        generated,
+        waited: waiting.elapsed(),
     };
     let user_data = request_user_data(&config.id, &nonce);
     let public_key = request.public_key_der().to_vec();
@@ -288,7 +316,10 @@ async fn release<T: Transport>(
         .await?
         .map_err(|e| transient("reading the answer")(&e))?;
     let answer = Message::decode(&body)?;
-    Ok(request.accept(&nonce, &document, &answer, trust, Timestamp::now())?)
+    Ok((
+        request.accept(&nonce, &document, &answer, trust, Timestamp::now())?,
+        timing,
+    ))
 }
 
 /// Stream the sealed model from the host and open it into memory.
