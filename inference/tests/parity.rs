@@ -44,9 +44,16 @@ fn near_tie(precision: Precision) -> f64 {
     }
 }
 
+/// The model, or the file `PARITY_MODEL` names (with its reference in `PARITY_REFERENCE`, from
+/// `scripts/llama-reference --model FILE --out REFERENCE`).
 fn model() -> Zeroizing<Vec<u8>> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = std::env::var_os("PARITY_MODEL").map_or_else(
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        },
+        PathBuf::from,
+    );
     Zeroizing::new(std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}. This test needs the reference model: bash scripts/fetch-model",
@@ -73,7 +80,10 @@ fn ids(value: &Value) -> Vec<u32> {
 
 #[test]
 fn the_engine_matches_llama_cpp_up_to_a_near_tie() {
-    let reference = data("llama-cpp-q4_1.json");
+    let reference = match std::env::var_os("PARITY_REFERENCE") {
+        Some(path) => serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap(),
+        None => data("llama-cpp-q4_1.json"),
+    };
     let prompts = data("prompts.json");
     let prompts = prompts.as_array().unwrap();
     let model = model();
