@@ -44,6 +44,8 @@ const MODEL: &str = concat!(
 const PROMPT: &str = "Write a short paragraph about the history of Paris.";
 const MAX_TOKENS: u32 = 128;
 const ROUNDS: usize = 5;
+/// Tokens each client asks for in the concurrency rounds.
+const CONCURRENT_TOKENS: u32 = 32;
 const API_PORT: u32 = 8000;
 
 /// The benchmark's enclave signs its documents under a simulated Nitro root; it measures
@@ -194,6 +196,42 @@ fn main() {
         100.0 * f_tps / d_tps,
         f_ttft - d_ttft
     );
+
+    // Several generations at once, through the full path: the enclave's default API limits
+    // (one generation at a time, the others queued for up to 30 s).
+    println!();
+    println!(
+        "concurrent clients through the full path, {CONCURRENT_TOKENS} tokens each, the API's \
+         default limits ({} generation(s) at once, the rest queued)",
+        Limits::default().max_concurrent
+    );
+    for clients in [1, 4, 16] {
+        let (results, tokens, wall) = rt.block_on(full_path.concurrent(clients, CONCURRENT_TOKENS));
+        let mut ttft: Vec<f64> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect();
+        let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        ttft.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            ttft.get(((ttft.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "  {clients:>2} clients: {:>6.1} tokens/s in all; time to first token p50 {:>7.0} ms, \
+             p99 {:>7.0} ms; {} failed{}",
+            tokens as f64 / wall.as_secs_f64(),
+            pct(0.50),
+            pct(0.99),
+            failed.len(),
+            failed
+                .first()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+    }
     let _ = std::fs::remove_dir_all(&full_path.dir);
     drop(full_path);
     drop(engine);
@@ -368,6 +406,8 @@ impl Drop for LlamaCpp {
 struct FullPath {
     session: Session,
     request: ChatRequest,
+    address: String,
+    trust: Arc<Trust>,
     dir: std::path::PathBuf,
     _stop: tokio::sync::watch::Sender<bool>,
 }
@@ -420,7 +460,7 @@ impl FullPath {
             Forward {
                 listen: address,
                 enclave_port: API_PORT,
-                max_connections: 16,
+                max_connections: 64,
                 idle_timeout: Duration::from_secs(60),
             },
             shared,
@@ -437,7 +477,7 @@ impl FullPath {
             )
             .unwrap(),
         );
-        let session = Session::connect(&address.to_string(), trust, Timeouts::default())
+        let session = Session::connect(&address.to_string(), trust.clone(), Timeouts::default())
             .await
             .unwrap();
         let request = ChatRequest {
@@ -451,9 +491,64 @@ impl FullPath {
         FullPath {
             session,
             request,
+            address: address.to_string(),
+            trust,
             dir,
             _stop: stop,
         }
+    }
+
+    /// `clients` verifying clients, each on its own attested connection, ask at the same moment
+    /// for `max_tokens` tokens (streamed, receipts verified). Returns each one's time to first
+    /// token (or its error), the tokens received, and the time until the last answer ended.
+    async fn concurrent(
+        &self,
+        clients: usize,
+        max_tokens: u32,
+    ) -> (Vec<Result<Duration, String>>, u64, Duration) {
+        let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let mut session =
+                Session::connect(&self.address, self.trust.clone(), Timeouts::default())
+                    .await
+                    .unwrap();
+            let mut request = self.request.clone();
+            request.max_tokens = Some(max_tokens);
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let started = Instant::now();
+                let mut first = None;
+                let answer = session
+                    .chat(&request, |_| {
+                        first.get_or_insert_with(|| started.elapsed());
+                    })
+                    .await;
+                match answer {
+                    Ok(answer) => {
+                        let tokens = answer
+                            .usage
+                            .as_ref()
+                            .and_then(|u| u.get("completion_tokens"))
+                            .and_then(serde_json::Value::as_u64)
+                            .unwrap_or_default();
+                        (Ok(first.unwrap_or_else(|| started.elapsed())), tokens)
+                    }
+                    Err(e) => (Err(e.to_string()), 0),
+                }
+            }));
+        }
+        barrier.wait().await;
+        let started = Instant::now();
+        let mut results = Vec::new();
+        let mut tokens = 0;
+        for task in tasks {
+            let (result, n) = task.await.unwrap();
+            results.push(result);
+            tokens += n;
+        }
+        (results, tokens, started.elapsed())
     }
 
     /// One streamed answer, its receipt verified; timed as the client sees it.
