@@ -99,6 +99,18 @@ impl Host {
         )
     }
 
+    /// The runtime's `boot measurements` line, once it has logged it.
+    fn boot_measurements(&self) -> String {
+        self.wait_for("the runtime's boot measurements", |console, _| {
+            console.contains("boot measurements")
+        });
+        self.console()
+            .lines()
+            .find(|l| l.contains("boot measurements"))
+            .unwrap()
+            .to_owned()
+    }
+
     /// Wait until `found` holds of the console and the host log.
     fn wait_for(&self, what: &str, found: impl Fn(&str, &str) -> bool) -> Duration {
         let start = Instant::now();
@@ -144,6 +156,15 @@ fn attest(args: &[&str], dir: &Path) -> std::process::Output {
 fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let start = line.find(&format!("{name}="))? + name.len() + 1;
     line[start..].split_whitespace().next()
+}
+
+/// The enclave's `[model]` section for `broker`, naming the broker's root as the image holds it
+/// (`--include` puts it beside the configuration).
+fn image_model_toml(broker: &common::broker::Broker) -> String {
+    broker.enclave_model_toml().replace(
+        &format!("\"{}\"", broker.dir.join("root.pem").display()),
+        "\"root.pem\"",
+    )
 }
 
 /// One emulated enclave at a time: each emulates its CPUs on the machine's own, and the tests of
@@ -290,14 +311,8 @@ fn the_image_boots_in_the_emulated_nitro_enclave() {
     let heartbeat = started.elapsed();
 
     // The runtime read its boot measurements from the real NSM: they are the image's.
-    host.wait_for("the runtime's boot measurements", |console, _| {
-        console.contains("boot measurements")
-    });
-    let console = host.console();
-    let line = console
-        .lines()
-        .find(|l| l.contains("boot measurements"))
-        .unwrap();
+    let line = host.boot_measurements();
+    let line = line.as_str();
     assert_eq!(
         field(line, "nsm").map(|v| v.trim_matches('"')),
         Some("nitro"),
@@ -398,10 +413,7 @@ fn the_broker_refuses_an_emulated_enclave_over_real_vsock() {
         },
     );
     broker.start();
-    let model = broker.enclave_model_toml().replace(
-        &format!("\"{}\"", broker.dir.join("root.pem").display()),
-        "\"root.pem\"",
-    );
+    let model = image_model_toml(&broker);
     let root = broker.dir.join("root.pem");
     let booted = boot(
         "emulator-broker",
@@ -520,10 +532,7 @@ fn the_quick_start_runs_in_the_emulated_nitro_enclave() {
         roots.nitro.private_key_pem.as_bytes(),
     )
     .unwrap();
-    let model = broker.enclave_model_toml().replace(
-        &format!("\"{}\"", broker.dir.join("root.pem").display()),
-        "\"root.pem\"",
-    );
+    let model = image_model_toml(&broker);
     let api = free_port();
     let host_extra = format!(
         "{}[[forward]]\nlisten = \"127.0.0.1:{api}\"\nenclave_port = 8000\n",
@@ -560,16 +569,9 @@ fn the_quick_start_runs_in_the_emulated_nitro_enclave() {
     );
 
     // The runtime runs on the emulator's NSM, and says it is a development one.
-    booted
-        .host
-        .wait_for("the runtime's boot measurements", |console, _| {
-            console.contains("boot measurements")
-        });
+    let line = booted.host.boot_measurements();
+    let line = line.as_str();
     let console = booted.host.console();
-    let line = console
-        .lines()
-        .find(|l| l.contains("boot measurements"))
-        .unwrap();
     assert_eq!(
         field(line, "nsm").map(|v| v.trim_matches('"')),
         Some("emulator"),
