@@ -2,8 +2,10 @@ use std::path::PathBuf;
 
 use super::*;
 
-fn dev_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("enclave-config-{}", std::process::id()));
+/// A directory of the test's own holding a root certificate: tests run side by side, and one
+/// rewriting another's file made it read a partial one.
+fn dev_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("enclave-config-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let root = attest::aws_nitro_root_g1();
     std::fs::write(dir.join("root.der"), root.as_ref()).unwrap();
@@ -47,7 +49,7 @@ fn unknown_keys_and_bad_values_are_refused_by_name() {
 
 #[test]
 fn simulated_paths_are_relative_to_the_file() {
-    let dir = dev_dir();
+    let dir = dev_dir("simulated");
     let text = "listen = \"unix:/tmp/e.sock\"\n[nsm]\nkind = \"simulated\"\n\
                 root_certificate = \"root.der\"\nroot_key = \"root.key\"\nregion = \"ap-south-1\"\n";
     let config = Config::from_toml(text, &dir).unwrap();
@@ -72,7 +74,7 @@ fn simulated_paths_are_relative_to_the_file() {
 
 #[test]
 fn the_emulator_nsm_takes_a_root_and_never_measurements() {
-    let dir = dev_dir();
+    let dir = dev_dir("emulator");
     let text = "listen = \"vsock\"\n[nsm]\nkind = \"emulator\"\n\
                 root_certificate = \"root.der\"\nroot_key = \"root.key\"\n";
     let config = Config::from_toml(text, &dir).unwrap();
@@ -136,7 +138,7 @@ fn every_setting_changes_the_measurement() {
 fn a_simulated_nsm_measures_the_image_it_is_given() {
     use eif::{ImageBuilder, Part};
     // A directory of its own: other tests rewrite `dev_dir`'s root while they run.
-    let dir = dev_dir().join("image");
+    let dir = dev_dir("image").join("image");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("root.der"), attest::aws_nitro_root_g1().as_ref()).unwrap();
     let mut eif = Vec::new();
