@@ -1,0 +1,44 @@
+//! Links llama.cpp's static libraries, built once per machine by `scripts/llama-cpp` into a
+//! cache outside the checkout, and compiles the C shim against the same headers.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let script = manifest.join("../scripts/llama-cpp");
+    println!("cargo:rerun-if-changed={}", script.display());
+    println!("cargo:rerun-if-changed=src/shim.c");
+    println!("cargo:rerun-if-env-changed=LLAMA_CPP_CACHE");
+    let output = Command::new("bash").arg(&script).output();
+    let install = match output {
+        Ok(out) if out.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        }
+        Ok(out) => fail(&format!(
+            "scripts/llama-cpp failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+        Err(e) => fail(&format!("cannot run scripts/llama-cpp with bash: {e}")),
+    };
+    cc::Build::new()
+        .file("src/shim.c")
+        .include(install.join("include"))
+        .flag("-std=gnu11")
+        .warnings(true)
+        .extra_warnings(true)
+        .compile("llama_shim");
+    let lib = install.join("lib");
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    for name in ["llama", "ggml", "ggml-cpu", "ggml-base"] {
+        println!("cargo:rustc-link-lib=static={name}");
+    }
+    // llama.cpp is C++: its runtime, static too where the whole binary is (crt-static).
+    println!("cargo:rustc-link-lib=stdc++");
+    println!("cargo:rustc-link-lib=m");
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1);
+}
