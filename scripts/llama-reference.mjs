@@ -197,6 +197,7 @@ const output = {
         "node-llama-cpp": nlcVersion,
         build_type: llama.buildType,
         gpu: llama.gpu,
+        cpu_variant: process.env.LLAMA_REF_CPU || "best",
         system_info: llama.systemInfo,
         node: process.version,
         platform: `${process.platform}-${process.arch}`,

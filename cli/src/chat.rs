@@ -31,7 +31,7 @@ use crate::verify::{TrustArgs, configure, print_json};
 #[command(after_help = "Examples:\n  \
     attest chat --endpoint 127.0.0.1:8000 --no-aws-root --root national-root.pem \\\n      \
     --cross-cert aws-cross.pem --policy prod.toml --log-key log.vkey \\\n      \
-    \"What is the capital of France?\"\n  \
+    \"Which city is the capital of France?\"\n  \
     echo 'Summarise this.' | attest chat --endpoint enclave.example:443 --policy prod.toml \\\n      \
     --log-key log.vkey --stream --evidence ./audit -\n\n\
     Exit codes: 0 answered and verified; 1 refused (the enclave's document, its binding to the\n\

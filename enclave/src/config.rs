@@ -69,8 +69,12 @@ pub struct ModelConfig {
     pub oaep_hashes: Vec<sealing::release::OaepHash>,
     /// The vsock port of the inference API (TLS, OpenAI-compatible).
     pub api_port: u32,
-    /// What quantized weights become in memory.
-    pub precision: inference::Precision,
+    /// Let llama.cpp repack Q4_0 and Q4_K weights (faster, stock llama.cpp's exact kernels, a
+    /// second copy of those tensors in memory); off unless asked for.
+    pub repack: bool,
+    /// A chat template (Jinja) used instead of the GGUF's own (a model without one needs it);
+    /// measured as its SHA-384.
+    pub chat_template: Option<String>,
     /// Generations that run at once; other requests wait.
     pub max_concurrent: usize,
     /// Connections served at once on the API port; more are closed at once.
@@ -173,6 +177,8 @@ struct RawModel {
     oaep_hashes: Option<Vec<String>>,
     api_port: Option<u32>,
     precision: Option<String>,
+    repack: Option<bool>,
+    chat_template: Option<String>,
     max_concurrent: Option<usize>,
     max_connections: Option<usize>,
 }
@@ -333,7 +339,13 @@ impl Config {
                 lines.push(format!("model.oaep_hash = {}", hash.as_str()));
             }
             lines.push(format!("model.api_port = {}", model.api_port));
-            lines.push(format!("model.precision = {}", model.precision.as_str()));
+            lines.push(format!("model.repack = {}", model.repack));
+            if let Some(template) = &model.chat_template {
+                lines.push(format!(
+                    "model.chat_template = sha384:{}",
+                    HEXLOWER.encode(digest::digest(&digest::SHA384, template.as_bytes()).as_ref())
+                ));
+            }
             lines.push(format!("model.max_concurrent = {}", model.max_concurrent));
             lines.push(format!("model.max_connections = {}", model.max_connections));
         }
@@ -501,12 +513,13 @@ fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> 
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let precision = match raw.precision.as_deref() {
-        None => inference::Precision::default(),
-        Some(p) => p
-            .parse()
-            .map_err(|e: String| invalid("model.precision", e))?,
-    };
+    if raw.precision.is_some() {
+        return Err(invalid(
+            "model.precision",
+            "no longer a setting: the weights run in the GGUF's own quantization, as shipped \
+             (to change it, requantize the model before sealing it)",
+        ));
+    }
     let max_concurrent = raw.max_concurrent.unwrap_or(1);
     if !(1..=64).contains(&max_concurrent) {
         return Err(invalid("model.max_concurrent", "1 to 64"));
@@ -518,7 +531,16 @@ fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> 
     Ok(ModelConfig {
         id,
         api_port,
-        precision,
+        repack: raw.repack.unwrap_or(false),
+        chat_template: match raw.chat_template {
+            Some(t) if t.trim().is_empty() => {
+                return Err(invalid("model.chat_template", "empty"));
+            }
+            Some(t) if t.len() > 64 * 1024 => {
+                return Err(invalid("model.chat_template", "over 64 KiB"));
+            }
+            other => other,
+        },
         max_concurrent,
         max_connections,
         broker_port: raw.broker_port,

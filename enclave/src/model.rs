@@ -27,9 +27,8 @@ use sealing::release::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 use transport::Transport;
-use zeroize::Zeroizing;
 
-use inference::{Engine, Loaded, ReleaseFacts};
+use inference::{Engine, Loaded, ModelFile, ReleaseFacts};
 
 use crate::config::ModelConfig;
 use protocol::nsm::{AttestationRequest, Nsm};
@@ -170,7 +169,7 @@ pub async fn acquire<T: Transport>(
         checkpoint: released.checkpoint.note.clone(),
     };
     let plaintext = match fetch_and_open(&transport, &config, released).await {
-        Ok(plaintext) => plaintext,
+        Ok(file) => file,
         Err(why) => {
             tracing::error!(model = %config.id, reason = %why, "the sealed model was refused");
             slot.set(ModelState::Failed, None, Some(why));
@@ -187,21 +186,31 @@ pub async fn acquire<T: Transport>(
     slot.set(
         ModelState::Loading,
         None,
-        Some("decrypted; building the weights".into()),
+        Some("decrypted; mapping the weights".into()),
     );
-    // The plaintext is moved into the loader, which zeroizes it once the weights are built.
-    let precision = config.precision;
-    let loaded = tokio::task::spawn_blocking(move || Engine::load(plaintext, precision)).await;
+    // The memory file is sealed and mapped by the engine: the weights are its pages.
+    let settings = inference::engine::Settings {
+        repack: config.repack,
+        chat_template: config.chat_template.clone(),
+        ..Default::default()
+    };
+    let loaded = tokio::task::spawn_blocking(move || Engine::load_file(plaintext, settings)).await;
     match loaded {
         Ok(Ok((engine, report))) => {
             tracing::info!(
                 model = %config.id,
-                precision = precision.as_str(),
+                types = %report
+                    .types
+                    .iter()
+                    .map(|(t, n)| format!("{t}:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 tensors = report.tensors,
-                converted = report.converted,
+                weights_bytes = report.weights_bytes,
+                threads = report.threads,
                 load_ms = report.elapsed.as_millis(),
                 total_ms = started.elapsed().as_millis(),
-                "model loaded; the decrypted file is zeroized"
+                "model loaded from its memory file, as shipped"
             );
             let digest = facts.model_digest;
             if let Some(api) = &slot.api {
@@ -327,7 +336,7 @@ async fn fetch_and_open<T: Transport>(
     transport: &T,
     config: &ModelConfig,
     released: ReleasedKey,
-) -> Result<Zeroizing<Vec<u8>>, String> {
+) -> Result<ModelFile, String> {
     let stream = transport
         .connect_parent(config.source_port)
         .await
@@ -348,13 +357,18 @@ async fn fetch_and_open<T: Transport>(
             plaintext_sha384: &claims.model_digest,
             max_len: max_size.min(claims.model_len),
         };
-        sealing::open_into_memory(&mut reader, &released.key, &expected)
+        // Decrypted a chunk at a time straight into the model's memory file: the plaintext is
+        // held once. On any failure the file is dropped, unread.
+        let mut file =
+            ModelFile::new("model.gguf").map_err(|e| format!("the model's memory file: {e}"))?;
+        sealing::open_into(&mut reader, &released.key, &expected, &mut file)
+            .map_err(|e| format!("{}: {e}", e.kind()))?;
+        Ok(file)
     })
     .await;
     // Nothing more is read once the opener has its verdict (a refused file is not drained).
     receiving.abort();
-    let opened = opened.map_err(|e| e.to_string())?;
-    opened.map_err(|e| format!("{}: {e}", e.kind()))
+    opened.map_err(|e| e.to_string())?
 }
 
 /// Received pieces of the sealed file that may wait for the decryption: 8 MiB at most.

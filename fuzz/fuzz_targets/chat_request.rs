@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use inference::api::{MAX_MESSAGES, MAX_STOP_LEN, MAX_STOP_STRINGS, parse_chat_request};
-use inference::{Engine, FinishReason, Precision};
+use inference::{Engine, FinishReason};
 use zeroize::Zeroizing;
 
 const MODEL: &str = "tiny";
@@ -18,7 +18,7 @@ fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let gguf = inference::tiny::model(1).expect("the tiny model builds");
-        Engine::load(Zeroizing::new(gguf), Precision::F16)
+        Engine::load(Zeroizing::new(gguf))
             .expect("the tiny model loads")
             .0
     })

@@ -1,40 +1,30 @@
-//! The model engine: a GGUF quantized llama held in memory, its tokenizer and chat template, and
-//! generation with the sampling parameters users expect.
+//! The model engine: a GGUF llama held in memory in its own quantization, its tokenizer and chat
+//! template, and generation with the sampling parameters users expect.
 //!
-//! The GGUF bytes are read from memory and never written anywhere. While loading, quantized
-//! tensors are converted to the [`Precision`] asked for: by default F16, which represents 4- and
-//! 5-bit weights exactly enough and multiplies them with unquantized activations; or Q8_0, whose
-//! AVX2 kernels are about twice as fast but quantize every activation to 8 bits, which changes
-//! the answers of small models with activation outliers (SmolLM2-135M among them).
+//! The weights run on llama.cpp's CPU kernels (the [`llama`] crate) exactly as the GGUF ships
+//! them (Q4_0, Q4_1, Q8_0, the K-quants, F16 ...), nothing dequantized at load. The GGUF bytes
+//! are copied once into an anonymous memory file that llama.cpp maps, never written to a named
+//! file, and the caller's copy is zeroized. llama.cpp sees only token ids: tokenizing, the chat
+//! template, sampling and detokenizing happen here.
 //!
-//! Every request runs on its own copy of the model's layer state: the weights are shared
-//! (reference-counted tensors), the KV cache and attention masks belong to the request and are
-//! dropped with it.
+//! Every request runs in its own llama.cpp context (KV cache, logits, work buffers), sized to
+//! the request and freed when it ends, its KV cache overwritten with zeros first; the weights
+//! are shared.
 
 use std::collections::HashMap;
-use std::io::Cursor;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::quantized_llama::ModelWeights;
-use tokenizers::models::bpe::{BPE, Vocab};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, Tokenizer};
-use zeroize::Zeroizing;
 
-/// The longest sequence (prompt and completion) the engine runs: candle's rotary table for
-/// quantized llama has this many positions.
+use crate::template::{ChatTemplate, ControlTexts};
+use zeroize::{Zeroize, Zeroizing};
+
+/// The longest sequence (prompt and completion) the engine runs: the largest context (KV cache)
+/// a request gets.
 pub const MAX_CONTEXT: usize = 4096;
-/// The system prompt used when a conversation brings none (the reference model's own).
-pub const DEFAULT_SYSTEM_PROMPT: &str =
-    "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
-
-/// GGUF token types (llama.cpp): control tokens are special, never produced from text.
-const TOKEN_TYPE_CONTROL: i32 = 3;
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +36,9 @@ pub enum EngineError {
     /// The GGUF carries no usable tokenizer.
     #[error("the model's tokenizer cannot be built: {0}")]
     Tokenizer(String),
+    /// The chat template is missing or broken, or refused the conversation.
+    #[error("chat template: {0}")]
+    Template(String),
     /// The prompt and completion would not fit the context.
     #[error(
         "this request needs {needed} tokens ({prompt} in the prompt), more than the context of \
@@ -72,64 +65,57 @@ fn generation_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::Generation(e.to_string())
 }
 
-/// What quantized weights become when the model is loaded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Precision {
-    /// Every quantized tensor expanded to F16: products use unquantized activations.
-    #[default]
-    F16,
-    /// Tensors without a SIMD kernel in candle (Q4_1, Q5_0, Q5_1) requantized to Q8_0; the
-    /// others kept. Faster, and activations are quantized to 8 bits.
-    Q8_0,
-}
-
-impl Precision {
-    /// The name used in configuration files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::F16 => "f16",
-            Precision::Q8_0 => "q8_0",
-        }
-    }
-
-    fn dtype(self) -> GgmlDType {
-        match self {
-            Precision::F16 => GgmlDType::F16,
-            Precision::Q8_0 => GgmlDType::Q8_0,
-        }
-    }
-
-    fn converts(self, dtype: GgmlDType) -> bool {
-        match self {
-            Precision::F16 => !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16),
-            Precision::Q8_0 => matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1),
-        }
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "f16" => Ok(Precision::F16),
-            "q8_0" => Ok(Precision::Q8_0),
-            other => Err(format!(
-                "unknown precision {other:?}: expected \"f16\" or \"q8_0\""
-            )),
-        }
-    }
-}
-
 /// How loading went, for the cold-start figures.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct LoadReport {
-    /// Tensors converted to the precision asked for.
-    pub converted: usize,
     /// Tensors in the model.
     pub tensors: usize,
+    /// Their types as shipped, with how many tensors have each (`q4_1: 211, f32: 61`).
+    pub types: Vec<(String, usize)>,
+    /// The bytes of the weights.
+    pub weights_bytes: u64,
+    /// The bytes of one position of a request's KV cache (F16 keys and values, every layer); a
+    /// request's context holds its prompt plus `max_tokens`, rounded up to 256 positions.
+    pub kv_bytes_per_position: u64,
+    /// Threads each request's evaluation uses.
+    pub threads: usize,
     /// Time spent loading.
     pub elapsed: Duration,
+}
+
+/// An anonymous file in memory that a model is written into before loading: no name in any file
+/// system (`memfd_create`), sealed against writes once loaded.
+pub use llama::MemoryFile as ModelFile;
+
+/// The evaluation threads when none are given: the machine's.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// How a model is run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Threads each request's evaluation uses.
+    pub threads: usize,
+    /// Let llama.cpp repack Q4_0, Q4_K and IQ4_NL tensors into its interleaved layouts, as stock
+    /// llama.cpp does: its faster kernels for those types, and its exact answers; but each
+    /// repacked tensor is a second copy beside the mapped file. Off by default, so that the
+    /// weights take the GGUF's size once, whatever their type.
+    pub repack: bool,
+    /// A chat template (Jinja, as in Hugging Face's `tokenizer_config.json`) used instead of
+    /// the one the GGUF carries (`tokenizer.chat_template`): a model without one needs it, and
+    /// a model with neither is refused.
+    pub chat_template: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            threads: default_threads(),
+            repack: false,
+            chat_template: None,
+        }
+    }
 }
 
 /// One message of a conversation.
@@ -250,13 +236,13 @@ pub struct Generation {
     pub elapsed: Duration,
 }
 
-/// A loaded model: weights, tokenizer, and the tokens that end a turn.
+/// A loaded model: weights, tokenizer, chat template, and the tokens that end a turn.
 pub struct Engine {
-    weights: ModelWeights,
-    tokenizer: Tokenizer,
+    model: Arc<llama::Model>,
+    threads: usize,
+    template: ChatTemplate,
+    controls: ControlTexts,
     end_of_turn: Vec<u32>,
-    im_start: String,
-    im_end: String,
 }
 
 impl core::fmt::Debug for Engine {
@@ -268,97 +254,129 @@ impl core::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Load a GGUF llama from memory. The bytes are consumed and zeroized once the weights are
-    /// built (on failure too); the only copies left are the engine's own tensors.
-    pub fn load(
-        gguf: Zeroizing<Vec<u8>>,
-        precision: Precision,
-    ) -> Result<(Self, LoadReport), EngineError> {
-        let started = Instant::now();
-        let device = Device::Cpu;
-        let mut reader = Cursor::new(gguf.as_slice());
-        let content = gguf_file::Content::read(&mut reader).map_err(model_error)?;
-        let tokenizer = build_tokenizer(&content.metadata)?;
-        let tensors = content.tensor_infos.len();
-        let converted = content
-            .tensor_infos
-            .values()
-            .filter(|t| precision.converts(t.ggml_dtype))
-            .count();
-        let weights = if converted == 0 {
-            ModelWeights::from_gguf(content, &mut reader, &device).map_err(model_error)?
-        } else {
-            let rebuilt = convert(&content, &mut reader, &device, precision)?;
-            let mut reader = Cursor::new(rebuilt.as_slice());
-            let content = gguf_file::Content::read(&mut reader).map_err(model_error)?;
-            ModelWeights::from_gguf(content, &mut reader, &device).map_err(model_error)?
-        };
+    /// Load a GGUF llama from memory, evaluated on as many threads as the machine has. The
+    /// bytes are copied into the model's memory file, then zeroized (on failure too).
+    pub fn load(gguf: Zeroizing<Vec<u8>>) -> Result<(Self, LoadReport), EngineError> {
+        let file = ModelFile::with("model.gguf", &gguf).map_err(model_error)?;
         drop(gguf);
-        let end_of_turn = ["<|im_end|>", "<|endoftext|>", "</s>"]
-            .iter()
-            .filter_map(|t| tokenizer.token_to_id(t))
-            .collect::<Vec<_>>();
-        if tokenizer.token_to_id("<|im_start|>").is_none() || end_of_turn.is_empty() {
+        Self::load_file(file, Settings::default())
+    }
+
+    /// Load the GGUF in `file`. The file is sealed against writes and mapped: the weights take
+    /// its memory, once (twice for repacked tensors, see [`Settings::repack`]).
+    pub fn load_file(
+        file: ModelFile,
+        settings: Settings,
+    ) -> Result<(Self, LoadReport), EngineError> {
+        let threads = settings.threads.max(1);
+        let started = Instant::now();
+        let mut reader = file.reader().map_err(model_error)?;
+        let content = gguf_file::Content::read(&mut reader).map_err(model_error)?;
+        drop(reader);
+        let template_source = match &settings.chat_template {
+            Some(template) => template.clone(),
+            None => match content.metadata.get("tokenizer.chat_template") {
+                Some(value) => value.to_string().map_err(model_error)?.clone(),
+                None => {
+                    return Err(EngineError::Template(
+                        "the model carries no chat template (tokenizer.chat_template) and none \
+                         is configured"
+                            .into(),
+                    ));
+                }
+            },
+        };
+        let tensors = content.tensor_infos.len();
+        let mut types: Vec<(String, usize)> = Vec::new();
+        for info in content.tensor_infos.values() {
+            let name = format!("{:?}", info.ggml_dtype).to_lowercase();
+            match types.iter_mut().find(|(t, _)| *t == name) {
+                Some((_, n)) => *n = n.saturating_add(1),
+                None => types.push((name, 1)),
+            }
+        }
+        types.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let kv_bytes_per_position = kv_bytes_per_position(&content.metadata);
+        let special = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
+        let special_ids = (
+            special("tokenizer.ggml.bos_token_id"),
+            special("tokenizer.ggml.eos_token_id"),
+        );
+        drop(content);
+        let options = llama::LoadOptions {
+            mmap: true,
+            repack: settings.repack,
+        };
+        let model = llama::Model::load(file, options).map_err(model_error)?;
+        let weights_bytes = model.weights_size();
+        let vocab = u32::try_from(model.vocab_size()).map_err(model_error)?;
+        let end_of_turn: Vec<u32> = (0..vocab)
+            .filter(|&id| model.is_end_of_generation(id))
+            .collect();
+        if end_of_turn.is_empty() {
             return Err(EngineError::Tokenizer(
-                "the vocabulary has no ChatML tokens (<|im_start|>, <|im_end|>)".into(),
+                "the vocabulary has no token that ends a turn".into(),
             ));
         }
+        let mut controls = Vec::new();
+        for id in (0..vocab).filter(|&id| model.is_control(id)) {
+            controls.push(model.token_text(id).map_err(model_error)?);
+        }
+        let controls = ControlTexts::new(controls).map_err(EngineError::Tokenizer)?;
+        // The BOS and EOS the GGUF names (llama.cpp would make up defaults for the others).
+        let text = |id: Option<u32>| {
+            id.and_then(|id| model.token_text(id).ok())
+                .unwrap_or_default()
+        };
+        let (bos, eos) = special_ids;
+        let template = ChatTemplate::new(template_source, text(bos), text(eos))
+            .map_err(EngineError::Template)?;
         Ok((
             Engine {
-                weights,
-                tokenizer,
+                model: Arc::new(model),
+                threads: threads.max(1),
+                template,
+                controls,
                 end_of_turn,
-                im_start: "<|im_start|>".into(),
-                im_end: "<|im_end|>".into(),
             },
             LoadReport {
-                converted,
                 tensors,
+                types,
+                weights_bytes,
+                kv_bytes_per_position,
+                threads: threads.max(1),
                 elapsed: started.elapsed(),
             },
         ))
     }
 
-    /// The conversation in the model's chat template (ChatML), ending where the assistant's
-    /// answer begins. A conversation without a system message gets [`DEFAULT_SYSTEM_PROMPT`].
-    pub fn prompt(&self, messages: &[Message]) -> Zeroizing<String> {
-        let mut text = Zeroizing::new(String::new());
-        if messages.first().is_none_or(|m| m.role != Role::System) {
-            self.push_turn(&mut text, Role::System, DEFAULT_SYSTEM_PROMPT);
-        }
-        for message in messages {
-            self.push_turn(&mut text, message.role, &message.content);
-        }
-        text.push_str(&self.im_start);
-        text.push_str("assistant\n");
-        text
+    /// The conversation in the model's chat template, ending where the assistant's answer
+    /// begins. A conversation the template refuses (roles out of order, say) is an error.
+    pub fn prompt(&self, messages: &[Message]) -> Result<Zeroizing<String>, EngineError> {
+        self.template
+            .render(messages)
+            .map_err(EngineError::Template)
     }
 
-    fn push_turn(&self, text: &mut String, role: Role, content: &str) {
-        text.push_str(&self.im_start);
-        text.push_str(role.as_str());
-        text.push('\n');
-        text.push_str(content);
-        text.push_str(&self.im_end);
-        text.push('\n');
-    }
-
-    /// The prompt's tokens. Special tokens are recognised only where the template put them:
-    /// a message that contains `<|im_start|>` is split by the template's markers, but the
-    /// tokenizer treats special tokens in its text the same way, so callers must refuse such
-    /// messages (see [`contains_control_text`](Self::contains_control_text)).
+    /// The prompt's tokens (llama.cpp's tokenizer). The text of a control token becomes that
+    /// token, wherever it is: callers must refuse messages that contain one (see
+    /// [`contains_control_text`](Self::contains_control_text)), or a message could forge turns.
     pub fn tokenize(&self, prompt: &str) -> Result<Zeroizing<Vec<u32>>, EngineError> {
-        let encoding = self
-            .tokenizer
-            .encode(prompt, false)
-            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        Ok(Zeroizing::new(encoding.get_ids().to_vec()))
+        self.model
+            .tokenize(prompt, true)
+            .map(Zeroizing::new)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))
     }
 
     /// Whether `text` contains a control token's text (such as `<|im_start|>`), with which a
     /// message could forge turns of the conversation.
     pub fn contains_control_text(&self, text: &str) -> bool {
-        text.contains(&self.im_start) || text.contains(&self.im_end)
+        self.controls.found_in(text)
+    }
+
+    /// How many control tokens the vocabulary has (whose texts messages may not contain).
+    pub fn control_tokens(&self) -> usize {
+        self.controls.len()
     }
 
     /// Check that `messages` and `params` fit the context; returns the prompt's token count.
@@ -367,7 +385,7 @@ impl Engine {
         messages: &[Message],
         params: &SamplingParams,
     ) -> Result<usize, EngineError> {
-        let prompt = self.prompt(messages);
+        let prompt = self.prompt(messages)?;
         let tokens = self.tokenize(&prompt)?;
         fits(tokens.len(), params.max_tokens)?;
         Ok(tokens.len())
@@ -382,27 +400,22 @@ impl Engine {
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<Generation, EngineError> {
         let started = Instant::now();
-        let prompt = self.prompt(messages);
+        let prompt = self.prompt(messages)?;
         let tokens = self.tokenize(&prompt)?;
         drop(prompt);
         fits(tokens.len(), params.max_tokens)?;
-        // This request's own layer state: the KV cache it builds dies with it.
-        let mut model = self.weights.clone();
+        let mut context = self.context(tokens.len().saturating_add(params.max_tokens))?;
         let mut sampler = LogitsProcessor::from_sampling(params.seed, params.sampling());
         let mut output = Output::new(&params.stop);
         let mut generated = Zeroizing::new(Vec::<u32>::with_capacity(params.max_tokens));
+        let mut bytes = Zeroizing::new(Vec::<u8>::new());
         let mut first_token = None;
         let mut finish = FinishReason::Length;
-        let mut position = 0usize;
-        let mut input = Tensor::new(tokens.as_slice(), &Device::Cpu)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(generation_error)?;
+        let mut input: Vec<u32> = tokens.to_vec();
         while generated.len() < params.max_tokens {
-            let logits = model
-                .forward(&input, position)
-                .and_then(|l| l.squeeze(0))
-                .map_err(generation_error)?;
-            position = position.saturating_add(input.dim(1).map_err(generation_error)?);
+            let logits = context.evaluate(&input).map_err(generation_error)?;
+            let logits =
+                Tensor::from_slice(logits, logits.len(), &Device::Cpu).map_err(generation_error)?;
             let next = params
                 .scale(&logits)
                 .and_then(|l| sampler.sample(&l))
@@ -412,11 +425,10 @@ impl Engine {
                 break;
             }
             generated.push(next);
-            let text = self
-                .tokenizer
-                .decode(&generated, false)
+            self.model
+                .piece(next, &mut bytes)
                 .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-            let text = Zeroizing::new(text);
+            let text = Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
             let (emit, stopped) = output.advance(&text);
             if !emit.is_empty() {
                 first_token.get_or_insert_with(|| started.elapsed());
@@ -429,10 +441,11 @@ impl Engine {
                 finish = FinishReason::Stop;
                 break;
             }
-            input = Tensor::new(&[next], &Device::Cpu)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(generation_error)?;
+            input.clear();
+            input.push(next);
         }
+        input.zeroize();
+        drop(context);
         if finish != FinishReason::Cancelled {
             let rest = output.finish();
             if !rest.is_empty() {
@@ -451,6 +464,18 @@ impl Engine {
         })
     }
 
+    /// A new context for a request of `needed` positions (prompt and completion): its KV cache
+    /// and work buffers sized to it (in steps of 256), freed when the request ends. Its KV cache
+    /// is overwritten with zeros before it is freed ([`llama::Context`]'s drop).
+    fn context(&self, needed: usize) -> Result<llama::Context, EngineError> {
+        let positions = needed
+            .div_ceil(256)
+            .saturating_mul(256)
+            .clamp(256, MAX_CONTEXT);
+        let positions = u32::try_from(positions).unwrap_or(u32::MAX);
+        llama::Context::new(&self.model, positions, self.threads).map_err(generation_error)
+    }
+
     /// Continue `prompt` (token ids, no template) greedily for exactly `count` tokens, an
     /// end-of-turn token included like any other: the engine's raw output, for comparing it
     /// with another implementation's (`inference/tests/parity.rs`). Each step gives the token
@@ -462,27 +487,18 @@ impl Engine {
     ) -> Result<Vec<GreedyStep>, EngineError> {
         fits(prompt.len(), count)?;
         let started = Instant::now();
-        let mut model = self.weights.clone();
+        let mut context = self.context(prompt.len().saturating_add(count))?;
         let mut steps = Vec::with_capacity(count);
-        let mut position = 0usize;
-        let mut input = Tensor::new(prompt, &Device::Cpu)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(generation_error)?;
+        let mut input: Vec<u32> = prompt.to_vec();
         while steps.len() < count {
-            let logits = model
-                .forward(&input, position)
-                .and_then(|l| l.squeeze(0))
-                .and_then(|l| l.to_dtype(candle_core::DType::F32))
-                .and_then(|l| l.to_vec1::<f32>())
-                .map_err(generation_error)?;
-            position = position.saturating_add(input.dim(1).map_err(generation_error)?);
-            let step = GreedyStep::of(&logits, started.elapsed())
+            let logits = context.evaluate(&input).map_err(generation_error)?;
+            let step = GreedyStep::of(logits, started.elapsed())
                 .ok_or_else(|| EngineError::Generation("no logits".into()))?;
             steps.push(step);
-            input = Tensor::new(&[step.id], &Device::Cpu)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(generation_error)?;
+            input.clear();
+            input.push(step.id);
         }
+        drop(context);
         Ok(steps)
     }
 }
@@ -623,103 +639,37 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
     at
 }
 
-/// A GGUF in memory with the same metadata and tensors, converted to `precision`. The buffer is
-/// zeroized when dropped.
-fn convert(
-    content: &gguf_file::Content,
-    reader: &mut Cursor<&[u8]>,
-    device: &Device,
-    precision: Precision,
-) -> Result<Zeroizing<Vec<u8>>, EngineError> {
-    let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(content.tensor_infos.len());
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
-    names.sort();
-    for name in names {
-        let tensor = content.tensor(reader, name, device).map_err(model_error)?;
-        let tensor = if precision.converts(tensor.dtype()) {
-            let values = tensor.dequantize(device).map_err(model_error)?;
-            QTensor::quantize(&values, precision.dtype()).map_err(model_error)?
-        } else {
-            tensor
-        };
-        tensors.push((name.clone(), tensor));
-    }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    // Reserved up front, so that no partial copy is left behind by growing the buffer.
-    let tensor_bytes: usize = tensors
-        .iter()
-        .map(|(_, t)| t.storage_size_in_bytes().saturating_add(32))
-        .sum();
-    let mut buffer = Zeroizing::new(Vec::with_capacity(
-        tensor_bytes.saturating_add(reader.get_ref().len() / 2),
-    ));
-    gguf_file::write(&mut Cursor::new(&mut *buffer), &metadata, &tensor_refs)
-        .map_err(model_error)?;
-    Ok(buffer)
-}
-
-/// The byte-level BPE tokenizer a GGUF carries in its metadata (`tokenizer.ggml.*`, model
-/// `gpt2`), with individual digits split first as SmolLM's and Llama 3's pre-tokenizers do, and
-/// control tokens as special tokens.
-fn build_tokenizer(metadata: &HashMap<String, gguf_file::Value>) -> Result<Tokenizer, EngineError> {
-    let get = |key: &str| {
+/// The bytes of one position of a KV cache in F16, from the model's metadata (0 if it lacks the
+/// figures).
+fn kv_bytes_per_position(metadata: &HashMap<String, gguf_file::Value>) -> u64 {
+    let number = |key: &str| {
         metadata
             .get(key)
-            .ok_or_else(|| EngineError::Tokenizer(format!("{key} is missing")))
+            .and_then(|v| v.to_u32().ok())
+            .map(u64::from)
     };
-    let error = |e: candle_core::Error| EngineError::Tokenizer(e.to_string());
-    let model = get("tokenizer.ggml.model")?.to_string().map_err(error)?;
-    if model != "gpt2" {
-        return Err(EngineError::Tokenizer(format!(
-            "tokenizer.ggml.model is {model:?}; only byte-level BPE (\"gpt2\") is supported"
-        )));
-    }
-    let tokens = get("tokenizer.ggml.tokens")?.to_vec().map_err(error)?;
-    let merges = get("tokenizer.ggml.merges")?.to_vec().map_err(error)?;
-    let types = metadata
-        .get("tokenizer.ggml.token_type")
-        .map(|v| v.to_vec().map_err(error))
-        .transpose()?;
-    let mut vocab = Vocab::default();
-    let mut special = Vec::new();
-    for (id, token) in tokens.iter().enumerate() {
-        let token = token.to_string().map_err(error)?;
-        let id = u32::try_from(id)
-            .map_err(|_| EngineError::Tokenizer("the vocabulary is too large".into()))?;
-        vocab.insert(token.clone(), id);
-        let kind = types
-            .and_then(|t| t.get(usize::try_from(id).unwrap_or(usize::MAX)))
-            .and_then(|v| v.to_i32().ok());
-        if kind == Some(TOKEN_TYPE_CONTROL) {
-            special.push(AddedToken::from(token.clone(), true));
-        }
-    }
-    let merges = merges
-        .iter()
-        .map(|m| {
-            let m = m.to_string().map_err(error)?;
-            m.split_once(' ')
-                .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                .ok_or_else(|| EngineError::Tokenizer(format!("malformed merge {m:?}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-    let mut tokenizer = Tokenizer::new(bpe);
-    tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
-        Digits::new(true).into(),
-        ByteLevel::new(false, true, true).into(),
-    ])));
-    tokenizer.with_decoder(Some(ByteLevel::new(false, true, true)));
-    tokenizer.add_special_tokens(&special);
-    Ok(tokenizer)
+    let Some(arch) = metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+    else {
+        return 0;
+    };
+    let key = |name: &str| format!("{arch}.{name}");
+    let (Some(layers), Some(width), Some(heads)) = (
+        number(&key("block_count")),
+        number(&key("embedding_length")),
+        number(&key("attention.head_count")),
+    ) else {
+        return 0;
+    };
+    let kv_heads = number(&key("attention.head_count_kv")).unwrap_or(heads);
+    let head = width.checked_div(heads).unwrap_or(0);
+    let k = number(&key("attention.key_length")).unwrap_or(head);
+    let v = number(&key("attention.value_length")).unwrap_or(head);
+    layers
+        .saturating_mul(kv_heads)
+        .saturating_mul(k.saturating_add(v))
+        .saturating_mul(2)
 }
 
 #[cfg(test)]

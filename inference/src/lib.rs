@@ -1,6 +1,6 @@
 //! The model engine and the OpenAI-compatible API the enclave serves.
 //!
-//! - [`engine`]: a GGUF quantized llama loaded from memory with candle, its tokenizer and chat
+//! - [`engine`]: a GGUF llama loaded from memory and run as shipped on llama.cpp, its tokenizer and chat
 //!   template, and generation with max_tokens, temperature, top_p, seed and stop strings.
 //! - [`api`]: the request and response bodies of `POST /v1/chat/completions`, validated, with
 //!   OpenAI-style errors.
@@ -14,11 +14,12 @@ pub mod api;
 mod deadline;
 pub mod engine;
 pub mod server;
+mod template;
 pub mod tiny;
 mod tls;
 
 pub use engine::{
-    Engine, EngineError, FinishReason, Generation, GreedyStep, LoadReport, Message, Precision,
+    Engine, EngineError, FinishReason, Generation, GreedyStep, LoadReport, Message, ModelFile,
     Role, SamplingParams,
 };
 pub use server::{Api, Limits, Loaded, ReleaseFacts, StartError};

@@ -659,6 +659,14 @@ async fn finished(generation: GenerationTask) -> Result<Generation, ApiError> {
 
 fn engine_error(e: &EngineError) -> ApiError {
     match e {
+        // The model's own chat template refused the conversation (roles out of order, say).
+        EngineError::Template(_) => ApiError {
+            status: 400,
+            kind: "invalid_request_error",
+            message: e.to_string(),
+            param: Some("messages"),
+            code: Some("invalid_conversation"),
+        },
         EngineError::ContextLength { .. } => ApiError {
             status: 400,
             kind: "invalid_request_error",

@@ -20,6 +20,12 @@ const LAYERS: usize = 2;
 const HEADS: u32 = 4;
 const KV_HEADS: u32 = 2;
 
+/// ChatML, with a default system message, as the reference model's template writes it.
+pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first and \
+    messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a tiny test model<|im_end|>\n' }}\
+    {% endif %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}\
+    {% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
 /// The GPT-2 byte-level alphabet: printable bytes stand for themselves, the rest map to U+0100
 /// onwards, in byte order.
 fn byte_level_alphabet() -> Vec<String> {
@@ -38,8 +44,16 @@ fn byte_level_alphabet() -> Vec<String> {
         .collect()
 }
 
-/// A tiny random-weight llama in GGUF, deterministic for `seed`.
+/// A tiny random-weight llama in GGUF, deterministic for `seed`, with [`CHAT_TEMPLATE`].
 pub fn model(seed: u64) -> Result<Vec<u8>, candle_core::Error> {
+    model_with_template(seed, Some(CHAT_TEMPLATE))
+}
+
+/// [`model`] with another chat template in its metadata, or none.
+pub fn model_with_template(
+    seed: u64,
+    template: Option<&str>,
+) -> Result<Vec<u8>, candle_core::Error> {
     let device = Device::Cpu;
     let mut tokens = vec![
         "<|endoftext|>".to_owned(),
@@ -88,6 +102,10 @@ pub fn model(seed: u64) -> Result<Vec<u8>, candle_core::Error> {
         ("tokenizer.ggml.merges", Value::Array(merges)),
         ("tokenizer.ggml.eos_token_id", Value::U32(2)),
     ];
+    let mut metadata = metadata;
+    if let Some(template) = template {
+        metadata.push(("tokenizer.chat_template", Value::String(template.into())));
+    }
     // Uniform weights in [-0.5, 0.5) from a seeded xorshift generator.
     let mut state = seed | 1;
     let mut random = |rows: usize, cols: usize, dtype: GgmlDType| {

@@ -7,20 +7,20 @@
 )]
 
 use inference::engine::MAX_CONTEXT;
-use inference::{Engine, EngineError, FinishReason, Message, Precision, Role, SamplingParams};
+use inference::{Engine, EngineError, FinishReason, Message, Role, SamplingParams};
 use zeroize::Zeroizing;
 
-fn engine(precision: Precision) -> Engine {
-    let (engine, report) = Engine::load(
-        Zeroizing::new(inference::tiny::model(3).unwrap()),
-        precision,
-    )
-    .unwrap();
-    assert!(
-        report.converted > 0,
-        "the tiny model's Q4_1 tensors are converted"
+fn engine() -> Engine {
+    let (engine, report) =
+        Engine::load(Zeroizing::new(inference::tiny::model(3).unwrap())).unwrap();
+    // The tiny model's tensors run as shipped: Q4_1 and Q8_0 weights, F32 norms.
+    let types: Vec<&str> = report.types.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["q4_1", "f32", "q8_0"], "{:?}", report.types);
+    assert_eq!(
+        report.tensors,
+        report.types.iter().map(|(_, n)| n).sum::<usize>()
     );
-    assert!(report.tensors > report.converted);
+    assert!(report.weights_bytes > 0);
     engine
 }
 
@@ -54,8 +54,8 @@ fn run(engine: &Engine, messages: &[Message], p: &SamplingParams) -> (String, Fi
 
 #[test]
 fn greedy_answers_are_deterministic_and_no_request_leaks_into_the_next() {
-    for precision in [Precision::F16, Precision::Q8_0] {
-        let engine = engine(precision);
+    {
+        let engine = engine();
         let p = params(24, 0.0, 1);
         let first = run(&engine, &ask("the capital of France"), &p);
         assert!(first.2 >= 1 && first.2 <= 24);
@@ -67,14 +67,14 @@ fn greedy_answers_are_deterministic_and_no_request_leaks_into_the_next() {
             &p,
         );
         let again = run(&engine, &ask("the capital of France"), &p);
-        assert_eq!(first, again, "{precision:?}");
+        assert_eq!(first, again);
         assert!(other.2 >= 1);
     }
 }
 
 #[test]
 fn max_tokens_and_seed_are_honoured() {
-    let engine = engine(Precision::F16);
+    let engine = engine();
     let messages = ask("count");
     let (_, finish, n) = run(&engine, &messages, &params(3, 1.5, 9));
     assert!(n <= 3);
@@ -93,7 +93,7 @@ fn extreme_sampling_parameters_the_api_accepts_still_answer() {
     // The API accepts any temperature in (0, 2] and top_p in (0, 1]. At their small ends they
     // must behave as their limit, greedy decoding, not fail: dividing the logits by a tiny
     // temperature overflows, and a top_p below f32's range rounds to 0 and keeps no token.
-    let engine = engine(Precision::F16);
+    let engine = engine();
     let messages = ask("hello there");
     let greedy = run(&engine, &messages, &params(8, 0.0, 1));
     for temperature in [1e-300, 5e-324, 1e-40, 1e-12] {
@@ -122,7 +122,7 @@ fn extreme_sampling_parameters_the_api_accepts_still_answer() {
 
 #[test]
 fn a_stop_string_ends_the_answer_before_it() {
-    let engine = engine(Precision::F16);
+    let engine = engine();
     let messages = ask("tell me");
     let (full, _, _) = run(&engine, &messages, &params(32, 0.0, 1));
     let chars: Vec<char> = full.chars().collect();
@@ -141,7 +141,7 @@ fn a_stop_string_ends_the_answer_before_it() {
 
 #[test]
 fn cancelling_stops_generation() {
-    let engine = engine(Precision::F16);
+    let engine = engine();
     let mut calls = 0;
     let g = engine
         .generate(&ask("go"), &params(64, 0.0, 1), |_| {
@@ -155,7 +155,7 @@ fn cancelling_stops_generation() {
 
 #[test]
 fn the_context_is_bounded() {
-    let engine = engine(Precision::F16);
+    let engine = engine();
     let error = engine
         .check(&ask("q"), &params(MAX_CONTEXT, 0.0, 1))
         .unwrap_err();
@@ -171,6 +171,69 @@ fn the_context_is_bounded() {
 #[test]
 fn what_is_not_a_gguf_llama_is_refused() {
     for bytes in [Vec::new(), b"GGUF".to_vec(), vec![0u8; 4096]] {
-        assert!(Engine::load(Zeroizing::new(bytes), Precision::F16).is_err());
+        assert!(Engine::load(Zeroizing::new(bytes)).is_err());
     }
+}
+
+#[test]
+fn the_chat_template_is_the_model_s_own() {
+    let engine = engine();
+    let prompt = engine.prompt(&ask("hello")).unwrap();
+    assert_eq!(
+        prompt.as_str(),
+        "<|im_start|>system\nYou are a tiny test model<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n\
+         <|im_start|>assistant\n"
+    );
+    // Another template in the model's metadata is the one used: the engine has no ChatML of
+    // its own.
+    let turns = "{{ bos_token }}{% for m in messages %}{% if m.role == 'system' %}\
+        {{ raise_exception('no system turns here') }}{% endif %}[{{ m.role | upper }}] \
+        {{ m.content.strip() }}\n{% endfor %}{% if add_generation_prompt %}[ASSISTANT] {% endif %}";
+    let bytes = inference::tiny::model_with_template(3, Some(turns)).unwrap();
+    let (other, _) = Engine::load(Zeroizing::new(bytes)).unwrap();
+    assert_eq!(
+        other.prompt(&ask("  hello  ")).unwrap().as_str(),
+        "[USER] hello\n[ASSISTANT] "
+    );
+    // The template's own refusal is the request's error.
+    let system = vec![
+        Message {
+            role: Role::System,
+            content: "be brief".into(),
+        },
+        Message {
+            role: Role::User,
+            content: "hi".into(),
+        },
+    ];
+    match other.check(&system, &params(4, 0.0, 1)) {
+        Err(EngineError::Template(why)) => assert!(why.contains("no system turns here"), "{why}"),
+        other => panic!("a refused conversation gave {other:?}"),
+    }
+}
+
+#[test]
+fn a_model_without_a_chat_template_needs_one_configured() {
+    let bytes = inference::tiny::model_with_template(3, None).unwrap();
+    match Engine::load(Zeroizing::new(bytes.clone())) {
+        Err(EngineError::Template(why)) => assert!(why.contains("no chat template"), "{why}"),
+        other => panic!("a model without a template gave {:?}", other.map(|_| ())),
+    }
+    let settings = inference::engine::Settings {
+        chat_template: Some("{% for m in messages %}{{ m.content }}{% endfor %}".into()),
+        ..Default::default()
+    };
+    let file = inference::ModelFile::with("model.gguf", &bytes).unwrap();
+    let (engine, _) = Engine::load_file(file, settings).unwrap();
+    assert_eq!(engine.prompt(&ask("x")).unwrap().as_str(), "x");
+    // A template that does not compile is refused at load, not at the first request.
+    let settings = inference::engine::Settings {
+        chat_template: Some("{% for m in messages %}".into()),
+        ..Default::default()
+    };
+    let file = inference::ModelFile::with("model.gguf", &bytes).unwrap();
+    assert!(matches!(
+        Engine::load_file(file, settings),
+        Err(EngineError::Template(_))
+    ));
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`format`] and the functions at the crate root: the sealed-model file, chunked AES-256-GCM
 //!   in the STREAM style. [`digest`] and [`seal`] are the broker's two passes;
-//!   [`open_into_memory`] is the enclave's one.
+//!   [`open_into`] is the enclave's one (straight into the model's memory file, a chunk at a
+//!   time), [`open_into_memory`] the same into one buffer.
 //! - [`release`]: the key-release protocol's messages, the broker's signed response, and the
 //!   enclave's side of a release ([`release::KeyRequest`]), which checks every bound field and
 //!   the transparency-log proof before it unwraps the key.
@@ -43,4 +44,4 @@ mod stream;
 // The public interface is:
 pub use crate::error::SealError;
 pub use crate::format::{DEFAULT_CHUNK_SIZE, DataKey, Header, Id};
-pub use crate::stream::{Expected, Opener, digest, open_into_memory, read_header, seal};
+pub use crate::stream::{Expected, Opener, digest, open_into, open_into_memory, read_header, seal};

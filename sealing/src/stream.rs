@@ -133,6 +133,45 @@ pub fn open_into_memory(
 ) -> Result<Zeroizing<Vec<u8>>, SealError> {
     let mut opener = Opener::new(reader, key)?;
     let header = opener.header().clone();
+    check_header(&header, expected)?;
+    let mut plaintext = Zeroizing::new(Vec::new());
+    plaintext
+        .try_reserve_exact(usize::try_from(header.plaintext_len).unwrap_or(usize::MAX))
+        .map_err(|_| SealError::TooLarge {
+            len: header.plaintext_len,
+            max: expected.max_len,
+        })?;
+    while opener.open_chunk(&mut plaintext)? {}
+    opener.finish()?;
+    Ok(plaintext)
+}
+
+/// Open a sealed file into `sink`, one authenticated chunk at a time, holding no more than one
+/// chunk of plaintext outside it (zeroized after each write). The same checks as
+/// [`open_into_memory`], but `sink` has received authenticated chunks of a file that may still
+/// turn out truncated or not the one expected: on an error the caller must discard all of it.
+pub fn open_into(
+    reader: &mut dyn Read,
+    key: &DataKey,
+    expected: &Expected<'_>,
+    sink: &mut dyn std::io::Write,
+) -> Result<(), SealError> {
+    let mut opener = Opener::new(reader, key)?;
+    check_header(opener.header(), expected)?;
+    let mut chunk = Zeroizing::new(Vec::new());
+    loop {
+        chunk.clear();
+        let more = opener.open_chunk(&mut chunk)?;
+        sink.write_all(&chunk).map_err(SealError::Io)?;
+        if !more {
+            break;
+        }
+    }
+    opener.finish()
+}
+
+/// The header names the model, key and plaintext expected, and is not too large.
+fn check_header(header: &Header, expected: &Expected<'_>) -> Result<(), SealError> {
     let mismatch = |field, found: &dyn std::fmt::Display, expected: &dyn std::fmt::Display| {
         Err(SealError::Unexpected {
             field,
@@ -159,16 +198,7 @@ pub fn open_into_memory(
             max: expected.max_len,
         });
     }
-    let mut plaintext = Zeroizing::new(Vec::new());
-    plaintext
-        .try_reserve_exact(usize::try_from(header.plaintext_len).unwrap_or(usize::MAX))
-        .map_err(|_| SealError::TooLarge {
-            len: header.plaintext_len,
-            max: expected.max_len,
-        })?;
-    while opener.open_chunk(&mut plaintext)? {}
-    opener.finish()?;
-    Ok(plaintext)
+    Ok(())
 }
 
 /// A sealed file being opened chunk by chunk.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::nsm::SigningOnly;
-use inference::{Api, Engine, Limits, Loaded, Precision, ReleaseFacts};
+use inference::{Api, Engine, Limits, Loaded, ReleaseFacts};
 use protocol::nsm::{AttestationRequest, NsmError};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,7 +41,7 @@ async fn serve(limits: Limits) -> SocketAddr {
     )
     .unwrap();
     let bytes = Zeroizing::new(inference::tiny::model(3).unwrap());
-    let (engine, _) = Engine::load(bytes, Precision::default()).unwrap();
+    let (engine, _) = Engine::load(bytes).unwrap();
     api.set_model(Loaded {
         engine,
         release: ReleaseFacts {

@@ -299,7 +299,7 @@ fn the_reference_model_answers_through_the_enclave() {
         let mut session = Session::connect(&stack.api.to_string(), trust, Timeouts::default())
             .await
             .unwrap();
-        let mut request = ask("What is the capital of France?", false);
+        let mut request = ask("Which city is the capital of France?", false);
         request.max_tokens = Some(24);
         session.chat(&request, |_| {}).await
     });

@@ -172,3 +172,55 @@ fn a_simulated_nsm_measures_the_image_it_is_given() {
     let nitro = "[nsm]\nkind = \"nitro\"\nimage = \"enclave.eif\"\n";
     assert!(Config::from_toml(nitro, &dir).is_err());
 }
+
+#[test]
+fn the_model_s_engine_settings_are_measured_and_precision_is_gone() {
+    let dir = dev_dir("engine-settings");
+    let log_key = proofs::NoteSigner::generate("log.example/test")
+        .unwrap()
+        .verifier()
+        .to_vkey();
+    let model = format!(
+        "[model]\nid = \"m\"\nbroker_port = 8001\nsource_port = 8002\nbroker_roots = \
+         [\"root.der\"]\nlog_keys = [\"{log_key}\"]\n"
+    );
+    let base = Config::from_toml(&model, &dir).unwrap();
+    assert!(base.canonical().contains("model.repack = false"));
+    assert!(!base.canonical().contains("model.chat_template"));
+    let repack = Config::from_toml(&format!("{model}repack = true\n"), &dir).unwrap();
+    let template = Config::from_toml(
+        &format!("{model}chat_template = '''{{{{ messages[0].content }}}}'''\n"),
+        &dir,
+    )
+    .unwrap();
+    let other_template = Config::from_toml(
+        &format!("{model}chat_template = '''{{{{ messages[1].content }}}}'''\n"),
+        &dir,
+    )
+    .unwrap();
+    assert!(
+        template
+            .canonical()
+            .contains("model.chat_template = sha384:")
+    );
+    let digests = [
+        base.digest(),
+        repack.digest(),
+        template.digest(),
+        other_template.digest(),
+    ];
+    for (i, a) in digests.iter().enumerate() {
+        for b in digests.iter().skip(i + 1) {
+            assert_ne!(a, b, "each engine setting changes the measurement");
+        }
+    }
+    for (text, named) in [
+        ("precision = \"f16\"\n", "model.precision"),
+        ("chat_template = \"  \"\n", "model.chat_template"),
+    ] {
+        let error = Config::from_toml(&format!("{model}{text}"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(named), "{text:?}: {error}");
+    }
+}
