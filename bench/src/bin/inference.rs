@@ -8,18 +8,21 @@
 //!
 //! Both generate the same greedy answer to the same prompt; the figures are medians of several
 //! rounds, direct and full path alternating: time to first token, and decode speed (tokens
-//! after the first, per second). Also the model's load time (GGUF parse, Q4_1 → F16
-//! conversion, weights built).
+//! after the first, per second). Also the model's load time (the GGUF copied into the engine's
+//! memory file, parsed, mapped).
 //!
-//! Then the engine against llama.cpp, the anchor: the engine's greedy loop at each precision
-//! and llama.cpp's own (its C API, through the prebuilt libraries `scripts/llama-reference`
-//! installs; a small harness, `scripts/llama-bench.c`, compiled once), on the same file, the
-//! same prompt ids (the chat prompt above, and a 664-token passage), the same number of tokens
-//! and threads, rounds alternating: prefill and decode tokens per second, and the ratios.
+//! Then the engine against llama.cpp, the anchor, for each quantization type (the shipped Q4_1,
+//! and Q4_0, Q8_0, Q4_K_M, Q5_K_M, Q6_K made from it by llama.cpp's quantizer): llama.cpp's own
+//! greedy loop (its C API through the prebuilt libraries `scripts/llama-reference` installs, in
+//! the CPU variant llama.cpp picks for this machine; a small harness, `scripts/llama-bench.c`,
+//! compiled once) and the engine's, on the same file, the same prompt ids (the chat prompt
+//! above, and a 664-token passage), the same number of tokens and threads, rounds alternating:
+//! prefill and decode tokens per second, and the ratios. Then each type's peak memory, in a
+//! fresh process, beside the GGUF's size plus the KV cache.
 //!
 //!     bash scripts/fetch-model
 //!     cargo run --release --manifest-path bench/Cargo.toml --bin inference
-//!     RAYON_NUM_THREADS=1 cargo run --release --manifest-path bench/Cargo.toml --bin inference
+//!     BENCH_THREADS=1 cargo run --release --manifest-path bench/Cargo.toml --bin inference
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,7 +32,7 @@ use attest::sim::{DevelopmentRoots, SimulatedPki, SimulatedRequest};
 use attest::{MeasurementSet, PcrIndex, PcrValue, Policy, Region, Timestamp, Verifier};
 use client::{ChatRequest, Session, Timeouts, Trust};
 use host::{Forward, Shared};
-use inference::engine::{Engine, Message, Precision, Role, SamplingParams};
+use inference::engine::{Engine, Message, Role, SamplingParams, Settings};
 use inference::{Api, Limits, Loaded, ReleaseFacts};
 use protocol::nsm::{AttestationRequest, Nsm, NsmError, PcrState};
 use protocol::wire::NsmKind;
@@ -113,7 +116,7 @@ fn run(ttft: Duration, total: Duration, tokens: u64) -> Run {
 
 fn load(bytes: &[u8]) -> (Engine, Duration) {
     let started = Instant::now();
-    let (engine, _) = Engine::load(Zeroizing::new(bytes.to_vec()), Precision::F16).unwrap();
+    let (engine, _) = Engine::load(Zeroizing::new(bytes.to_vec())).unwrap();
     (engine, started.elapsed())
 }
 
@@ -123,10 +126,17 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, path] = args.as_slice()
+        && flag == "--peak"
+    {
+        peak(std::path::Path::new(path));
+        return;
+    }
     let bytes = std::fs::read(MODEL)
         .unwrap_or_else(|e| panic!("{MODEL}: {e}: run `bash scripts/fetch-model` first"));
     println!(
-        "inference benchmark: SmolLM2-135M-Instruct (Q4_1 GGUF, run as F16), greedy, {MAX_TOKENS} \
+        "inference benchmark: SmolLM2-135M-Instruct (Q4_1 GGUF, run as shipped), greedy, {MAX_TOKENS} \
          tokens, median of {ROUNDS} alternating rounds"
     );
     println!(
@@ -136,7 +146,7 @@ fn main() {
 
     let (engine, load_time) = load(&bytes);
     println!(
-        "model load (parse, convert to F16, build weights): {:.2} s",
+        "model load (copy into the memory file, parse, map the weights): {:.2} s",
         load_time.as_secs_f64()
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -236,99 +246,284 @@ fn main() {
     drop(full_path);
     drop(engine);
 
-    against_llama_cpp(&bytes, &messages);
+    against_llama_cpp(&messages);
 }
 
-/// The engine's raw greedy loop (`Engine::greedy_continuation`) against llama.cpp's, through
-/// its C API (`scripts/llama-reference --bench`): the same file, the same prompt ids, the same
-/// number of tokens, the same thread count, rounds alternating in one run.
-fn against_llama_cpp(bytes: &[u8], messages: &[Message]) {
-    let threads = std::env::var("RAYON_NUM_THREADS")
+/// The quantization types compared: the shipped Q4_1 and llama.cpp's requantizations of it.
+const TYPES: [llama::FileType; 6] = llama::FileType::ALL;
+
+/// The reference model in `kind`: the shipped file, or its requantization by llama.cpp's
+/// quantizer (the engine's copy), made once in the benchmark's build directory.
+fn model_file(kind: llama::FileType) -> std::path::PathBuf {
+    let shipped = std::path::PathBuf::from(MODEL);
+    if kind == llama::FileType::Q4_1 {
+        return shipped;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/models");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("SmolLM2-135M-Instruct.{}.gguf", kind.as_str()));
+    if !path.exists() {
+        let partial = path.with_extension("partial");
+        llama::quantize(&shipped, &partial, kind, 2).unwrap();
+        std::fs::rename(&partial, &path).unwrap();
+    }
+    path
+}
+
+/// The evaluation threads: `BENCH_THREADS`, or the machine's.
+fn bench_threads() -> usize {
+    std::env::var("BENCH_THREADS")
         .ok()
         .and_then(|t| t.parse::<usize>().ok())
         .filter(|&t| t > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut llama = LlamaCpp::start(threads);
+        .unwrap_or_else(inference::engine::default_threads)
+}
+
+/// The engine's raw greedy loop (`Engine::greedy_continuation`) against llama.cpp's, through
+/// its C API (`scripts/llama-reference --bench`): for each quantization type the same file, the
+/// same prompt ids, the same number of tokens, the same thread count, rounds alternating in one
+/// run. Then each type's peak memory beside the GGUF's size and the KV cache's.
+fn against_llama_cpp(messages: &[Message]) {
+    let threads = bench_threads();
     println!();
     println!(
-        "against llama.cpp ({}), {threads} thread(s) each (RAYON_NUM_THREADS sets it), greedy, \
-         median of {ROUNDS} alternating rounds; prefill = prompt to first token",
-        llama.describe
+        "against llama.cpp (its C API through node-llama-cpp's prebuilt libraries), {threads} thread(s) each (BENCH_THREADS sets \
+         it), greedy, median of {ROUNDS} alternating rounds; prefill = prompt to first token"
     );
-
-    let engines: Vec<(Precision, Engine)> = [Precision::F16, Precision::Q8_0]
-        .into_iter()
-        .map(|p| {
-            let (engine, _) = Engine::load(Zeroizing::new(bytes.to_vec()), p).unwrap();
-            (p, engine)
-        })
+    println!(
+        "  llama.cpp best = the CPU variant llama.cpp picks here (AVX-512 where the CPU has it); \
+         llama.cpp avx2 = its haswell variant, the instruction set the engine is built for"
+    );
+    println!(
+        "  {:<16} {:<9} {:>17} {:>17} {:>17} {:>15} {:>15}",
+        "type",
+        "prompt",
+        "llama.cpp best",
+        "llama.cpp avx2",
+        "engine",
+        "ratio to best",
+        "ratio to avx2"
+    );
+    for kind in TYPES {
+        let repackable = matches!(kind, llama::FileType::Q4_0 | llama::FileType::Q4KM);
+        compare(
+            kind.as_str(),
+            &model_file(kind),
+            None,
+            repackable,
+            messages,
+            threads,
+        );
+    }
+    let gemma = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/gemma-3-270m-Q4_K_M.gguf");
+    if gemma.exists() {
+        let template = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../scripts/templates/gemma-turns.jinja"),
+        )
+        .unwrap();
+        compare(
+            "gemma3 q4_k_m",
+            &gemma,
+            Some(template),
+            true,
+            messages,
+            threads,
+        );
+    } else {
+        println!("  (gemma3: not fetched; `bash scripts/fetch-model gemma3` adds its rows)");
+    }
+    println!();
+    println!(
+        "peak memory: a fresh process streams the GGUF into the engine's memory file, loads it \
+         and answers one request of 64 tokens; VmHWM against the GGUF's size plus that \
+         request's KV cache (F16, its context rounded up to 256 positions)"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files: Vec<(String, std::path::PathBuf, Option<std::path::PathBuf>)> = TYPES
+        .iter()
+        .map(|&kind| (kind.as_str().to_owned(), model_file(kind), None))
         .collect();
-    let chat = engines[0]
-        .1
-        .tokenize(&engines[0].1.prompt(messages))
-        .unwrap()
-        .to_vec();
-    let long = long_prompt();
-    for (name, ids, tokens) in [("chat", chat, MAX_TOKENS as usize), ("long", long, 64)] {
-        println!("prompt {name:<5} {} tokens, {tokens} generated", ids.len());
-        let mut ours: Vec<Vec<(f64, f64)>> = vec![Vec::new(); engines.len()];
-        let mut theirs = Vec::new();
-        for _ in 0..ROUNDS {
-            for (i, (_, engine)) in engines.iter().enumerate() {
+    let gemma = root.join("models/gemma-3-270m-Q4_K_M.gguf");
+    if gemma.exists() {
+        let template = root.join("scripts/templates/gemma-turns.jinja");
+        files.push(("gemma3".into(), gemma, Some(template)));
+    }
+    for (label, path, template) in files {
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        command
+            .arg("--peak")
+            .arg(&path)
+            .env("BENCH_THREADS", threads.to_string());
+        if let Some(template) = template {
+            command.env("BENCH_TEMPLATE", template);
+        }
+        let out = command.output().unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "--peak {}: {e}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let mib = |key: &str| report[key].as_f64().unwrap() / (1u64 << 20) as f64;
+        let budget = mib("gguf_bytes") + mib("kv_bytes");
+        println!(
+            "  {:<8} GGUF {:>6.1} MiB + KV {:>5.1} MiB = {:>6.1} MiB; peak {:>6.1} MiB (before \
+             loading {:>5.1}); peak / (GGUF + KV) = {:.2}, (peak - before) / (GGUF + KV) = {:.2}",
+            label,
+            mib("gguf_bytes"),
+            mib("kv_bytes"),
+            budget,
+            mib("peak_bytes"),
+            mib("baseline_bytes"),
+            mib("peak_bytes") / budget,
+            (mib("peak_bytes") - mib("baseline_bytes")) / budget
+        );
+    }
+}
+
+/// `--peak FILE`: what the enclave does with a decrypted model, in a fresh process; prints its
+/// peak resident memory as JSON.
+fn peak(path: &std::path::Path) {
+    let status = |key: &str| -> u64 {
+        let text = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = text.lines().find(|l| l.starts_with(key)).unwrap();
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kib * 1024
+    };
+    let baseline = status("VmHWM:");
+    let mut file = inference::ModelFile::new("model.gguf").unwrap();
+    let mut input = std::fs::File::open(path).unwrap();
+    let gguf_bytes = std::io::copy(&mut input, &mut file).unwrap();
+    let (engine, report) = Engine::load_file(
+        file,
+        Settings {
+            threads: bench_threads(),
+            repack: false,
+            chat_template: std::env::var_os("BENCH_TEMPLATE")
+                .map(|path| std::fs::read_to_string(path).unwrap()),
+        },
+    )
+    .unwrap();
+    let messages = vec![Message {
+        role: Role::User,
+        content: PROMPT.into(),
+    }];
+    let params = SamplingParams {
+        max_tokens: 64,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 1,
+        stop: Vec::new(),
+    };
+    let prompt = engine.check(&messages, &params).unwrap();
+    // The request's context: its prompt and completion, rounded up to 256 positions.
+    let positions = (prompt + params.max_tokens).div_ceil(256) as u64 * 256;
+    engine.generate(&messages, &params, |_| true).unwrap();
+    println!(
+        "{}",
+        serde_json::json!({
+            "gguf_bytes": gguf_bytes,
+            "kv_bytes": report.kv_bytes_per_position * positions,
+            "baseline_bytes": baseline,
+            "peak_bytes": status("VmHWM:"),
+        })
+    );
+}
+
+/// One model file's rows: llama.cpp (its own choice of CPU variant, and AVX2) against the
+/// engine (and the engine repacked, where that applies), on the chat prompt and the passage.
+fn compare(
+    label: &str,
+    path: &std::path::Path,
+    template: Option<String>,
+    repackable: bool,
+    messages: &[Message],
+    threads: usize,
+) {
+    let mut best = LlamaCpp::start(threads, path, "best");
+    let mut avx2 = LlamaCpp::start(threads, path, "haswell");
+    for repack in [false, true] {
+        if repack && !repackable {
+            continue;
+        }
+        let bytes = std::fs::read(path).unwrap();
+        let file = inference::ModelFile::with("model.gguf", &bytes).unwrap();
+        drop(bytes);
+        let settings = Settings {
+            threads,
+            repack,
+            chat_template: template.clone(),
+        };
+        let (engine, _) = Engine::load_file(file, settings).unwrap();
+        let chat = engine
+            .tokenize(&engine.prompt(messages).unwrap())
+            .unwrap()
+            .to_vec();
+        let long = engine.tokenize(&long_text()).unwrap().to_vec();
+        let label = if repack {
+            format!("{label} repacked")
+        } else {
+            label.to_owned()
+        };
+        for (name, ids, tokens) in [("chat", chat, MAX_TOKENS as usize), ("long", long, 64)] {
+            let (mut ours, mut theirs, mut same_isa) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
                 let steps = engine.greedy_continuation(&ids, tokens).unwrap();
                 let prefill = steps[0].elapsed.as_secs_f64();
                 let decode = steps[tokens - 1].elapsed.as_secs_f64() - prefill;
-                ours[i].push((
+                ours.push((
                     ids.len() as f64 / prefill,
                     (tokens - 1) as f64 / decode.max(1e-9),
                 ));
+                theirs.push(best.round(&ids, tokens));
+                same_isa.push(avx2.round(&ids, tokens));
             }
-            theirs.push(llama.round(&ids, tokens));
-        }
-        let med = |runs: &[(f64, f64)]| {
-            (
-                median(runs.iter().map(|r| r.0).collect()),
-                median(runs.iter().map(|r| r.1).collect()),
-            )
-        };
-        let (l_prefill, l_decode) = med(&theirs);
-        println!(
-            "  {:<16} prefill {l_prefill:>8.1} tok/s   decode {l_decode:>7.1} tok/s",
-            "llama.cpp Q4_1"
-        );
-        for ((precision, _), runs) in engines.iter().zip(&ours) {
-            let (prefill, decode) = med(runs);
+            let med = |runs: &[(f64, f64)]| {
+                (
+                    median(runs.iter().map(|r| r.0).collect()),
+                    median(runs.iter().map(|r| r.1).collect()),
+                )
+            };
+            let (b, a, e) = (med(&theirs), med(&same_isa), med(&ours));
+            let pair = |p: (f64, f64)| format!("{:.0} / {:.0}", p.0, p.1);
+            let ratio = |x: (f64, f64)| format!("{:.2}x / {:.2}x", e.0 / x.0, e.1 / x.1);
             println!(
-                "  {:<16} prefill {prefill:>8.1} tok/s   decode {decode:>7.1} tok/s   \
-                 ratio to llama.cpp: prefill {:.2}x, decode {:.2}x",
-                format!("engine {}", precision.as_str()),
-                prefill / l_prefill,
-                decode / l_decode
+                "  {:<16} {:<9} {:>17} {:>17} {:>17} {:>15} {:>15}",
+                label,
+                format!("{name} {}", ids.len()),
+                pair(b),
+                pair(a),
+                pair(e),
+                ratio(b),
+                ratio(a)
             );
         }
     }
 }
 
-/// The 664-token passage of the parity prompts, as llama.cpp tokenized it.
-fn long_prompt() -> Vec<u32> {
+/// The 664-token passage of the parity prompts, as text (each model tokenizes it its way).
+fn long_text() -> String {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../inference/tests/data/parity/llama-cpp-q4_1.json"
+        "/../inference/tests/data/parity/prompts.json"
     );
-    let reference: serde_json::Value =
+    let prompts: serde_json::Value =
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let case = reference["cases"]
+    prompts
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["name"] == "long_prose")
-        .unwrap();
-    case["prompt_ids"]
-        .as_array()
+        .find(|p| p["name"] == "long_prose")
+        .and_then(|p| p["text"].as_str())
         .unwrap()
-        .iter()
-        .map(|v| u32::try_from(v.as_u64().unwrap()).unwrap())
-        .collect()
+        .to_owned()
 }
 
 /// llama.cpp's greedy loop, in its own process.
@@ -336,17 +531,19 @@ struct LlamaCpp {
     child: std::process::Child,
     input: std::process::ChildStdin,
     output: std::io::BufReader<std::process::ChildStdout>,
-    describe: String,
 }
 
 impl LlamaCpp {
-    fn start(threads: usize) -> LlamaCpp {
+    fn start(threads: usize, model: &std::path::Path, cpu: &str) -> LlamaCpp {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/llama-reference");
         let mut child = Command::new("bash")
             .arg(script)
             .args(["--bench", "--threads", &threads.to_string()])
+            .arg("--model")
+            .arg(model)
+            .args(["--cpu", cpu])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -358,16 +555,13 @@ impl LlamaCpp {
         let ready: serde_json::Value = serde_json::from_str(&ready).unwrap_or_else(|e| {
             panic!("scripts/llama-reference --bench did not start ({e}); its messages are above")
         });
-        let describe = format!(
-            "its C API, prebuilt by node-llama-cpp; model loaded in {:.0} ms; flash attention {}",
-            ready["load_ms"].as_f64().unwrap_or_default(),
-            ready["flash_attention"]
-        );
+        if ready["ready"] != true {
+            panic!("scripts/llama-reference --bench did not start: {ready}");
+        }
         LlamaCpp {
             child,
             input,
             output,
-            describe,
         }
     }
 
