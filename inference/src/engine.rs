@@ -20,7 +20,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
 use crate::template::{ChatTemplate, ControlTexts};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 /// The longest sequence (prompt and completion) the engine runs: the largest context (KV cache)
 /// a request gets.
@@ -411,7 +411,7 @@ impl Engine {
         let mut bytes = Zeroizing::new(Vec::<u8>::new());
         let mut first_token = None;
         let mut finish = FinishReason::Length;
-        let mut input: Vec<u32> = tokens.to_vec();
+        let mut input = Zeroizing::new(tokens.to_vec());
         while generated.len() < params.max_tokens {
             let logits = context.evaluate(&input).map_err(generation_error)?;
             let logits =
@@ -444,7 +444,7 @@ impl Engine {
             input.clear();
             input.push(next);
         }
-        input.zeroize();
+        drop(input);
         drop(context);
         if finish != FinishReason::Cancelled {
             let rest = output.finish();

@@ -237,3 +237,40 @@ fn a_model_without_a_chat_template_needs_one_configured() {
         Err(EngineError::Template(_))
     ));
 }
+
+#[test]
+fn llama_refuses_what_it_cannot_evaluate() {
+    use std::sync::Arc;
+    let bytes = inference::tiny::model(3).unwrap();
+    let file = llama::MemoryFile::with("tiny.gguf", &bytes).unwrap();
+    let model = Arc::new(llama::Model::load(file, llama::LoadOptions::default()).unwrap());
+    let vocab = model.vocab_size();
+    let mut context = llama::Context::new(&model, 256, 1).unwrap();
+    assert_eq!(context.limit(), 256);
+    assert!(matches!(context.evaluate(&[]), Err(llama::Error::Empty)));
+    let outside = u32::try_from(vocab).unwrap();
+    assert!(matches!(
+        context.evaluate(&[1, outside]),
+        Err(llama::Error::Token { id, .. }) if id == outside
+    ));
+    assert_eq!(context.evaluate(&[1, 2, 3]).unwrap().len(), vocab);
+    assert_eq!(context.evaluated(), 3);
+    assert!(matches!(
+        context.evaluate(&vec![5; 254]),
+        Err(llama::Error::Full { evaluated: 3, .. })
+    ));
+    context.clear();
+    assert_eq!(context.evaluated(), 0);
+    // The same ids give the same logits after a clear: nothing of the first sequence is left.
+    let first = context.evaluate(&[7, 8, 9]).unwrap().to_vec();
+    context.clear();
+    assert_eq!(context.evaluate(&[7, 8, 9]).unwrap(), first.as_slice());
+    // A file that is not a GGUF is refused with llama.cpp's reason.
+    let garbage = llama::MemoryFile::with("garbage", &[0u8; 4096]).unwrap();
+    let error = llama::Model::load(garbage, llama::LoadOptions::default()).unwrap_err();
+    assert!(matches!(error, llama::Error::Load(_)), "{error}");
+    // So is an empty file.
+    let empty = llama::MemoryFile::new("empty").unwrap();
+    assert!(empty.is_empty());
+    assert!(llama::Model::load(empty, llama::LoadOptions::default()).is_err());
+}

@@ -23,6 +23,9 @@
 //!     bash scripts/fetch-model
 //!     cargo run --release --manifest-path bench/Cargo.toml --bin inference
 //!     BENCH_THREADS=1 cargo run --release --manifest-path bench/Cargo.toml --bin inference
+//!
+//! `BENCH_TYPES=q4_1,gemma3` limits the comparison to some types (q4_0, q4_1, q8_0, q4_k_m,
+//! q5_k_m, q6_k, gemma3).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -270,6 +273,17 @@ fn model_file(kind: llama::FileType) -> std::path::PathBuf {
     path
 }
 
+/// Whether `BENCH_TYPES` (a comma-separated list such as `q4_1,q8_0,gemma3`) names `name`;
+/// without it, every type is run.
+fn chosen(name: &str) -> bool {
+    std::env::var("BENCH_TYPES").map_or(true, |list| list.split(',').any(|t| t.trim() == name))
+}
+
+/// The quantization types `BENCH_TYPES` chooses.
+fn chosen_types() -> Vec<llama::FileType> {
+    TYPES.into_iter().filter(|t| chosen(t.as_str())).collect()
+}
+
 /// The evaluation threads: `BENCH_THREADS`, or the machine's.
 fn bench_threads() -> usize {
     std::env::var("BENCH_THREADS")
@@ -304,7 +318,7 @@ fn against_llama_cpp(messages: &[Message]) {
         "ratio to best",
         "ratio to avx2"
     );
-    for kind in TYPES {
+    for kind in chosen_types() {
         let repackable = matches!(kind, llama::FileType::Q4_0 | llama::FileType::Q4KM);
         compare(
             kind.as_str(),
@@ -315,9 +329,9 @@ fn against_llama_cpp(messages: &[Message]) {
             threads,
         );
     }
-    let gemma = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/gemma-3-270m-Q4_K_M.gguf");
-    if gemma.exists() {
+    let gemma =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/gemma-3-270m-Q4_K_M.gguf");
+    if gemma.exists() && chosen("gemma3") {
         let template = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../scripts/templates/gemma-turns.jinja"),
@@ -341,12 +355,12 @@ fn against_llama_cpp(messages: &[Message]) {
          request's KV cache (F16, its context rounded up to 256 positions)"
     );
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut files: Vec<(String, std::path::PathBuf, Option<std::path::PathBuf>)> = TYPES
-        .iter()
-        .map(|&kind| (kind.as_str().to_owned(), model_file(kind), None))
+    let mut files: Vec<(String, std::path::PathBuf, Option<std::path::PathBuf>)> = chosen_types()
+        .into_iter()
+        .map(|kind| (kind.as_str().to_owned(), model_file(kind), None))
         .collect();
     let gemma = root.join("models/gemma-3-270m-Q4_K_M.gguf");
-    if gemma.exists() {
+    if gemma.exists() && chosen("gemma3") {
         let template = root.join("scripts/templates/gemma-turns.jinja");
         files.push(("gemma3".into(), gemma, Some(template)));
     }
@@ -514,8 +528,7 @@ fn long_text() -> String {
         env!("CARGO_MANIFEST_DIR"),
         "/../inference/tests/data/parity/prompts.json"
     );
-    let prompts: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let prompts: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     prompts
         .as_array()
         .unwrap()
