@@ -8,7 +8,7 @@ fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let script = manifest.join("../scripts/llama-cpp");
     println!("cargo:rerun-if-changed={}", script.display());
-    println!("cargo:rerun-if-changed=src/shim.c");
+    println!("cargo:rerun-if-changed=src/shim.cpp");
     println!("cargo:rerun-if-env-changed=LLAMA_CPP_CACHE");
     let output = Command::new("bash").arg(&script).output();
     let install = match output {
@@ -22,9 +22,10 @@ fn main() {
         Err(e) => fail(&format!("cannot run scripts/llama-cpp with bash: {e}")),
     };
     cc::Build::new()
-        .file("src/shim.c")
+        .cpp(true)
+        .file("src/shim.cpp")
         .include(install.join("include"))
-        .flag("-std=gnu11")
+        .flag("-std=c++17")
         .warnings(true)
         .extra_warnings(true)
         .compile("llama_shim");

@@ -15,8 +15,9 @@ use scaffold::logging::{Level, LogArgs};
 use scaffold::shutdown_signal;
 use transport::{Endpoint, Transport};
 
-/// Every heap block is zeroed when it is freed, so that prompts, answers, KV caches and the
-/// decrypted model leave nothing behind in memory the allocator hands out again.
+/// Every Rust heap block is zeroed when it is freed, so that prompts and answers leave nothing
+/// behind in memory the allocator hands out again. llama.cpp allocates with C's `malloc`, which
+/// this does not see (docs/inference.md, "Statelessness").
 #[global_allocator]
 static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
     zeroizing_alloc::ZeroAlloc(std::alloc::System);

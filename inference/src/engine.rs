@@ -4,8 +4,8 @@
 //! The weights run on llama.cpp's CPU kernels (the [`llama`] crate) exactly as the GGUF ships
 //! them (Q4_0, Q4_1, Q8_0, the K-quants, F16 ...), nothing dequantized at load. The GGUF bytes
 //! are copied once into an anonymous memory file that llama.cpp maps, never written to a named
-//! file, and the caller's copy is zeroized. llama.cpp sees only token ids: tokenizing, the chat
-//! template, sampling and detokenizing happen here.
+//! file, and the caller's copy is zeroized. The chat template and sampling run here; tokenizing
+//! and detokenizing are llama.cpp's (its log is discarded).
 //!
 //! Every request runs in its own llama.cpp context (KV cache, logits, work buffers), sized to
 //! the request and freed when it ends, its KV cache overwritten with zeros first; the weights
@@ -22,6 +22,12 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use crate::template::{ChatTemplate, ControlTexts};
 use zeroize::Zeroizing;
 
+/// The longest rendered prompt, in bytes, that is tokenized: 16 bytes for each position of the
+/// context, far more than any text needs per token. It bounds the tokenizer's work, which for
+/// vocabularies with many user-defined tokens (Gemma's newlines and space runs) grows with the
+/// square of the matches in the text.
+pub const MAX_PROMPT_BYTES: usize = MAX_CONTEXT * 16;
+
 /// The longest sequence (prompt and completion) the engine runs: the largest context (KV cache)
 /// a request gets.
 pub const MAX_CONTEXT: usize = 4096;
@@ -36,6 +42,19 @@ pub enum EngineError {
     /// The GGUF carries no usable tokenizer.
     #[error("the model's tokenizer cannot be built: {0}")]
     Tokenizer(String),
+    /// The rendered conversation is longer, in bytes, than any that fits the context.
+    #[error(
+        "the conversation is {bytes} bytes once rendered, more than the {limit} a context of \
+         {tokens} tokens can hold"
+    )]
+    PromptBytes {
+        /// The rendered prompt's length.
+        bytes: usize,
+        /// The limit ([`MAX_PROMPT_BYTES`]).
+        limit: usize,
+        /// The context, in tokens.
+        tokens: usize,
+    },
     /// The chat template is missing or broken, or refused the conversation.
     #[error("chat template: {0}")]
     Template(String),
@@ -353,9 +372,18 @@ impl Engine {
     /// The conversation in the model's chat template, ending where the assistant's answer
     /// begins. A conversation the template refuses (roles out of order, say) is an error.
     pub fn prompt(&self, messages: &[Message]) -> Result<Zeroizing<String>, EngineError> {
-        self.template
+        let prompt = self
+            .template
             .render(messages)
-            .map_err(EngineError::Template)
+            .map_err(EngineError::Template)?;
+        if prompt.len() > MAX_PROMPT_BYTES {
+            return Err(EngineError::PromptBytes {
+                bytes: prompt.len(),
+                limit: MAX_PROMPT_BYTES,
+                tokens: MAX_CONTEXT,
+            });
+        }
+        Ok(prompt)
     }
 
     /// The prompt's tokens (llama.cpp's tokenizer). The text of a control token becomes that
@@ -379,14 +407,55 @@ impl Engine {
         self.controls.len()
     }
 
+    /// The conversation's prompt tokens, checked: the turn structure the tokens carry (their
+    /// control tokens, and the user-defined tokens the template itself writes) must be the one
+    /// the template gives the same conversation with every message empty. So no message, alone
+    /// or as the template transforms and joins it, forms a token that marks a turn.
+    fn conversation(&self, messages: &[Message]) -> Result<Zeroizing<Vec<u32>>, EngineError> {
+        let prompt = self.prompt(messages)?;
+        let tokens = self.tokenize(&prompt)?;
+        drop(prompt);
+        let empty: Vec<Message> = messages
+            .iter()
+            .map(|m| Message {
+                role: m.role,
+                content: String::new(),
+            })
+            .collect();
+        let skeleton = self.tokenize(&self.prompt(&empty)?)?;
+        let written: Vec<u32> = skeleton
+            .iter()
+            .copied()
+            .filter(|&id| self.model.is_user_defined(id) && !self.is_blank(id))
+            .collect();
+        let structure = |ids: &[u32]| -> Vec<u32> {
+            ids.iter()
+                .copied()
+                .filter(|id| self.model.is_control(*id) || written.contains(id))
+                .collect()
+        };
+        if structure(&tokens) != structure(&skeleton) {
+            return Err(EngineError::Template(
+                "a message forms tokens that mark turns of the conversation".into(),
+            ));
+        }
+        Ok(tokens)
+    }
+
+    /// Whether token `id`'s text is only whitespace (Gemma's newline tokens are user-defined).
+    fn is_blank(&self, id: u32) -> bool {
+        self.model
+            .token_text(id)
+            .is_ok_and(|t| t.chars().all(|c| c.is_whitespace() || c == '\u{2581}'))
+    }
+
     /// Check that `messages` and `params` fit the context; returns the prompt's token count.
     pub fn check(
         &self,
         messages: &[Message],
         params: &SamplingParams,
     ) -> Result<usize, EngineError> {
-        let prompt = self.prompt(messages)?;
-        let tokens = self.tokenize(&prompt)?;
+        let tokens = self.conversation(messages)?;
         fits(tokens.len(), params.max_tokens)?;
         Ok(tokens.len())
     }
@@ -400,9 +469,7 @@ impl Engine {
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<Generation, EngineError> {
         let started = Instant::now();
-        let prompt = self.prompt(messages)?;
-        let tokens = self.tokenize(&prompt)?;
-        drop(prompt);
+        let tokens = self.conversation(messages)?;
         fits(tokens.len(), params.max_tokens)?;
         let mut context = self.context(tokens.len().saturating_add(params.max_tokens))?;
         let mut sampler = LogitsProcessor::from_sampling(params.seed, params.sampling());

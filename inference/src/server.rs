@@ -667,7 +667,7 @@ fn engine_error(e: &EngineError) -> ApiError {
             param: Some("messages"),
             code: Some("invalid_conversation"),
         },
-        EngineError::ContextLength { .. } => ApiError {
+        EngineError::ContextLength { .. } | EngineError::PromptBytes { .. } => ApiError {
             status: 400,
             kind: "invalid_request_error",
             message: e.to_string(),

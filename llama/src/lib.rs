@@ -6,8 +6,8 @@
 //!   size (shared by every context), plus each context's KV cache and work buffers.
 //! - A [`Context`] evaluates token ids and gives the logits of the last one. Clearing it (and
 //!   dropping it) overwrites its KV cache with zeros.
-//! - llama.cpp never sees text, only token ids; its log is discarded, except its last error
-//!   line, which becomes the error's message.
+//! - Text reaches llama.cpp only through [`Model::tokenize`]; its log is discarded, except its
+//!   last error line, which becomes the error's message.
 //!
 //! llama.cpp is built once per machine by `scripts/llama-cpp` (release v0.5.0, pinned). This is
 //! the workspace's only crate with unsafe code, all of it in the `ffi` module and the few calls
@@ -38,7 +38,7 @@ mod ffi {
     }
 
     unsafe extern "C" {
-        pub(crate) fn sv_init();
+        pub(crate) fn sv_init() -> i32;
         pub(crate) fn sv_last_error() -> *const c_char;
         pub(crate) fn sv_clear_error();
         pub(crate) fn sv_model_load(fd: c_int, mmap: bool, repack: bool) -> *mut LlamaModel;
@@ -55,7 +55,7 @@ mod ffi {
         pub(crate) fn sv_n_ctx(ctx: *const LlamaContext) -> u32;
         pub(crate) fn sv_decode(ctx: *mut LlamaContext, ids: *const i32, n: i32) -> i32;
         pub(crate) fn sv_logits(ctx: *mut LlamaContext) -> *const f32;
-        pub(crate) fn sv_clear(ctx: *mut LlamaContext);
+        pub(crate) fn sv_clear(ctx: *mut LlamaContext) -> i32;
         pub(crate) fn sv_tokenize(
             model: *const LlamaModel,
             text: *const c_char,
@@ -149,7 +149,19 @@ fn init() {
     #[allow(unsafe_code)]
     // SAFETY: sets llama.cpp's log callback (a static function) and initialises its backend,
     // once, before any other llama.cpp call.
-    INIT.call_once(|| unsafe { ffi::sv_init() });
+    // A failure here shows at the first load, which then fails with llama.cpp's reason.
+    INIT.call_once(|| unsafe {
+        ffi::sv_init();
+    });
+}
+
+/// Forget llama.cpp's last error line on this thread, before a call that may fail.
+fn clear_error() {
+    #[allow(unsafe_code)]
+    // SAFETY: clears a thread-local buffer.
+    unsafe {
+        ffi::sv_clear_error()
+    };
 }
 
 /// llama.cpp's last error line on this thread, cleared.
@@ -285,6 +297,7 @@ impl Model {
     pub fn load(file: MemoryFile, options: LoadOptions) -> Result<Self, Error> {
         init();
         let fd = file.seal()?.into_raw_fd();
+        clear_error();
         #[allow(unsafe_code)]
         // SAFETY: sv_model_load takes over `fd` (an open descriptor we own and give up here)
         // and closes it; it returns a model we own or NULL.
@@ -413,14 +426,24 @@ impl Model {
     /// Whether token `id` is a control token (turn markers, BOS, EOS: never produced from
     /// ordinary text).
     pub fn is_control(&self, id: u32) -> bool {
-        const CONTROL: u32 = 1 << 3;
+        self.attr(id) & (1 << 3) != 0
+    }
+
+    /// Whether token `id` is user-defined: its text becomes that token wherever it appears,
+    /// like a control token's (some vocabularies' turn markers are user-defined).
+    pub fn is_user_defined(&self, id: u32) -> bool {
+        self.attr(id) & (1 << 4) != 0
+    }
+
+    fn attr(&self, id: u32) -> u32 {
         let Ok(id) = self.check(id) else {
-            return false;
+            return 0;
         };
         #[allow(unsafe_code)]
         // SAFETY: the model is live and `id` in its vocabulary.
-        let attr = unsafe { ffi::sv_token_attr(self.ptr.as_ptr(), id) };
-        attr & CONTROL != 0
+        unsafe {
+            ffi::sv_token_attr(self.ptr.as_ptr(), id)
+        }
     }
 
     /// Whether token `id` ends generation (end of turn, end of text).
@@ -473,7 +496,14 @@ unsafe impl Send for Context {}
 impl Context {
     /// A context of `tokens` positions evaluated on `threads` threads.
     pub fn new(model: &Arc<Model>, tokens: u32, threads: usize) -> Result<Self, Error> {
+        if tokens == 0 {
+            return Err(Error::Context {
+                tokens,
+                message: "a context needs at least one position".into(),
+            });
+        }
         let threads = i32::try_from(threads.max(1)).unwrap_or(1);
+        clear_error();
         #[allow(unsafe_code)]
         // SAFETY: the model is live (we hold an Arc) and outlives the context.
         let ptr = unsafe { ffi::sv_context(model.ptr.as_ptr(), tokens, threads) };
@@ -484,6 +514,8 @@ impl Context {
         #[allow(unsafe_code)]
         // SAFETY: `ptr` is a live context.
         let limit = unsafe { ffi::sv_n_ctx(ptr.as_ptr()) };
+        // llama.cpp rounds the context up, but one evaluation holds at most the batch asked for.
+        let limit = limit.min(tokens);
         Ok(Context {
             ptr,
             model: Arc::clone(model),
@@ -528,6 +560,7 @@ impl Context {
             .map(|&id| i32::try_from(id).unwrap_or(0))
             .collect();
         let n = i32::try_from(ids.len()).unwrap_or(i32::MAX);
+        clear_error();
         #[allow(unsafe_code)]
         // SAFETY: the context is live and ours; `ids` holds `n` valid ids and outlives the call
         // (llama.cpp does not keep the pointer).
@@ -561,10 +594,11 @@ impl Context {
     /// Forget every id evaluated, overwriting the KV cache with zeros.
     pub fn clear(&mut self) {
         #[allow(unsafe_code)]
-        // SAFETY: the context is live and ours.
+        // SAFETY: the context is live and ours. (It fails only if llama.cpp throws, which its
+        // clearing code does not; a context is never reused after a failed evaluation anyway.)
         unsafe {
-            ffi::sv_clear(self.ptr.as_ptr())
-        };
+            ffi::sv_clear(self.ptr.as_ptr());
+        }
         self.evaluated = 0;
     }
 }
@@ -654,6 +688,7 @@ pub fn quantize(
     };
     let (c_input, c_output) = (path(input)?, path(output)?);
     let threads = i32::try_from(threads.max(1)).unwrap_or(1);
+    clear_error();
     #[allow(unsafe_code)]
     // SAFETY: both paths are NUL-terminated strings that outlive the call.
     let status =

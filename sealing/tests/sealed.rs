@@ -3,6 +3,7 @@
 #![expect(
     clippy::unwrap_used,
     clippy::as_conversions,
+    clippy::panic,
     reason = "test code: a failed unwrap or index is a failed test"
 )]
 
@@ -54,7 +55,17 @@ fn open(sealed: &[u8], key: &DataKey, header: &Header) -> Result<Vec<u8>, SealEr
         plaintext_sha384: &header.plaintext_sha384,
         max_len: 1 << 30,
     };
-    sealing::open_into_memory(&mut &sealed[..], key, &expected).map(|p| p.to_vec())
+    let whole = sealing::open_into_memory(&mut &sealed[..], key, &expected).map(|p| p.to_vec());
+    // The enclave's opener, a chunk at a time into a sink: the same verdict on every input, and
+    // on success the same bytes.
+    let mut sink = Vec::new();
+    let streamed = sealing::open_into(&mut &sealed[..], key, &expected, &mut sink);
+    match (&whole, &streamed) {
+        (Ok(bytes), Ok(())) => assert_eq!(bytes, &sink, "open_into wrote other bytes"),
+        (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind(), "the two openers disagree"),
+        _ => panic!("open_into_memory gave {whole:?}, open_into {streamed:?}"),
+    }
+    whole
 }
 
 /// Where chunk `i` (ciphertext and tag) sits in the file.
