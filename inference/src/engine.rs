@@ -402,11 +402,6 @@ impl Engine {
         self.controls.found_in(text)
     }
 
-    /// How many control tokens the vocabulary has (whose texts messages may not contain).
-    pub fn control_tokens(&self) -> usize {
-        self.controls.len()
-    }
-
     /// The conversation's prompt tokens, checked: the turn structure the tokens carry (their
     /// control tokens, and the user-defined tokens the template itself writes) must be the one
     /// the template gives the same conversation with every message empty. So no message, alone

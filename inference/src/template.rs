@@ -71,24 +71,17 @@ impl ChatTemplate {
 /// with special tokens recognised.
 pub(crate) struct ControlTexts {
     matcher: AhoCorasick,
-    count: usize,
 }
 
 impl ControlTexts {
     pub(crate) fn new(texts: Vec<String>) -> Result<Self, String> {
         let texts: Vec<String> = texts.into_iter().filter(|t| !t.is_empty()).collect();
-        let count = texts.len();
         let matcher = AhoCorasick::new(&texts).map_err(|e| e.to_string())?;
-        Ok(ControlTexts { matcher, count })
+        Ok(ControlTexts { matcher })
     }
 
     /// Whether `text` contains any of them.
     pub(crate) fn found_in(&self, text: &str) -> bool {
-        self.count > 0 && self.matcher.is_match(text)
-    }
-
-    /// How many there are.
-    pub(crate) fn len(&self) -> usize {
-        self.count
+        self.matcher.is_match(text)
     }
 }

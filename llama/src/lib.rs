@@ -44,7 +44,6 @@ mod ffi {
         pub(crate) fn sv_model_load(fd: c_int, mmap: bool, repack: bool) -> *mut LlamaModel;
         pub(crate) fn sv_model_free(model: *mut LlamaModel);
         pub(crate) fn sv_n_vocab(model: *const LlamaModel) -> i32;
-        pub(crate) fn sv_n_ctx_train(model: *const LlamaModel) -> i32;
         pub(crate) fn sv_model_size(model: *const LlamaModel) -> u64;
         pub(crate) fn sv_context(
             model: *mut LlamaModel,
@@ -280,7 +279,6 @@ impl Default for LoadOptions {
 pub struct Model {
     ptr: NonNull<ffi::LlamaModel>,
     vocab: usize,
-    train_context: usize,
     size: u64,
 }
 
@@ -305,17 +303,15 @@ impl Model {
         let ptr = NonNull::new(ptr).ok_or_else(|| Error::Load(last_error()))?;
         #[allow(unsafe_code)]
         // SAFETY: `ptr` is a live model.
-        let (vocab, train_context, size) = unsafe {
+        let (vocab, size) = unsafe {
             (
                 ffi::sv_n_vocab(ptr.as_ptr()),
-                ffi::sv_n_ctx_train(ptr.as_ptr()),
                 ffi::sv_model_size(ptr.as_ptr()),
             )
         };
         let model = Model {
             ptr,
             vocab: usize::try_from(vocab).unwrap_or(0),
-            train_context: usize::try_from(train_context).unwrap_or(0),
             size,
         };
         if model.vocab == 0 {
@@ -327,11 +323,6 @@ impl Model {
     /// Tokens in the vocabulary (the length of the logits).
     pub fn vocab_size(&self) -> usize {
         self.vocab
-    }
-
-    /// The context length the model was trained with.
-    pub fn train_context(&self) -> usize {
-        self.train_context
     }
 
     /// The bytes of its weights.

@@ -98,10 +98,6 @@ int32_t sv_n_vocab(const struct llama_model *model) {
     return guarded<int32_t>(0, [&] { return llama_vocab_n_tokens(llama_model_get_vocab(model)); });
 }
 
-int32_t sv_n_ctx_train(const struct llama_model *model) {
-    return guarded<int32_t>(0, [&] { return llama_model_n_ctx_train(model); });
-}
-
 uint64_t sv_model_size(const struct llama_model *model) {
     return guarded<uint64_t>(0, [&] { return llama_model_size(model); });
 }
