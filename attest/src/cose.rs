@@ -92,6 +92,40 @@ pub fn sign_es384(
         .map_err(|_| CoseError::Sign("the COSE_Sign1 could not be encoded"))
 }
 
+/// [`sign_es384`] with a signer of its own (an HSM, say): `sign` gets the bytes to sign (the
+/// COSE Sig_structure) and returns the ES384 signature, r ‖ s, 96 bytes.
+pub fn sign_es384_with(
+    content_type: &str,
+    payload: Vec<u8>,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
+) -> Result<Vec<u8>, CoseError> {
+    let protected = HeaderBuilder::new()
+        .algorithm(iana::Algorithm::ES384)
+        .content_type(content_type.to_owned())
+        .build();
+    let mut outcome = Ok(());
+    let mut sign = Some(sign);
+    let sign1 = CoseSign1Builder::new()
+        .protected(protected)
+        .payload(payload)
+        .create_signature(b"", |data| match sign.take().map(|f| f(data)) {
+            Some(Ok(signature)) if signature.len() == SIGNATURE_LEN => signature,
+            Some(Ok(_)) => {
+                outcome = Err(CoseError::Sign("the signer's signature is not 96 bytes"));
+                Vec::new()
+            }
+            _ => {
+                outcome = Err(CoseError::Sign("the signer could not sign"));
+                Vec::new()
+            }
+        })
+        .build();
+    outcome?;
+    sign1
+        .to_tagged_vec()
+        .map_err(|_| CoseError::Sign("the COSE_Sign1 could not be encoded"))
+}
+
 /// Parse a signed object of at most `max` bytes and check its shape: tagged, ES384 with
 /// `content_type` and nothing critical in the protected header, an embedded payload, a 96-byte
 /// signature. Its signature is not checked: see [`verify_es384`].

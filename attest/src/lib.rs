@@ -39,6 +39,7 @@ mod trust;
 mod types;
 mod verify;
 
+pub mod approval;
 pub mod cose;
 #[cfg(feature = "pki")]
 pub mod pki;

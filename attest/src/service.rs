@@ -64,6 +64,8 @@ pub enum ServiceRole {
     TransparencyLog,
     /// Signing key-release responses.
     KeyBroker,
+    /// Approving release-policy changes (one person's key).
+    Approver,
 }
 
 impl ServiceRole {
@@ -72,6 +74,7 @@ impl ServiceRole {
         match self {
             Self::TransparencyLog => "transparency-log",
             Self::KeyBroker => "key-broker",
+            Self::Approver => "policy-approver",
         }
     }
 }

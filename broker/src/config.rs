@@ -38,7 +38,16 @@
 //! # pin_file = "pin"               # else $BROKER_PKCS11_PIN
 //! # file = "state/keystore.json"   # software: the store, and its passphrase's file
 //! # passphrase_file = "passphrase" # else $BROKER_PASSPHRASE
+//!
+//! [approval]                       # policy changes need k of n approvals (see docs/broker.md)
+//! required = 2
+//! approvers = ["alice@gov.example", "bob@gov.example", "carol@gov.example"]  # certificate CNs
+//! approvals = "policy-approvals"   # the directory of *.approval files (default)
 //! ```
+//!
+//! Without `[approval]` the broker refuses to start unless `dangerous_single_administrator =
+//! true` is set (development: the policy file takes effect as written, announced at every
+//! start).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -132,6 +141,8 @@ pub struct Config {
     pub oaep_hash: OaepHash,
     /// The key store.
     pub key_store: KeyStoreConfig,
+    /// Who must approve policy changes; `None` only with `dangerous_single_administrator`.
+    pub approval: Option<crate::approval::ApprovalConfig>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +161,17 @@ struct Raw {
     signing: RawSigning,
     log: RawLog,
     key_store: RawKeyStore,
+    approval: Option<RawApproval>,
+    #[serde(default)]
+    dangerous_single_administrator: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApproval {
+    required: usize,
+    approvers: Vec<String>,
+    approvals: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -307,7 +329,32 @@ impl Config {
                 ));
             }
         };
+        let approval = match (raw.approval, raw.dangerous_single_administrator) {
+            (Some(_), true) => {
+                return Err(invalid(
+                    "dangerous_single_administrator",
+                    "set together with [approval]: choose one",
+                ));
+            }
+            (None, false) => {
+                return Err(ConfigError(
+                    "no [approval] section: name the approvers whose k-of-n approval a policy \
+                     change needs (`required`, `approvers`), or, for development only, set \
+                     `dangerous_single_administrator = true`"
+                        .into(),
+                ));
+            }
+            (None, true) => None,
+            (Some(a), false) => Some(crate::approval::ApprovalConfig {
+                rule: attest::approval::ApprovalRule::new(a.required, a.approvers)
+                    .map_err(|e| invalid("approval", e))?,
+                dir: at(a
+                    .approvals
+                    .unwrap_or_else(|| PathBuf::from("policy-approvals"))),
+            }),
+        };
         Ok(Self {
+            approval,
             listen,
             state_dir: at(raw.state_dir),
             policy: at(raw.policy),
@@ -443,6 +490,12 @@ impl Config {
             "key_store": key_store,
             "kek_label": self.kek_label,
             "oaep_hash": self.oaep_hash.as_str(),
+            "approval": self.approval.as_ref().map(|a| serde_json::json!({
+                "required": a.rule.required,
+                "approvers": a.rule.approvers,
+                "approvals": a.dir,
+            })),
+            "dangerous_single_administrator": self.approval.is_none(),
         })
     }
 }
@@ -452,7 +505,7 @@ mod tests {
     use super::*;
 
     const BASE: &str = "listen = \"127.0.0.1:9443\"\nstate_dir = \"s\"\npolicy = \"p.toml\"\n\
-        [trust]\nroots = [\"r.pem\"]\n[signing]\nkey = \"b.key\"\ncertificate = \"b.pem\"\n\
+        dangerous_single_administrator = true\n[trust]\nroots = [\"r.pem\"]\n[signing]\nkey = \"b.key\"\ncertificate = \"b.pem\"\n\
         [log]\norigin = \"gov.example/log\"\nkey = \"log.skey\"\n";
 
     #[test]

@@ -19,10 +19,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod config;
 pub mod keystore;
 pub mod policy;
 pub mod release;
+pub mod revocation;
 pub mod seal;
 pub mod secrets;
 pub mod server;
@@ -73,6 +75,12 @@ pub enum OpenError {
         /// Its version.
         version: u64,
     },
+    /// With approvals, no policy is approved, and none was adopted before.
+    #[error(
+        "no release policy is in force: the policy file's {0}; run `broker policy apply` with \
+         enough approvals"
+    )]
+    NotApproved(String),
     /// A PKCS#11 key store with no PIN.
     #[error(
         "the PKCS#11 key store needs the token's user PIN: set key_store.pin_file or \
@@ -212,6 +220,7 @@ pub fn adopt_policy(
     state: &StateDir,
     ledger: &Ledger,
     now: Timestamp,
+    approvers: &[String],
 ) -> Result<Option<u64>, OpenError> {
     let sha384 = data_encoding::HEXLOWER.encode(&policy.sha384);
     let previous = state.policy_state()?;
@@ -231,18 +240,75 @@ pub fn adopt_policy(
         policy_version: policy.version,
         policy_sha384: policy.sha384,
         models: policy.models.keys().map(ToString::to_string).collect(),
+        approvers: approvers.to_vec(),
     }))?;
-    state.save_policy_state(&PolicyState {
-        version: policy.version,
-        sha384,
-        log_index: index,
-    })?;
+    state.save_policy_state(
+        &PolicyState {
+            version: policy.version,
+            sha384,
+            log_index: index,
+        },
+        &policy.bytes,
+    )?;
     tracing::info!(
         version = policy.version,
         log_index = index,
         "release policy adopted and logged"
     );
     Ok(Some(index))
+}
+
+/// With approvals: the policy file if it is adopted, or approved and due (then adopted now);
+/// else the policy adopted last, whose bytes the state directory kept; with neither, an error
+/// naming what is missing.
+fn policy_in_force(
+    file: ReleasePolicy,
+    source: &approval::PolicySource,
+    state: &StateDir,
+    ledger: &Ledger,
+    now: Timestamp,
+) -> Result<ReleasePolicy, OpenError> {
+    let adopted = state.policy_state()?;
+    if adopted
+        .as_ref()
+        .is_some_and(|a| a.sha384 == data_encoding::HEXLOWER.encode(&file.sha384))
+    {
+        return Ok(file);
+    }
+    let version = file.version;
+    let waiting = match approval::judge(file, &source.approval, &source.trust, now)? {
+        approval::Verdict::Adopt { policy, approvers } => {
+            if let Some(a) = &adopted
+                && policy.version <= a.version
+            {
+                return Err(OpenError::PolicyVersion {
+                    adopted: a.sha384.get(..16).unwrap_or_default().to_owned(),
+                    version: a.version,
+                });
+            }
+            adopt_policy(&policy, state, ledger, now, &approvers)?;
+            tracing::warn!(version = policy.version, approvers = %approvers.join(", "), "an approved release policy takes effect");
+            return Ok(policy);
+        }
+        approval::Verdict::Wait { until, .. } => {
+            format!("version {version} is approved and takes effect at {until}")
+        }
+        approval::Verdict::NotApproved(summary) => {
+            format!("version {version} is not approved: {summary}")
+        }
+    };
+    match state.adopted_policy()? {
+        Some(bytes) => {
+            let policy = ReleasePolicy::parse(&bytes)?;
+            tracing::warn!(
+                version_in_force = policy.version,
+                "the policy file {}: {waiting}; the policy adopted last stays in force",
+                source.path.display()
+            );
+            Ok(policy)
+        }
+        None => Err(OpenError::NotApproved(waiting)),
+    }
 }
 
 /// Everything `broker serve` needs, opened and checked: key store, trust, signer, log, policy.
@@ -265,13 +331,33 @@ pub fn open(config: &Config, clock: Clock) -> Result<Broker, OpenError> {
             OpenError::State(e)
         }
     })?;
-    let policy = ReleasePolicy::load(&config.policy)?;
-    adopt_policy(&policy, &state, &ledger, clock())?;
+    let file = ReleasePolicy::load(&config.policy)?;
+    let policy_source = match &config.approval {
+        None => {
+            tracing::warn!(
+                "DANGEROUS: dangerous_single_administrator is set: the release policy takes \
+                 effect as its file says, with no approval; whoever edits the file decides which \
+                 enclaves get keys. Configure [approval] (k of n approvers) in production"
+            );
+            adopt_policy(&file, &state, &ledger, clock(), &[])?;
+            None
+        }
+        Some(approval) => Some(approval::PolicySource {
+            path: config.policy.clone(),
+            approval: approval.clone(),
+            trust: config.service_trust()?,
+        }),
+    };
+    let policy = match &policy_source {
+        None => file,
+        Some(source) => policy_in_force(file, source, &state, &ledger, clock())?,
+    };
     let key_store = open_key_store(config)?;
     Ok(Broker::new(Parts {
         key_store,
         verifier: Verifier::new(trust),
         policy,
+        policy_source,
         state,
         ledger,
         signer,

@@ -2,8 +2,12 @@
 //!
 //! ```toml
 //! version = 3                       # raise it with every change; each version is logged once
+//! notice = "24h"                    # with approvals: in force no sooner than this after the last
+//!                                   # approval (default 0)
 //!
-//! [models."smollm2-135m"]           # the same rules as an `attest` policy file
+//! [models."smollm2-135m"]           # the same rules as an `attest` policy file, and a lease
+//! lease = "15m"                     # how long a released key lasts without renewal (default
+//!                                   # 15m, 1s to 24h): the longest a revocation waits
 //! max_age = "5m"                    # documents older than this are refused (default 5m)
 //! regions = ["eu-central-1"]        # default: any region
 //! # dangerous_allow_debug = true    # never in production
@@ -19,6 +23,7 @@
 //! above) or a bare PCR8 is refused at load, naming the rule. Unknown keys are errors.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use attest::{Policy, PolicyRules};
 use sealing::Id;
@@ -36,7 +41,16 @@ pub struct ReleasePolicy {
     pub sha384: [u8; 48],
     /// Per model, the attestation policy an enclave must satisfy.
     pub models: BTreeMap<Id, Policy>,
+    /// Per model, the lease a release or renewal grants.
+    pub leases: BTreeMap<Id, Duration>,
+    /// How long after its last approval the policy may take effect.
+    pub notice: Duration,
+    /// The file's bytes: what approvals sign and the state directory keeps once adopted.
+    pub bytes: Vec<u8>,
 }
+
+/// The lease granted when a model's policy names none.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15 * 60);
 
 /// Why a policy file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +61,7 @@ pub struct PolicyError(pub String);
 #[serde(deny_unknown_fields)]
 struct Raw {
     version: u64,
+    notice: Option<String>,
     #[serde(default)]
     models: BTreeMap<String, PolicyRules>,
 }
@@ -55,7 +70,21 @@ impl ReleasePolicy {
     /// Parse and check a policy file's bytes.
     pub fn parse(bytes: &[u8]) -> Result<Self, PolicyError> {
         let text = std::str::from_utf8(bytes).map_err(|_| PolicyError("not UTF-8".into()))?;
-        let raw: Raw = toml::from_str(text).map_err(|e| PolicyError(e.to_string()))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| PolicyError(e.to_string()))?;
+        // `lease` is the broker's, not the attestation rules': taken out before they are read.
+        let mut leases = BTreeMap::new();
+        if let Some(toml::Value::Table(models)) = table.get_mut("models") {
+            for (name, rules) in models.iter_mut() {
+                let Some(lease) = rules.as_table_mut().and_then(|t| t.remove("lease")) else {
+                    continue;
+                };
+                let lease = parse_lease(name, &lease)?;
+                let id = Id::new(name).map_err(|e| PolicyError(format!("models.{name:?}: {e}")))?;
+                leases.insert(id, lease);
+            }
+        }
+        let raw: Raw = table.try_into().map_err(|e| PolicyError(e.to_string()))?;
         if raw.version == 0 {
             return Err(PolicyError("version starts at 1".into()));
         }
@@ -70,13 +99,33 @@ impl ReleasePolicy {
                     "models.{name}: a release policy must pin the enclave image: {e}"
                 ))
             })?;
+            leases.entry(id.clone()).or_insert(DEFAULT_LEASE);
             models.insert(id, policy);
         }
+        let notice = match &raw.notice {
+            None => Duration::ZERO,
+            Some(text) => {
+                let notice = attest::parse_duration(text)
+                    .map_err(|e| PolicyError(format!("notice: {e}")))?;
+                if notice > Duration::from_secs(30 * 86_400) {
+                    return Err(PolicyError("notice: at most 30 days".into()));
+                }
+                notice
+            }
+        };
         Ok(Self {
             version: raw.version,
             sha384: sealing::release::sha384(bytes),
             models,
+            leases,
+            notice,
+            bytes: bytes.to_vec(),
         })
+    }
+
+    /// The lease `model`'s releases and renewals grant.
+    pub fn lease(&self, model: &Id) -> Duration {
+        self.leases.get(model).copied().unwrap_or(DEFAULT_LEASE)
     }
 
     /// Read and check a policy file.
@@ -113,6 +162,7 @@ impl ReleasePolicy {
                     "allow_debug": p.allows_debug(),
                     "max_age_secs": p.max_age_limit().map(|d| d.as_secs()),
                     "regions": p.regions().iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                    "lease_secs": self.lease(id).as_secs_f64(),
                 });
                 (id.to_string(), value)
             })
@@ -120,9 +170,26 @@ impl ReleasePolicy {
         serde_json::json!({
             "version": self.version,
             "sha384": hex(&self.sha384),
+            "notice_secs": self.notice.as_secs(),
             "models": models,
         })
     }
+}
+
+fn parse_lease(model: &str, value: &toml::Value) -> Result<Duration, PolicyError> {
+    let bad = |why: String| PolicyError(format!("models.{model}.lease: {why}"));
+    let text = value
+        .as_str()
+        .ok_or_else(|| bad("a duration such as \"15m\"".into()))?;
+    let lease = attest::parse_duration(text).map_err(|e| bad(e.to_string()))?;
+    let min = Duration::from_millis(sealing::release::MIN_LEASE_MS);
+    let max = Duration::from_millis(sealing::release::MAX_LEASE_MS);
+    if lease < min || lease > max {
+        return Err(bad(format!(
+            "{text} is outside 1s to 24h (enclaves refuse other leases)"
+        )));
+    }
+    Ok(lease)
 }
 
 #[cfg(test)]
@@ -150,6 +217,31 @@ mod tests {
         assert_eq!(p.sha384, sealing::release::sha384(text.as_bytes()));
         let json = p.to_json();
         assert_eq!(json["models"]["m-1"]["measurements"][0]["pcr16"], pcr(2));
+        assert_eq!(p.lease(&Id::new("m-1").unwrap()), DEFAULT_LEASE);
+    }
+
+    #[test]
+    fn a_lease_is_per_model_and_bounded() {
+        let policy = |lease: &str| {
+            format!(
+                "version = 2\n[models.\"m-1\"]\nlease = {lease}\n\
+                 [[models.\"m-1\".measurements]]\npcr0 = \"{}\"\n\
+                 [models.\"m-2\"]\n[[models.\"m-2\".measurements]]\npcr0 = \"{}\"\n",
+                pcr(1),
+                pcr(2)
+            )
+        };
+        let p = ReleasePolicy::parse(policy("\"90s\"").as_bytes()).unwrap();
+        assert_eq!(p.lease(&Id::new("m-1").unwrap()), Duration::from_secs(90));
+        assert_eq!(p.lease(&Id::new("m-2").unwrap()), DEFAULT_LEASE);
+        assert_eq!(p.to_json()["models"]["m-1"]["lease_secs"], 90.0);
+        for bad in ["\"0s\"", "\"500ms\"", "\"25h\"", "15", "\"soon\""] {
+            let error = ReleasePolicy::parse(policy(bad).as_bytes()).unwrap_err();
+            assert!(
+                error.to_string().contains("models.m-1.lease"),
+                "{bad}: {error}"
+            );
+        }
     }
 
     /// PCR3/PCR4 (the parent's choice), PCR16 (the enclave's own code) or a bare PCR8 do not

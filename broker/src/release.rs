@@ -1,6 +1,10 @@
 //! Deciding a key release: the nonce, the model's record and policy, the attestation document,
 //! the HSM, the log, and the signed response, in that order. Every decision, release or denial,
 //! is in the log (synced) before its answer exists.
+//!
+//! A release grants the lease the model's policy sets. A renewal is decided like a release, on a
+//! fresh document, against the policy in force and the revocations recorded now, for the key the
+//! enclave already holds: no key leaves the key store, and the log records a `lease-renewal`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -13,12 +17,14 @@ use attest::{
 use proofs::entry::{DenialSummary, Entry, KeyRelease, LogEntry, ModelSealed, Outcome};
 use sealing::Id;
 use sealing::release::{
-    Message, NONCE_LEN, OaepHash, ReleaseClaims, ResponseSigner, request_user_data, sha384,
+    Message, NONCE_LEN, OaepHash, ReleaseClaims, RenewalClaims, ResponseSigner, renewal_user_data,
+    request_user_data, sha384,
 };
 use subtle::ConstantTimeEq;
 
 use crate::keystore::{KeyStore, KeyStoreError};
 use crate::policy::ReleasePolicy;
+use crate::revocation::Revoked;
 use crate::state::{Ledger, ModelRecord, StateDir, StateError};
 
 /// Where the time of a release went.
@@ -241,13 +247,20 @@ struct Evidence {
     /// decisions are logged whatever the peer's budget; a genuine document alone proves little,
     /// since any client can have an enclave attest over a nonce of its choosing.
     bound: bool,
+    /// A renewal's decision (logged as `lease-renewal`), not a release's.
+    renewal: bool,
 }
 
 /// Everything a release needs, shared by the workers.
 pub struct Broker {
     key_store: Arc<dyn KeyStore>,
     verifier: Verifier,
-    policy: ReleasePolicy,
+    /// The policy in force: replaced when an approved change takes effect.
+    policy: std::sync::RwLock<Arc<ReleasePolicy>>,
+    /// Where approved changes come from, when the broker runs with approvals.
+    policy_source: Option<crate::approval::PolicySource>,
+    /// The last verdict on a pending policy file, so that it is reported once.
+    policy_verdict: Mutex<Option<String>>,
     state: StateDir,
     ledger: Ledger,
     signer: ResponseSigner,
@@ -264,7 +277,7 @@ impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
             .field("key_store", &self.key_store.kind())
-            .field("policy_version", &self.policy.version)
+            .field("policy_version", &self.policy().version)
             .finish_non_exhaustive()
     }
 }
@@ -277,6 +290,8 @@ pub struct Parts {
     pub verifier: Verifier,
     /// The release policy, already adopted (logged).
     pub policy: ReleasePolicy,
+    /// Where approved policy changes come from (`None`: the policy changes only at a restart).
+    pub policy_source: Option<crate::approval::PolicySource>,
     /// The state directory.
     pub state: StateDir,
     /// The log.
@@ -319,7 +334,9 @@ impl Broker {
         Self {
             key_store: parts.key_store,
             verifier: parts.verifier,
-            policy: parts.policy,
+            policy: std::sync::RwLock::new(Arc::new(parts.policy)),
+            policy_source: parts.policy_source,
+            policy_verdict: Mutex::new(None),
             state: parts.state,
             ledger: parts.ledger,
             signer: parts.signer,
@@ -337,6 +354,65 @@ impl Broker {
         }
     }
 
+    /// The release policy in force now.
+    pub fn policy(&self) -> Arc<ReleasePolicy> {
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adopt an approved policy change whose time has come: the server calls this every
+    /// [`crate::revocation::POLL`]. A change that is not approved, or not yet due, is reported
+    /// once and the policy in force stays.
+    pub fn refresh_policy(&self) {
+        let Some(source) = &self.policy_source else {
+            return;
+        };
+        let current = self.policy();
+        let verdict = match source.judge_file(&current, (self.clock)()) {
+            Ok(None) => return,
+            Ok(Some(crate::approval::Verdict::Adopt { policy, approvers })) => {
+                match crate::adopt_policy(
+                    &policy,
+                    &self.state,
+                    &self.ledger,
+                    (self.clock)(),
+                    &approvers,
+                ) {
+                    Ok(_) => {
+                        tracing::warn!(
+                            version = policy.version,
+                            approvers = %approvers.join(", "),
+                            "an approved release policy takes effect"
+                        );
+                        *self
+                            .policy
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policy);
+                        return;
+                    }
+                    Err(e) => format!("the approved policy could not be adopted: {e}"),
+                }
+            }
+            Ok(Some(crate::approval::Verdict::Wait { until, .. })) => {
+                format!("the approved policy takes effect at {until} (its notice period)")
+            }
+            Ok(Some(crate::approval::Verdict::NotApproved(summary))) => {
+                format!("the policy file changed but is not approved: {summary}")
+            }
+            Err(e) => format!("the policy file cannot be judged: {e}"),
+        };
+        let mut last = self
+            .policy_verdict
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.as_deref() != Some(verdict.as_str()) {
+            tracing::warn!(version_in_force = current.version, "{verdict}");
+            *last = Some(verdict);
+        }
+    }
+
     /// The key store's kind.
     pub fn key_store_kind(&self) -> &'static str {
         self.key_store.kind()
@@ -345,7 +421,7 @@ impl Broker {
     /// Answer a hello from `peer`: a challenge for a model this broker can release, else a
     /// logged denial.
     pub fn hello(&self, model: &Id, peer: IpAddr) -> Message {
-        let known = self.policy.models.contains_key(model)
+        let known = self.policy().models.contains_key(model)
             && matches!(self.state.record(model), Ok(Some(_)));
         if !known {
             let denial = Denial::new(
@@ -454,12 +530,16 @@ impl Broker {
             .map_err(|e| Denial::new("internal", e.to_string()))?
             .ok_or_else(unknown)?;
         evidence.key_id = Some(record.key_id.clone());
-        let policy = self.policy.models.get(model).ok_or_else(unknown)?;
+        let in_force = self.policy();
+        let policy = in_force.models.get(model).ok_or_else(unknown)?;
+        let revocations = self.revocations()?;
+        check_revoked(&revocations, model, None)?;
 
         let started = Instant::now();
         let verified = self.verify(policy, nonce, document, evidence);
         timings.verify = started.elapsed();
         let verified = verified?;
+        check_revoked(&revocations, model, evidence.attested.as_ref())?;
         // From here every denial is logged with what the document attested.
         let expected = request_user_data(model, nonce);
         let user_data_ok = verified
@@ -493,14 +573,14 @@ impl Broker {
         timings.key_store = started.elapsed();
         let wrapped = wrapped?;
 
+        let lease_ms = lease_ms(in_force.lease(model));
         let started = Instant::now();
         let entry = release_entry(
             (self.clock)(),
-            Outcome::Released,
-            "ok",
+            (Outcome::Released, "ok", Some(lease_ms)),
             model,
             &record.key_id,
-            self.policy.version,
+            in_force.version,
             evidence,
         );
         let proven = self.ledger.append_proven(entry);
@@ -517,13 +597,14 @@ impl Broker {
             key_id: record.key_id.clone(),
             model_digest: record.model_sha384,
             model_len: record.model_len,
-            policy_version: self.policy.version,
+            policy_version: in_force.version,
             document_sha384: sha384(document),
             wrapped_key: wrapped,
             oaep_hash: self.oaep,
             log_index: proven.index,
             log_entry: proven.entry,
             inclusion_proof: proven.proof,
+            lease_ms,
         };
         let response = self.signer.sign(&claims);
         timings.sign = started.elapsed();
@@ -532,12 +613,184 @@ impl Broker {
             model = %model,
             key_id = %record.key_id,
             log_index = proven.index,
+            lease_ms,
             module_id = evidence.attested.as_ref().map(|v| v.module_id()),
             "key released"
         );
         Ok(Message::Release {
             response,
             certificate: self.signer.certificate().to_vec(),
+        })
+    }
+
+    /// Decide a renewal from `peer` of the lease on `key_id` of `model` (the model of the
+    /// connection's hello): logged as a `lease-renewal`, granted or denied.
+    pub fn renew(
+        &self,
+        model: &Id,
+        nonce: &[u8; NONCE_LEN],
+        key_id: &Id,
+        document: &[u8],
+        peer: IpAddr,
+    ) -> (Message, Timings) {
+        let mut timings = Timings::default();
+        let mut evidence = Evidence {
+            nonce: Some(nonce.to_vec()),
+            document_sha384: Some(sha384(document)),
+            key_id: Some(key_id.clone()),
+            renewal: true,
+            ..Evidence::default()
+        };
+        match self.decide_renewal(model, nonce, key_id, document, &mut evidence, &mut timings) {
+            Ok(message) => (message, timings),
+            Err(denial) => {
+                let started = Instant::now();
+                let message = self.deny(model, peer, evidence, denial);
+                timings.log += started.elapsed();
+                (message, timings)
+            }
+        }
+    }
+
+    fn decide_renewal(
+        &self,
+        model: &Id,
+        nonce: &[u8; NONCE_LEN],
+        key_id: &Id,
+        document: &[u8],
+        evidence: &mut Evidence,
+        timings: &mut Timings,
+    ) -> Result<Message, Denial> {
+        self.nonces.take(nonce, model)?;
+        let unknown = || Denial::new("unknown_model", format!("no sealed model {model}"));
+        let record = self
+            .state
+            .record(model)
+            .map_err(|e| Denial::new("internal", e.to_string()))?
+            .ok_or_else(unknown)?;
+        let in_force = self.policy();
+        let policy = in_force.models.get(model).ok_or_else(unknown)?;
+        let revocations = self.revocations()?;
+        check_revoked(&revocations, model, None)?;
+
+        let started = Instant::now();
+        let verified = self.verify(policy, nonce, document, evidence);
+        timings.verify = started.elapsed();
+        let verified = verified?;
+        check_revoked(&revocations, model, evidence.attested.as_ref())?;
+        let expected = renewal_user_data(model, key_id, nonce);
+        let user_data_ok = verified
+            .user_data()
+            .is_some_and(|u| bool::from(u.ct_eq(&expected[..])));
+        if !user_data_ok {
+            return Err(Denial::new(
+                "user_data_mismatch",
+                "the document's user_data does not bind this renewal",
+            ));
+        }
+        evidence.bound = true;
+        if &record.key_id != key_id {
+            return Err(Denial::new(
+                "key_superseded",
+                format!(
+                    "the model was sealed again, under {}: the key {key_id} is no longer renewed",
+                    record.key_id
+                ),
+            ));
+        }
+
+        let lease_ms = lease_ms(in_force.lease(model));
+        let started = Instant::now();
+        let entry = release_entry(
+            (self.clock)(),
+            (Outcome::Released, "ok", Some(lease_ms)),
+            model,
+            key_id,
+            in_force.version,
+            evidence,
+        );
+        let proven = self.ledger.append_proven(entry);
+        timings.log = started.elapsed();
+        let proven = proven.map_err(|e| {
+            tracing::error!(error = %e, "the log refused a renewal; nothing is sent");
+            Denial::new("log_unavailable", "the renewal could not be logged")
+        })?;
+        let started = Instant::now();
+        let claims = RenewalClaims {
+            nonce: *nonce,
+            model_id: model.clone(),
+            key_id: key_id.clone(),
+            policy_version: in_force.version,
+            document_sha384: sha384(document),
+            lease_ms,
+            log_index: proven.index,
+            log_entry: proven.entry,
+            inclusion_proof: proven.proof,
+        };
+        let response = self.signer.sign_renewal(&claims);
+        timings.sign = started.elapsed();
+        let response = response.map_err(|e| Denial::new("internal", e.to_string()))?;
+        tracing::info!(
+            model = %model,
+            key_id = %key_id,
+            log_index = proven.index,
+            lease_ms,
+            module_id = evidence.attested.as_ref().map(|v| v.module_id()),
+            "lease renewed"
+        );
+        Ok(Message::Renewed {
+            response,
+            certificate: self.signer.certificate().to_vec(),
+        })
+    }
+
+    /// Every revocation recorded, each logged: those `broker revoke` recorded since are logged
+    /// first. If they cannot be read or logged, nothing is released or renewed.
+    fn revocations(&self) -> Result<Vec<Revoked>, Denial> {
+        let list = self.state.revocations().map_err(|e| {
+            tracing::error!(error = %e, "the revocations cannot be read; refusing every decision");
+            Denial::new("internal", "the broker cannot read its revocations")
+        })?;
+        if list.iter().all(|r| r.log_index.is_some()) {
+            return Ok(list);
+        }
+        self.log_pending_revocations().map_err(|e| {
+            tracing::error!(error = %e, "a revocation cannot be logged; refusing every decision");
+            Denial::new("log_unavailable", "a revocation could not be logged")
+        })
+    }
+
+    /// Log the revocations `broker revoke` recorded and this broker has not logged yet. The
+    /// server calls this every [`crate::revocation::POLL`].
+    pub fn log_revocations(&self) {
+        match self.state.revocations() {
+            Ok(list) if list.iter().all(|r| r.log_index.is_some()) => {}
+            _ => {
+                if let Err(e) = self.log_pending_revocations() {
+                    tracing::error!(error = %e, "revocations cannot be read or logged");
+                }
+            }
+        }
+    }
+
+    fn log_pending_revocations(&self) -> Result<Vec<Revoked>, StateError> {
+        self.state.update_revocations(|list| {
+            let mut changed = false;
+            for r in list.iter_mut().filter(|r| r.log_index.is_none()) {
+                // A crash between the append and the file's update logs it again at the next
+                // look: a revocation is logged at least once.
+                let index = self.ledger.append(r.entry())?;
+                r.log_index = Some(index);
+                changed = true;
+                tracing::warn!(
+                    target = r.target.as_str(),
+                    value = %r.value,
+                    reason = %r.reason,
+                    log_index = index,
+                    "revocation logged: no release or renewal for it from now on"
+                );
+            }
+            Ok((changed, list.clone()))
         })
     }
 
@@ -708,11 +961,10 @@ impl Broker {
             .unwrap_or_else(|| Id::new("-").unwrap_or_else(|_| model.clone()));
         let entry = release_entry(
             (self.clock)(),
-            Outcome::Denied,
-            &denial.reason,
+            (Outcome::Denied, &denial.reason, None),
             model,
             &key_id,
-            self.policy.version,
+            self.policy().version,
             &evidence,
         );
         match self.ledger.append(entry) {
@@ -722,7 +974,8 @@ impl Broker {
                     reason = %denial.reason,
                     log_index = index,
                     detail = %denial.message,
-                    "key release denied"
+                    renewal = evidence.renewal,
+                    "key release or renewal denied"
                 );
                 Message::Denied {
                     reason: denial.reason,
@@ -756,17 +1009,55 @@ fn sealed(record: &ModelRecord) -> ModelSealed {
     }
 }
 
+/// The lease as the protocol carries it.
+fn lease_ms(lease: Duration) -> u64 {
+    u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A denial if a revocation names `model`, or the image (PCR0) or enclave (module id) that
+/// `attested` shows.
+fn check_revoked(
+    revocations: &[Revoked],
+    model: &Id,
+    attested: Option<&AuthenticDocument>,
+) -> Result<(), Denial> {
+    use proofs::entry::RevocationTarget;
+    let pcr0 = attested
+        .and_then(|a| a.pcrs().iter().find(|(i, _)| i.get() == 0))
+        .map(|(_, v)| data_encoding::HEXLOWER.encode(v.as_bytes()));
+    let hit = revocations.iter().find(|r| match r.target {
+        RevocationTarget::Model => r.value == model.as_str(),
+        RevocationTarget::Image => pcr0.as_deref() == Some(r.value.as_str()),
+        RevocationTarget::Module => attested.is_some_and(|a| a.module_id() == r.value),
+    });
+    match hit {
+        None => Ok(()),
+        Some(r) => Err(Denial::new(
+            "revoked",
+            format!(
+                "the {} {} was revoked at {}{}: {}",
+                r.target.as_str(),
+                r.value,
+                r.time,
+                r.log_index
+                    .map(|i| format!(" (log entry {i})"))
+                    .unwrap_or_default(),
+                r.reason
+            ),
+        )),
+    }
+}
+
 fn release_entry(
     time: Timestamp,
-    outcome: Outcome,
-    reason: &str,
+    (outcome, reason, lease_ms): (Outcome, &str, Option<u64>),
     model: &Id,
     key_id: &Id,
     policy_version: u64,
     evidence: &Evidence,
 ) -> Entry {
     let attested = evidence.attested.as_ref();
-    Entry::KeyRelease(KeyRelease {
+    let decision = KeyRelease {
         time,
         outcome,
         reason: reason.to_owned(),
@@ -780,5 +1071,11 @@ fn release_entry(
             .map(|r| r.as_str().to_owned()),
         document_sha384: evidence.document_sha384,
         nonce: evidence.nonce.clone(),
-    })
+        lease_ms,
+    };
+    if evidence.renewal {
+        Entry::LeaseRenewal(decision)
+    } else {
+        Entry::KeyRelease(decision)
+    }
 }

@@ -13,7 +13,11 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use zeroize::Zeroizing;
 
 /// The environment variables that hold secrets.
-pub const SECRET_VARIABLES: [&str; 2] = ["BROKER_PKCS11_PIN", "BROKER_PASSPHRASE"];
+pub const SECRET_VARIABLES: [&str; 3] = [
+    "BROKER_PKCS11_PIN",
+    "BROKER_PASSPHRASE",
+    "APPROVER_PKCS11_PIN",
+];
 
 /// Secrets by variable name.
 type Secrets = Mutex<HashMap<&'static str, Zeroizing<Vec<u8>>>>;

@@ -1,5 +1,6 @@
-//! `broker serve`: the release protocol over TCP. Each connection carries one release: hello,
-//! challenge, attest, then release or denied. Decisions run on blocking threads, at most
+//! `broker serve`: the release protocol over TCP. Each connection carries one release (hello,
+//! challenge, attest, then release or denied) or one lease renewal (hello, challenge, renew,
+//! then renewed or denied). Decisions run on blocking threads, at most
 //! `workers` at once (each holds one HSM session while it uses the key store).
 
 use std::net::IpAddr;
@@ -42,6 +43,9 @@ pub async fn serve(
     let mut connections = Connections::new();
     let mut flush = tokio::time::interval(crate::release::DENIAL_WINDOW);
     flush.reset();
+    // Revocations recorded by `broker revoke` are logged within this period, traffic or not, and
+    // an approved policy change takes effect.
+    let mut revocations = tokio::time::interval(crate::revocation::POLL);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => break,
@@ -49,6 +53,14 @@ pub async fn serve(
                 // In the background: accepting never waits for the log's fsync.
                 let broker = broker.clone();
                 drop(tokio::task::spawn_blocking(move || broker.flush_denials()));
+                continue;
+            }
+            _ = revocations.tick() => {
+                let broker = broker.clone();
+                drop(tokio::task::spawn_blocking(move || {
+                    broker.log_revocations();
+                    broker.refresh_policy();
+                }));
                 continue;
             }
             () = connections.reap() => continue,
@@ -175,10 +187,10 @@ async fn connection(
     if !matches!(answer, Message::Challenge { .. }) {
         return Ok(());
     }
-    let (nonce, document) = match receive(&mut stream, timeout).await {
-        Ok(Message::Attest { nonce, document }) => (nonce, document),
+    let request = match receive(&mut stream, timeout).await {
+        Ok(m @ (Message::Attest { .. } | Message::Renew { .. })) => m,
         Ok(other) => {
-            let message = expected(&other, "attest");
+            let message = expected(&other, "attest or renew");
             return refuse_protocol(&mut stream, broker, Some(model), peer, message, timeout).await;
         }
         Err(Received::Malformed(e)) => {
@@ -190,7 +202,20 @@ async fn connection(
     let _worker = workers.acquire().await?;
     let (answer, timings) = {
         let broker = broker.clone();
-        tokio::task::spawn_blocking(move || broker.attest(&model, &nonce, &document, peer)).await?
+        tokio::task::spawn_blocking(move || match request {
+            Message::Renew {
+                nonce,
+                key_id,
+                document,
+            } => broker.renew(&model, &nonce, &key_id, &document, peer),
+            Message::Attest { nonce, document } => broker.attest(&model, &nonce, &document, peer),
+            // Only the two above reach here.
+            other => (
+                broker.deny_protocol(Some(&model), peer, format!("unexpected {}", other.op())),
+                crate::release::Timings::default(),
+            ),
+        })
+        .await?
     };
     tracing::debug!(
         verify_us = timings.verify.as_micros(),

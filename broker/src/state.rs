@@ -130,6 +130,11 @@ impl StateDir {
         })
     }
 
+    /// A file in the state directory.
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
     /// The log's directory.
     pub fn log_dir(&self) -> PathBuf {
         self.dir.join("log")
@@ -204,12 +209,40 @@ impl StateDir {
             .map_err(|e| StateError::File(format!("{}: {e}", path.display())))
     }
 
-    /// Record the policy adopted.
-    pub fn save_policy_state(&self, state: &PolicyState) -> Result<(), StateError> {
+    /// Record the policy adopted, and keep its bytes: a broker with approvals runs them while
+    /// a changed policy file waits for its approvals.
+    pub fn save_policy_state(&self, state: &PolicyState, bytes: &[u8]) -> Result<(), StateError> {
+        let path = self.dir.join("policy-adopted.toml");
+        let replace = proofs::durable::Replace {
+            private: false,
+            overwrite: true,
+        };
+        proofs::durable::write_atomically(&path, replace, |w| std::io::Write::write_all(w, bytes))
+            .map_err(|e| StateError::File(format!("writing {}: {e}", path.display())))?;
         self.write_json(&self.dir.join("policy.json"), state, false)
     }
 
-    fn write_json(
+    /// The bytes of the policy adopted last, if they were kept and are the ones `policy.json`
+    /// records.
+    pub fn adopted_policy(&self) -> Result<Option<Vec<u8>>, StateError> {
+        let Some(state) = self.policy_state()? else {
+            return Ok(None);
+        };
+        let path = self.dir.join("policy-adopted.toml");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = read_bounded(&path, crate::policy::MAX_POLICY_LEN)?;
+        if HEXLOWER.encode(&sealing::release::sha384(&bytes)) != state.sha384 {
+            return Err(StateError::File(format!(
+                "{}: not the policy policy.json records",
+                path.display()
+            )));
+        }
+        Ok(Some(bytes))
+    }
+
+    pub(crate) fn write_json(
         &self,
         path: &Path,
         value: &impl Serialize,

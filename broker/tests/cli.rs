@@ -32,6 +32,7 @@ fn tempdir(name: &str) -> PathBuf {
 }
 
 const CONFIG: &str = "listen = \"127.0.0.1:9443\"\nstate_dir = \"state\"\npolicy = \"policy.toml\"\n\
+    dangerous_single_administrator = true\n\
     [trust]\naws_root = true\n[signing]\nkey = \"broker.key\"\ncertificate = \"broker.pem\"\n\
     [log]\norigin = \"test.example/log\"\nkey = \"log.skey\"\n\
     [key_store]\nkind = \"software\"\nkek_label = \"kek-1\"\nfile = \"state/keystore.json\"\n";

@@ -111,6 +111,33 @@ pub(crate) enum Command {
         #[command(flatten)]
         validity: Validity,
     },
+    /// Certify a policy approver's key (ECDSA P-384, a PEM public key as `broker policy
+    /// approver-key` writes it) under a national root, for the policy-approver role: brokers
+    /// whose configuration names `--name` among their approvers count its approvals.
+    #[command(
+        after_help = "Example:\n  attest pki certify-approver-key --issuer-cert national-root.pem \\\n      \
+        --issuer-key national-root.key --public-key alice.pub.pem --name alice@gov.example \\\n      \
+        --days 365 --out alice.pem"
+    )]
+    CertifyApproverKey {
+        /// The issuing (national) root certificate.
+        #[arg(long, value_name = "FILE")]
+        issuer_cert: PathBuf,
+        /// The issuing root's private key (PKCS#8 PEM).
+        #[arg(long, value_name = "FILE")]
+        issuer_key: PathBuf,
+        /// The approver's public key (PEM `PUBLIC KEY`, P-384).
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+        /// The approver's name, as brokers' `[approval] approvers` list it.
+        #[arg(long)]
+        name: String,
+        /// Where to write the certificate (PEM). Must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        validity: Validity,
+    },
     /// Mint an attestation document in the real Nitro format under a simulated Nitro root,
     /// through a simulated regional, zonal and instance CA. It verifies with that root as a
     /// Nitro root (--nitro-root), or through a national root's cross-certificate for it, never
@@ -268,26 +295,39 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
             out,
             validity,
         } => {
-            let (not_before, not_after) = validity.resolve(365)?;
-            let issuer = one_certificate(&issuer_cert)?;
-            let key = zeroize::Zeroizing::new(
-                String::from_utf8(read_small_file(&issuer_key, "issuer key")?)
-                    .context("issuer key is not PEM")?,
-            );
-            let spki = p384_public_key(&read_small_file(&public_key, "public key")?)
-                .with_context(|| public_key.display().to_string())?;
-            let cert = attest::pki::certify_service_key(
-                &issuer,
-                &key,
-                &spki,
-                &name,
-                attest::service::ServiceRole::KeyBroker,
-                not_before,
-                not_after,
-            )?;
-            write_new_file(&out, pem(&cert).as_bytes(), false)?;
+            let key = ServiceKeyToCertify {
+                issuer_cert: &issuer_cert,
+                issuer_key: &issuer_key,
+                public_key: &public_key,
+                name: &name,
+                out: &out,
+            };
+            let (not_before, not_after) =
+                key.certify(attest::service::ServiceRole::KeyBroker, &validity)?;
             println!(
                 "key broker {name:?} certified in {}, valid {not_before} → {not_after}",
+                out.display()
+            );
+        }
+        Command::CertifyApproverKey {
+            issuer_cert,
+            issuer_key,
+            public_key,
+            name,
+            out,
+            validity,
+        } => {
+            let key = ServiceKeyToCertify {
+                issuer_cert: &issuer_cert,
+                issuer_key: &issuer_key,
+                public_key: &public_key,
+                name: &name,
+                out: &out,
+            };
+            let (not_before, not_after) =
+                key.certify(attest::service::ServiceRole::Approver, &validity)?;
+            println!(
+                "policy approver {name:?} certified in {}, valid {not_before} → {not_after}",
                 out.display()
             );
         }
@@ -396,4 +436,35 @@ fn pem(der: &CertificateDer<'_>) -> String {
         "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
         lines.join("\n")
     )
+}
+
+/// A P-384 service key to certify under a national root.
+struct ServiceKeyToCertify<'a> {
+    issuer_cert: &'a Path,
+    issuer_key: &'a Path,
+    public_key: &'a Path,
+    name: &'a str,
+    out: &'a Path,
+}
+
+impl ServiceKeyToCertify<'_> {
+    fn certify(
+        &self,
+        role: attest::service::ServiceRole,
+        validity: &Validity,
+    ) -> anyhow::Result<(attest::Timestamp, attest::Timestamp)> {
+        let (not_before, not_after) = validity.resolve(365)?;
+        let issuer = one_certificate(self.issuer_cert)?;
+        let key = zeroize::Zeroizing::new(
+            String::from_utf8(read_small_file(self.issuer_key, "issuer key")?)
+                .context("issuer key is not PEM")?,
+        );
+        let spki = p384_public_key(&read_small_file(self.public_key, "public key")?)
+            .with_context(|| self.public_key.display().to_string())?;
+        let cert = attest::pki::certify_service_key(
+            &issuer, &key, &spki, self.name, role, not_before, not_after,
+        )?;
+        write_new_file(self.out, pem(&cert).as_bytes(), false)?;
+        Ok((not_before, not_after))
+    }
 }

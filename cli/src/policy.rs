@@ -35,6 +35,112 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a release policy's approvals offline: each must be by a named approver whose
+    /// certificate a given national root issued for the policy-approver role, over the file's
+    /// exact bytes and version. Exit 0 with at least K valid approvals, 1 without (naming who is
+    /// missing and why each refused approval was refused), 2 on bad input.
+    #[command(after_help = "Example:\n  \
+        attest policy verify-approvals release-policy.toml --approvals alice.approval bob.approval \\\n      \
+        --root national-root.pem --required 2 --approver alice@gov.example --approver bob@gov.example \\\n      \
+        --approver carol@gov.example --json")]
+    VerifyApprovals(VerifyApprovals),
+}
+
+/// The arguments of `attest policy verify-approvals`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct VerifyApprovals {
+    /// The release policy file (the broker's), exactly as approved.
+    file: PathBuf,
+    /// The approval files.
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    approvals: Vec<PathBuf>,
+    /// A national root that certifies approvers (PEM); repeat for several.
+    #[arg(long = "root", value_name = "FILE", required = true)]
+    roots: Vec<PathBuf>,
+    /// How many approvals are required (k).
+    #[arg(long, value_name = "K")]
+    required: usize,
+    /// An approver's name (as their certificate's CN); repeat for each of the n.
+    #[arg(long = "approver", value_name = "NAME", required = true)]
+    approvers: Vec<String>,
+    /// Check at this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn verify_approvals(args: &VerifyApprovals) -> anyhow::Result<Verdict> {
+    use attest::approval::{Approval, ApprovalRule, check_approvals};
+    let bytes = read_small_file(&args.file, "policy file")?;
+    let text = std::str::from_utf8(&bytes).context("policy file is not UTF-8")?;
+    let table: toml::Table =
+        toml::from_str(text).with_context(|| format!("policy file {}", args.file.display()))?;
+    let version = table
+        .get("version")
+        .and_then(toml::Value::as_integer)
+        .and_then(|v| u64::try_from(v).ok())
+        .with_context(|| format!("{}: no `version`", args.file.display()))?;
+    let rule = ApprovalRule::new(args.required, args.approvers.clone())
+        .map_err(|e| anyhow::anyhow!("--required/--approver: {e}"))?;
+    let mut trust = attest::ServiceTrust::new();
+    for root in &args.roots {
+        for cert in attest::load_certificates(&read_small_file(root, "root")?)
+            .with_context(|| root.display().to_string())?
+        {
+            trust
+                .add_root(cert)
+                .with_context(|| root.display().to_string())?;
+        }
+    }
+    let mut approvals = Vec::new();
+    for path in &args.approvals {
+        approvals.push(
+            Approval::parse(&read_small_file(path, "approval")?)
+                .with_context(|| path.display().to_string())?,
+        );
+    }
+    let at = match &args.at {
+        Some(t) => attest::Timestamp::parse_rfc3339(t).context("--at")?,
+        None => attest::Timestamp::now(),
+    };
+    let report = check_approvals(&bytes, version, &approvals, &rule, &trust, at);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "policy_version": version,
+                "policy_sha384": data_encoding::HEXLOWER.encode(&attest::approval::policy_sha384(&bytes)),
+                "required": rule.required,
+                "approved_by": report.approved.iter().map(|(n, t)| serde_json::json!({
+                    "approver": n, "time": t.to_string(),
+                })).collect::<Vec<_>>(),
+                "missing": report.missing,
+                "refused": report.refused.iter().map(|(i, why)| serde_json::json!({
+                    "file": args.approvals.get(*i).map(|p| p.display().to_string()),
+                    "reason": why,
+                })).collect::<Vec<_>>(),
+                "valid": report.is_enough(),
+            })
+        );
+    } else {
+        let verdict = if report.is_enough() {
+            "approved"
+        } else {
+            "NOT approved"
+        };
+        println!(
+            "policy {} version {version}: {verdict}: {}",
+            args.file.display(),
+            report.summary()
+        );
+    }
+    Ok(if report.is_enough() {
+        Verdict::Accepted
+    } else {
+        Verdict::Refused
+    })
 }
 
 fn image_pcr(text: &str) -> Result<u8, String> {
@@ -50,6 +156,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
         Command::FromImage { image, pcrs, json } => {
             return crate::image::policy_fragment(&image, &pcrs, json);
         }
+        Command::VerifyApprovals(args) => return verify_approvals(&args),
     };
     let text = String::from_utf8(read_small_file(&file, "policy file")?)
         .context("policy file is not UTF-8")?;

@@ -58,6 +58,7 @@ fn release(i: u64) -> LogEntry {
         region: Some("eu-west-1".into()),
         document_sha384: Some([i as u8; 48]),
         nonce: Some(vec![1, 2, 3, i as u8]),
+        lease_ms: None,
     }))
     .unwrap()
 }

@@ -13,6 +13,15 @@
 //! Transport failures (the broker or host not reachable yet) are retried with back-off; a
 //! refusal, or an answer or model that does not check out, is final: the enclave reports
 //! `failed` and the reason in its health answer, and holds no key.
+//!
+//! 5. Keep the lease. The release grants a lease, which this enclave measures on
+//!    its own monotonic clock from the moment it sent the document the release answers (so a
+//!    host that delays the answer shortens the lease, never lengthens it). Once at most half of
+//!    it is left, it renews over the same relay with a fresh document, and retries until the
+//!    lease ends. When the broker refuses (`revoked` and every other final reason), or the lease
+//!    ends without a renewal, the model is withdrawn for good: inference answers 503
+//!    `model_revoked` or `lease_expired`, generations in progress stop, the model's memory (its
+//!    memory file, zeroed) is freed, and health reports `revoked` or `lease_expired`.
 
 use std::io::Read;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,7 +32,8 @@ use protocol::frame::{read_frame, write_frame};
 use protocol::wire::{ModelState, ModelStatus};
 use sealing::Expected;
 use sealing::release::{
-    KeyRequest, Message, ReleaseError, ReleaseTrust, ReleasedKey, request_user_data,
+    KeyRequest, Message, ReleaseError, ReleaseTrust, ReleasedKey, accept_renewal,
+    renewal_user_data, request_user_data,
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
 use transport::Transport;
@@ -69,6 +79,10 @@ impl ModelSlot {
 
     fn set(&self, state: ModelState, sha384: Option<[u8; 48]>, detail: Option<String>) {
         let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        // A withdrawn model stays withdrawn, whatever a load still in progress reports.
+        if matches!(status.state, ModelState::Revoked | ModelState::LeaseExpired) {
+            return;
+        }
         status.state = state;
         status.sha384 = sha384;
         status.detail = detail.map(|d| d.chars().take(protocol::wire::MAX_TEXT_LEN / 4).collect());
@@ -77,6 +91,26 @@ impl ModelSlot {
         {
             api.set_failed(why);
         }
+    }
+
+    /// Withdraw the model for good (`state` is `Revoked` or `LeaseExpired`): the API stops
+    /// answering and frees it.
+    fn withdraw(&self, state: ModelState, why: &str) {
+        let code = match state {
+            ModelState::Revoked => "model_revoked",
+            _ => "lease_expired",
+        };
+        let holding = self.api.as_ref().map_or(0, |api| api.withdraw(code, why));
+        tracing::error!(
+            state = state.as_str(),
+            reason = %why,
+            answers_stopping = holding,
+            "the model is withdrawn: its key and weights are dropped, inference answers 503"
+        );
+        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        status.state = state;
+        status.sha384 = None;
+        status.detail = Some(why.chars().take(protocol::wire::MAX_TEXT_LEN / 4).collect());
     }
 }
 
@@ -129,7 +163,7 @@ pub async fn acquire<T: Transport>(
         }
     };
     let mut backoff = Duration::from_secs(1);
-    let (released, timing) = loop {
+    let (released, timing, sent) = loop {
         match release(&transport, &nsm, &config, &trust, pending).await {
             Ok(key) => break key,
             Err(Failure::Transient(why)) => {
@@ -152,10 +186,25 @@ pub async fn acquire<T: Transport>(
         }
     };
     let key_released = started.elapsed();
+    // The lease runs from now on, through the transfer and the load.
+    let lease = Duration::from_millis(released.claims.lease_ms);
+    tokio::spawn(keep_lease(
+        Lease {
+            transport: transport.clone(),
+            nsm: nsm.clone(),
+            config: config.clone(),
+            trust,
+            slot: slot.clone(),
+            key_id: released.claims.key_id.clone(),
+        },
+        sent + lease,
+        lease,
+    ));
     tracing::info!(
         model = %config.id,
         key_id = %released.claims.key_id,
         log_index = released.claims.log_index,
+        lease_ms = released.claims.lease_ms,
         policy_version = released.claims.policy_version,
         elapsed_ms = key_released.as_millis(),
         keygen_ms = timing.generated.as_millis(),
@@ -262,7 +311,7 @@ async fn release<T: Transport>(
     config: &ModelConfig,
     trust: &ReleaseTrust,
     pending: PendingKey,
-) -> Result<(ReleasedKey, KeyTiming), Failure> {
+) -> Result<(ReleasedKey, KeyTiming, Instant), Failure> {
     let transient = |what: &str| {
         let what = what.to_owned();
         move |e: &dyn std::fmt::Display| Failure::Transient(format!("{what}: {e}"))
@@ -318,6 +367,7 @@ async fn release<T: Transport>(
         nonce,
         document: document.clone(),
     };
+    let sent = Instant::now();
     step("attest", write_frame(&mut stream, &attest.encode()))
         .await?
         .map_err(|e| transient("sending the attestation")(&e))?;
@@ -328,7 +378,196 @@ async fn release<T: Transport>(
     Ok((
         request.accept(&nonce, &document, &answer, trust, Timestamp::now())?,
         timing,
+        sent,
     ))
+}
+
+/// What keeping a lease needs.
+struct Lease<T> {
+    transport: T,
+    nsm: Arc<dyn Nsm>,
+    config: ModelConfig,
+    trust: ReleaseTrust,
+    slot: Arc<ModelSlot>,
+    key_id: sealing::Id,
+}
+
+/// Denials that say nothing about this enclave's right to the key: retried until the lease ends.
+const TRANSIENT_DENIALS: [&str; 8] = [
+    "busy",
+    "log_unavailable",
+    "key_store_error",
+    "internal",
+    "nonce_expired",
+    "nonce_unknown",
+    "nonce_replayed",
+    "protocol",
+];
+
+/// How a renewal attempt ended.
+enum Renewal {
+    /// Granted: the lease now ends at this instant, and lasts this long.
+    Granted(Instant, Duration),
+    /// The broker refused for good.
+    Refused(String),
+}
+
+/// Keep the lease that ends at `deadline` (of length `lease`) until the broker refuses or it
+/// ends without a renewal; then withdraw the model.
+async fn keep_lease<T: Transport>(
+    lease_state: Lease<T>,
+    mut deadline: Instant,
+    mut lease: Duration,
+) {
+    loop {
+        let ends = tokio::time::Instant::from_std(deadline);
+        let outcome = tokio::select! {
+            biased;
+            () = tokio::time::sleep_until(ends) => None,
+            outcome = renew_before(&lease_state, deadline, lease) => Some(outcome),
+        };
+        match outcome {
+            Some(Renewal::Granted(until, granted)) => {
+                deadline = until;
+                lease = granted;
+            }
+            Some(Renewal::Refused(why)) => {
+                lease_state.slot.withdraw(
+                    ModelState::Revoked,
+                    &format!("the key broker refused to renew the lease: {why}"),
+                );
+                return;
+            }
+            None => {
+                lease_state.slot.withdraw(
+                    ModelState::LeaseExpired,
+                    &format!(
+                        "the key's lease of {} ended without a renewal (the key broker was not \
+                         reachable through the host)",
+                        attest::format_duration(lease)
+                    ),
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Wait until at most half the lease is left, then renew, retrying transient failures; the
+/// caller stops this when the lease ends.
+async fn renew_before<T: Transport>(l: &Lease<T>, deadline: Instant, lease: Duration) -> Renewal {
+    let start = deadline.checked_sub(lease / 2).unwrap_or_else(Instant::now);
+    tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+    let mut retry = (lease / 16).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    loop {
+        let attempt_started = Instant::now();
+        match renew(l).await {
+            Ok((until, granted)) => {
+                tracing::info!(
+                    key_id = %l.key_id,
+                    lease_ms = granted.as_millis(),
+                    renewal_ms = attempt_started.elapsed().as_millis(),
+                    "lease renewed"
+                );
+                return Renewal::Granted(until, granted);
+            }
+            Err(Failure::Final(why)) => return Renewal::Refused(why),
+            Err(Failure::Transient(why)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                tracing::warn!(reason = %why, left_ms = left.as_millis(), "the lease could not be renewed yet");
+                tokio::time::sleep(retry.min(left / 4).max(Duration::from_millis(50))).await;
+                retry = retry.saturating_mul(2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// One renewal attempt: the new lease's end (measured from when the document was sent) and
+/// length.
+async fn renew<T: Transport>(l: &Lease<T>) -> Result<(Instant, Duration), Failure> {
+    let transient =
+        |what: &str, e: &dyn std::fmt::Display| Failure::Transient(format!("{what}: {e}"));
+    let mut stream = step(
+        "connecting",
+        l.transport.connect_parent(l.config.broker_port),
+    )
+    .await?
+    .map_err(|e| transient("connecting to the broker relay", &e))?;
+    let hello = Message::Hello {
+        model_id: l.config.id.clone(),
+    };
+    step("hello", write_frame(&mut stream, &hello.encode()))
+        .await?
+        .map_err(|e| transient("sending hello", &e))?;
+    let body = step("challenge", read_frame(&mut stream))
+        .await?
+        .map_err(|e| transient("reading the challenge", &e))?;
+    let nonce = match Message::decode(&body) {
+        Ok(Message::Challenge { nonce, .. }) => nonce,
+        Ok(Message::Denied { reason, message }) => return Err(denied(reason, message)),
+        Ok(other) => return Err(transient("the challenge", &format!("got {}", other.op()))),
+        Err(e) => return Err(transient("the challenge", &e)),
+    };
+    let user_data = renewal_user_data(&l.config.id, &l.key_id, &nonce);
+    let document = {
+        let nsm = l.nsm.clone();
+        tokio::task::spawn_blocking(move || {
+            nsm.attest(&AttestationRequest {
+                nonce: Some(&nonce),
+                public_key: None,
+                user_data: Some(&user_data),
+            })
+        })
+        .await
+        .map_err(|e| transient("the NSM", &e))?
+        .map_err(|e| transient("NSM attestation", &e))?
+    };
+    let renew = Message::Renew {
+        nonce,
+        key_id: l.key_id.clone(),
+        document: document.clone(),
+    };
+    let sent = Instant::now();
+    step("renew", write_frame(&mut stream, &renew.encode()))
+        .await?
+        .map_err(|e| transient("sending the renewal", &e))?;
+    let body = step("answer", read_frame(&mut stream))
+        .await?
+        .map_err(|e| transient("reading the answer", &e))?;
+    let answer = Message::decode(&body).map_err(|e| transient("the answer", &e))?;
+    match accept_renewal(
+        &l.config.id,
+        &l.key_id,
+        &nonce,
+        &document,
+        &answer,
+        &l.trust,
+        Timestamp::now(),
+    ) {
+        Ok((claims, _)) => {
+            let granted = Duration::from_millis(claims.lease_ms);
+            Ok((sent + granted, granted))
+        }
+        Err(ReleaseError::Denied { reason, message }) => Err(denied(reason, message)),
+        // An answer that does not check out renews nothing; whoever forged it gains nothing
+        // but the lease's end.
+        Err(e) => {
+            tracing::error!(error = %e, "a renewal answer was refused");
+            Err(transient(
+                "the renewal answer",
+                &format!("{}: {e}", e.kind()),
+            ))
+        }
+    }
+}
+
+/// A denial: final unless its reason is one of [`TRANSIENT_DENIALS`].
+fn denied(reason: String, message: String) -> Failure {
+    if TRANSIENT_DENIALS.contains(&reason.as_str()) {
+        Failure::Transient(format!("{reason}: {message}"))
+    } else {
+        Failure::Final(format!("{reason}: {message}"))
+    }
 }
 
 /// Stream the sealed model from the host and open it into memory.

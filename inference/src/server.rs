@@ -9,8 +9,8 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -126,8 +126,12 @@ pub enum StartError {
 /// The API: its TLS identity, receipt key, the model once loaded, and the generation slots.
 pub struct Api {
     model_id: String,
-    model: OnceLock<Arc<Loaded>>,
+    model: Mutex<Option<Arc<Loaded>>>,
     not_ready: Mutex<String>,
+    /// Set once the model is withdrawn: generations in progress stop at their next token.
+    withdrawn: Arc<AtomicBool>,
+    /// Why, as a stable code and an explanation.
+    withdrawal: Mutex<Option<(&'static str, String)>>,
     nsm: Arc<dyn Nsm>,
     tls: TlsIdentity,
     receipts: ReceiptSigner,
@@ -154,8 +158,10 @@ impl Api {
         let receipt_key = receipts.public_key_der()?;
         Ok(Api {
             model_id: model_id.to_owned(),
-            model: OnceLock::new(),
+            model: Mutex::new(None),
             not_ready: Mutex::new("the model is loading".into()),
+            withdrawn: Arc::new(AtomicBool::new(false)),
+            withdrawal: Mutex::new(None),
             nsm,
             tls,
             receipts,
@@ -165,9 +171,57 @@ impl Api {
         })
     }
 
-    /// The model is ready.
+    /// The model is ready (unless it was withdrawn meanwhile).
     pub fn set_model(&self, loaded: Loaded) {
-        let _ = self.model.set(Arc::new(loaded));
+        let mut model = self.model.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.withdrawn.load(Ordering::SeqCst) {
+            *model = Some(Arc::new(loaded));
+        }
+    }
+
+    /// Withdraw the model for good: requests are answered 503 with `code` (`model_revoked`,
+    /// `lease_expired`) and `why`; generations in progress stop at their next token and end
+    /// with the same error, without a receipt. The model (and the memory file its weights are
+    /// in, zeroed) is freed when the last of them has stopped. Returns how many answers still
+    /// held it.
+    pub fn withdraw(&self, code: &'static str, why: &str) -> usize {
+        self.withdrawn.store(true, Ordering::SeqCst);
+        *self
+            .withdrawal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((code, why.to_owned()));
+        let taken = self
+            .model
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        taken.map_or(0, |loaded| Arc::strong_count(&loaded).saturating_sub(1))
+    }
+
+    /// The model, if it is loaded and not withdrawn.
+    fn loaded(&self) -> Option<Arc<Loaded>> {
+        self.model
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The error for a request that finds no model: withdrawn, failed or loading.
+    fn unavailable(&self) -> ApiError {
+        if let Some((code, why)) = self
+            .withdrawal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            return ApiError::new(503, "server_error", code, why);
+        }
+        let why = self
+            .not_ready
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        ApiError::new(503, "server_error", "model_not_ready", why)
     }
 
     /// The model will not become ready; requests are answered with `why`.
@@ -260,7 +314,7 @@ impl Api {
     }
 
     fn models(&self) -> Response<Body> {
-        let entry = match self.model.get() {
+        let entry = match self.loaded() {
             Some(loaded) => json!({
                 "id": self.model_id, "object": "model", "created": 0, "owned_by": "enclave",
                 "ready": true,
@@ -331,13 +385,8 @@ impl Api {
         answers: &Arc<AtomicU64>,
     ) -> Result<Response<Body>, ApiError> {
         let received = Instant::now();
-        let Some(loaded) = self.model.get().cloned() else {
-            let why = self
-                .not_ready
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            return Err(ApiError::new(503, "server_error", "model_not_ready", why));
+        let Some(loaded) = self.loaded() else {
+            return Err(self.unavailable());
         };
         let collected = tokio::time::timeout(
             self.limits.body_timeout,
@@ -419,14 +468,17 @@ impl Api {
         let stream = chat.stream;
         let include_usage = chat.include_usage;
         let engine_model = loaded.clone();
+        let withdrawn = self.withdrawn.clone();
         let generation = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             engine_model
                 .engine
                 .generate(&chat.messages, &chat.sampling, |text| {
-                    text_tx
-                        .blocking_send(Zeroizing::new(text.to_owned()))
-                        .is_ok()
+                    // A withdrawn model stops mid-answer.
+                    !withdrawn.load(Ordering::SeqCst)
+                        && text_tx
+                            .blocking_send(Zeroizing::new(text.to_owned()))
+                            .is_ok()
                 })
         });
         let context = Answer {
@@ -485,6 +537,9 @@ impl Answer {
             text.push_str(&piece);
         }
         let generation = finished(generation).await?;
+        if self.api.withdrawn.load(Ordering::SeqCst) {
+            return Err(self.api.unavailable());
+        }
         let body = json!({
             "id": self.id,
             "object": "chat.completion",
@@ -570,6 +625,11 @@ impl Answer {
                 }
             }
             let generation = match finished(generation).await {
+                Ok(_) if self.api.withdrawn.load(Ordering::SeqCst) => {
+                    let event = format!("data: {}\n\n", self.api.unavailable().body());
+                    let _ = send(&mut hasher, event.into_bytes()).await;
+                    return;
+                }
                 Ok(g) => g,
                 Err(e) => {
                     let event = format!("data: {}\n\n", e.body()).into_bytes();

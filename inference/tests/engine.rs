@@ -285,6 +285,36 @@ fn llama_refuses_what_it_cannot_evaluate() {
     assert!(llama::Model::load(empty, llama::LoadOptions::default()).is_err());
 }
 
+/// The weights live in the sealed memory file: while the model is loaded no descriptor can
+/// write them, and once it is dropped they are zeros before the pages go back to the kernel.
+#[test]
+fn a_dropped_model_s_weights_are_zeroed() {
+    use std::io::{Read, Seek, Write};
+    use std::sync::Arc;
+    let bytes = inference::tiny::model(4).unwrap();
+    let file = llama::MemoryFile::with("tiny.gguf", &bytes).unwrap();
+    // Another descriptor of the same file, kept past the model.
+    let mut other = file.reader().unwrap();
+    let model = Arc::new(llama::Model::load(file, llama::LoadOptions::default()).unwrap());
+    let mut context = llama::Context::new(&model, 64, 1).unwrap();
+    assert!(context.evaluate(&[1, 2, 3]).is_ok());
+    let mut held = Vec::new();
+    other.read_to_end(&mut held).unwrap();
+    assert!(held == bytes, "the file holds the GGUF while it is loaded");
+    other.seek(std::io::SeekFrom::Start(0)).unwrap();
+    assert!(
+        other.write_all(b"x").is_err(),
+        "the file is sealed against writes"
+    );
+    drop(context);
+    drop(model);
+    other.seek(std::io::SeekFrom::Start(0)).unwrap();
+    let mut after = Vec::new();
+    other.read_to_end(&mut after).unwrap();
+    assert_eq!(after.len(), bytes.len());
+    assert!(after.iter().all(|b| *b == 0), "the weights were not zeroed");
+}
+
 #[test]
 fn a_conversation_too_long_to_fit_is_refused_before_it_is_tokenized() {
     let engine = engine();

@@ -15,11 +15,12 @@
 
 use std::ffi::{CStr, CString};
 use std::io::Write;
-use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::{Arc, Once};
 
 use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::mm::{MapFlags, ProtFlags};
 
 #[allow(unsafe_code)]
 mod ffi {
@@ -228,15 +229,77 @@ impl MemoryFile {
         self.len == 0
     }
 
-    /// Seal the contents: no more writes, no resizing.
-    fn seal(self) -> Result<OwnedFd, Error> {
+    /// Seal the contents: no more writes through any new descriptor or mapping, no resizing.
+    /// The one writable mapping returned, made before sealing, is what zeroes the contents when
+    /// the model is dropped (`F_SEAL_FUTURE_WRITE` lets it stay). On a kernel without that seal
+    /// (before 5.1) the contents are sealed against every write and are not zeroed.
+    fn seal(self) -> Result<(OwnedFd, Option<Wipe>), Error> {
         let fd = OwnedFd::from(self.file);
-        rustix::fs::fcntl_add_seals(
-            fd.as_fd(),
-            SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
-        )
+        let fixed = SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL;
+        let wipe = Wipe::map(fd.as_fd(), self.len)?;
+        match rustix::fs::fcntl_add_seals(fd.as_fd(), SealFlags::FUTURE_WRITE | fixed) {
+            Ok(()) => Ok((fd, wipe)),
+            Err(rustix::io::Errno::INVAL) => {
+                drop(wipe);
+                rustix::fs::fcntl_add_seals(fd.as_fd(), SealFlags::WRITE | fixed)
+                    .map_err(std::io::Error::from)?;
+                Ok((fd, None))
+            }
+            Err(e) => Err(std::io::Error::from(e).into()),
+        }
+    }
+}
+
+/// A writable shared mapping of a model's memory file: the model's weights are zeroed through
+/// it when the model is dropped, before the pages go back to the kernel.
+#[derive(Debug)]
+struct Wipe {
+    ptr: NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+#[allow(unsafe_code)]
+// SAFETY: the mapping is only written when the model is dropped, by the thread that drops it.
+unsafe impl Send for Wipe {}
+#[allow(unsafe_code)]
+// SAFETY: nothing reads or writes through a shared reference.
+unsafe impl Sync for Wipe {}
+
+impl Wipe {
+    fn map(fd: BorrowedFd<'_>, len: u64) -> Result<Option<Self>, Error> {
+        let len = usize::try_from(len).map_err(|_| Error::Load("the model is too large".into()))?;
+        if len == 0 {
+            return Ok(None);
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: a new shared mapping of a file we own, of its length; nothing else is mapped
+        // at the address the kernel chooses.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )
+        }
         .map_err(std::io::Error::from)?;
-        Ok(fd)
+        let ptr = NonNull::new(ptr).ok_or_else(|| Error::Load("mmap returned NULL".into()))?;
+        Ok(Some(Wipe { ptr, len }))
+    }
+}
+
+impl Drop for Wipe {
+    fn drop(&mut self) {
+        #[allow(unsafe_code)]
+        // SAFETY: `ptr` maps `len` writable bytes that only this value owns; llama.cpp's own
+        // mapping is gone (the model is freed first), and the mapping is removed right after.
+        unsafe {
+            std::ptr::write_bytes(self.ptr.as_ptr().cast::<u8>(), 0, self.len);
+            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+            let _ = rustix::mm::munmap(self.ptr.as_ptr(), self.len);
+        }
     }
 }
 
@@ -280,6 +343,8 @@ pub struct Model {
     ptr: NonNull<ffi::LlamaModel>,
     vocab: usize,
     size: u64,
+    /// Dropped after the model is freed (fields drop after `drop`): zeroes the weights.
+    _wipe: Option<Wipe>,
 }
 
 #[allow(unsafe_code)]
@@ -294,7 +359,8 @@ impl Model {
     /// Load a GGUF from `file`, which is sealed first and closed once llama.cpp has it.
     pub fn load(file: MemoryFile, options: LoadOptions) -> Result<Self, Error> {
         init();
-        let fd = file.seal()?.into_raw_fd();
+        let (fd, wipe) = file.seal()?;
+        let fd = fd.into_raw_fd();
         clear_error();
         #[allow(unsafe_code)]
         // SAFETY: sv_model_load takes over `fd` (an open descriptor we own and give up here)
@@ -313,6 +379,7 @@ impl Model {
             ptr,
             vocab: usize::try_from(vocab).unwrap_or(0),
             size,
+            _wipe: wipe,
         };
         if model.vocab == 0 {
             return Err(Error::Load("the model has no vocabulary".into()));

@@ -1,5 +1,5 @@
 //! What the log records: image and policy registrations, sealed models, release-policy changes,
-//! and every key-release decision.
+//! every key-release and lease-renewal decision, and revocations.
 //!
 //! An entry is a CBOR map in the core deterministic encoding of RFC 8949 section 4.2.1 (shortest
 //! lengths, definite lengths, keys sorted by their encoded bytes, absent rather than null
@@ -14,14 +14,18 @@
 //! key-release: { "v": 1, "type": "key-release", "time": ms, "outcome": "released" | "denied",
 //!     "reason": text, "model_id": text, "key_id": text, "policy_version": uint,
 //!     ? "module_id": text, ? "pcrs": { uint: bytes(48) }, ? "region": text,
-//!     ? "document_sha384": bytes(48), ? "nonce": bytes }
+//!     ? "document_sha384": bytes(48), ? "nonce": bytes, ? "lease_ms": uint }
+//! lease-renewal: the fields of key-release, with "type": "lease-renewal"; a renewal granted
+//!     carries "lease_ms"
+//! revocation: { "v": 1, "type": "revocation", "time": ms, "target": "model" | "image" |
+//!     "module", "value": text, "reason": text }
 //! model-sealed: { "v": 1, "type": "model-sealed", "time": ms, "model_id": text,
 //!     "key_id": text, "model_digest": bytes(48), "model_len": uint,
 //!     ? "wrapped_key_sha384": bytes(48) }
 //! denial-summary: { "v": 1, "type": "denial-summary", "time": ms, "since": ms,
 //!     "reason": text, "count": uint }
 //! policy-change: { "v": 1, "type": "policy-change", "time": ms, "policy_version": uint,
-//!     "policy_sha384": bytes(48), "models": [text] }
+//!     "policy_sha384": bytes(48), "models": [text], ? "approvers": [text] }
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -132,6 +136,54 @@ pub struct KeyRelease {
     pub document_sha384: Option<[u8; 48]>,
     /// The challenge nonce, if one was presented.
     pub nonce: Option<Vec<u8>>,
+    /// The lease granted, in milliseconds: a release or renewal granted with one. Absent in
+    /// denials and in releases logged before leases existed.
+    pub lease_ms: Option<u64>,
+}
+
+/// What a revocation names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RevocationTarget {
+    /// A model id: no enclave gets or keeps its key.
+    Model,
+    /// An image measurement (PCR0, 96 hex digits): no enclave of that image gets or keeps a key.
+    Image,
+    /// One enclave, by the module id its documents carry.
+    Module,
+}
+
+impl RevocationTarget {
+    /// `model`, `image` or `module`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Model => "model",
+            Self::Image => "image",
+            Self::Module => "module",
+        }
+    }
+
+    /// The target a name names.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "model" => Some(Self::Model),
+            "image" => Some(Self::Image),
+            "module" => Some(Self::Module),
+            _ => None,
+        }
+    }
+}
+
+/// A revocation: from now on, no release or renewal for what it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// When it was logged.
+    pub time: Timestamp,
+    /// What kind of thing it names.
+    pub target: RevocationTarget,
+    /// The model id, PCR0 (lowercase hex) or module id.
+    pub value: String,
+    /// Why, as the operator gave it.
+    pub reason: String,
 }
 
 /// A model sealed under a new data key: what a later release of that key unlocks.
@@ -177,6 +229,8 @@ pub struct PolicyChange {
     pub policy_sha384: [u8; 48],
     /// The models it covers.
     pub models: Vec<String>,
+    /// Who approved it (empty when the broker runs without approvals).
+    pub approvers: Vec<String>,
 }
 
 /// A typed log entry.
@@ -187,6 +241,10 @@ pub enum Entry {
     ImageRegistration(ImageRegistration),
     /// A key-release decision.
     KeyRelease(KeyRelease),
+    /// A lease-renewal decision: the fields of a release, for a key the enclave already holds.
+    LeaseRenewal(KeyRelease),
+    /// A revocation.
+    Revocation(Revocation),
     /// A model sealed under a new data key.
     ModelSealed(ModelSealed),
     /// A release policy taking effect.
@@ -210,9 +268,13 @@ impl Entry {
                 .with("policy_version", r.policy_version)
                 .with("pcrs", pcr_map(&r.pcrs))
                 .with("approvers", texts(&r.approvers)),
-            Self::KeyRelease(k) => {
+            Self::KeyRelease(k) | Self::LeaseRenewal(k) => {
+                let kind = match self {
+                    Self::LeaseRenewal(_) => "lease-renewal",
+                    _ => "key-release",
+                };
                 let mut map = map
-                    .with("type", "key-release")
+                    .with("type", kind)
                     .with("time", millis(k.time))
                     .with("outcome", k.outcome.as_str())
                     .with("reason", &k.reason)
@@ -234,8 +296,17 @@ impl Entry {
                 if let Some(n) = &k.nonce {
                     map.insert("nonce", n);
                 }
+                if let Some(l) = k.lease_ms {
+                    map.insert("lease_ms", l);
+                }
                 map
             }
+            Self::Revocation(r) => map
+                .with("type", "revocation")
+                .with("time", millis(r.time))
+                .with("target", r.target.as_str())
+                .with("value", &r.value)
+                .with("reason", &r.reason),
             Self::ModelSealed(m) => {
                 let mut map = map
                     .with("type", "model-sealed")
@@ -255,12 +326,18 @@ impl Entry {
                 .with("since", millis(d.since))
                 .with("reason", &d.reason)
                 .with("count", d.count),
-            Self::PolicyChange(p) => map
-                .with("type", "policy-change")
-                .with("time", millis(p.time))
-                .with("policy_version", p.policy_version)
-                .with("policy_sha384", &p.policy_sha384)
-                .with("models", texts(&p.models)),
+            Self::PolicyChange(p) => {
+                let mut map = map
+                    .with("type", "policy-change")
+                    .with("time", millis(p.time))
+                    .with("policy_version", p.policy_version)
+                    .with("policy_sha384", &p.policy_sha384)
+                    .with("models", texts(&p.models));
+                if !p.approvers.is_empty() {
+                    map.insert("approvers", texts(&p.approvers));
+                }
+                map
+            }
         };
         Ok(map.encode())
     }
@@ -286,7 +363,7 @@ impl Entry {
                     }
                 }
             }
-            Self::KeyRelease(k) => {
+            Self::KeyRelease(k) | Self::LeaseRenewal(k) => {
                 check_text("reason", &k.reason)?;
                 check_text("model_id", &k.model_id)?;
                 check_text("key_id", &k.key_id)?;
@@ -312,6 +389,21 @@ impl Entry {
                         return Err(field(name, "a release records the evidence it was made on"));
                     }
                 }
+                let renewal = matches!(self, Self::LeaseRenewal(_));
+                match (k.outcome, k.lease_ms) {
+                    (Outcome::Denied, Some(_)) => {
+                        return Err(field("lease_ms", "a denial grants no lease"));
+                    }
+                    (Outcome::Released, None) if renewal => {
+                        return Err(field("lease_ms", "a renewal granted records its lease"));
+                    }
+                    (_, Some(0)) => return Err(field("lease_ms", "a lease is longer than 0")),
+                    _ => {}
+                }
+            }
+            Self::Revocation(r) => {
+                check_text("value", &r.value)?;
+                check_text("reason", &r.reason)?;
             }
             Self::ModelSealed(m) => {
                 check_text("model_id", &m.model_id)?;
@@ -338,6 +430,16 @@ impl Entry {
                     check_text("models", m)?;
                     if !seen.insert(m) {
                         return Err(field("models", format!("{m:?} is listed twice")));
+                    }
+                }
+                if p.approvers.len() > MAX_APPROVERS {
+                    return Err(field("approvers", format!("at most {MAX_APPROVERS}")));
+                }
+                let mut seen = BTreeSet::new();
+                for a in &p.approvers {
+                    check_text("approvers", a)?;
+                    if !seen.insert(a) {
+                        return Err(field("approvers", format!("{a:?} is listed twice")));
                     }
                 }
             }
@@ -393,7 +495,7 @@ impl LogEntry {
 }
 
 /// Every field of every entry type.
-const FIELDS: [&str; 21] = [
+const FIELDS: [&str; 24] = [
     "v",
     "type",
     "time",
@@ -415,6 +517,9 @@ const FIELDS: [&str; 21] = [
     "count",
     "policy_sha384",
     "models",
+    "lease_ms",
+    "target",
+    "value",
 ];
 
 /// A field's value, read by the type its name gives it.
@@ -436,7 +541,9 @@ fn read_item(key: &'static str, r: &mut Reader<'_>) -> Result<Item, EntryError> 
             ENTRY_VERSION => Item::Uint(ENTRY_VERSION),
             _ => return Err(field("v", format!("only version {ENTRY_VERSION} is known"))),
         },
-        "time" | "policy_version" | "model_len" | "since" | "count" => Item::Uint(r.uint()?),
+        "time" | "policy_version" | "model_len" | "since" | "count" | "lease_ms" => {
+            Item::Uint(r.uint()?)
+        }
         "model_digest" | "document_sha384" | "wrapped_key_sha384" | "policy_sha384" => {
             let bytes = r.bytes()?;
             Item::Digest(
@@ -499,28 +606,49 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Entry, EntryError> {
             pcrs: as_pcrs(f.need("pcrs")?)?,
             approvers: as_texts("approvers", f.need("approvers")?)?,
         }),
-        "key-release" => Entry::KeyRelease(KeyRelease {
+        "key-release" | "lease-renewal" => {
+            let k = KeyRelease {
+                time: time(&mut f, "time")?,
+                outcome: match as_text("outcome", f.need("outcome")?)?.as_str() {
+                    "released" => Outcome::Released,
+                    "denied" => Outcome::Denied,
+                    other => return Err(field("outcome", format!("unknown outcome {other:?}"))),
+                },
+                reason: as_text("reason", f.need("reason")?)?,
+                model_id: as_text("model_id", f.need("model_id")?)?,
+                key_id: as_text("key_id", f.need("key_id")?)?,
+                policy_version: as_uint("policy_version", f.need("policy_version")?)?,
+                module_id: f
+                    .take("module_id")
+                    .map(|i| as_text("module_id", i))
+                    .transpose()?,
+                pcrs: f.take("pcrs").map(as_pcrs).transpose()?.unwrap_or_default(),
+                region: f.take("region").map(|i| as_text("region", i)).transpose()?,
+                document_sha384: f
+                    .take("document_sha384")
+                    .map(|i| as_digest("document_sha384", i))
+                    .transpose()?,
+                nonce: f.take("nonce").map(as_bytes).transpose()?,
+                lease_ms: f
+                    .take("lease_ms")
+                    .map(|i| as_uint("lease_ms", i))
+                    .transpose()?,
+            };
+            if kind == "lease-renewal" {
+                Entry::LeaseRenewal(k)
+            } else {
+                Entry::KeyRelease(k)
+            }
+        }
+        "revocation" => Entry::Revocation(Revocation {
             time: time(&mut f, "time")?,
-            outcome: match as_text("outcome", f.need("outcome")?)?.as_str() {
-                "released" => Outcome::Released,
-                "denied" => Outcome::Denied,
-                other => return Err(field("outcome", format!("unknown outcome {other:?}"))),
+            target: {
+                let text = as_text("target", f.need("target")?)?;
+                RevocationTarget::parse(&text)
+                    .ok_or_else(|| field("target", format!("unknown target {text:?}")))?
             },
+            value: as_text("value", f.need("value")?)?,
             reason: as_text("reason", f.need("reason")?)?,
-            model_id: as_text("model_id", f.need("model_id")?)?,
-            key_id: as_text("key_id", f.need("key_id")?)?,
-            policy_version: as_uint("policy_version", f.need("policy_version")?)?,
-            module_id: f
-                .take("module_id")
-                .map(|i| as_text("module_id", i))
-                .transpose()?,
-            pcrs: f.take("pcrs").map(as_pcrs).transpose()?.unwrap_or_default(),
-            region: f.take("region").map(|i| as_text("region", i)).transpose()?,
-            document_sha384: f
-                .take("document_sha384")
-                .map(|i| as_digest("document_sha384", i))
-                .transpose()?,
-            nonce: f.take("nonce").map(as_bytes).transpose()?,
         }),
         "model-sealed" => Entry::ModelSealed(ModelSealed {
             time: time(&mut f, "time")?,
@@ -544,6 +672,11 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Entry, EntryError> {
             policy_version: as_uint("policy_version", f.need("policy_version")?)?,
             policy_sha384: as_digest("policy_sha384", f.need("policy_sha384")?)?,
             models: as_texts("models", f.need("models")?)?,
+            approvers: f
+                .take("approvers")
+                .map(|i| as_texts("approvers", i))
+                .transpose()?
+                .unwrap_or_default(),
         }),
         other => return Err(field("type", format!("unknown entry type {other:?}"))),
     };

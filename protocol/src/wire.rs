@@ -196,7 +196,7 @@ pub const MAX_PORT_LIMITS: usize = 16;
 pub struct ModelStatus {
     /// The model's id (at most [`MAX_TEXT_LEN`] bytes).
     pub id: String,
-    /// Loading, ready or failed.
+    /// Loading, ready, failed, revoked or lease expired.
     pub state: ModelState,
     /// SHA-384 of the model's plaintext, once it is loaded and checked.
     pub sha384: Option<[u8; 48]>,
@@ -213,15 +213,22 @@ pub enum ModelState {
     Ready,
     /// Refused by the broker, or the response or model did not check out.
     Failed,
+    /// The broker refused to renew the key's lease: the model and key are gone.
+    Revoked,
+    /// The key's lease ended without a renewal (the broker unreachable, or its traffic
+    /// dropped): the model and key are gone.
+    LeaseExpired,
 }
 
 impl ModelState {
-    /// `loading`, `ready` or `failed`.
+    /// `loading`, `ready`, `failed`, `revoked` or `lease_expired`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Loading => "loading",
             Self::Ready => "ready",
             Self::Failed => "failed",
+            Self::Revoked => "revoked",
+            Self::LeaseExpired => "lease_expired",
         }
     }
 }
@@ -428,6 +435,8 @@ impl Response {
                             "loading" => ModelState::Loading,
                             "ready" => ModelState::Ready,
                             "failed" => ModelState::Failed,
+                            "revoked" => ModelState::Revoked,
+                            "lease_expired" => ModelState::LeaseExpired,
                             other => {
                                 return Err(WireError::InvalidField {
                                     field: "model_state",

@@ -11,6 +11,22 @@
 //! broker  → enclave  release   { response, certificate }  or  denied { reason, message }
 //! ```
 //!
+//! A release grants a lease (`lease_ms`, signed). Before it ends the enclave renews it on a new
+//! connection, with a fresh document over a fresh nonce:
+//!
+//! ```text
+//! enclave → broker   hello     { model_id }
+//! broker  → enclave  challenge { nonce, expires_in_ms }
+//! enclave → broker   renew     { nonce, key_id, document }  document: no public key,
+//!                                                    user_data = renewal_user_data(model,
+//!                                                    key_id, nonce)
+//! broker  → enclave  renewed   { response, certificate }  or  denied { reason, message }
+//! ```
+//!
+//! A renewal's `response` has its own content type and payload ([`RenewalClaims`]: no wrapped
+//! key), and its log entry is a `lease-renewal`, so neither a release nor a renewal can stand in
+//! for the other.
+//!
 //! `response` is a tagged COSE_Sign1 (ES384) by the broker's key, whose `certificate` the
 //! national root issued for the `key-broker` role. Its payload ([`ReleaseClaims`]) binds the
 //! nonce, the model and key ids, the model's digest and length, the policy version, the
@@ -18,7 +34,7 @@
 //! release with its inclusion proof. [`KeyRequest::accept`] checks all of it before it unwraps
 //! the key.
 //!
-//! Messages are CBOR maps with text keys, `v` (1) and `op`; unknown and duplicate keys are
+//! Messages are CBOR maps with text keys, `v` (2) and `op`; unknown and duplicate keys are
 //! errors; every field is bounded. Frames are those of the control protocol (the `protocol` crate).
 
 use attest::cose::{CoseError, parse_es384, sign_es384, verify_es384};
@@ -40,7 +56,7 @@ use zeroize::Zeroizing;
 use crate::format::{DIGEST_LEN, DataKey, Id, KEY_LEN};
 
 /// The protocol and payload version.
-pub const RELEASE_VERSION: u64 = 1;
+pub const RELEASE_VERSION: u64 = 2;
 /// The challenge nonce's length.
 pub const NONCE_LEN: usize = 32;
 /// The largest wrapped key (an RSA-4096 ciphertext).
@@ -55,6 +71,12 @@ pub const MAX_RESPONSE_LEN: usize = 24 * 1024;
 pub const MAX_REASON_LEN: usize = 256;
 /// The content type in a response's protected header.
 pub const RESPONSE_CONTENT_TYPE: &str = "application/key-release+cbor";
+/// The content type in a renewal response's protected header.
+pub const RENEWAL_CONTENT_TYPE: &str = "application/lease-renewal+cbor";
+/// The shortest lease a broker grants or an enclave accepts, in milliseconds.
+pub const MIN_LEASE_MS: u64 = 1_000;
+/// The longest lease, in milliseconds (a day).
+pub const MAX_LEASE_MS: u64 = 24 * 3600 * 1000;
 /// The size of the enclave's ephemeral RSA key.
 pub const EPHEMERAL_KEY_SIZE: KeySize = KeySize::Rsa3072;
 
@@ -152,6 +174,9 @@ pub enum ReleaseError {
     /// The wrapped key cannot be unwrapped with this request's key.
     #[error("the wrapped data key does not unwrap with this request's key")]
     Unwrap,
+    /// The lease granted is outside [`MIN_LEASE_MS`]..=[`MAX_LEASE_MS`].
+    #[error("the lease granted ({0} ms) is outside 1 s to 24 h")]
+    Lease(u64),
     /// The response uses an OAEP digest this side does not accept.
     #[error("the response wraps the key with RSA-OAEP {0}, which this side does not accept")]
     OaepNotAllowed(&'static str),
@@ -181,6 +206,7 @@ impl ReleaseError {
             Self::Log(_) | Self::LogEntry(_) | Self::Inclusion(_) => "log",
             Self::Unwrap => "unwrap",
             Self::OaepNotAllowed(_) => "oaep_not_allowed",
+            Self::Lease(_) => "lease",
             Self::Crypto(_) => "crypto",
         }
     }
@@ -215,6 +241,22 @@ pub enum Message {
         /// The broker key's certificate (DER).
         certificate: Vec<u8>,
     },
+    /// enclave → broker: renew the lease on a key this enclave holds.
+    Renew {
+        /// The challenge's nonce.
+        nonce: [u8; NONCE_LEN],
+        /// The key held (the release's `key_id`).
+        key_id: Id,
+        /// The NSM's attestation document (COSE_Sign1), with [`renewal_user_data`].
+        document: Vec<u8>,
+    },
+    /// broker → enclave: the signed renewal.
+    Renewed {
+        /// A tagged COSE_Sign1 over [`RenewalClaims`].
+        response: Vec<u8>,
+        /// The broker key's certificate (DER).
+        certificate: Vec<u8>,
+    },
     /// broker → enclave: the request was refused.
     Denied {
         /// A stable machine-readable reason (`pcr_mismatch`, `nonce_replayed`, …).
@@ -232,6 +274,8 @@ impl Message {
             Self::Challenge { .. } => "challenge",
             Self::Attest { .. } => "attest",
             Self::Release { .. } => "release",
+            Self::Renew { .. } => "renew",
+            Self::Renewed { .. } => "renewed",
             Self::Denied { .. } => "denied",
         }
     }
@@ -251,9 +295,21 @@ impl Message {
             Self::Release {
                 response,
                 certificate,
+            }
+            | Self::Renewed {
+                response,
+                certificate,
             } => map
                 .with("response", response)
                 .with("certificate", certificate),
+            Self::Renew {
+                nonce,
+                key_id,
+                document,
+            } => map
+                .with("nonce", nonce)
+                .with("key_id", key_id.as_str())
+                .with("document", document),
             Self::Denied { reason, message } => map
                 .with("reason", truncate(reason))
                 .with("message", truncate(message)),
@@ -283,6 +339,15 @@ impl Message {
                     document: need_bytes(&mut f, "document", attest::MAX_DOCUMENT_LEN)?.to_vec(),
                 },
                 "release" => Self::Release {
+                    response: need_bytes(&mut f, "response", MAX_RESPONSE_LEN)?.to_vec(),
+                    certificate: need_bytes(&mut f, "certificate", MAX_CERTIFICATE_LEN)?.to_vec(),
+                },
+                "renew" => Self::Renew {
+                    nonce: need_array(&mut f, "nonce")?,
+                    key_id: need_id(&mut f, "key_id")?,
+                    document: need_bytes(&mut f, "document", attest::MAX_DOCUMENT_LEN)?.to_vec(),
+                },
+                "renewed" => Self::Renewed {
                     response: need_bytes(&mut f, "response", MAX_RESPONSE_LEN)?.to_vec(),
                     certificate: need_bytes(&mut f, "certificate", MAX_CERTIFICATE_LEN)?.to_vec(),
                 },
@@ -338,6 +403,9 @@ pub struct ReleaseClaims {
     pub log_entry: Vec<u8>,
     /// A `c2sp.org/tlog-proof@v1` proof that the entry is in a signed checkpoint.
     pub inclusion_proof: Vec<u8>,
+    /// How long the key may be used without a renewal, in milliseconds, measured by the
+    /// enclave from the moment it sent the document this release answers.
+    pub lease_ms: u64,
 }
 
 impl ReleaseClaims {
@@ -356,6 +424,7 @@ impl ReleaseClaims {
             .with("log_index", self.log_index)
             .with("log_entry", &self.log_entry)
             .with("inclusion_proof", &self.inclusion_proof)
+            .with("lease_ms", self.lease_ms)
             .encode()
     }
 
@@ -379,10 +448,81 @@ impl ReleaseClaims {
                 log_index: need_uint(&mut f, "log_index")?,
                 log_entry: need_bytes(&mut f, "log_entry", proofs::MAX_ENTRY_LEN)?.to_vec(),
                 inclusion_proof: need_bytes(&mut f, "inclusion_proof", MAX_PROOF_LEN)?.to_vec(),
+                lease_ms: need_uint(&mut f, "lease_ms")?,
             };
             f.finish()?;
             Ok(claims)
         })
+    }
+}
+
+/// What the broker signs when it renews a lease: no key, only the decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenewalClaims {
+    /// The challenge nonce the document was made over.
+    pub nonce: [u8; NONCE_LEN],
+    /// The model.
+    pub model_id: Id,
+    /// The key whose lease is renewed.
+    pub key_id: Id,
+    /// The release policy's version that allowed it.
+    pub policy_version: u64,
+    /// SHA-384 of the attestation document the decision was made on.
+    pub document_sha384: [u8; DIGEST_LEN],
+    /// The new lease, in milliseconds, measured by the enclave from the moment it sent the
+    /// document.
+    pub lease_ms: u64,
+    /// The index of the `lease-renewal` log entry.
+    pub log_index: u64,
+    /// That entry's bytes.
+    pub log_entry: Vec<u8>,
+    /// A `c2sp.org/tlog-proof@v1` proof that the entry is in a signed checkpoint.
+    pub inclusion_proof: Vec<u8>,
+}
+
+impl RenewalClaims {
+    fn to_payload(&self) -> Vec<u8> {
+        Map::new()
+            .with("v", RELEASE_VERSION)
+            .with("nonce", &self.nonce)
+            .with("model_id", self.model_id.as_str())
+            .with("key_id", self.key_id.as_str())
+            .with("policy_version", self.policy_version)
+            .with("document_sha384", &self.document_sha384)
+            .with("lease_ms", self.lease_ms)
+            .with("log_index", self.log_index)
+            .with("log_entry", &self.log_entry)
+            .with("inclusion_proof", &self.inclusion_proof)
+            .encode()
+    }
+
+    fn from_payload(bytes: &[u8]) -> Result<Self, ReleaseError> {
+        Reader::read_all(bytes, MAX_RESPONSE_LEN, Profile::Deterministic, |r| {
+            let mut f = Fields::read(r, &RENEWAL_FIELDS, read_item)?;
+            check_version(&mut f)?;
+            let claims = Self {
+                nonce: need_array(&mut f, "nonce")?,
+                model_id: need_id(&mut f, "model_id")?,
+                key_id: need_id(&mut f, "key_id")?,
+                policy_version: need_uint(&mut f, "policy_version")?,
+                document_sha384: need_array(&mut f, "document_sha384")?,
+                lease_ms: need_uint(&mut f, "lease_ms")?,
+                log_index: need_uint(&mut f, "log_index")?,
+                log_entry: need_bytes(&mut f, "log_entry", proofs::MAX_ENTRY_LEN)?.to_vec(),
+                inclusion_proof: need_bytes(&mut f, "inclusion_proof", MAX_PROOF_LEN)?.to_vec(),
+            };
+            f.finish()?;
+            Ok(claims)
+        })
+    }
+}
+
+/// The lease must be one this side accepts.
+fn check_lease(lease_ms: u64) -> Result<(), ReleaseError> {
+    if (MIN_LEASE_MS..=MAX_LEASE_MS).contains(&lease_ms) {
+        Ok(())
+    } else {
+        Err(ReleaseError::Lease(lease_ms))
     }
 }
 
@@ -432,11 +572,108 @@ impl ResponseSigner {
 
     /// Sign `claims`: a tagged COSE_Sign1.
     pub fn sign(&self, claims: &ReleaseClaims) -> Result<Vec<u8>, ReleaseError> {
-        sign_es384(&self.key, RESPONSE_CONTENT_TYPE, claims.to_payload()).map_err(|e| match e {
+        self.sign_payload(RESPONSE_CONTENT_TYPE, claims.to_payload())
+    }
+
+    /// Sign a renewal's `claims`: a tagged COSE_Sign1 of the renewal's content type.
+    pub fn sign_renewal(&self, claims: &RenewalClaims) -> Result<Vec<u8>, ReleaseError> {
+        self.sign_payload(RENEWAL_CONTENT_TYPE, claims.to_payload())
+    }
+
+    fn sign_payload(&self, content_type: &str, payload: Vec<u8>) -> Result<Vec<u8>, ReleaseError> {
+        sign_es384(&self.key, content_type, payload).map_err(|e| match e {
             CoseError::Sign(reason) => ReleaseError::Crypto(reason),
             _ => ReleaseError::Crypto("the response could not be encoded"),
         })
     }
+}
+
+/// The `user_data` an enclave puts in a renewal's document: SHA-384 over its own domain
+/// separator, the model id, the key id and the nonce. A release's document cannot serve as a
+/// renewal's, nor the reverse.
+pub fn renewal_user_data(model_id: &Id, key_id: &Id, nonce: &[u8; NONCE_LEN]) -> [u8; DIGEST_LEN] {
+    let mut input = b"sovereign lease renewal v1\0".to_vec();
+    input.extend_from_slice(model_id.as_str().as_bytes());
+    input.push(0);
+    input.extend_from_slice(key_id.as_str().as_bytes());
+    input.push(0);
+    input.extend_from_slice(nonce);
+    sha384(&input)
+}
+
+/// Check the broker's answer to a renewal: the `document` this side sent over `nonce` for
+/// `key_id` of `model_id`. The broker's certificate under the national root at `now`, the
+/// signature, every bound field, the lease's bounds, and the `lease-renewal` log entry with its
+/// inclusion proof. A denial is returned as [`ReleaseError::Denied`].
+pub fn accept_renewal(
+    model_id: &Id,
+    key_id: &Id,
+    nonce: &[u8; NONCE_LEN],
+    document: &[u8],
+    answer: &Message,
+    trust: &ReleaseTrust,
+    now: Timestamp,
+) -> Result<(RenewalClaims, proofs::SignedCheckpoint), ReleaseError> {
+    let (response, certificate) = match answer {
+        Message::Renewed {
+            response,
+            certificate,
+        } => (response, certificate),
+        Message::Denied { reason, message } => {
+            return Err(ReleaseError::Denied {
+                reason: reason.clone(),
+                message: message.clone(),
+            });
+        }
+        other => {
+            return Err(ReleaseError::Unexpected {
+                expected: "renewed",
+                got: other.op(),
+            });
+        }
+    };
+    let broker = verify_service_certificate(
+        certificate,
+        &trust.broker_roots,
+        ServiceRole::KeyBroker,
+        now,
+    )?;
+    let sign1 = parse_es384(response, MAX_RESPONSE_LEN, RENEWAL_CONTENT_TYPE)
+        .map_err(ReleaseError::Response)?;
+    verify_es384(&sign1, &broker.spki_der).map_err(|_| ReleaseError::Signature)?;
+    let claims = RenewalClaims::from_payload(sign1.payload.as_deref().unwrap_or_default())?;
+    let mismatch = |field| Err(ReleaseError::Mismatch { field });
+    if !bool::from(claims.nonce.ct_eq(nonce)) {
+        return mismatch("nonce");
+    }
+    if &claims.model_id != model_id {
+        return mismatch("model_id");
+    }
+    if &claims.key_id != key_id {
+        return mismatch("key_id");
+    }
+    if claims.document_sha384 != sha384(document) {
+        return mismatch("document_sha384");
+    }
+    check_lease(claims.lease_ms)?;
+    let entry = LogEntry::decode(&claims.log_entry)?;
+    let Entry::LeaseRenewal(renewal) = entry.entry() else {
+        return Err(ReleaseError::Log("the log entry is not a lease renewal"));
+    };
+    let consistent = renewal.outcome == Outcome::Released
+        && renewal.model_id == claims.model_id.as_str()
+        && renewal.key_id == claims.key_id.as_str()
+        && renewal.policy_version == claims.policy_version
+        && renewal.nonce.as_deref() == Some(&claims.nonce[..])
+        && renewal.document_sha384 == Some(claims.document_sha384)
+        && renewal.lease_ms == Some(claims.lease_ms);
+    if !consistent {
+        return Err(ReleaseError::Log(
+            "the log entry records another decision than the response",
+        ));
+    }
+    let checkpoint = included(&entry, &claims.inclusion_proof, claims.log_index, trust)?;
+    Ok((claims, checkpoint))
 }
 
 /// The `user_data` an enclave puts in its document: SHA-384 over a domain separator, the model
@@ -577,6 +814,7 @@ impl KeyRequest {
         if !trust.oaep_hashes.contains(&claims.oaep_hash) {
             return Err(ReleaseError::OaepNotAllowed(claims.oaep_hash.as_str()));
         }
+        check_lease(claims.lease_ms)?;
         let checkpoint = check_log_entry(&claims, trust)?;
 
         let mut out = Zeroizing::new(vec![0u8; self.key.min_output_size()]);
@@ -625,29 +863,41 @@ fn check_log_entry(
         && release.key_id == claims.key_id.as_str()
         && release.policy_version == claims.policy_version
         && release.nonce.as_deref() == Some(&claims.nonce[..])
-        && release.document_sha384 == Some(claims.document_sha384);
+        && release.document_sha384 == Some(claims.document_sha384)
+        && release.lease_ms == Some(claims.lease_ms);
     if !consistent {
         return Err(ReleaseError::Log(
             "the log entry records another decision than the response",
         ));
     }
+    included(&entry, &claims.inclusion_proof, claims.log_index, trust)
+}
+
+/// `entry` must be at `index` in a checkpoint the log's key signed, by `proof`.
+fn included(
+    entry: &LogEntry,
+    proof: &[u8],
+    index: u64,
+    trust: &ReleaseTrust,
+) -> Result<proofs::SignedCheckpoint, ReleaseError> {
     let included = proofs::audit::verify_inclusion_file(
-        &claims.inclusion_proof,
+        proof,
         &entry.leaf_hash(),
         &trust.log_keys,
         trust.log_origin.as_deref(),
     )?;
-    if included.index != claims.log_index {
+    if included.index != index {
         return Err(ReleaseError::Mismatch { field: "log_index" });
     }
     Ok(included.checkpoint)
 }
 
 /// Every field a message may carry; which are allowed depends on its operation.
-const MESSAGE_FIELDS: [&str; 10] = [
+const MESSAGE_FIELDS: [&str; 11] = [
     "v",
     "op",
     "model_id",
+    "key_id",
     "nonce",
     "expires_in_ms",
     "document",
@@ -658,7 +908,7 @@ const MESSAGE_FIELDS: [&str; 10] = [
 ];
 
 /// The response payload's fields.
-const CLAIM_FIELDS: [&str; 13] = [
+const CLAIM_FIELDS: [&str; 14] = [
     "v",
     "nonce",
     "model_id",
@@ -669,6 +919,21 @@ const CLAIM_FIELDS: [&str; 13] = [
     "document_sha384",
     "wrapped_key",
     "oaep_hash",
+    "log_index",
+    "log_entry",
+    "inclusion_proof",
+    "lease_ms",
+];
+
+/// A renewal payload's fields.
+const RENEWAL_FIELDS: [&str; 10] = [
+    "v",
+    "nonce",
+    "model_id",
+    "key_id",
+    "policy_version",
+    "document_sha384",
+    "lease_ms",
     "log_index",
     "log_entry",
     "inclusion_proof",
@@ -689,7 +954,9 @@ fn read_item<'a>(key: &'static str, r: &mut Reader<'a>) -> Result<Item<'a>, Rele
             RELEASE_VERSION => Item::Uint(RELEASE_VERSION),
             other => return Err(ReleaseError::Version(other)),
         },
-        "expires_in_ms" | "model_len" | "policy_version" | "log_index" => Item::Uint(r.uint()?),
+        "expires_in_ms" | "model_len" | "policy_version" | "log_index" | "lease_ms" => {
+            Item::Uint(r.uint()?)
+        }
         "op" | "model_id" | "key_id" | "reason" | "message" | "oaep_hash" => Item::Text(r.text()?),
         _ => Item::Bytes(r.bytes()?),
     })

@@ -21,8 +21,9 @@ use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPai
 use proofs::entry::{Entry, KeyRelease, LogEntry, Outcome};
 use proofs::{Log, MemoryStore, NoteSigner};
 use sealing::release::{
-    KeyRequest, Message, NONCE_LEN, OaepHash, ReleaseClaims, ReleaseError, ReleaseTrust,
-    ResponseSigner, request_user_data, sha384,
+    KeyRequest, MAX_LEASE_MS, Message, NONCE_LEN, OaepHash, RELEASE_VERSION, ReleaseClaims,
+    ReleaseError, ReleaseTrust, RenewalClaims, ResponseSigner, accept_renewal, renewal_user_data,
+    request_user_data, sha384,
 };
 use sealing::{DataKey, Id};
 
@@ -160,6 +161,7 @@ impl Broker {
             region: Some("eu-west-1".into()),
             document_sha384: Some(sha384(document)),
             nonce: Some(nonce.to_vec()),
+            lease_ms: Some(600_000),
         }))
         .unwrap();
         let index = self.log.append(entry.bytes()).unwrap();
@@ -178,6 +180,7 @@ impl Broker {
             log_index: index,
             log_entry: entry.bytes().to_vec(),
             inclusion_proof: proof.into_bytes(),
+            lease_ms: 600_000,
         };
         edit(&mut claims);
         Message::Release {
@@ -587,14 +590,15 @@ fn messages_round_trip_and_strangers_are_refused() {
     };
     let t = |s: &str| ciborium::Value::Text(s.into());
     let one = ciborium::Value::Integer(1.into());
+    let current = ciborium::Value::Integer(RELEASE_VERSION.into());
     let cases = [
         (
-            value(vec![("v", one.clone()), ("op", t("hello"))]),
+            value(vec![("v", current.clone()), ("op", t("hello"))]),
             "required key \"model_id\" is missing",
         ),
         (
             value(vec![
-                ("v", one.clone()),
+                ("v", current.clone()),
                 ("op", t("hello")),
                 ("model_id", t("m")),
                 ("x", one.clone()),
@@ -603,15 +607,15 @@ fn messages_round_trip_and_strangers_are_refused() {
         ),
         (
             value(vec![
-                ("v", ciborium::Value::Integer(2.into())),
+                ("v", ciborium::Value::Integer(1.into())),
                 ("op", t("hello")),
                 ("model_id", t("m")),
             ]),
-            "unsupported key-release protocol version 2",
+            "unsupported key-release protocol version 1",
         ),
         (
             value(vec![
-                ("v", one.clone()),
+                ("v", current.clone()),
                 ("op", t("hello")),
                 ("model_id", t("a b")),
             ]),
@@ -619,7 +623,7 @@ fn messages_round_trip_and_strangers_are_refused() {
         ),
         (
             value(vec![
-                ("v", one.clone()),
+                ("v", current.clone()),
                 ("op", t("challenge")),
                 ("nonce", ciborium::Value::Bytes(vec![0; 31])),
                 ("expires_in_ms", one.clone()),
@@ -628,7 +632,7 @@ fn messages_round_trip_and_strangers_are_refused() {
         ),
         (
             value(vec![
-                ("v", one.clone()),
+                ("v", current.clone()),
                 ("op", t("hello")),
                 ("model_id", t("m")),
                 ("nonce", ciborium::Value::Bytes(vec![0; 32])),
@@ -637,14 +641,14 @@ fn messages_round_trip_and_strangers_are_refused() {
         ),
         (
             value(vec![
-                ("v", ciborium::Value::Integer(2.into())),
+                ("v", ciborium::Value::Integer(3.into())),
                 ("op", t("hello")),
                 ("a_future_field", one.clone()),
             ]),
-            "unsupported key-release protocol version 2",
+            "unsupported key-release protocol version 3",
         ),
         (
-            value(vec![("v", one.clone()), ("op", t("launch"))]),
+            value(vec![("v", current.clone()), ("op", t("launch"))]),
             "unknown operation \"launch\"",
         ),
         (b"\xff".to_vec(), "a break is not accepted"),
@@ -708,5 +712,293 @@ fn only_the_canonical_encoding_of_a_message_is_accepted() {
             Err(ReleaseError::Malformed(e)) => assert_eq!(e.kind(), &expected, "{name}"),
             other => panic!("{name}: {other:?}"),
         }
+    }
+}
+
+/// A renewal round: the enclave holds `kek-1/01` of `smollm2` and attests over a fresh nonce.
+struct Renewal {
+    model: Id,
+    key_id: Id,
+    nonce: [u8; NONCE_LEN],
+    document: Vec<u8>,
+}
+
+impl Broker {
+    fn renewal_document(&self, model: &Id, key_id: &Id, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+        let user_data = renewal_user_data(model, key_id, nonce);
+        let mut pcrs = BTreeMap::new();
+        for i in 0..16u8 {
+            pcrs.insert(PcrIndex::new(i).unwrap(), PcrValue::measure(&[i]));
+        }
+        self.pki
+            .attest(
+                &SimulatedRequest {
+                    pcrs,
+                    public_key: None,
+                    user_data: Some(&user_data),
+                    nonce: Some(nonce),
+                },
+                self.now,
+            )
+            .unwrap()
+    }
+
+    /// What an honest broker answers a renewal, with `entry` applied to the logged decision and
+    /// `edit` to the claims before signing.
+    fn renew(
+        &mut self,
+        r: &Renewal,
+        entry: impl FnOnce(&mut KeyRelease) -> Entry,
+        edit: impl FnOnce(&mut RenewalClaims),
+    ) -> Message {
+        let mut decision = KeyRelease {
+            time: self.now,
+            outcome: Outcome::Released,
+            reason: "ok".into(),
+            model_id: r.model.to_string(),
+            key_id: r.key_id.to_string(),
+            policy_version: 3,
+            module_id: Some("i-0-enc0".into()),
+            pcrs: BTreeMap::from([(PcrIndex::new(0).unwrap(), PcrValue::measure(&[0]))]),
+            region: Some("eu-west-1".into()),
+            document_sha384: Some(sha384(&r.document)),
+            nonce: Some(r.nonce.to_vec()),
+            lease_ms: Some(600_000),
+        };
+        let entry = LogEntry::new(entry(&mut decision)).unwrap();
+        let index = self.log.append(entry.bytes()).unwrap();
+        self.log.checkpoint().unwrap();
+        let proof = self.log.prove_inclusion(index).unwrap().to_text();
+        let mut claims = RenewalClaims {
+            nonce: r.nonce,
+            model_id: r.model.clone(),
+            key_id: r.key_id.clone(),
+            policy_version: 3,
+            document_sha384: sha384(&r.document),
+            lease_ms: 600_000,
+            log_index: index,
+            log_entry: entry.bytes().to_vec(),
+            inclusion_proof: proof.into_bytes(),
+        };
+        edit(&mut claims);
+        Message::Renewed {
+            response: self.signer.sign_renewal(&claims).unwrap(),
+            certificate: self.signer.certificate().to_vec(),
+        }
+    }
+}
+
+fn renewal(broker: &Broker) -> Renewal {
+    let model = Id::new("smollm2").unwrap();
+    let key_id = Id::new("kek-1/01").unwrap();
+    let mut nonce = [0u8; NONCE_LEN];
+    aws_lc_rs::rand::fill(&mut nonce).unwrap();
+    let document = broker.renewal_document(&model, &key_id, &nonce);
+    Renewal {
+        model,
+        key_id,
+        nonce,
+        document,
+    }
+}
+
+fn check_renewal(broker: &Broker, r: &Renewal, answer: &Message) -> Result<u64, ReleaseError> {
+    accept_renewal(
+        &r.model,
+        &r.key_id,
+        &r.nonce,
+        &r.document,
+        answer,
+        &broker.trust(),
+        broker.now,
+    )
+    .map(|(claims, _)| claims.lease_ms)
+}
+
+fn as_renewal(k: &mut KeyRelease) -> Entry {
+    Entry::LeaseRenewal(k.clone())
+}
+
+#[test]
+fn an_honest_renewal_grants_its_signed_lease() {
+    let mut broker = Broker::new();
+    let r = renewal(&broker);
+    let answer = broker.renew(&r, as_renewal, |_| {});
+    assert_eq!(check_renewal(&broker, &r, &answer).unwrap(), 600_000);
+    // The wire form round-trips.
+    assert_eq!(Message::decode(&answer.encode()).unwrap(), answer);
+    let renew = Message::Renew {
+        nonce: r.nonce,
+        key_id: r.key_id.clone(),
+        document: r.document.clone(),
+    };
+    assert_eq!(Message::decode(&renew.encode()).unwrap(), renew);
+}
+
+#[test]
+fn a_renewal_for_another_key_nonce_model_or_document_is_refused() {
+    type Edit = fn(&mut RenewalClaims);
+    let cases: [(&str, Edit); 4] = [
+        ("nonce", |c| c.nonce[0] ^= 1),
+        ("model_id", |c| c.model_id = Id::new("other-model").unwrap()),
+        ("key_id", |c| c.key_id = Id::new("kek-1/02").unwrap()),
+        ("document_sha384", |c| c.document_sha384[0] ^= 1),
+    ];
+    for (field, edit) in cases {
+        let mut broker = Broker::new();
+        let r = renewal(&broker);
+        let answer = broker.renew(&r, as_renewal, edit);
+        match check_renewal(&broker, &r, &answer) {
+            Err(ReleaseError::Mismatch { field: f }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_renewal_must_be_logged_as_the_renewal_it_grants() {
+    // The entry is a key release, not a renewal.
+    let mut broker = Broker::new();
+    let r = renewal(&broker);
+    let answer = broker.renew(&r, |k| Entry::KeyRelease(k.clone()), |_| {});
+    assert!(matches!(
+        check_renewal(&broker, &r, &answer),
+        Err(ReleaseError::Log(_))
+    ));
+    // The log records a shorter lease than the response grants.
+    let mut broker = Broker::new();
+    let r = renewal(&broker);
+    let answer = broker.renew(
+        &r,
+        |k| {
+            k.lease_ms = Some(60_000);
+            Entry::LeaseRenewal(k.clone())
+        },
+        |_| {},
+    );
+    assert!(matches!(
+        check_renewal(&broker, &r, &answer),
+        Err(ReleaseError::Log(_))
+    ));
+    // The log records a denial.
+    let mut broker = Broker::new();
+    let r = renewal(&broker);
+    let answer = broker.renew(
+        &r,
+        |k| {
+            k.outcome = Outcome::Denied;
+            k.reason = "revoked".into();
+            k.lease_ms = None;
+            Entry::LeaseRenewal(k.clone())
+        },
+        |_| {},
+    );
+    assert!(matches!(
+        check_renewal(&broker, &r, &answer),
+        Err(ReleaseError::Log(_))
+    ));
+}
+
+#[test]
+fn a_lease_outside_its_bounds_is_refused() {
+    for lease in [0, 999, MAX_LEASE_MS + 1, u64::MAX] {
+        let mut broker = Broker::new();
+        let r = renewal(&broker);
+        let answer = broker.renew(
+            &r,
+            |k| {
+                k.lease_ms = Some(lease.max(1));
+                Entry::LeaseRenewal(k.clone())
+            },
+            |c| c.lease_ms = lease.max(1),
+        );
+        assert!(
+            matches!(
+                check_renewal(&broker, &r, &answer),
+                Err(ReleaseError::Lease(_))
+            ),
+            "{lease}"
+        );
+        let mut broker = Broker::new();
+        let round = round(&broker);
+        let answer = honest_answer(&mut broker, &round, |c| c.lease_ms = lease);
+        assert!(
+            matches!(
+                accept(&broker, round, &answer),
+                Err(ReleaseError::Lease(_)) | Err(ReleaseError::Log(_))
+            ),
+            "{lease}"
+        );
+    }
+}
+
+#[test]
+fn a_release_and_a_renewal_cannot_stand_in_for_each_other() {
+    let mut broker = Broker::new();
+    // A release response, genuine and signed, offered as a renewal.
+    let round_ = round(&broker);
+    let release = honest_answer(&mut broker, &round_, |_| {});
+    let Message::Release {
+        response,
+        certificate,
+    } = release
+    else {
+        panic!()
+    };
+    let r = renewal(&broker);
+    let disguised = Message::Renewed {
+        response: response.clone(),
+        certificate: certificate.clone(),
+    };
+    assert!(matches!(
+        check_renewal(&broker, &r, &disguised),
+        Err(ReleaseError::Response(_))
+    ));
+    // A renewal response offered as a release.
+    let renewed = broker.renew(&r, as_renewal, |_| {});
+    let Message::Renewed {
+        response,
+        certificate,
+    } = renewed
+    else {
+        panic!()
+    };
+    let disguised = Message::Release {
+        response,
+        certificate,
+    };
+    assert!(matches!(
+        accept(&broker, round_, &disguised),
+        Err(ReleaseError::Response(_))
+    ));
+    // A release's document does not bind a renewal: the user data differ.
+    let model = Id::new("smollm2").unwrap();
+    let key_id = Id::new("kek-1/01").unwrap();
+    let nonce = [7; NONCE_LEN];
+    assert_ne!(
+        request_user_data(&model, &nonce),
+        renewal_user_data(&model, &key_id, &nonce)
+    );
+}
+
+#[test]
+fn a_renewal_from_a_broker_under_another_root_or_a_denial_is_refused() {
+    let mut broker = Broker::new();
+    let rogue_root = root("Rogue Root", broker.now);
+    let (pkcs8, cert) = broker_signer(&rogue_root, broker.now, ServiceRole::KeyBroker);
+    broker.signer = ResponseSigner::new(&pkcs8, cert, &trust_of(&rogue_root), broker.now).unwrap();
+    let r = renewal(&broker);
+    let answer = broker.renew(&r, as_renewal, |_| {});
+    assert!(matches!(
+        check_renewal(&broker, &r, &answer),
+        Err(ReleaseError::UntrustedBroker(_))
+    ));
+    let denied = Message::Denied {
+        reason: "revoked".into(),
+        message: "model revoked".into(),
+    };
+    match check_renewal(&broker, &r, &denied) {
+        Err(ReleaseError::Denied { reason, .. }) => assert_eq!(reason, "revoked"),
+        other => panic!("{other:?}"),
     }
 }

@@ -34,6 +34,7 @@ fn entry(i: u64) -> Vec<u8> {
         region: Some("eu-west-1".into()),
         document_sha384: Some([7; 48]),
         nonce: Some(i.to_be_bytes().repeat(4)),
+        lease_ms: Some(900_000),
     });
     LogEntry::new(e)
         .map(|e| e.bytes().to_vec())

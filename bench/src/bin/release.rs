@@ -1,7 +1,7 @@
 //! Key-release and sealing figures, in one run:
 //!
-//! - release latency (p50, p99) over loopback TCP to a real `broker` server, and releases per
-//!   second with concurrent clients, for the software key store and for SoftHSM2 through
+//! - release latency (p50, p99) over loopback TCP to a real `broker` server, lease-renewal
+//!   latency (p50, p99) beside it, and releases per second with concurrent clients, for the software key store and for SoftHSM2 through
 //!   PKCS#11, with the broker's share spent verifying the attestation, in the key store and in
 //!   the log;
 //! - sealing and unsealing throughput against raw AES-256-GCM (and SHA-384, which unsealing
@@ -36,7 +36,9 @@ use broker::seal::{SealRequest, seal_model};
 use broker::state::{Ledger, StateDir};
 use proofs::NoteSigner;
 use protocol::frame::{read_frame, write_frame};
-use sealing::release::{KeyRequest, Message, OaepHash, ResponseSigner, request_user_data};
+use sealing::release::{
+    KeyRequest, Message, OaepHash, ResponseSigner, renewal_user_data, request_user_data,
+};
 use sealing::{DataKey, Expected, Header, Id};
 
 const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -135,6 +137,7 @@ enum Backend {
 struct Fixture {
     broker: Arc<Broker>,
     roots: DevelopmentRoots,
+    key_id: Id,
 }
 
 fn fixture(dir: &Path, backend: Backend) -> Fixture {
@@ -225,11 +228,17 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
         .as_bytes(),
     )
     .unwrap();
-    broker::adopt_policy(&policy, &state, &ledger, Timestamp::now()).unwrap();
+    broker::adopt_policy(&policy, &state, &ledger, Timestamp::now(), &[]).unwrap();
+    let key_id = state
+        .record(&Id::new(MODEL).unwrap())
+        .unwrap()
+        .unwrap()
+        .key_id;
     let broker = Broker::new(Parts {
         key_store,
         verifier: Verifier::new(roots.document_trust().unwrap()),
         policy,
+        policy_source: None,
         state,
         ledger,
         signer,
@@ -243,6 +252,7 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
     Fixture {
         broker: Arc::new(broker),
         roots,
+        key_id,
     }
 }
 
@@ -323,8 +333,12 @@ fn release_bench(label: &str, dir: &Path, releases: usize, backend: Backend) {
         latencies.push(runtime.block_on(one_release(address, &pki, &request)));
     }
     latencies.sort();
+    let mut renewals = Vec::new();
+    for _ in 0..releases {
+        renewals.push(runtime.block_on(one_renewal(address, &pki, &f.key_id)));
+    }
+    renewals.sort();
 
-    // Concurrent clients: releases per second.
     // Concurrent clients: releases per second. The clients' document signing runs on the same
     // two cores as the broker, so this is a lower bound for the broker alone.
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -374,6 +388,11 @@ fn release_bench(label: &str, dir: &Path, releases: usize, backend: Backend) {
         "  latency          p50 {:.2} ms   p99 {:.2} ms",
         ms(percentile(&latencies, 0.50)),
         ms(percentile(&latencies, 0.99))
+    );
+    println!(
+        "  lease renewal    p50 {:.2} ms   p99 {:.2} ms   (no key leaves the key store)",
+        ms(percentile(&renewals, 0.50)),
+        ms(percentile(&renewals, 0.99))
     );
     println!("  throughput       {throughput:.0} releases/s with {CLIENTS} concurrent clients");
     println!(
@@ -426,6 +445,66 @@ async fn one_release(
     .unwrap();
     let answer = Message::decode(&read_frame(&mut stream).await.unwrap()).unwrap();
     assert!(matches!(answer, Message::Release { .. }), "{answer:?}");
+    challenge + sent.elapsed()
+}
+
+/// One lease renewal for `key_id`; the time from hello to the answer minus the client's
+/// document signing.
+async fn one_renewal(address: std::net::SocketAddr, pki: &SimulatedPki, key_id: &Id) -> Duration {
+    let model = Id::new(MODEL).unwrap();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let started = Instant::now();
+    write_frame(
+        &mut stream,
+        &Message::Hello {
+            model_id: model.clone(),
+        }
+        .encode(),
+    )
+    .await
+    .unwrap();
+    let Message::Challenge { nonce, .. } =
+        Message::decode(&read_frame(&mut stream).await.unwrap()).unwrap()
+    else {
+        panic!("no challenge")
+    };
+    let challenge = started.elapsed();
+    let mut pcrs = BTreeMap::new();
+    for i in 0..16u8 {
+        let v = if i <= 2 {
+            PcrValue::measure(b"bench image")
+        } else {
+            PcrValue::ZERO
+        };
+        pcrs.insert(PcrIndex::new(i).unwrap(), v);
+    }
+    let user_data = renewal_user_data(&model, key_id, &nonce);
+    let document = pki
+        .attest(
+            &SimulatedRequest {
+                pcrs,
+                public_key: None,
+                user_data: Some(&user_data),
+                nonce: Some(&nonce),
+            },
+            Timestamp::now(),
+        )
+        .unwrap();
+    let sent = Instant::now();
+    write_frame(
+        &mut stream,
+        &Message::Renew {
+            nonce,
+            key_id: key_id.clone(),
+            document,
+        }
+        .encode(),
+    )
+    .await
+    .unwrap();
+    let answer = Message::decode(&read_frame(&mut stream).await.unwrap()).unwrap();
+    assert!(matches!(answer, Message::Renewed { .. }), "{answer:?}");
     challenge + sent.elapsed()
 }
 

@@ -9,7 +9,7 @@
 mod pkcs11;
 mod software;
 
-pub use self::pkcs11::{KekWrapMechanism, Pkcs11Config, Pkcs11Store};
+pub use self::pkcs11::{KekWrapMechanism, Pkcs11Config, Pkcs11Store, TokenKey};
 pub use self::software::{
     DEFAULT_ITERATIONS, MIN_ITERATIONS, SoftwareStore, passphrase as software_passphrase,
 };

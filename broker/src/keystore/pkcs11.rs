@@ -596,3 +596,121 @@ impl KeyStore for Pkcs11Store {
         })
     }
 }
+
+/// A P-384 signing key in a PKCS#11 token, used by label: an approver's key, whose private half
+/// is made inside the token (sensitive, never extractable) and never leaves it.
+#[derive(Debug, Clone)]
+pub struct TokenKey {
+    /// The module.
+    pub module: PathBuf,
+    /// The token's label.
+    pub token: String,
+    /// The key pair's label.
+    pub label: String,
+}
+
+/// secp384r1's OID, DER-encoded (CKA_EC_PARAMS).
+const P384_PARAMS: [u8; 7] = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+/// The DER prefix of a P-384 SubjectPublicKeyInfo, before the 97-byte uncompressed point.
+const P384_SPKI_PREFIX: [u8; 23] = [
+    0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b,
+    0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+];
+
+impl TokenKey {
+    fn session(&self, pin: &str) -> Result<(Pkcs11, Session), KeyStoreError> {
+        let config = Pkcs11Config {
+            module: self.module.clone(),
+            token: self.token.clone(),
+            kek_label: String::new(),
+            kek_wrap: KekWrapMechanism::AesKeyWrap,
+            sessions: 1,
+        };
+        let (pkcs11, _, session) = connect(&config, pin)?;
+        Ok((pkcs11, session))
+    }
+
+    fn find(
+        &self,
+        session: &Session,
+        class: ObjectClass,
+    ) -> Result<Vec<ObjectHandle>, KeyStoreError> {
+        session
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(self.label.as_bytes().to_vec()),
+            ])
+            .map_err(device("searching for the key"))
+    }
+
+    /// Make the key pair inside the token; refused if a key with the label exists. Returns its
+    /// SubjectPublicKeyInfo (DER).
+    pub fn generate(&self, pin: &str) -> Result<Vec<u8>, KeyStoreError> {
+        let (_pkcs11, session) = self.session(pin)?;
+        if !self.find(&session, ObjectClass::PRIVATE_KEY)?.is_empty() {
+            return Err(KeyStoreError::Config(format!(
+                "token {:?} already holds a key labelled {:?}",
+                self.token, self.label
+            )));
+        }
+        let label = self.label.as_bytes().to_vec();
+        let (public, _) = session
+            .generate_key_pair(
+                &Mechanism::EccKeyPairGen,
+                &[
+                    Attribute::Token(true),
+                    Attribute::EcParams(P384_PARAMS.to_vec()),
+                    Attribute::Verify(true),
+                    Attribute::Label(label.clone()),
+                ],
+                &[
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Sign(true),
+                    Attribute::Label(label),
+                ],
+            )
+            .map_err(device("generating a P-384 key pair"))?;
+        self.spki_of(&session, public)
+    }
+
+    fn spki_of(&self, session: &Session, public: ObjectHandle) -> Result<Vec<u8>, KeyStoreError> {
+        let attributes = session
+            .get_attributes(public, &[AttributeType::EcPoint])
+            .map_err(device("reading the public key"))?;
+        let Some(Attribute::EcPoint(point)) = attributes.into_iter().next() else {
+            return Err(KeyStoreError::Device("the token gave no EC point".into()));
+        };
+        // CKA_EC_POINT is a DER OCTET STRING around the uncompressed point (97 bytes).
+        let point = point
+            .len()
+            .checked_sub(97)
+            .and_then(|start| point.get(start..))
+            .filter(|p| p.first() == Some(&4))
+            .ok_or_else(|| KeyStoreError::Device("not a P-384 point".into()))?;
+        let mut spki = P384_SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(point);
+        Ok(spki)
+    }
+
+    /// Sign `message` with the token's private key: SHA-384 here, `CKM_ECDSA` in the token.
+    /// Returns r ‖ s (96 bytes).
+    pub fn sign(&self, pin: &str, message: &[u8]) -> Result<Vec<u8>, KeyStoreError> {
+        let (_pkcs11, session) = self.session(pin)?;
+        let keys = self.find(&session, ObjectClass::PRIVATE_KEY)?;
+        let [key] = keys.as_slice() else {
+            return Err(KeyStoreError::Config(format!(
+                "token {:?} holds {} private keys labelled {:?}; expected exactly one",
+                self.token,
+                keys.len(),
+                self.label
+            )));
+        };
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, message);
+        session
+            .sign(&Mechanism::Ecdsa, *key, digest.as_ref())
+            .map_err(device("signing"))
+    }
+}

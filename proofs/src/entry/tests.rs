@@ -33,7 +33,24 @@ fn release() -> KeyRelease {
         region: Some("eu-west-1".into()),
         document_sha384: Some([9; 48]),
         nonce: Some(vec![1, 2, 3]),
+        lease_ms: Some(900_000),
     }
+}
+
+fn renewal() -> Entry {
+    let mut k = release();
+    k.time = Timestamp::from_unix_millis(1_700_000_450_000);
+    k.nonce = Some(vec![4, 5, 6]);
+    Entry::LeaseRenewal(k)
+}
+
+fn revocation() -> Entry {
+    Entry::Revocation(Revocation {
+        time: Timestamp::from_unix_millis(1_700_000_500_000),
+        target: RevocationTarget::Image,
+        value: "ab".repeat(48),
+        reason: "image withdrawn after review".into(),
+    })
 }
 
 fn sealed() -> Entry {
@@ -62,6 +79,7 @@ fn policy_change() -> Entry {
         policy_version: 4,
         policy_sha384: [6; 48],
         models: vec!["smollm2-135m".into(), "other".into()],
+        approvers: vec!["alice".into(), "bob".into()],
     })
 }
 
@@ -73,6 +91,8 @@ fn entries_round_trip_byte_for_byte() {
         sealed(),
         policy_change(),
         summary(),
+        renewal(),
+        revocation(),
     ] {
         let encoded = LogEntry::new(entry.clone()).unwrap();
         let decoded = LogEntry::decode(encoded.bytes()).unwrap();
@@ -147,6 +167,7 @@ fn invalid_entries_are_refused() {
     k.document_sha384 = None;
     k.nonce = None;
     k.region = None;
+    k.lease_ms = None;
     let denied = LogEntry::new(Entry::KeyRelease(k)).unwrap();
     assert!(LogEntry::decode(denied.bytes()).is_ok());
     let mut k = release();
@@ -199,4 +220,68 @@ fn invalid_entries_are_refused() {
         LogEntry::decode(&later),
         Err(EntryError::Field { field: "v", .. })
     ));
+}
+
+#[test]
+fn a_release_logged_before_leases_still_decodes() {
+    let mut k = release();
+    k.lease_ms = None;
+    let old = LogEntry::new(Entry::KeyRelease(k.clone())).unwrap();
+    assert_eq!(
+        LogEntry::decode(old.bytes()).unwrap().entry(),
+        &Entry::KeyRelease(k)
+    );
+}
+
+#[test]
+fn leases_are_recorded_only_where_granted() {
+    // A renewal granted without its lease.
+    let Entry::LeaseRenewal(mut k) = renewal() else {
+        panic!()
+    };
+    k.lease_ms = None;
+    assert!(Entry::LeaseRenewal(k).encode().is_err());
+    // A denial with a lease.
+    let Entry::LeaseRenewal(mut k) = renewal() else {
+        panic!()
+    };
+    k.outcome = Outcome::Denied;
+    k.reason = "revoked".into();
+    assert!(Entry::LeaseRenewal(k.clone()).encode().is_err());
+    k.lease_ms = None;
+    assert!(Entry::LeaseRenewal(k).encode().is_ok());
+    // A lease of nothing.
+    let mut k = release();
+    k.lease_ms = Some(0);
+    assert!(Entry::KeyRelease(k).encode().is_err());
+    // A renewal and a release of the same fields are different entries.
+    let Entry::LeaseRenewal(k) = renewal() else {
+        panic!()
+    };
+    assert_ne!(
+        Entry::LeaseRenewal(k.clone()).encode().unwrap(),
+        Entry::KeyRelease(k).encode().unwrap()
+    );
+}
+
+#[test]
+fn a_revocation_names_a_known_target() {
+    let encoded = LogEntry::new(revocation()).unwrap();
+    let mut value: Value = ciborium::from_reader(encoded.bytes()).unwrap();
+    if let Value::Map(fields) = &mut value {
+        for (k, v) in fields.iter_mut() {
+            if k.as_text() == Some("target") {
+                *v = Value::Text("region".into());
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&value, &mut bytes).unwrap();
+    let error = LogEntry::decode(&bytes).unwrap_err();
+    assert!(error.to_string().contains("unknown target"), "{error}");
+    let Entry::Revocation(mut r) = revocation() else {
+        panic!()
+    };
+    r.reason = String::new();
+    assert!(Entry::Revocation(r).encode().is_err());
 }

@@ -161,10 +161,18 @@ impl Broker {
         } else {
             "[\"root.pem\"]"
         };
+        // Without an [approval] section in `config_extra`, the fixture's broker is its only
+        // administrator, as it must then say.
+        let administrator = if setup.config_extra.contains("[approval]") {
+            ""
+        } else {
+            "dangerous_single_administrator = true\n"
+        };
         std::fs::write(
             dir.join("broker.toml"),
             format!(
-                "listen = \"{listen}\"\nstate_dir = \"state\"\npolicy = \"policy.toml\"\n{}\n\
+                "listen = \"{listen}\"\nstate_dir = \"state\"\npolicy = \"policy.toml\"\n\
+                 {administrator}{}\n\
                  [trust]\nroots = {roots}\ncross_certificates = [\"cross.pem\"]\n\
                  [signing]\nkey = \"broker.key\"\ncertificate = \"broker.pem\"\n\
                  [log]\norigin = \"test.example/key-release-log\"\nkey = \"log.skey\"\n\
@@ -360,10 +368,15 @@ impl Broker {
 
     /// The host's relay to this broker, and the sealed model it serves.
     pub fn host_toml(&self) -> String {
+        self.host_toml_via(self.listen)
+    }
+
+    /// The host's relay to `target` (standing in for this broker), and the sealed model.
+    pub fn host_toml_via(&self, target: SocketAddr) -> String {
         format!(
             "[[relay]]\nport = {BROKER_PORT}\ntarget = \"{}\"\nidle_timeout = \"10s\"\n\
              [model]\npath = \"{}\"\nport = {SOURCE_PORT}\n",
-            self.listen,
+            target,
             self.dir.join("model.sealed").display()
         )
     }
@@ -390,7 +403,7 @@ impl Drop for Broker {
 }
 
 /// A SoftHSM2 token labelled `broker` (user PIN 1234) in `dir`; returns its SOFTHSM2_CONF.
-fn softhsm_token(dir: &Path) -> PathBuf {
+pub fn softhsm_token(dir: &Path) -> PathBuf {
     let tokens = dir.join("tokens");
     std::fs::create_dir_all(&tokens).unwrap();
     let conf = dir.join("softhsm2.conf");
@@ -542,14 +555,27 @@ pub fn start_with_model(
     model: Option<Vec<u8>>,
     production_timeouts: bool,
 ) -> (Broker, Stack) {
+    start_with_rules(name, model, production_timeouts, "", |broker| broker.listen)
+}
+
+/// [`start_with_model`], with `rules` added to the model's policy (a `lease`, say), and the
+/// host's relay pointed at `relay_target(&broker)` (a proxy in front of the broker, say).
+pub fn start_with_rules(
+    name: &str,
+    model: Option<Vec<u8>>,
+    production_timeouts: bool,
+    rules: &str,
+    relay_target: impl FnOnce(&Broker) -> SocketAddr,
+) -> (Broker, Stack) {
     let root = test_roots("National Root");
+    let rules = format!("regions = [\"eu-west-3\"]\n{rules}");
     let mut broker = Broker::setup(
         name,
         Backend::Software,
         Setup {
             root: &root,
             signing_root: None,
-            rules: "regions = [\"eu-west-3\"]",
+            rules: &rules,
             pcr0s: &[enclave_pcr0(), client_pcr0()],
             config_extra: "",
         },
@@ -558,10 +584,11 @@ pub fn start_with_model(
         broker.seal(model, 1 << 20);
     }
     broker.start();
+    let relay = relay_target(&broker);
     let stack = Stack::start_with(
         name,
         Options {
-            extra: &broker.host_toml(),
+            extra: &broker.host_toml_via(relay),
             enclave_extra: &broker.enclave_model_toml(),
             root: Some(&broker.root),
             production_timeouts,

@@ -1,0 +1,164 @@
+//! Policy changes that take effect only with k of n approvals.
+//!
+//! With `[approval]` in the configuration, the policy file is a proposal until the approvals
+//! directory holds approvals (see [`attest::approval`]) by `required` of the named `approvers`
+//! over its exact bytes and version, each by a key the national root certified for the
+//! `policy-approver` role. A policy may also set a notice period (`notice = "24h"`): it then
+//! takes effect no sooner than that after its last approval. The broker judges the file when it
+//! starts and every [`crate::revocation::POLL`] while it serves; an approved change is logged
+//! (a `policy-change` entry naming the approvers) before it takes effect. Until then the policy
+//! adopted last stays in force (its bytes are kept in the state directory); with none, the broker
+//! does not start.
+
+use std::path::{Path, PathBuf};
+
+use attest::approval::{Approval, ApprovalReport, ApprovalRule, check_approvals};
+use attest::{ServiceTrust, Timestamp};
+
+use crate::config::{ConfigError, read_bounded};
+use crate::policy::{MAX_POLICY_LEN, ReleasePolicy};
+
+/// The most approval files read from the directory.
+pub const MAX_APPROVAL_FILES: usize = 256;
+
+/// The approval rule and where approvals are kept.
+#[derive(Clone, Debug)]
+pub struct ApprovalConfig {
+    /// k of n.
+    pub rule: ApprovalRule,
+    /// The directory of `*.approval` files.
+    pub dir: PathBuf,
+}
+
+/// What to do with a policy file.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Approved and due: adopt it, naming these approvers.
+    Adopt {
+        /// The policy.
+        policy: ReleasePolicy,
+        /// Who approved it.
+        approvers: Vec<String>,
+    },
+    /// Approved, but its notice period runs until `until`.
+    Wait {
+        /// When it may take effect.
+        until: Timestamp,
+        /// Who approved it.
+        approvers: Vec<String>,
+    },
+    /// Not enough valid approvals: who approved, who is missing, what was refused.
+    NotApproved(String),
+}
+
+/// Where the serving broker looks for approved changes.
+#[derive(Clone, Debug)]
+pub struct PolicySource {
+    /// The policy file.
+    pub path: PathBuf,
+    /// The rule and the approvals' directory.
+    pub approval: ApprovalConfig,
+    /// The national roots that certify approvers.
+    pub trust: ServiceTrust,
+}
+
+impl PolicySource {
+    /// Judge the policy file against `current` (the policy in force) at `now`: `None` when the
+    /// file is the policy in force.
+    pub fn judge_file(
+        &self,
+        current: &ReleasePolicy,
+        now: Timestamp,
+    ) -> Result<Option<Verdict>, ConfigError> {
+        let bytes = read_bounded(&self.path, MAX_POLICY_LEN)?;
+        if sealing::release::sha384(&bytes) == current.sha384 {
+            return Ok(None);
+        }
+        let policy = ReleasePolicy::parse(&bytes).map_err(|e| ConfigError(e.to_string()))?;
+        if policy.version <= current.version {
+            return Ok(Some(Verdict::NotApproved(format!(
+                "its version {} is not above the version in force ({})",
+                policy.version, current.version
+            ))));
+        }
+        judge(policy, &self.approval, &self.trust, now).map(Some)
+    }
+}
+
+/// Judge `policy` under `approval` at `now`.
+pub fn judge(
+    policy: ReleasePolicy,
+    approval: &ApprovalConfig,
+    trust: &ServiceTrust,
+    now: Timestamp,
+) -> Result<Verdict, ConfigError> {
+    let (approvals, unreadable) = read_approvals(&approval.dir)?;
+    let report = check_approvals(
+        &policy.bytes,
+        policy.version,
+        &approvals,
+        &approval.rule,
+        trust,
+        now,
+    );
+    Ok(verdict(policy, &report, &unreadable, now))
+}
+
+fn verdict(
+    policy: ReleasePolicy,
+    report: &ApprovalReport,
+    unreadable: &[String],
+    now: Timestamp,
+) -> Verdict {
+    if !report.is_enough() {
+        let mut summary = report.summary();
+        for file in unreadable {
+            summary.push_str(&format!("; {file} is not an approval"));
+        }
+        return Verdict::NotApproved(summary);
+    }
+    let approvers: Vec<String> = report.approved.keys().cloned().collect();
+    let last = report.last_approval().unwrap_or(now);
+    let until = Timestamp::from_unix_millis(
+        last.unix_millis()
+            .saturating_add(u64::try_from(policy.notice.as_millis()).unwrap_or(u64::MAX)),
+    );
+    if until > now {
+        return Verdict::Wait { until, approvers };
+    }
+    Verdict::Adopt { policy, approvers }
+}
+
+/// Every `*.approval` file in `dir` (none if it does not exist), and the names of those that do
+/// not parse.
+pub fn read_approvals(dir: &Path) -> Result<(Vec<Approval>, Vec<String>), ConfigError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+        Err(e) => return Err(ConfigError(format!("{}: {e}", dir.display()))),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "approval"))
+        .collect();
+    paths.sort();
+    if paths.len() > MAX_APPROVAL_FILES {
+        return Err(ConfigError(format!(
+            "{}: more than {MAX_APPROVAL_FILES} approvals",
+            dir.display()
+        )));
+    }
+    let mut approvals = Vec::new();
+    let mut unreadable = Vec::new();
+    for path in paths {
+        let parsed = read_bounded(&path, 64 * 1024)
+            .map_err(|e| e.to_string())
+            .and_then(|b| Approval::parse(&b).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(a) => approvals.push(a),
+            Err(_) => unreadable.push(path.display().to_string()),
+        }
+    }
+    Ok((approvals, unreadable))
+}

@@ -1,0 +1,434 @@
+//! Policy changes need k of n approvals, with real processes: `broker policy approver-key`
+//! (a file key, and a key made inside SoftHSM2), `attest pki certify-approver-key`,
+//! `broker policy approve`, `apply`, `attest policy verify-approvals`, and `broker serve`, whose
+//! log names the approvers. Forged approvals: too few, over other bytes or another version, by
+//! an approver certified under another root or for another role, by someone not named.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap or index is a failed test"
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::broker::{Backend, Broker, MODEL_ID, SOFTHSM_MODULE, Setup, softhsm_token};
+use common::{binary, enclave_pcr0, test_roots};
+use proofs::entry::Entry;
+
+const APPROVAL: &str = "[approval]\nrequired = 2\napprovers = [\"alice\", \"bob\", \"carol\"]\n";
+
+struct Approvers {
+    broker: Broker,
+    /// SOFTHSM2_CONF of carol's token.
+    hsm: PathBuf,
+}
+
+fn run(mut command: Command) -> Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn fails(mut command: Command, code: i32) -> String {
+    let out = command.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{command:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn policy(version: u64, extra: &str) -> String {
+    format!(
+        "version = {version}\n{extra}\n[models.\"{MODEL_ID}\"]\n\
+         [[models.\"{MODEL_ID}\".measurements]]\npcr0 = \"{}\"\n",
+        enclave_pcr0()
+    )
+}
+
+impl Approvers {
+    fn setup(name: &str) -> Self {
+        let root = test_roots("National Root");
+        let broker = Broker::setup(
+            name,
+            Backend::Software,
+            Setup {
+                root: &root,
+                signing_root: None,
+                rules: "",
+                pcr0s: &[enclave_pcr0()],
+                config_extra: APPROVAL,
+            },
+        );
+        let hsm = softhsm_token(&broker.dir.join("carol-hsm"));
+        let approvers = Approvers { broker, hsm };
+        // alice and bob hold file keys; carol's key is made inside SoftHSM2.
+        for who in ["alice", "bob"] {
+            run(approvers.broker_command(&[
+                "policy",
+                "approver-key",
+                "--key-out",
+                &format!("{who}.key"),
+                "--public-key",
+                &format!("{who}.pub.pem"),
+            ]));
+        }
+        run(approvers.broker_command(&[
+            "policy",
+            "approver-key",
+            "--pkcs11-module",
+            SOFTHSM_MODULE,
+            "--token",
+            "broker",
+            "--key-label",
+            "carol",
+            "--public-key",
+            "carol.pub.pem",
+        ]));
+        for who in ["alice", "bob", "carol"] {
+            approvers.certify(
+                "certify-approver-key",
+                "signing-root",
+                &format!("{who}.pub.pem"),
+                who,
+                &format!("{who}.pem"),
+            );
+        }
+        approvers
+    }
+
+    fn dir(&self) -> &Path {
+        &self.broker.dir
+    }
+
+    fn broker_command(&self, args: &[&str]) -> Command {
+        let mut command = self.broker.command(args);
+        command
+            .env("SOFTHSM2_CONF", &self.hsm)
+            .env("APPROVER_PKCS11_PIN", "1234");
+        command
+    }
+
+    fn certify(&self, how: &str, root: &str, public_key: &str, name: &str, out: &str) {
+        let mut certify = Command::new(binary("attest"));
+        certify.current_dir(self.dir()).args([
+            "pki",
+            how,
+            "--issuer-cert",
+            &format!("{root}.pem"),
+            "--issuer-key",
+            &format!("{root}.key"),
+            "--public-key",
+            public_key,
+            "--name",
+            name,
+            "--out",
+            out,
+        ]);
+        run(certify);
+    }
+
+    /// `who` approves `file` (relative to the broker's directory) into `out`, with the key and
+    /// certificate given (carol's key is in the token).
+    fn approve_with(&self, file: &str, key: &str, certificate: &str, out: &str) {
+        let mut args = vec![
+            "policy",
+            "approve",
+            file,
+            "--certificate",
+            certificate,
+            "--out",
+            out,
+        ];
+        if key == "carol" {
+            args.extend([
+                "--pkcs11-module",
+                SOFTHSM_MODULE,
+                "--token",
+                "broker",
+                "--key-label",
+                "carol",
+            ]);
+        } else {
+            args.extend(["--key", key]);
+        }
+        run(self.broker_command(&args));
+    }
+
+    fn approve(&self, file: &str, who: &str) -> String {
+        let out = format!("{file}.{who}.approval");
+        let key = if who == "carol" {
+            "carol".to_owned()
+        } else {
+            format!("{who}.key")
+        };
+        self.approve_with(file, &key, &format!("{who}.pem"), &out);
+        out
+    }
+
+    fn apply(&self, file: &str, approvals: &[&str]) -> Command {
+        let mut args = vec![
+            "policy",
+            "apply",
+            file,
+            "--config",
+            "broker.toml",
+            "--approvals",
+        ];
+        args.extend_from_slice(approvals);
+        self.broker_command(&args)
+    }
+
+    fn verify_offline(&self, file: &str, approvals: &[&str]) -> Command {
+        let mut verify = Command::new(binary("attest"));
+        verify.current_dir(self.dir()).args([
+            "policy",
+            "verify-approvals",
+            file,
+            "--root",
+            "root.pem",
+            "--required",
+            "2",
+            "--approver",
+            "alice",
+            "--approver",
+            "bob",
+            "--approver",
+            "carol",
+            "--json",
+            "--approvals",
+        ]);
+        verify.args(approvals);
+        verify
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir().join(name), text).unwrap();
+    }
+
+    fn policy_changes(&self) -> Vec<(u64, Vec<String>)> {
+        self.broker
+            .entries()
+            .iter()
+            .filter_map(|e| match e.entry() {
+                Entry::PolicyChange(p) => Some((p.policy_version, p.approvers.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_policy_takes_effect_only_with_k_of_n_valid_approvals() {
+    let mut a = Approvers::setup("approvals");
+    a.write("v1.toml", &policy(1, ""));
+
+    // Without an approved policy the broker does not start, and says who is missing.
+    let said = fails(a.broker.command(&["serve", "--config", "broker.toml"]), 2);
+    assert!(
+        said.contains("not approved") && said.contains("missing"),
+        "{said}"
+    );
+
+    let alice = a.approve("v1.toml", "alice");
+    let carol = a.approve("v1.toml", "carol");
+
+    // k - 1 approvals: refused, naming who is missing; offline too.
+    let said = fails(a.apply("v1.toml", &[&alice]), 1);
+    assert!(
+        said.contains("1 of 2") && said.contains("bob") && said.contains("carol"),
+        "{said}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&fails(a.verify_offline("v1.toml", &[&alice]), 1)).unwrap();
+    assert_eq!(json["valid"], false);
+    assert_eq!(json["missing"], serde_json::json!(["bob", "carol"]));
+
+    // The same approver twice counts once.
+    a.approve_with("v1.toml", "alice.key", "alice.pem", "alice-again.approval");
+    fails(a.apply("v1.toml", &[&alice, "alice-again.approval"]), 1);
+
+    // Approvals over other bytes, or another version, do not count.
+    a.write("v1-edited.toml", &format!("{}# edited\n", policy(1, "")));
+    let edited = a.approve("v1-edited.toml", "bob");
+    a.write("v9.toml", &policy(9, ""));
+    let other_version = a.approve("v9.toml", "bob");
+    // An approval file renamed to stand for another policy: still over its own bytes.
+    for forged in [&edited, &other_version] {
+        let said = fails(a.apply("v1.toml", &[&alice, forged]), 1);
+        assert!(
+            said.contains("other policy bytes") || said.contains("approved version 9"),
+            "{said}"
+        );
+    }
+
+    // "bob" certified by another root, and alice's key certified for another role, do not count;
+    // nor does a name the configuration does not list.
+    let rogue = test_roots("Rogue Root");
+    std::fs::write(
+        a.dir().join("rogue.pem"),
+        common::broker::pem("CERTIFICATE", &rogue.national.certificate),
+    )
+    .unwrap();
+    std::fs::write(
+        a.dir().join("rogue.key"),
+        rogue.national.private_key_pem.as_bytes(),
+    )
+    .unwrap();
+    a.certify(
+        "certify-approver-key",
+        "rogue",
+        "bob.pub.pem",
+        "bob",
+        "bob-rogue.pem",
+    );
+    a.approve_with("v1.toml", "bob.key", "bob-rogue.pem", "bob-rogue.approval");
+    a.certify(
+        "certify-broker-key",
+        "signing-root",
+        "bob.pub.pem",
+        "bob",
+        "bob-broker.pem",
+    );
+    a.approve_with(
+        "v1.toml",
+        "bob.key",
+        "bob-broker.pem",
+        "bob-broker.approval",
+    );
+    a.certify(
+        "certify-approver-key",
+        "signing-root",
+        "bob.pub.pem",
+        "mallory",
+        "mallory.pem",
+    );
+    a.approve_with("v1.toml", "bob.key", "mallory.pem", "mallory.approval");
+    for (forged, why) in [
+        ("bob-rogue.approval", "not trusted"),
+        ("bob-broker.approval", "policy-approver"),
+        ("mallory.approval", "not a configured approver"),
+    ] {
+        let said = fails(a.apply("v1.toml", &[&alice, forged]), 1);
+        assert!(said.contains(why), "{forged}: {said}");
+    }
+    // A key that is not the certificate's cannot even make an approval.
+    let mut wrong_key = a.broker_command(&[
+        "policy",
+        "approve",
+        "v1.toml",
+        "--certificate",
+        "alice.pem",
+        "--key",
+        "bob.key",
+        "--out",
+        "wrong.approval",
+    ]);
+    wrong_key.stderr(std::process::Stdio::piped());
+    assert!(!wrong_key.output().unwrap().status.success());
+    assert!(!a.dir().join("wrong.approval").exists());
+
+    // alice (file key) and carol (SoftHSM2 key): applied, verified offline, adopted at start.
+    let json: serde_json::Value = serde_json::from_str(
+        &String::from_utf8(run(a.verify_offline("v1.toml", &[&alice, &carol])).stdout).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["valid"], true);
+    run(a.apply("v1.toml", &[&alice, &carol, "mallory.approval"]));
+    a.broker.start();
+
+    // A change applied while the broker serves is adopted within seconds; one with a notice
+    // period only once it has passed.
+    a.write("v2.toml", &policy(2, ""));
+    let v2 = [a.approve("v2.toml", "bob"), a.approve("v2.toml", "carol")];
+    run(a.apply("v2.toml", &[&v2[0], &v2[1]]));
+    // (The first time is version 1, at start.)
+    let adopted = |a: &Approvers| {
+        a.broker
+            .log()
+            .matches("an approved release policy takes effect")
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while adopted(&a) < 2 {
+        assert!(Instant::now() < deadline, "{}", a.broker.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    a.write("v3.toml", &policy(3, "notice = \"6s\""));
+    let v3 = [a.approve("v3.toml", "alice"), a.approve("v3.toml", "bob")];
+    let applied = Instant::now();
+    run(a.apply("v3.toml", &[&v3[0], &v3[1]]));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !a.broker.log().contains("version=3"),
+        "adopted before its notice period: {}",
+        a.broker.log()
+    );
+    let deadline = applied + Duration::from_secs(20);
+    while adopted(&a) < 3 {
+        assert!(Instant::now() < deadline, "{}", a.broker.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(applied.elapsed() >= Duration::from_secs(5));
+    a.broker.stop();
+
+    let changes = a.policy_changes();
+    assert_eq!(
+        changes,
+        vec![
+            (1, vec!["alice".to_owned(), "carol".to_owned()]),
+            (2, vec!["bob".to_owned(), "carol".to_owned()]),
+            (3, vec!["alice".to_owned(), "bob".to_owned()]),
+        ],
+        "{}",
+        a.broker.log()
+    );
+
+    // An unapproved edit of the policy file does not take effect: the broker starts on the
+    // policy adopted last, and says so.
+    a.write("policy.toml", &policy(4, ""));
+    a.broker.start();
+    std::thread::sleep(Duration::from_secs(3));
+    a.broker.stop();
+    assert!(
+        a.broker.log().contains("is not approved"),
+        "{}",
+        a.broker.log()
+    );
+    assert_eq!(a.policy_changes().len(), 3);
+}
+
+#[test]
+fn a_configuration_without_approvers_must_say_it_is_dangerous() {
+    let a = Approvers::setup("approvals-config");
+    let config = std::fs::read_to_string(a.dir().join("broker.toml")).unwrap();
+    std::fs::write(a.dir().join("bare.toml"), config.replace(APPROVAL, "")).unwrap();
+    let said = fails(a.broker.command(&["check-config", "bare.toml"]), 1);
+    assert!(said.contains("dangerous_single_administrator"), "{said}");
+    // k above n, or no approvers: refused.
+    for bad in [
+        "[approval]\nrequired = 4\napprovers = [\"alice\", \"bob\", \"carol\"]\n",
+        "[approval]\nrequired = 1\napprovers = []\n",
+        "[approval]\nrequired = 1\napprovers = [\"alice\", \"alice\"]\n",
+    ] {
+        std::fs::write(a.dir().join("bad.toml"), config.replace(APPROVAL, bad)).unwrap();
+        let said = fails(a.broker.command(&["check-config", "bad.toml"]), 1);
+        assert!(said.contains("approval"), "{said}");
+    }
+}
