@@ -383,3 +383,91 @@ fn check_one(
     }
     Ok((key.name, claims.time))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
+
+    fn approval() -> Approval {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| "keygen")
+                .and_then(|k| {
+                    EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, k.as_ref())
+                        .map_err(|_| "key")
+                });
+        let Ok(key) = pkcs8 else {
+            return Approval {
+                signed: Vec::new(),
+                certificate: Vec::new(),
+            };
+        };
+        let claims = ApprovalClaims {
+            policy_sha384: policy_sha384(b"version = 1\n"),
+            policy_version: 1,
+            approver: "alice".into(),
+            time: Timestamp::from_unix_secs(1_800_000_000),
+        };
+        Approval::sign(&claims, vec![0x30, 0x03, 1, 2, 3], |data| {
+            key.sign(&SystemRandom::new(), data)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| "sign".to_owned())
+        })
+        .unwrap_or_else(|_| Approval {
+            signed: Vec::new(),
+            certificate: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn an_approval_file_round_trips_and_garbage_is_an_error() {
+        let a = approval();
+        assert!(!a.signed.is_empty());
+        let text = a.to_text();
+        assert!(matches!(Approval::parse(text.as_bytes()), Ok(b) if b == a));
+        let mut bad: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"-----BEGIN POLICY APPROVAL-----\n-----END POLICY APPROVAL-----\n".to_vec(),
+            b"-----BEGIN POLICY APPROVAL-----\n!!!!\n-----END POLICY APPROVAL-----\n".to_vec(),
+            text.replace("POLICY APPROVAL", "CERTIFICATE").into_bytes(),
+            vec![0xff; 100],
+            vec![b'a'; MAX_APPROVAL_LEN * 3],
+        ];
+        // Every truncation of the file.
+        for cut in (0..text.len()).step_by(7) {
+            bad.push(text.as_bytes().get(..cut).unwrap_or_default().to_vec());
+        }
+        for b in bad {
+            assert!(
+                Approval::parse(&b).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(&b)
+            );
+        }
+    }
+
+    #[test]
+    fn a_signer_that_fails_or_returns_the_wrong_length_makes_no_approval() {
+        let claims = ApprovalClaims {
+            policy_sha384: [1; 48],
+            policy_version: 2,
+            approver: "bob".into(),
+            time: Timestamp::from_unix_secs(1_800_000_000),
+        };
+        assert!(Approval::sign(&claims, Vec::new(), |_| Err("token gone".into())).is_err());
+        assert!(Approval::sign(&claims, Vec::new(), |_| Ok(vec![0; 95])).is_err());
+    }
+
+    #[test]
+    fn a_rule_names_one_to_n_distinct_approvers() {
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(ApprovalRule::new(2, names(&["a", "b", "c"])).is_ok());
+        assert!(ApprovalRule::new(0, names(&["a"])).is_err());
+        assert!(ApprovalRule::new(2, names(&["a"])).is_err());
+        assert!(ApprovalRule::new(1, names(&[])).is_err());
+        assert!(ApprovalRule::new(1, names(&["a", "a"])).is_err());
+        assert!(ApprovalRule::new(1, names(&[""])).is_err());
+    }
+}
