@@ -164,14 +164,19 @@ impl Approval {
         })
     }
 
-    /// The approval file's text.
-    pub fn to_text(&self) -> String {
-        let inner = Map::new()
+    /// The approval's bytes (deterministic CBOR `{v, signed, certificate}`): what an approval
+    /// file carries in base64, and what the log records.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        Map::new()
             .with("v", APPROVAL_VERSION)
             .with("signed", &self.signed)
             .with("certificate", &self.certificate)
-            .encode();
-        let body = BASE64.encode(&inner);
+            .encode()
+    }
+
+    /// The approval file's text.
+    pub fn to_text(&self) -> String {
+        let body = BASE64.encode(&self.to_bytes());
         let mut text = format!("{BEGIN}\n");
         for line in body.as_bytes().chunks(64) {
             text.push_str(&String::from_utf8_lossy(line));
@@ -198,8 +203,13 @@ impl Approval {
         let inner = BASE64
             .decode(body.as_bytes())
             .map_err(|_| ApprovalError::Malformed("the body is not base64".into()))?;
+        Self::from_bytes(&inner)
+    }
+
+    /// Read an approval's bytes ([`Approval::to_bytes`]).
+    pub fn from_bytes(inner: &[u8]) -> Result<Self, ApprovalError> {
         const FIELDS: [&str; 3] = ["v", "signed", "certificate"];
-        Reader::read_all(&inner, MAX_APPROVAL_LEN, Profile::Deterministic, |r| {
+        Reader::read_all(inner, MAX_APPROVAL_LEN, Profile::Deterministic, |r| {
             let mut f = Fields::read(r, &FIELDS, |key, r| -> Result<Item, ApprovalError> {
                 Ok(match key {
                     "v" => Item::Uint(r.uint()?),
@@ -264,6 +274,8 @@ impl ApprovalRule {
 pub struct ApprovalReport {
     /// The approvers whose approval counts, with its time.
     pub approved: BTreeMap<String, Timestamp>,
+    /// The positions of the approvals that count, one per approver.
+    pub counted: Vec<usize>,
     /// The approvals refused: (the file's position, why).
     pub refused: Vec<(usize, String)>,
     /// The named approvers with no valid approval.
@@ -321,11 +333,15 @@ pub fn check_approvals(
 ) -> ApprovalReport {
     let sha384 = policy_sha384(policy);
     let mut approved = BTreeMap::new();
+    let mut counted = Vec::new();
     let mut refused = Vec::new();
     for (i, approval) in approvals.iter().enumerate() {
         match check_one(approval, &sha384, version, rule, trust, now) {
             Ok((name, time)) => {
-                approved.insert(name, time);
+                if let std::collections::btree_map::Entry::Vacant(slot) = approved.entry(name) {
+                    slot.insert(time);
+                    counted.push(i);
+                }
             }
             Err(why) => refused.push((i, why)),
         }
@@ -338,6 +354,7 @@ pub fn check_approvals(
         .collect();
     ApprovalReport {
         approved,
+        counted,
         refused,
         missing,
         required: rule.required,

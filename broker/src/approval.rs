@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use attest::approval::{Approval, ApprovalReport, ApprovalRule, check_approvals};
+use attest::approval::{Approval, ApprovalRule, check_approvals};
 use attest::{ServiceTrust, Timestamp};
 
 use crate::config::{ConfigError, read_bounded};
@@ -39,6 +39,8 @@ pub enum Verdict {
         policy: ReleasePolicy,
         /// Who approved it.
         approvers: Vec<String>,
+        /// The approvals that count, as their bytes, for the log.
+        approvals: Vec<Vec<u8>>,
     },
     /// Approved, but its notice period runs until `until`.
     Wait {
@@ -62,6 +64,29 @@ pub struct PolicySource {
     pub trust: ServiceTrust,
 }
 
+/// When a proposal was first seen fully approved by this broker process: the notice period runs
+/// from the later of that and the last approval, so an approval dated in the past (or collected
+/// long before it was applied) does not shorten it. Kept in memory only: a restart starts the
+/// period again, which only delays.
+#[derive(Debug, Default)]
+pub struct FirstSeen(std::sync::Mutex<Option<([u8; 48], Timestamp)>>);
+
+impl FirstSeen {
+    fn at(&self, sha384: &[u8; 48], now: Timestamp) -> Timestamp {
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *seen {
+            Some((sha, at)) if &sha == sha384 => at,
+            _ => {
+                *seen = Some((*sha384, now));
+                now
+            }
+        }
+    }
+}
+
 impl PolicySource {
     /// Judge the policy file against `current` (the policy in force) at `now`: `None` when the
     /// file is the policy in force.
@@ -69,6 +94,7 @@ impl PolicySource {
         &self,
         current: &ReleasePolicy,
         now: Timestamp,
+        first_seen: &FirstSeen,
     ) -> Result<Option<Verdict>, ConfigError> {
         let bytes = read_bounded(&self.path, MAX_POLICY_LEN)?;
         if sealing::release::sha384(&bytes) == current.sha384 {
@@ -81,57 +107,93 @@ impl PolicySource {
                 policy.version, current.version
             ))));
         }
-        judge(policy, &self.approval, &self.trust, now).map(Some)
+        judge(policy, self, now, first_seen, current.notice).map(Some)
     }
 }
 
-/// Judge `policy` under `approval` at `now`.
+/// Judge `policy` under `source`'s rule at `now`. It may take effect once the longer of its own
+/// notice period and `current_notice` (the policy in force's) has passed since the later of its
+/// last approval and the moment this process first saw it fully approved.
 pub fn judge(
     policy: ReleasePolicy,
-    approval: &ApprovalConfig,
-    trust: &ServiceTrust,
+    source: &PolicySource,
     now: Timestamp,
+    first_seen: &FirstSeen,
+    current_notice: std::time::Duration,
 ) -> Result<Verdict, ConfigError> {
-    let (approvals, unreadable) = read_approvals(&approval.dir)?;
+    let (approvals, unreadable) = read_approvals(&source.approval.dir, policy.version)?;
     let report = check_approvals(
         &policy.bytes,
         policy.version,
         &approvals,
-        &approval.rule,
-        trust,
+        &source.approval.rule,
+        &source.trust,
         now,
     );
-    Ok(verdict(policy, &report, &unreadable, now))
-}
-
-fn verdict(
-    policy: ReleasePolicy,
-    report: &ApprovalReport,
-    unreadable: &[String],
-    now: Timestamp,
-) -> Verdict {
     if !report.is_enough() {
         let mut summary = report.summary();
         for file in unreadable {
             summary.push_str(&format!("; {file} is not an approval"));
         }
-        return Verdict::NotApproved(summary);
+        return Ok(Verdict::NotApproved(summary));
     }
     let approvers: Vec<String> = report.approved.keys().cloned().collect();
-    let last = report.last_approval().unwrap_or(now);
+    let seen = first_seen.at(&policy.sha384, now);
+    let from = report.last_approval().unwrap_or(now).max(seen);
+    let notice = policy.notice.max(current_notice);
     let until = Timestamp::from_unix_millis(
-        last.unix_millis()
-            .saturating_add(u64::try_from(policy.notice.as_millis()).unwrap_or(u64::MAX)),
+        from.unix_millis()
+            .saturating_add(u64::try_from(notice.as_millis()).unwrap_or(u64::MAX)),
     );
     if until > now {
-        return Verdict::Wait { until, approvers };
+        return Ok(Verdict::Wait { until, approvers });
     }
-    Verdict::Adopt { policy, approvers }
+    let approvals = report
+        .counted
+        .iter()
+        .filter_map(|i| approvals.get(*i))
+        .map(Approval::to_bytes)
+        .collect();
+    Ok(Verdict::Adopt {
+        policy,
+        approvers,
+        approvals,
+    })
 }
 
-/// Every `*.approval` file in `dir` (none if it does not exist), and the names of those that do
-/// not parse.
-pub fn read_approvals(dir: &Path) -> Result<(Vec<Approval>, Vec<String>), ConfigError> {
+/// Check the approvals a `policy-change` entry recorded for `policy` against `source`'s rule and
+/// roots, at the entry's `time`: the policy in force must carry them.
+pub fn check_logged(
+    policy: &ReleasePolicy,
+    logged: &[Vec<u8>],
+    source: &PolicySource,
+    time: Timestamp,
+) -> Result<Vec<String>, String> {
+    let approvals: Vec<Approval> = logged
+        .iter()
+        .filter_map(|b| Approval::from_bytes(b).ok())
+        .collect();
+    let report = check_approvals(
+        &policy.bytes,
+        policy.version,
+        &approvals,
+        &source.approval.rule,
+        &source.trust,
+        time,
+    );
+    if report.is_enough() {
+        Ok(report.approved.keys().cloned().collect())
+    } else {
+        Err(report.summary())
+    }
+}
+
+/// Every `*.approval` file in `dir` (none if it does not exist) except those `broker policy
+/// apply` wrote for other versions, and the names of those that do not parse.
+pub fn read_approvals(
+    dir: &Path,
+    version: u64,
+) -> Result<(Vec<Approval>, Vec<String>), ConfigError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
@@ -141,6 +203,16 @@ pub fn read_approvals(dir: &Path) -> Result<(Vec<Approval>, Vec<String>), Config
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "approval"))
+        .filter(|p| {
+            // `v<version>-…` is how `apply` names them: those of other versions are skipped.
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            match name.strip_prefix('v').and_then(|r| r.split('-').next()) {
+                Some(v) if v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty() => {
+                    v == version.to_string()
+                }
+                _ => true,
+            }
+        })
         .collect();
     paths.sort();
     if paths.len() > MAX_APPROVAL_FILES {

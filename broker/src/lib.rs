@@ -222,6 +222,11 @@ pub fn adopt_policy(
     now: Timestamp,
     approvers: &[String],
 ) -> Result<Option<u64>, OpenError> {
+    let approved = Approved {
+        approvers: approvers.to_vec(),
+        approvals: Vec::new(),
+        rule: None,
+    };
     let sha384 = data_encoding::HEXLOWER.encode(&policy.sha384);
     let previous = state.policy_state()?;
     if let Some(previous) = &previous {
@@ -235,12 +240,43 @@ pub fn adopt_policy(
             });
         }
     }
+    log_policy_change(policy, state, ledger, now, approved).map(Some)
+}
+
+/// Who approved a policy change, with the approvals that count and the rule they met.
+#[derive(Debug, Default)]
+pub struct Approved {
+    /// The approvers' names.
+    pub approvers: Vec<String>,
+    /// The approvals, as their bytes.
+    pub approvals: Vec<Vec<u8>>,
+    /// The rule in force.
+    pub rule: Option<attest::approval::ApprovalRule>,
+}
+
+/// Log a `policy-change` entry for `policy` (with its approvals and the rule), then keep its
+/// bytes and record it in the state directory. Always appends: whether a change happened is the
+/// caller's judgement, made against the log.
+pub fn log_policy_change(
+    policy: &ReleasePolicy,
+    state: &StateDir,
+    ledger: &Ledger,
+    now: Timestamp,
+    approved: Approved,
+) -> Result<u64, OpenError> {
+    let sha384 = data_encoding::HEXLOWER.encode(&policy.sha384);
     let index = ledger.append(Entry::PolicyChange(PolicyChange {
         time: now,
         policy_version: policy.version,
         policy_sha384: policy.sha384,
         models: policy.models.keys().map(ToString::to_string).collect(),
-        approvers: approvers.to_vec(),
+        approvers: approved.approvers,
+        approvals: approved.approvals,
+        required: approved
+            .rule
+            .as_ref()
+            .map(|r| u64::try_from(r.required).unwrap_or(u64::MAX)),
+        eligible: approved.rule.map(|r| r.approvers).unwrap_or_default(),
     }))?;
     state.save_policy_state(
         &PolicyState {
@@ -255,60 +291,137 @@ pub fn adopt_policy(
         log_index = index,
         "release policy adopted and logged"
     );
-    Ok(Some(index))
+    Ok(index)
 }
 
-/// With approvals: the policy file if it is adopted, or approved and due (then adopted now);
-/// else the policy adopted last, whose bytes the state directory kept; with neither, an error
-/// naming what is missing.
+/// What the log says about control: its last `policy-change` entry (index and entry) and every
+/// revocation. The log, not the state directory, is what the broker's control decisions start
+/// from: an edited state file cannot roll a policy back or forget a revocation.
+#[derive(Debug, Default)]
+pub struct Control {
+    /// The last policy change.
+    pub last_policy: Option<(u64, PolicyChange)>,
+    /// Every revocation logged.
+    pub revocations: Vec<revocation::Revoked>,
+}
+
+/// Read [`Control`] from the log (one pass over its entries).
+pub fn read_control(ledger: &Ledger) -> Result<Control, StateError> {
+    let mut control = Control::default();
+    for index in 0..ledger.size()? {
+        let Ok(entry) = proofs::entry::LogEntry::decode(&ledger.entry(index)?) else {
+            continue;
+        };
+        match entry.entry() {
+            Entry::PolicyChange(p) => control.last_policy = Some((index, p.clone())),
+            Entry::Revocation(r) => control.revocations.push(revocation::Revoked {
+                target: r.target,
+                value: r.value.clone(),
+                reason: r.reason.clone(),
+                time: r.time,
+                log_index: Some(index),
+            }),
+            _ => {}
+        }
+    }
+    Ok(control)
+}
+
+/// With approvals, the policy in force, judged from the log's last `policy-change` entry:
+/// - the policy file, if it is that entry's policy and the entry's approvals are valid under the
+///   configured rule and roots (at the entry's time);
+/// - else the policy file, if it is approved now, due, and of a higher version than the entry's
+///   (it is then logged with its approvals);
+/// - else the logged policy's bytes kept in the state directory, checked the same way;
+/// - with none of these, an error naming what is missing. A policy whose logged approvals do not
+///   hold (one adopted without approvals, or with a rule since changed) is never run.
 fn policy_in_force(
     file: ReleasePolicy,
     source: &approval::PolicySource,
     state: &StateDir,
     ledger: &Ledger,
     now: Timestamp,
+    logged: Option<&(u64, PolicyChange)>,
 ) -> Result<ReleasePolicy, OpenError> {
-    let adopted = state.policy_state()?;
-    if adopted
-        .as_ref()
-        .is_some_and(|a| a.sha384 == data_encoding::HEXLOWER.encode(&file.sha384))
+    let check_logged = |policy: &ReleasePolicy, (index, entry): &(u64, PolicyChange)| {
+        approval::check_logged(policy, &entry.approvals, source, entry.time).map_err(|why| {
+            OpenError::NotApproved(format!(
+                "in force per log entry {index} (version {}) without valid approvals under the \
+                 configured rule: {why}",
+                entry.policy_version
+            ))
+        })
+    };
+    if let Some(last) = logged
+        && last.1.policy_sha384 == file.sha384
     {
+        check_logged(&file, last)?;
         return Ok(file);
     }
     let version = file.version;
-    let waiting = match approval::judge(file, &source.approval, &source.trust, now)? {
-        approval::Verdict::Adopt { policy, approvers } => {
-            if let Some(a) = &adopted
-                && policy.version <= a.version
-            {
-                return Err(OpenError::PolicyVersion {
-                    adopted: a.sha384.get(..16).unwrap_or_default().to_owned(),
-                    version: a.version,
-                });
-            }
-            adopt_policy(&policy, state, ledger, now, &approvers)?;
-            tracing::warn!(version = policy.version, approvers = %approvers.join(", "), "an approved release policy takes effect");
+    let first_seen = approval::FirstSeen::default();
+    let current_notice = match logged {
+        Some((_, entry)) => state
+            .adopted_bytes(&entry.policy_sha384)?
+            .and_then(|b| ReleasePolicy::parse(&b).ok())
+            .map(|p| p.notice)
+            .unwrap_or_default(),
+        None => std::time::Duration::ZERO,
+    };
+    let judged = match logged {
+        Some((_, entry)) if version <= entry.policy_version => {
+            Ok(approval::Verdict::NotApproved(format!(
+                "it is not above the logged version {}",
+                entry.policy_version
+            )))
+        }
+        _ => approval::judge(file, source, now, &first_seen, current_notice),
+    };
+    let waiting = match judged {
+        Ok(approval::Verdict::Adopt {
+            policy,
+            approvers,
+            approvals,
+        }) => {
+            tracing::warn!(
+                version = policy.version,
+                approvers = %approvers.join(", "),
+                "an approved release policy takes effect"
+            );
+            let approved = Approved {
+                approvers,
+                approvals,
+                rule: Some(source.approval.rule.clone()),
+            };
+            log_policy_change(&policy, state, ledger, now, approved)?;
             return Ok(policy);
         }
-        approval::Verdict::Wait { until, .. } => {
-            format!("version {version} is approved and takes effect at {until}")
+        Ok(approval::Verdict::Wait { until, .. }) => {
+            format!("version {version} is approved and may take effect at {until}")
         }
-        approval::Verdict::NotApproved(summary) => {
+        Ok(approval::Verdict::NotApproved(summary)) => {
             format!("version {version} is not approved: {summary}")
         }
+        Err(e) => format!("version {version} cannot be judged: {e}"),
     };
-    match state.adopted_policy()? {
-        Some(bytes) => {
-            let policy = ReleasePolicy::parse(&bytes)?;
-            tracing::warn!(
-                version_in_force = policy.version,
-                "the policy file {}: {waiting}; the policy adopted last stays in force",
-                source.path.display()
-            );
-            Ok(policy)
-        }
-        None => Err(OpenError::NotApproved(waiting)),
-    }
+    let Some(last) = logged else {
+        return Err(OpenError::NotApproved(waiting));
+    };
+    let bytes = state.adopted_bytes(&last.1.policy_sha384)?.ok_or_else(|| {
+        OpenError::NotApproved(format!(
+            "{waiting}; and the bytes of the policy in force (log entry {}) are not in the state \
+             directory",
+            last.0
+        ))
+    })?;
+    let policy = ReleasePolicy::parse(&bytes)?;
+    check_logged(&policy, last)?;
+    tracing::warn!(
+        version_in_force = policy.version,
+        "the policy file {}: {waiting}; the policy in force stays",
+        source.path.display()
+    );
+    Ok(policy)
 }
 
 /// Everything `broker serve` needs, opened and checked: key store, trust, signer, log, policy.
@@ -332,6 +445,7 @@ pub fn open(config: &Config, clock: Clock) -> Result<Broker, OpenError> {
         }
     })?;
     let file = ReleasePolicy::load(&config.policy)?;
+    let control = read_control(&ledger)?;
     let policy_source = match &config.approval {
         None => {
             tracing::warn!(
@@ -350,7 +464,14 @@ pub fn open(config: &Config, clock: Clock) -> Result<Broker, OpenError> {
     };
     let policy = match &policy_source {
         None => file,
-        Some(source) => policy_in_force(file, source, &state, &ledger, clock())?,
+        Some(source) => policy_in_force(
+            file,
+            source,
+            &state,
+            &ledger,
+            clock(),
+            control.last_policy.as_ref(),
+        )?,
     };
     let key_store = open_key_store(config)?;
     Ok(Broker::new(Parts {
@@ -358,6 +479,7 @@ pub fn open(config: &Config, clock: Clock) -> Result<Broker, OpenError> {
         verifier: Verifier::new(trust),
         policy,
         policy_source,
+        logged_revocations: control.revocations,
         state,
         ledger,
         signer,

@@ -104,21 +104,27 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         broker revoke --model smollm2-135m --reason \"withdrawn by order 2026-14\" --config broker.toml\n  \
         broker revoke --image 3f2a…(96 hex digits) --reason \"image recalled\" --config broker.toml\n  \
-        broker revoke --module i-0abc-enc0def --reason \"instance compromised\" --config broker.toml\n  \
+        broker revoke --module i-0abc-enc0def --reason \"enclave misbehaved\" --config broker.toml\n  \
+        broker revoke --instance i-0abc --reason \"instance compromised\" --config broker.toml\n  \
         broker revoke --list --config broker.toml --json\n\n\
         The revocation is recorded in the state directory at once; the serving broker logs it \
         within seconds (or at its next start, if none is running) and refuses releases and \
         renewals for it from its next decision. Revocations are permanent.")]
     Revoke {
         /// Revoke a model id.
-        #[arg(long, value_name = "ID", conflicts_with_all = ["image", "module", "list"])]
+        #[arg(long, value_name = "ID", conflicts_with_all = ["image", "module", "instance", "list"])]
         model: Option<String>,
         /// Revoke an enclave image by its PCR0 (96 hex digits).
-        #[arg(long, value_name = "PCR0", conflicts_with_all = ["module", "list"])]
+        #[arg(long, value_name = "PCR0", conflicts_with_all = ["module", "instance", "list"])]
         image: Option<String>,
-        /// Revoke one enclave by the module id its attestation documents carry.
-        #[arg(long, value_name = "MODULE_ID", conflicts_with = "list")]
+        /// Revoke one enclave launch by the module id its attestation documents carry
+        /// (`i-…-enc…`; a relaunch on the same instance gets a new one: see --instance).
+        #[arg(long, value_name = "MODULE_ID", conflicts_with_all = ["instance", "list"])]
         module: Option<String>,
+        /// Revoke every enclave of one parent instance, by its instance id (`i-…`, the module
+        /// id's prefix), whatever it relaunches.
+        #[arg(long, value_name = "INSTANCE_ID", conflicts_with = "list")]
+        instance: Option<String>,
         /// Why: recorded in the log (one line, at most 256 bytes). Required to revoke.
         #[arg(long, value_name = "TEXT", conflicts_with = "list")]
         reason: Option<String>,
@@ -288,12 +294,13 @@ fn main() -> ExitCode {
             model,
             image,
             module,
+            instance,
             reason,
             list,
             config,
             json,
         } => revoke(
-            [model, image, module],
+            [model, image, module, instance],
             reason.as_deref(),
             list,
             &config,
@@ -597,7 +604,7 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn revoke(
-    [model, image, module]: [Option<String>; 3],
+    [model, image, module, instance]: [Option<String>; 4],
     reason: Option<&str>,
     list: bool,
     path: &Path,
@@ -630,11 +637,14 @@ fn revoke(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (target, value) = match (model, image, module) {
-        (Some(v), None, None) => (RevocationTarget::Model, v),
-        (None, Some(v), None) => (RevocationTarget::Image, v),
-        (None, None, Some(v)) => (RevocationTarget::Module, v),
-        _ => anyhow::bail!("name what to revoke: one of --model, --image or --module (or --list)"),
+    let (target, value) = match (model, image, module, instance) {
+        (Some(v), None, None, None) => (RevocationTarget::Model, v),
+        (None, Some(v), None, None) => (RevocationTarget::Image, v),
+        (None, None, Some(v), None) => (RevocationTarget::Module, v),
+        (None, None, None, Some(v)) => (RevocationTarget::Instance, v),
+        _ => anyhow::bail!(
+            "name what to revoke: one of --model, --image, --module or --instance (or --list)"
+        ),
     };
     let reason = reason.context("--reason is required: the log records why")?;
     let revoked = Revoked::new(target, &value, reason, attest::Timestamp::now())

@@ -261,6 +261,10 @@ pub struct Broker {
     policy_source: Option<crate::approval::PolicySource>,
     /// The last verdict on a pending policy file, so that it is reported once.
     policy_verdict: Mutex<Option<String>>,
+    /// When a pending policy was first seen fully approved (its notice runs from then).
+    policy_first_seen: crate::approval::FirstSeen,
+    /// The revocations the log holds: they apply whatever the revocations file says.
+    logged_revocations: Mutex<Vec<Revoked>>,
     state: StateDir,
     ledger: Ledger,
     signer: ResponseSigner,
@@ -292,6 +296,8 @@ pub struct Parts {
     pub policy: ReleasePolicy,
     /// Where approved policy changes come from (`None`: the policy changes only at a restart).
     pub policy_source: Option<crate::approval::PolicySource>,
+    /// The revocations already in the log ([`crate::read_control`]).
+    pub logged_revocations: Vec<Revoked>,
     /// The state directory.
     pub state: StateDir,
     /// The log.
@@ -337,6 +343,8 @@ impl Broker {
             policy: std::sync::RwLock::new(Arc::new(parts.policy)),
             policy_source: parts.policy_source,
             policy_verdict: Mutex::new(None),
+            policy_first_seen: crate::approval::FirstSeen::default(),
+            logged_revocations: Mutex::new(parts.logged_revocations),
             state: parts.state,
             ledger: parts.ledger,
             signer: parts.signer,
@@ -370,15 +378,24 @@ impl Broker {
             return;
         };
         let current = self.policy();
-        let verdict = match source.judge_file(&current, (self.clock)()) {
+        let verdict = match source.judge_file(&current, (self.clock)(), &self.policy_first_seen) {
             Ok(None) => return,
-            Ok(Some(crate::approval::Verdict::Adopt { policy, approvers })) => {
-                match crate::adopt_policy(
+            Ok(Some(crate::approval::Verdict::Adopt {
+                policy,
+                approvers,
+                approvals,
+            })) => {
+                let approved = crate::Approved {
+                    approvers: approvers.clone(),
+                    approvals,
+                    rule: Some(source.approval.rule.clone()),
+                };
+                match crate::log_policy_change(
                     &policy,
                     &self.state,
                     &self.ledger,
                     (self.clock)(),
-                    &approvers,
+                    approved,
                 ) {
                     Ok(_) => {
                         tracing::warn!(
@@ -747,17 +764,35 @@ impl Broker {
     /// Every revocation recorded, each logged: those `broker revoke` recorded since are logged
     /// first. If they cannot be read or logged, nothing is released or renewed.
     fn revocations(&self) -> Result<Vec<Revoked>, Denial> {
-        let list = self.state.revocations().map_err(|e| {
+        let mut list = self.state.revocations().map_err(|e| {
             tracing::error!(error = %e, "the revocations cannot be read; refusing every decision");
             Denial::new("internal", "the broker cannot read its revocations")
         })?;
-        if list.iter().all(|r| r.log_index.is_some()) {
-            return Ok(list);
+        if !list.iter().all(|r| r.log_index.is_some()) {
+            list = self.log_pending_revocations().map_err(|e| {
+                tracing::error!(error = %e, "a revocation cannot be logged; refusing every decision");
+                Denial::new("log_unavailable", "a revocation could not be logged")
+            })?;
         }
-        self.log_pending_revocations().map_err(|e| {
-            tracing::error!(error = %e, "a revocation cannot be logged; refusing every decision");
-            Denial::new("log_unavailable", "a revocation could not be logged")
-        })
+        // What the log holds applies even if the file lost it (edited, deleted).
+        let logged = self
+            .logged_revocations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for r in logged.iter() {
+            if !list
+                .iter()
+                .any(|l| l.target == r.target && l.value == r.value)
+            {
+                tracing::warn!(
+                    target = r.target.as_str(),
+                    value = %r.value,
+                    "a logged revocation is missing from the revocations file; it still applies"
+                );
+                list.push(r.clone());
+            }
+        }
+        Ok(list)
     }
 
     /// Log the revocations `broker revoke` recorded and this broker has not logged yet. The
@@ -782,6 +817,10 @@ impl Broker {
                 let index = self.ledger.append(r.entry())?;
                 r.log_index = Some(index);
                 changed = true;
+                self.logged_revocations
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(r.clone());
                 tracing::warn!(
                     target = r.target.as_str(),
                     value = %r.value,
@@ -1014,6 +1053,14 @@ fn lease_ms(lease: Duration) -> u64 {
     u64::try_from(lease.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The parent instance's id in a Nitro module id (`i-0123…-enc0456…` → `i-0123…`).
+fn instance_of(module_id: &str) -> Option<&str> {
+    module_id
+        .rsplit_once("-enc")
+        .map(|(instance, _)| instance)
+        .filter(|i| i.starts_with("i-"))
+}
+
 /// A denial if a revocation names `model`, or the image (PCR0) or enclave (module id) that
 /// `attested` shows.
 fn check_revoked(
@@ -1029,6 +1076,9 @@ fn check_revoked(
         RevocationTarget::Model => r.value == model.as_str(),
         RevocationTarget::Image => pcr0.as_deref() == Some(r.value.as_str()),
         RevocationTarget::Module => attested.is_some_and(|a| a.module_id() == r.value),
+        RevocationTarget::Instance => {
+            attested.is_some_and(|a| instance_of(a.module_id()) == Some(r.value.as_str()))
+        }
     });
     match hit {
         None => Ok(()),
@@ -1077,5 +1127,22 @@ fn release_entry(
         Entry::LeaseRenewal(decision)
     } else {
         Entry::KeyRelease(decision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::instance_of;
+
+    #[test]
+    fn an_instance_is_the_module_id_s_prefix() {
+        assert_eq!(
+            instance_of("i-0123456789abcdef0-enc0123456789abcdef0"),
+            Some("i-0123456789abcdef0")
+        );
+        assert_eq!(instance_of("i-1-enc2-enc3"), Some("i-1-enc2"));
+        assert_eq!(instance_of("enc0123"), None);
+        assert_eq!(instance_of("x-1-enc2"), None);
+        assert_eq!(instance_of(""), None);
     }
 }

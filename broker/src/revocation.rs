@@ -1,5 +1,5 @@
-//! Revocations: a model, an image (its PCR0) or one enclave (its module id) that may no longer
-//! get or keep a key.
+//! Revocations: a model, an image (its PCR0), one enclave launch (its module id) or every
+//! enclave of one parent instance (its instance id) that may no longer get or keep a key.
 //!
 //! `broker revoke` records a revocation in the state directory (`revocations.json`, replaced
 //! atomically under a lock, so concurrent revocations are all kept). The serving broker reads the
@@ -20,13 +20,15 @@ use attest::Timestamp;
 use proofs::entry::{Entry, Revocation, RevocationTarget};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{MAX_SMALL_FILE, read_bounded};
+use crate::config::read_bounded;
 use crate::state::{StateDir, StateError};
 
 /// How often the serving broker looks for revocations to log.
 pub const POLL: Duration = Duration::from_secs(2);
 /// The most revocations kept.
 pub const MAX_REVOCATIONS: usize = 10_000;
+/// The largest revocations file: room for [`MAX_REVOCATIONS`] of the longest.
+const MAX_FILE_LEN: u64 = 16 * 1024 * 1024;
 /// The longest reason, in bytes (the log's text bound).
 pub const MAX_REASON_LEN: usize = proofs::entry::MAX_TEXT_LEN;
 
@@ -67,6 +69,20 @@ impl Revoked {
                     ));
                 }
                 lower
+            }
+            RevocationTarget::Instance => {
+                if !value.starts_with("i-")
+                    || value.len() > MAX_REASON_LEN
+                    || !value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    || value.contains("-enc")
+                {
+                    return Err(format!(
+                        "--instance: an instance id such as i-0123456789abcdef0, got {value:?}"
+                    ));
+                }
+                value.to_owned()
             }
             RevocationTarget::Module => {
                 if value.is_empty()
@@ -184,6 +200,12 @@ impl StateDir {
                     })
                     .collect(),
             };
+            let len = serde_json::to_vec_pretty(&raw).map_or(0, |v| v.len());
+            if u64::try_from(len).unwrap_or(u64::MAX) > MAX_FILE_LEN {
+                return Err(StateError::File(format!(
+                    "the revocations would take more than {MAX_FILE_LEN} bytes"
+                )));
+            }
             self.write_json(&path, &raw, false)?;
         }
         drop(lock);
@@ -192,7 +214,7 @@ impl StateDir {
 }
 
 fn read_revocations(path: &Path) -> Result<Vec<Revoked>, StateError> {
-    let bytes = match read_bounded(path, MAX_SMALL_FILE.saturating_mul(64)) {
+    let bytes = match read_bounded(path, MAX_FILE_LEN) {
         Ok(bytes) => bytes,
         Err(_) if !path.exists() => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),

@@ -209,10 +209,16 @@ impl StateDir {
             .map_err(|e| StateError::File(format!("{}: {e}", path.display())))
     }
 
-    /// Record the policy adopted, and keep its bytes: a broker with approvals runs them while
-    /// a changed policy file waits for its approvals.
+    fn adopted_path(&self, sha384: &[u8; 48]) -> PathBuf {
+        self.dir
+            .join(format!("policy-adopted-{}.toml", HEXLOWER.encode(sha384)))
+    }
+
+    /// Record the policy adopted, and keep its bytes under a name made of their SHA-384 (written
+    /// first, so that a crash in between leaves `policy.json` naming bytes that exist): a broker
+    /// with approvals runs them while a changed policy file waits for its approvals.
     pub fn save_policy_state(&self, state: &PolicyState, bytes: &[u8]) -> Result<(), StateError> {
-        let path = self.dir.join("policy-adopted.toml");
+        let path = self.adopted_path(&sealing::release::sha384(bytes));
         let replace = proofs::durable::Replace {
             private: false,
             overwrite: true,
@@ -222,24 +228,38 @@ impl StateDir {
         self.write_json(&self.dir.join("policy.json"), state, false)
     }
 
-    /// The bytes of the policy adopted last, if they were kept and are the ones `policy.json`
-    /// records.
-    pub fn adopted_policy(&self) -> Result<Option<Vec<u8>>, StateError> {
-        let Some(state) = self.policy_state()? else {
-            return Ok(None);
-        };
-        let path = self.dir.join("policy-adopted.toml");
+    /// The bytes of an adopted policy whose SHA-384 is `sha384`, if they were kept.
+    pub fn adopted_bytes(&self, sha384: &[u8; 48]) -> Result<Option<Vec<u8>>, StateError> {
+        let path = self.adopted_path(sha384);
         if !path.exists() {
             return Ok(None);
         }
         let bytes = read_bounded(&path, crate::policy::MAX_POLICY_LEN)?;
-        if HEXLOWER.encode(&sealing::release::sha384(&bytes)) != state.sha384 {
+        if &sealing::release::sha384(&bytes) != sha384 {
             return Err(StateError::File(format!(
-                "{}: not the policy policy.json records",
+                "{}: its bytes do not have the SHA-384 its name says",
                 path.display()
             )));
         }
         Ok(Some(bytes))
+    }
+
+    /// The bytes of the policy `policy.json` records as adopted last, if they were kept. (For
+    /// the commands' information; the serving broker takes the policy in force from the log.)
+    pub fn adopted_policy(&self) -> Result<Option<Vec<u8>>, StateError> {
+        let Some(state) = self.policy_state()? else {
+            return Ok(None);
+        };
+        let Some(sha384) = HEXLOWER
+            .decode(state.sha384.as_bytes())
+            .ok()
+            .and_then(|b| <[u8; 48]>::try_from(b.as_slice()).ok())
+        else {
+            return Err(StateError::File(
+                "policy.json: sha384 is not 96 hex digits".into(),
+            ));
+        };
+        self.adopted_bytes(&sha384)
     }
 
     pub(crate) fn write_json(

@@ -385,9 +385,10 @@ impl Api {
         answers: &Arc<AtomicU64>,
     ) -> Result<Response<Body>, ApiError> {
         let received = Instant::now();
-        let Some(loaded) = self.loaded() else {
+        // Not held while the body arrives: a slow client must not keep a withdrawn model alive.
+        if self.loaded().is_none() {
             return Err(self.unavailable());
-        };
+        }
         let collected = tokio::time::timeout(
             self.limits.body_timeout,
             Limited::new(request.into_body(), self.limits.max_body).collect(),
@@ -418,6 +419,9 @@ impl Api {
             })?
             .to_bytes();
         let request_sha384 = sha384(&body);
+        let Some(loaded) = self.loaded() else {
+            return Err(self.unavailable());
+        };
         // Parsing up to a megabyte of JSON and tokenizing it is CPU work: it runs on the
         // blocking pool, never on the threads that accept connections and answer probes.
         let (model_id, checking) = (self.model_id.clone(), loaded.clone());
@@ -464,6 +468,10 @@ impl Api {
                 "every generation slot stayed busy; retry later",
             )
         })?;
+        // Withdrawn while the request waited for its slot: nothing more runs on the weights.
+        if self.withdrawn.load(Ordering::SeqCst) {
+            return Err(self.unavailable());
+        }
         let (text_tx, text_rx) = mpsc::channel::<Zeroizing<String>>(64);
         let stream = chat.stream;
         let include_usage = chat.include_usage;
@@ -483,7 +491,7 @@ impl Api {
         });
         let context = Answer {
             api: self.clone(),
-            loaded,
+            release: loaded.release.clone(),
             id: format!("chatcmpl-{}", HEXLOWER.encode(&random_bytes::<12>())),
             created: Timestamp::now().unix_secs(),
             request_sha384,
@@ -513,10 +521,11 @@ impl Api {
     }
 }
 
-/// One answer in progress.
+/// One answer in progress. It holds what the receipt binds, not the model: the model is held
+/// only by the generation.
 struct Answer {
     api: Arc<Api>,
-    loaded: Arc<Loaded>,
+    release: ReleaseFacts,
     id: String,
     created: u64,
     request_sha384: [u8; 48],
@@ -681,7 +690,7 @@ impl Answer {
     }
 
     fn receipt(&self, response_sha384: &[u8; 48]) -> Result<Vec<u8>, ApiError> {
-        let release = &self.loaded.release;
+        let release = &self.release;
         let claims = ReceiptClaims {
             time: Timestamp::now(),
             sequence: self.sequence,

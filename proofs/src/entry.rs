@@ -18,14 +18,15 @@
 //! lease-renewal: the fields of key-release, with "type": "lease-renewal"; a renewal granted
 //!     carries "lease_ms"
 //! revocation: { "v": 1, "type": "revocation", "time": ms, "target": "model" | "image" |
-//!     "module", "value": text, "reason": text }
+//!     "module" | "instance", "value": text, "reason": text }
 //! model-sealed: { "v": 1, "type": "model-sealed", "time": ms, "model_id": text,
 //!     "key_id": text, "model_digest": bytes(48), "model_len": uint,
 //!     ? "wrapped_key_sha384": bytes(48) }
 //! denial-summary: { "v": 1, "type": "denial-summary", "time": ms, "since": ms,
 //!     "reason": text, "count": uint }
 //! policy-change: { "v": 1, "type": "policy-change", "time": ms, "policy_version": uint,
-//!     "policy_sha384": bytes(48), "models": [text], ? "approvers": [text] }
+//!     "policy_sha384": bytes(48), "models": [text], ? "approvers": [text],
+//!     ? "approvals": [bytes], ? "required": uint, ? "eligible": [text] }
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -148,8 +149,10 @@ pub enum RevocationTarget {
     Model,
     /// An image measurement (PCR0, 96 hex digits): no enclave of that image gets or keeps a key.
     Image,
-    /// One enclave, by the module id its documents carry.
+    /// One enclave launch, by the module id its documents carry (`i-…-enc…`).
     Module,
+    /// Every enclave of one parent instance, by its instance id (`i-…`, the module id's prefix).
+    Instance,
 }
 
 impl RevocationTarget {
@@ -159,6 +162,7 @@ impl RevocationTarget {
             Self::Model => "model",
             Self::Image => "image",
             Self::Module => "module",
+            Self::Instance => "instance",
         }
     }
 
@@ -168,6 +172,7 @@ impl RevocationTarget {
             "model" => Some(Self::Model),
             "image" => Some(Self::Image),
             "module" => Some(Self::Module),
+            "instance" => Some(Self::Instance),
             _ => None,
         }
     }
@@ -231,6 +236,13 @@ pub struct PolicyChange {
     pub models: Vec<String>,
     /// Who approved it (empty when the broker runs without approvals).
     pub approvers: Vec<String>,
+    /// The approvals counted, each as the approval's own bytes (its signed statement and its
+    /// certificate), so that anyone can check them again against the national root.
+    pub approvals: Vec<Vec<u8>>,
+    /// The rule in force: how many approvals were required (absent without approvals).
+    pub required: Option<u64>,
+    /// The rule in force: the names whose approvals count.
+    pub eligible: Vec<String>,
 }
 
 /// A typed log entry.
@@ -336,6 +348,23 @@ impl Entry {
                 if !p.approvers.is_empty() {
                     map.insert("approvers", texts(&p.approvers));
                 }
+                if !p.approvals.is_empty() {
+                    map.insert(
+                        "approvals",
+                        Value::Array(
+                            p.approvals
+                                .iter()
+                                .map(|a| Value::from(a.as_slice()))
+                                .collect(),
+                        ),
+                    );
+                }
+                if let Some(required) = p.required {
+                    map.insert("required", required);
+                }
+                if !p.eligible.is_empty() {
+                    map.insert("eligible", texts(&p.eligible));
+                }
                 map
             }
         };
@@ -435,6 +464,19 @@ impl Entry {
                 if p.approvers.len() > MAX_APPROVERS {
                     return Err(field("approvers", format!("at most {MAX_APPROVERS}")));
                 }
+                if p.approvals.len() > MAX_APPROVERS || p.approvals.iter().any(Vec::is_empty) {
+                    return Err(field(
+                        "approvals",
+                        format!("at most {MAX_APPROVERS}, none empty"),
+                    ));
+                }
+                if p.eligible.len() > MAX_APPROVERS
+                    || p.eligible
+                        .iter()
+                        .any(|e| check_text("eligible", e).is_err())
+                {
+                    return Err(field("eligible", format!("at most {MAX_APPROVERS} names")));
+                }
                 let mut seen = BTreeSet::new();
                 for a in &p.approvers {
                     check_text("approvers", a)?;
@@ -495,7 +537,7 @@ impl LogEntry {
 }
 
 /// Every field of every entry type.
-const FIELDS: [&str; 24] = [
+const FIELDS: [&str; 27] = [
     "v",
     "type",
     "time",
@@ -520,10 +562,14 @@ const FIELDS: [&str; 24] = [
     "lease_ms",
     "target",
     "value",
+    "approvals",
+    "required",
+    "eligible",
 ];
 
 /// A field's value, read by the type its name gives it.
 enum Item {
+    BytesList(Vec<Vec<u8>>),
     Uint(u64),
     Text(String),
     Digest([u8; 48]),
@@ -541,7 +587,7 @@ fn read_item(key: &'static str, r: &mut Reader<'_>) -> Result<Item, EntryError> 
             ENTRY_VERSION => Item::Uint(ENTRY_VERSION),
             _ => return Err(field("v", format!("only version {ENTRY_VERSION} is known"))),
         },
-        "time" | "policy_version" | "model_len" | "since" | "count" | "lease_ms" => {
+        "time" | "policy_version" | "model_len" | "since" | "count" | "lease_ms" | "required" => {
             Item::Uint(r.uint()?)
         }
         "model_digest" | "document_sha384" | "wrapped_key_sha384" | "policy_sha384" => {
@@ -553,8 +599,16 @@ fn read_item(key: &'static str, r: &mut Reader<'_>) -> Result<Item, EntryError> 
         }
         "nonce" => Item::Bytes(r.bytes()?.to_vec()),
         "pcrs" => Item::Pcrs(read_pcrs(r)?),
-        "approvers" | "models" => {
-            let max = if key == "approvers" {
+        "approvals" => {
+            let count = r.array(u64::try_from(MAX_APPROVERS).unwrap_or(u64::MAX))?;
+            let mut all = Vec::with_capacity(count);
+            for _ in 0..count {
+                all.push(r.bytes()?.to_vec());
+            }
+            Item::BytesList(all)
+        }
+        "approvers" | "models" | "eligible" => {
+            let max = if key == "approvers" || key == "eligible" {
                 MAX_APPROVERS
             } else {
                 MAX_POLICY_MODELS
@@ -675,6 +729,20 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Entry, EntryError> {
             approvers: f
                 .take("approvers")
                 .map(|i| as_texts("approvers", i))
+                .transpose()?
+                .unwrap_or_default(),
+            approvals: match f.take("approvals") {
+                None => Vec::new(),
+                Some(Item::BytesList(all)) => all,
+                Some(_) => return Err(field("approvals", "expected an array of bytes")),
+            },
+            required: f
+                .take("required")
+                .map(|i| as_uint("required", i))
+                .transpose()?,
+            eligible: f
+                .take("eligible")
+                .map(|i| as_texts("eligible", i))
                 .transpose()?
                 .unwrap_or_default(),
         }),

@@ -1016,6 +1016,10 @@ fn the_fuzz_seeds_are_current_messages() {
         let bytes = std::fs::read(dir.join(name)).unwrap();
         let message = Message::decode(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(message.op(), op);
-        assert_eq!(message.encode(), bytes, "{name} is in the canonical encoding");
+        assert_eq!(
+            message.encode(),
+            bytes,
+            "{name} is in the canonical encoding"
+        );
     }
 }

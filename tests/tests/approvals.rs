@@ -412,6 +412,72 @@ fn a_policy_takes_effect_only_with_k_of_n_valid_approvals() {
         a.broker.log()
     );
     assert_eq!(a.policy_changes().len(), 3);
+    // Forged state on the broker's host: policy.json and a kept copy naming an unapproved file
+    // of the version in force. The log's last policy change decides, not the state directory.
+    let evil = policy(3, "# the same version, other bytes");
+    let sha = data_encoding::HEXLOWER.encode(&sealing::release::sha384(evil.as_bytes()));
+    a.write("policy.toml", &evil);
+    a.write(
+        "state/policy.json",
+        &format!("{{\"version\": 3, \"sha384\": \"{sha}\", \"log_index\": 0}}"),
+    );
+    a.write(&format!("state/policy-adopted-{sha}.toml"), &evil);
+    a.broker.start();
+    std::thread::sleep(Duration::from_secs(3));
+    a.broker.stop();
+    assert!(
+        a.broker.log().contains("the policy in force stays"),
+        "{}",
+        a.broker.log()
+    );
+    assert_eq!(a.policy_changes().len(), 3);
+
+    // A rollback: the approved version 1, its approvals still in the directory, and policy.json
+    // gone. Its version is not above the logged one.
+    a.write(
+        "policy.toml",
+        &std::fs::read_to_string(a.dir().join("v1.toml")).unwrap(),
+    );
+    std::fs::remove_file(a.dir().join("state/policy.json")).unwrap();
+    a.broker.start();
+    std::thread::sleep(Duration::from_secs(3));
+    a.broker.stop();
+    assert!(
+        a.broker.log().contains("not above the logged version 3"),
+        "{}",
+        a.broker.log()
+    );
+    assert_eq!(a.policy_changes().len(), 3);
+
+    // The policy in force is judged again at every start: under a rule whose approvers did not
+    // approve it, the broker does not run it.
+    let config = std::fs::read_to_string(a.dir().join("broker.toml")).unwrap();
+    a.write(
+        "broker.toml",
+        &config.replace(
+            "approvers = [\"alice\", \"bob\", \"carol\"]",
+            "approvers = [\"dave\", \"erin\", \"frank\"]",
+        ),
+    );
+    let said = fails(a.broker.command(&["serve", "--config", "broker.toml"]), 2);
+    assert!(said.contains("without valid approvals"), "{said}");
+
+    // Every policy change records its approvals and the rule, for anyone to check again.
+    let entries = a.broker.entries();
+    let Some(Entry::PolicyChange(last)) = entries
+        .iter()
+        .rev()
+        .map(|e| e.entry())
+        .find(|e| matches!(e, Entry::PolicyChange(_)))
+    else {
+        panic!("no policy change")
+    };
+    assert_eq!(last.required, Some(2));
+    assert_eq!(last.eligible, vec!["alice", "bob", "carol"]);
+    assert_eq!(last.approvals.len(), 2);
+    for bytes in &last.approvals {
+        assert!(attest::approval::Approval::from_bytes(bytes).is_ok());
+    }
 }
 
 #[test]

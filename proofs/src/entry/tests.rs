@@ -80,6 +80,9 @@ fn policy_change() -> Entry {
         policy_sha384: [6; 48],
         models: vec!["smollm2-135m".into(), "other".into()],
         approvers: vec!["alice".into(), "bob".into()],
+        approvals: vec![vec![1, 2, 3], vec![4, 5]],
+        required: Some(2),
+        eligible: vec!["alice".into(), "bob".into(), "carol".into()],
     })
 }
 
