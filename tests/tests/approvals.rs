@@ -498,3 +498,107 @@ fn a_configuration_without_approvers_must_say_it_is_dangerous() {
         assert!(said.contains("approval"), "{said}");
     }
 }
+
+/// An approval dated a day back does not shorten a notice period, and a proposal without one
+/// still waits out the notice of the policy in force.
+#[test]
+fn the_notice_period_runs_from_when_the_broker_saw_the_approvals() {
+    use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
+    use rustls_pki_types::pem::PemObject;
+    let mut a = Approvers::setup("approvals-notice");
+    a.write("policy.toml", &policy(1, ""));
+    let v1 = [
+        a.approve("policy.toml", "alice"),
+        a.approve("policy.toml", "carol"),
+    ];
+    run(a.apply("policy.toml", &[&v1[0], &v1[1]]));
+    a.broker.start();
+    let adopted = |a: &Approvers| {
+        a.broker
+            .log()
+            .matches("an approved release policy takes effect")
+            .count()
+    };
+    assert_eq!(adopted(&a), 1);
+
+    // Version 2 asks for 4 s of notice; both approvals claim to be a day old (signed long before
+    // they were applied, or backdated).
+    let text = policy(2, "notice = \"4s\"");
+    a.write("v2.toml", &text);
+    for who in ["alice", "bob"] {
+        let key =
+            rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(a.dir().join(format!("{who}.key")))
+                .unwrap();
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, key.secret_pkcs8_der())
+                .unwrap();
+        let certificate =
+            rustls_pki_types::CertificateDer::from_pem_file(a.dir().join(format!("{who}.pem")))
+                .unwrap();
+        let claims = attest::approval::ApprovalClaims {
+            policy_sha384: sealing::release::sha384(text.as_bytes()),
+            policy_version: 2,
+            approver: who.into(),
+            time: attest::Timestamp::from_unix_secs(attest::Timestamp::now().unix_secs() - 86_400),
+        };
+        let backdated = attest::approval::Approval::sign(&claims, certificate.to_vec(), |data| {
+            key.sign(&aws_lc_rs::rand::SystemRandom::new(), data)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| "sign".to_owned())
+        })
+        .unwrap();
+        a.write(&format!("{who}-backdated.approval"), &backdated.to_text());
+    }
+    let applied = Instant::now();
+    run(a.apply(
+        "v2.toml",
+        &["alice-backdated.approval", "bob-backdated.approval"],
+    ));
+    let wait_for = |a: &Approvers, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while adopted(a) < count {
+            assert!(Instant::now() < deadline, "{}", a.broker.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        adopted(&a),
+        1,
+        "adopted within its notice: {}",
+        a.broker.log()
+    );
+    wait_for(&a, 2);
+    assert!(
+        applied.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        applied.elapsed()
+    );
+
+    // Version 3 asks for no notice: the notice in force (4 s) still applies to it.
+    a.write("v3.toml", &policy(3, ""));
+    let v3 = [a.approve("v3.toml", "bob"), a.approve("v3.toml", "carol")];
+    let applied = Instant::now();
+    run(a.apply("v3.toml", &[&v3[0], &v3[1]]));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        adopted(&a),
+        2,
+        "adopted within the notice in force: {}",
+        a.broker.log()
+    );
+    wait_for(&a, 3);
+    assert!(
+        applied.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        applied.elapsed()
+    );
+    a.broker.stop();
+    assert_eq!(
+        a.policy_changes()
+            .iter()
+            .map(|(v, _)| *v)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+}
