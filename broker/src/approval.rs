@@ -202,6 +202,8 @@ pub fn read_approvals(
     let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
+        // Regular files only: a FIFO or a device would block or never end.
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
         .filter(|p| p.extension().is_some_and(|x| x == "approval"))
         .filter(|p| {
             // `v<version>-…` is how `apply` names them: those of other versions are skipped.

@@ -264,28 +264,34 @@ pub fn log_policy_change(
     now: Timestamp,
     approved: Approved,
 ) -> Result<u64, OpenError> {
-    let sha384 = data_encoding::HEXLOWER.encode(&policy.sha384);
+    // The bytes first: the log never names a policy whose bytes were not kept.
+    state.keep_policy_bytes(&policy.bytes)?;
+    // The approvals that made it: `required` of them (the entry stays within its bound).
+    let required = approved.rule.as_ref().map_or(0, |r| r.required);
+    let mut approvals = approved.approvals;
+    approvals.truncate(required.max(1));
     let index = ledger.append(Entry::PolicyChange(PolicyChange {
         time: now,
         policy_version: policy.version,
         policy_sha384: policy.sha384,
         models: policy.models.keys().map(ToString::to_string).collect(),
         approvers: approved.approvers,
-        approvals: approved.approvals,
+        approvals,
         required: approved
             .rule
             .as_ref()
             .map(|r| u64::try_from(r.required).unwrap_or(u64::MAX)),
         eligible: approved.rule.map(|r| r.approvers).unwrap_or_default(),
     }))?;
-    state.save_policy_state(
-        &PolicyState {
-            version: policy.version,
-            sha384,
-            log_index: index,
-        },
-        &policy.bytes,
-    )?;
+    // From here the change has happened: the log says so. The record below is for the
+    // commands' information.
+    if let Err(e) = state.save_policy_state(&PolicyState {
+        version: policy.version,
+        sha384: data_encoding::HEXLOWER.encode(&policy.sha384),
+        log_index: index,
+    }) {
+        tracing::error!(error = %e, "the adopted policy is logged but policy.json was not updated");
+    }
     tracing::info!(
         version = policy.version,
         log_index = index,
@@ -309,9 +315,10 @@ pub struct Control {
 pub fn read_control(ledger: &Ledger) -> Result<Control, StateError> {
     let mut control = Control::default();
     for index in 0..ledger.size()? {
-        let Ok(entry) = proofs::entry::LogEntry::decode(&ledger.entry(index)?) else {
-            continue;
-        };
+        // An entry that does not decode could be a policy change or a revocation: stop rather
+        // than decide without it.
+        let entry = proofs::entry::LogEntry::decode(&ledger.entry(index)?)
+            .map_err(|e| StateError::File(format!("log entry {index} does not decode: {e}")))?;
         match entry.entry() {
             Entry::PolicyChange(p) => control.last_policy = Some((index, p.clone())),
             Entry::Revocation(r) => control.revocations.push(revocation::Revoked {
@@ -333,10 +340,12 @@ pub fn read_control(ledger: &Ledger) -> Result<Control, StateError> {
 /// - else the policy file, if it is approved now, due, and of a higher version than the entry's
 ///   (it is then logged with its approvals);
 /// - else the logged policy's bytes kept in the state directory, checked the same way;
-/// - with none of these, an error naming what is missing. A policy whose logged approvals do not
-///   hold (one adopted without approvals, or with a rule since changed) is never run.
+/// - else, when the file is approved but its notice period is still running, no policy at all
+///   (every release refused) until the serving broker adopts it;
+/// - else an error naming what is missing. A policy whose logged approvals do not hold (one
+///   adopted without approvals, or under a rule since changed) is never run.
 fn policy_in_force(
-    file: ReleasePolicy,
+    file: Result<ReleasePolicy, policy::PolicyError>,
     source: &approval::PolicySource,
     state: &StateDir,
     ledger: &Ledger,
@@ -352,76 +361,106 @@ fn policy_in_force(
             ))
         })
     };
-    if let Some(last) = logged
+    if let (Some(last), Ok(file)) = (logged, &file)
         && last.1.policy_sha384 == file.sha384
     {
-        check_logged(&file, last)?;
-        return Ok(file);
+        check_logged(file, last)?;
+        // Kept again if a crash lost the copy: the log names these bytes.
+        if state.adopted_bytes(&file.sha384)?.is_none() {
+            state.keep_policy_bytes(&file.bytes)?;
+        }
+        return Ok(file.clone());
     }
-    let version = file.version;
-    let first_seen = approval::FirstSeen::default();
+    // The notice of the policy in force applies to any change. Its kept bytes hold it; without
+    // them, the longest notice is assumed (deleting them must not shorten it).
     let current_notice = match logged {
         Some((_, entry)) => state
-            .adopted_bytes(&entry.policy_sha384)?
+            .adopted_bytes(&entry.policy_sha384)
+            .ok()
+            .flatten()
             .and_then(|b| ReleasePolicy::parse(&b).ok())
-            .map(|p| p.notice)
-            .unwrap_or_default(),
+            .map_or(policy::MAX_NOTICE, |p| p.notice),
         None => std::time::Duration::ZERO,
     };
-    let judged = match logged {
-        Some((_, entry)) if version <= entry.policy_version => {
-            Ok(approval::Verdict::NotApproved(format!(
-                "it is not above the logged version {}",
-                entry.policy_version
-            )))
-        }
-        _ => approval::judge(file, source, now, &first_seen, current_notice),
-    };
-    let waiting = match judged {
-        Ok(approval::Verdict::Adopt {
-            policy,
-            approvers,
-            approvals,
-        }) => {
-            tracing::warn!(
-                version = policy.version,
-                approvers = %approvers.join(", "),
-                "an approved release policy takes effect"
-            );
-            let approved = Approved {
-                approvers,
-                approvals,
-                rule: Some(source.approval.rule.clone()),
+    let first_seen = approval::FirstSeen::default();
+    let mut waiting_for_notice = false;
+    let waiting = match file {
+        Err(e) => format!("cannot be read: {e}"),
+        Ok(file) => {
+            let version = file.version;
+            let judged = match logged {
+                Some((_, entry)) if version <= entry.policy_version => {
+                    Ok(approval::Verdict::NotApproved(format!(
+                        "it is not above the logged version {}",
+                        entry.policy_version
+                    )))
+                }
+                _ => approval::judge(file, source, now, &first_seen, current_notice),
             };
-            log_policy_change(&policy, state, ledger, now, approved)?;
-            return Ok(policy);
+            match judged {
+                Ok(approval::Verdict::Adopt {
+                    policy,
+                    approvers,
+                    approvals,
+                }) => {
+                    tracing::warn!(
+                        version = policy.version,
+                        approvers = %approvers.join(", "),
+                        "an approved release policy takes effect"
+                    );
+                    let approved = Approved {
+                        approvers,
+                        approvals,
+                        rule: Some(source.approval.rule.clone()),
+                    };
+                    log_policy_change(&policy, state, ledger, now, approved)?;
+                    return Ok(policy);
+                }
+                Ok(approval::Verdict::Wait { until, .. }) => {
+                    waiting_for_notice = true;
+                    format!("version {version} is approved and may take effect at {until}")
+                }
+                Ok(approval::Verdict::NotApproved(summary)) => {
+                    format!("version {version} is not approved: {summary}")
+                }
+                Err(e) => format!("version {version} cannot be judged: {e}"),
+            }
         }
-        Ok(approval::Verdict::Wait { until, .. }) => {
-            format!("version {version} is approved and may take effect at {until}")
-        }
-        Ok(approval::Verdict::NotApproved(summary)) => {
-            format!("version {version} is not approved: {summary}")
-        }
-        Err(e) => format!("version {version} cannot be judged: {e}"),
     };
-    let Some(last) = logged else {
-        return Err(OpenError::NotApproved(waiting));
+    let kept = match logged {
+        Some(last) => state
+            .adopted_bytes(&last.1.policy_sha384)?
+            .map(|b| (last, b)),
+        None => None,
     };
-    let bytes = state.adopted_bytes(&last.1.policy_sha384)?.ok_or_else(|| {
-        OpenError::NotApproved(format!(
-            "{waiting}; and the bytes of the policy in force (log entry {}) are not in the state \
-             directory",
-            last.0
-        ))
-    })?;
-    let policy = ReleasePolicy::parse(&bytes)?;
-    check_logged(&policy, last)?;
-    tracing::warn!(
-        version_in_force = policy.version,
-        "the policy file {}: {waiting}; the policy in force stays",
-        source.path.display()
-    );
-    Ok(policy)
+    match kept {
+        Some((last, bytes)) => {
+            let policy = ReleasePolicy::parse(&bytes)?;
+            check_logged(&policy, last)?;
+            tracing::warn!(
+                version_in_force = policy.version,
+                "the policy file {}: {waiting}; the policy in force stays",
+                source.path.display()
+            );
+            Ok(policy)
+        }
+        None if waiting_for_notice => {
+            tracing::warn!(
+                "the policy file {}: {waiting}; until then no policy is in force and every \
+                 release is refused",
+                source.path.display()
+            );
+            let floor = logged.map_or(0, |(_, entry)| entry.policy_version);
+            Ok(ReleasePolicy::none(floor, current_notice))
+        }
+        None => Err(OpenError::NotApproved(match logged {
+            Some((index, _)) => format!(
+                "{waiting}; and the bytes of the policy in force (log entry {index}) are not in \
+                 the state directory"
+            ),
+            None => waiting,
+        })),
+    }
 }
 
 /// Everything `broker serve` needs, opened and checked: key store, trust, signer, log, policy.
@@ -444,7 +483,7 @@ pub fn open(config: &Config, clock: Clock) -> Result<Broker, OpenError> {
             OpenError::State(e)
         }
     })?;
-    let file = ReleasePolicy::load(&config.policy)?;
+    let file = ReleasePolicy::load(&config.policy);
     let control = read_control(&ledger)?;
     let policy_source = match &config.approval {
         None => {
@@ -453,7 +492,13 @@ pub fn open(config: &Config, clock: Clock) -> Result<Broker, OpenError> {
                  effect as its file says, with no approval; whoever edits the file decides which \
                  enclaves get keys. Configure [approval] (k of n approvers) in production"
             );
-            adopt_policy(&file, &state, &ledger, clock(), &[])?;
+            adopt_policy(
+                file.as_ref().map_err(Clone::clone)?,
+                &state,
+                &ledger,
+                clock(),
+                &[],
+            )?;
             None
         }
         Some(approval) => Some(approval::PolicySource {
@@ -463,7 +508,7 @@ pub fn open(config: &Config, clock: Clock) -> Result<Broker, OpenError> {
         }),
     };
     let policy = match &policy_source {
-        None => file,
+        None => file?,
         Some(source) => policy_in_force(
             file,
             source,

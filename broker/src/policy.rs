@@ -49,12 +49,16 @@ pub struct ReleasePolicy {
     pub bytes: Vec<u8>,
 }
 
+/// The longest notice period a policy may ask for.
+pub const MAX_NOTICE: Duration = Duration::from_secs(30 * 86_400);
+
 /// The lease granted when a model's policy names none.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15 * 60);
 
 /// Why a policy file was refused.
 #[derive(Debug, thiserror::Error)]
 #[error("release policy: {0}")]
+#[derive(Clone)]
 pub struct PolicyError(pub String);
 
 #[derive(Deserialize)]
@@ -107,7 +111,7 @@ impl ReleasePolicy {
             Some(text) => {
                 let notice = attest::parse_duration(text)
                     .map_err(|e| PolicyError(format!("notice: {e}")))?;
-                if notice > Duration::from_secs(30 * 86_400) {
+                if notice > MAX_NOTICE {
                     return Err(PolicyError("notice: at most 30 days".into()));
                 }
                 notice
@@ -121,6 +125,19 @@ impl ReleasePolicy {
             notice,
             bytes: bytes.to_vec(),
         })
+    }
+
+    /// No policy: no model, so every release is refused. It keeps the floor a change must
+    /// clear: a version above `version`, and a notice period of at least `notice`.
+    pub fn none(version: u64, notice: Duration) -> Self {
+        Self {
+            version,
+            sha384: [0; 48],
+            models: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            notice,
+            bytes: Vec::new(),
+        }
     }
 
     /// The lease `model`'s releases and renewals grant.

@@ -265,6 +265,8 @@ pub struct Broker {
     policy_first_seen: crate::approval::FirstSeen,
     /// The revocations the log holds: they apply whatever the revocations file says.
     logged_revocations: Mutex<Vec<Revoked>>,
+    /// Whether the loss of logged revocations from the file was reported.
+    revocations_lost_reported: std::sync::atomic::AtomicBool,
     state: StateDir,
     ledger: Ledger,
     signer: ResponseSigner,
@@ -345,6 +347,7 @@ impl Broker {
             policy_verdict: Mutex::new(None),
             policy_first_seen: crate::approval::FirstSeen::default(),
             logged_revocations: Mutex::new(parts.logged_revocations),
+            revocations_lost_reported: std::sync::atomic::AtomicBool::new(false),
             state: parts.state,
             ledger: parts.ledger,
             signer: parts.signer,
@@ -779,19 +782,25 @@ impl Broker {
             .logged_revocations
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for r in logged.iter() {
-            if !list
-                .iter()
-                .any(|l| l.target == r.target && l.value == r.value)
-            {
-                tracing::warn!(
-                    target = r.target.as_str(),
-                    value = %r.value,
-                    "a logged revocation is missing from the revocations file; it still applies"
-                );
-                list.push(r.clone());
-            }
+        let in_file: std::collections::HashSet<(proofs::entry::RevocationTarget, &str)> =
+            list.iter().map(|r| (r.target, r.value.as_str())).collect();
+        let missing: Vec<Revoked> = logged
+            .iter()
+            .filter(|r| !in_file.contains(&(r.target, r.value.as_str())))
+            .cloned()
+            .collect();
+        drop(in_file);
+        if !missing.is_empty()
+            && !self
+                .revocations_lost_reported
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                missing = missing.len(),
+                "logged revocations are missing from the revocations file; they still apply"
+            );
         }
+        list.extend(missing);
         Ok(list)
     }
 

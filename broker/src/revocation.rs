@@ -71,18 +71,15 @@ impl Revoked {
                 lower
             }
             RevocationTarget::Instance => {
-                if !value.starts_with("i-")
-                    || value.len() > MAX_REASON_LEN
-                    || !value
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                    || value.contains("-enc")
-                {
+                // As module ids spell it: lowercase.
+                let lower = value.to_ascii_lowercase();
+                let id = lower.strip_prefix("i-").unwrap_or_default();
+                if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(format!(
                         "--instance: an instance id such as i-0123456789abcdef0, got {value:?}"
                     ));
                 }
-                value.to_owned()
+                lower
             }
             RevocationTarget::Module => {
                 if value.is_empty()

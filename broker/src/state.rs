@@ -214,17 +214,21 @@ impl StateDir {
             .join(format!("policy-adopted-{}.toml", HEXLOWER.encode(sha384)))
     }
 
-    /// Record the policy adopted, and keep its bytes under a name made of their SHA-384 (written
-    /// first, so that a crash in between leaves `policy.json` naming bytes that exist): a broker
-    /// with approvals runs them while a changed policy file waits for its approvals.
-    pub fn save_policy_state(&self, state: &PolicyState, bytes: &[u8]) -> Result<(), StateError> {
+    /// Keep a policy's bytes under a name made of their SHA-384, before the log names them: a
+    /// broker with approvals runs them while a changed policy file waits for its approvals.
+    pub fn keep_policy_bytes(&self, bytes: &[u8]) -> Result<(), StateError> {
         let path = self.adopted_path(&sealing::release::sha384(bytes));
         let replace = proofs::durable::Replace {
             private: false,
             overwrite: true,
         };
         proofs::durable::write_atomically(&path, replace, |w| std::io::Write::write_all(w, bytes))
-            .map_err(|e| StateError::File(format!("writing {}: {e}", path.display())))?;
+            .map_err(|e| StateError::File(format!("writing {}: {e}", path.display())))
+    }
+
+    /// Record the policy adopted last (`policy.json`), for the commands' information and the
+    /// single-administrator mode; the serving broker with approvals goes by the log.
+    pub fn save_policy_state(&self, state: &PolicyState) -> Result<(), StateError> {
         self.write_json(&self.dir.join("policy.json"), state, false)
     }
 

@@ -187,11 +187,14 @@ pub async fn acquire<T: Transport>(
     };
     let key_released = started.elapsed();
     // The lease runs from now on, through the transfer and the load. Renewals must be proven in
-    // the log that proved the release: another broker under the same root (a standby with its
-    // own log and revocations) cannot renew this lease.
+    // the log that proved the release, by the key that signed its checkpoint: another broker
+    // under the same root, with its own log key and revocations, cannot renew this lease.
     let lease = Duration::from_millis(released.claims.lease_ms);
     let mut trust = trust;
     trust.log_origin = Some(released.checkpoint.checkpoint.origin.clone());
+    trust
+        .log_keys
+        .retain(|k| released.checkpoint.signed_by.iter().any(|n| n == k.name()));
     tokio::spawn(keep_lease(
         Lease {
             transport: transport.clone(),

@@ -453,6 +453,8 @@ impl Api {
                 "the request could not be checked",
             )
         })??;
+        // Not held while the request waits for a slot: a withdrawal frees the model at once.
+        drop(loaded);
         let permit = tokio::time::timeout(
             self.limits.queue_timeout,
             self.slots.clone().acquire_owned(),
@@ -469,9 +471,9 @@ impl Api {
             )
         })?;
         // Withdrawn while the request waited for its slot: nothing more runs on the weights.
-        if self.withdrawn.load(Ordering::SeqCst) {
+        let Some(loaded) = self.loaded() else {
             return Err(self.unavailable());
-        }
+        };
         let (text_tx, text_rx) = mpsc::channel::<Zeroizing<String>>(64);
         let stream = chat.stream;
         let include_usage = chat.include_usage;

@@ -143,7 +143,7 @@ pub struct KeyRelease {
 }
 
 /// What a revocation names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RevocationTarget {
     /// A model id: no enclave gets or keeps its key.
     Model,

@@ -602,3 +602,54 @@ fn the_notice_period_runs_from_when_the_broker_saw_the_approvals() {
         vec![1, 2, 3]
     );
 }
+
+/// A first policy with a notice period: the broker starts with no policy (every release
+/// refused) and adopts it once the period has passed. Deleting the kept copy of the policy in
+/// force does not shorten the notice a change must wait out: the longest is assumed.
+#[test]
+fn a_first_policy_with_a_notice_period_takes_effect_after_it() {
+    let mut a = Approvers::setup("approvals-first-notice");
+    a.write("policy.toml", &policy(1, "notice = \"3s\""));
+    let v1 = [
+        a.approve("policy.toml", "alice"),
+        a.approve("policy.toml", "carol"),
+    ];
+    run(a.apply("policy.toml", &[&v1[0], &v1[1]]));
+    let started = Instant::now();
+    a.broker.start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a
+        .broker
+        .log()
+        .contains("an approved release policy takes effect")
+    {
+        assert!(Instant::now() < deadline, "{}", a.broker.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(
+        a.broker.log().contains("no policy is in force"),
+        "{}",
+        a.broker.log()
+    );
+    a.broker.stop();
+    assert_eq!(a.policy_changes().len(), 1);
+
+    for entry in std::fs::read_dir(a.dir().join("state")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("policy-adopted-"))
+        {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    a.write("v2.toml", &policy(2, ""));
+    let v2 = [a.approve("v2.toml", "alice"), a.approve("v2.toml", "bob")];
+    run(a.apply("v2.toml", &[&v2[0], &v2[1]]));
+    a.broker.start();
+    std::thread::sleep(Duration::from_secs(5));
+    a.broker.stop();
+    assert_eq!(a.policy_changes().len(), 1, "{}", a.broker.log());
+}
