@@ -30,6 +30,7 @@
 
 pub mod audit;
 pub mod checkpoint;
+pub mod cosignature;
 pub mod durable;
 pub mod entry;
 mod file_store;

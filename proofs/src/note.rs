@@ -432,9 +432,14 @@ pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
 }
 
 fn key_id(name: &str, public_key: &[u8]) -> u32 {
+    typed_key_id(name, ALG_ED25519, public_key)
+}
+
+/// A key ID as signed-note defines it: the first four bytes of SHA-256(name ‖ "\n" ‖ type ‖ key).
+pub(crate) fn typed_key_id(name: &str, key_type: u8, public_key: &[u8]) -> u32 {
     let mut input = name.as_bytes().to_vec();
     input.push(b'\n');
-    input.push(ALG_ED25519);
+    input.push(key_type);
     input.extend_from_slice(public_key);
     let hash = digest(&SHA256, &input);
     let mut id = [0u8; 4];
@@ -442,21 +447,21 @@ fn key_id(name: &str, public_key: &[u8]) -> u32 {
     u32::from_be_bytes(id)
 }
 
-fn parse_key_id(text: &str) -> Result<u32, NoteError> {
+pub(crate) fn parse_key_id(text: &str) -> Result<u32, NoteError> {
     if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(NoteError::MalformedKey("the key ID must be 8 hex digits"));
     }
     u32::from_str_radix(text, 16).map_err(|_| NoteError::MalformedKey("bad key ID"))
 }
 
-fn check_name(name: &str) -> Result<(), NoteError> {
+pub(crate) fn check_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty() || name.contains('+') || name.chars().any(char::is_whitespace) {
         return Err(NoteError::KeyName(name.chars().take(64).collect()));
     }
     Ok(())
 }
 
-fn check_text(text: &str) -> Result<(), NoteError> {
+pub(crate) fn check_text(text: &str) -> Result<(), NoteError> {
     if text.is_empty() || !text.ends_with('\n') {
         return Err(NoteError::Malformed("the text must end in a newline"));
     }

@@ -1,0 +1,272 @@
+//! Witness cosignatures: C2SP `tlog-cosignature` v1 (Ed25519, signature type 0x04).
+//!
+//! A witness that has checked a checkpoint is consistent with the largest one it saw for the
+//! same log signs
+//!
+//! ```text
+//! cosignature/v1
+//! time <seconds since the epoch>
+//! <the checkpoint's text: origin, size, root hash, any extension lines>
+//! ```
+//!
+//! and adds the signature to the checkpoint's note as `— <name> base64(key ID ‖ time (8 bytes,
+//! big-endian) ‖ Ed25519 signature)`. The key ID is SHA-256(name ‖ "\n" ‖ 0x04 ‖ key)[..4], so
+//! a cosigner's key can never be taken for a log's (0x01), and the reverse.
+
+use aws_lc_rs::encoding::AsBigEndian;
+use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use data_encoding::BASE64;
+use zeroize::Zeroizing;
+
+use crate::note::{
+    Note, NoteError, NoteSignature, check_name, check_text, decode_base64, parse_key_id,
+    typed_key_id,
+};
+
+/// The signature type of a cosignature/v1 key.
+pub const COSIGNATURE_TYPE: u8 = 0x04;
+/// The largest timestamp a cosignature may carry (2^63 − 1).
+pub const MAX_TIME: u64 = i64::MAX.unsigned_abs();
+/// A cosignature's length after the key ID: time (8) and Ed25519 signature (64).
+const COSIGNATURE_LEN: usize = 72;
+
+/// The message a cosigner signs for `checkpoint` (its text, ending in a newline) at `time`.
+pub fn message(checkpoint: &str, time: u64) -> String {
+    format!("cosignature/v1\ntime {time}\n{checkpoint}")
+}
+
+/// A witness's public key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CosignatureVerifier {
+    name: String,
+    key_id: u32,
+    public_key: [u8; 32],
+}
+
+impl std::fmt::Debug for CosignatureVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_vkey())
+    }
+}
+
+impl CosignatureVerifier {
+    /// The cosigner `name` with Ed25519 key `public_key`.
+    pub fn new(name: &str, public_key: [u8; 32]) -> Result<Self, NoteError> {
+        check_name(name)?;
+        Ok(Self {
+            name: name.to_owned(),
+            key_id: typed_key_id(name, COSIGNATURE_TYPE, &public_key),
+            public_key,
+        })
+    }
+
+    /// Parse `<name>+<key ID>+<base64(0x04 ‖ key)>`; the key ID must match.
+    pub fn parse(vkey: &str) -> Result<Self, NoteError> {
+        let mut parts = vkey.trim_end_matches('\n').splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(NoteError::MalformedKey("expected <name>+<key ID>+<key>"));
+        };
+        let id = parse_key_id(id)?;
+        let raw = decode_base64(key).ok_or(NoteError::MalformedKey("the key is not base64"))?;
+        let public_key = match raw.split_first() {
+            Some((&COSIGNATURE_TYPE, key)) => <[u8; 32]>::try_from(key)
+                .map_err(|_| NoteError::MalformedKey("an Ed25519 key is 32 bytes"))?,
+            _ => {
+                return Err(NoteError::MalformedKey(
+                    "not a cosignature/v1 key (type 0x04)",
+                ));
+            }
+        };
+        let verifier = Self::new(name, public_key)?;
+        if verifier.key_id != id {
+            return Err(NoteError::MalformedKey("the key ID does not match the key"));
+        }
+        Ok(verifier)
+    }
+
+    /// `<name>+<key ID>+<base64(0x04 ‖ key)>`.
+    pub fn to_vkey(&self) -> String {
+        let mut raw = vec![COSIGNATURE_TYPE];
+        raw.extend_from_slice(&self.public_key);
+        format!("{}+{:08x}+{}", self.name, self.key_id, BASE64.encode(&raw))
+    }
+
+    /// The cosigner's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The key ID.
+    pub fn key_id(&self) -> u32 {
+        self.key_id
+    }
+
+    /// Whether `signature` is this cosigner's over `checkpoint`; its time if so.
+    pub fn verify(&self, checkpoint: &str, signature: &NoteSignature) -> Option<u64> {
+        if signature.name != self.name || signature.key_id != self.key_id {
+            return None;
+        }
+        let (time, sig) = signature.signature.split_at_checked(8)?;
+        if sig.len() != 64 {
+            return None;
+        }
+        let time = u64::from_be_bytes(<[u8; 8]>::try_from(time).ok()?);
+        if time > MAX_TIME {
+            return None;
+        }
+        UnparsedPublicKey::new(&ED25519, &self.public_key)
+            .verify(message(checkpoint, time).as_bytes(), sig)
+            .ok()
+            .map(|()| time)
+    }
+}
+
+/// The cosignatures on `note` by `witnesses`: each witness's name and time, once. A signature
+/// that claims a witness's name and key ID but does not verify is an error (as signed-note
+/// requires of a known key); signatures by others are ignored.
+pub fn cosignatures(
+    note: &Note,
+    witnesses: &[CosignatureVerifier],
+) -> Result<Vec<(String, u64)>, NoteError> {
+    let mut found: Vec<(String, u64)> = Vec::new();
+    for sig in &note.signatures {
+        let Some(witness) = witnesses
+            .iter()
+            .find(|w| w.name == sig.name && w.key_id == sig.key_id)
+        else {
+            continue;
+        };
+        let Some(time) = witness.verify(&note.text, sig) else {
+            return Err(NoteError::BadSignature {
+                name: sig.name.clone(),
+                key_id: sig.key_id,
+            });
+        };
+        if !found.iter().any(|(n, _)| n == &witness.name) {
+            found.push((witness.name.clone(), time));
+        }
+    }
+    Ok(found)
+}
+
+/// A witness's private key.
+pub struct Cosigner {
+    name: String,
+    key_id: u32,
+    key: Ed25519KeyPair,
+}
+
+impl std::fmt::Debug for Cosigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cosigner")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cosigner {
+    /// A fresh random key named `name`.
+    pub fn generate(name: &str) -> Result<Self, NoteError> {
+        check_name(name)?;
+        let key = Ed25519KeyPair::generate().map_err(|_| NoteError::Key("generation failed"))?;
+        Ok(Self::from_key(name, key))
+    }
+
+    /// A key from its 32-byte seed.
+    pub fn from_seed(name: &str, seed: &[u8]) -> Result<Self, NoteError> {
+        check_name(name)?;
+        let key = Ed25519KeyPair::from_seed_unchecked(seed)
+            .map_err(|_| NoteError::MalformedKey("not a usable Ed25519 seed"))?;
+        Ok(Self::from_key(name, key))
+    }
+
+    /// Parse `PRIVATE+KEY+<name>+<key ID>+<base64(0x04 ‖ seed)>`.
+    pub fn parse(skey: &str) -> Result<Self, NoteError> {
+        let mut parts = skey.trim_end_matches('\n').splitn(5, '+');
+        let (Some("PRIVATE"), Some("KEY"), Some(name), Some(id), Some(key)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(NoteError::MalformedKey(
+                "expected PRIVATE+KEY+<name>+<key ID>+<key>",
+            ));
+        };
+        let id = parse_key_id(id)?;
+        let raw = Zeroizing::new(
+            decode_base64(key).ok_or(NoteError::MalformedKey("the key is not base64"))?,
+        );
+        let seed = match raw.split_first() {
+            Some((&COSIGNATURE_TYPE, seed)) if seed.len() == 32 => seed,
+            _ => {
+                return Err(NoteError::MalformedKey(
+                    "not a 32-byte cosignature/v1 seed (type 0x04)",
+                ));
+            }
+        };
+        let signer = Self::from_seed(name, seed)?;
+        if signer.key_id != id {
+            return Err(NoteError::MalformedKey("the key ID does not match the key"));
+        }
+        Ok(signer)
+    }
+
+    /// `PRIVATE+KEY+<name>+<key ID>+<base64(0x04 ‖ seed)>`, zeroized on drop.
+    pub fn to_skey(&self) -> Result<Zeroizing<String>, NoteError> {
+        let seed = self
+            .key
+            .seed()
+            .and_then(|s| s.as_be_bytes())
+            .map_err(|_| NoteError::Key("the seed cannot be exported"))?;
+        let mut raw = Zeroizing::new(vec![COSIGNATURE_TYPE]);
+        raw.extend_from_slice(seed.as_ref());
+        Ok(Zeroizing::new(format!(
+            "PRIVATE+KEY+{}+{:08x}+{}",
+            self.name,
+            self.key_id,
+            BASE64.encode(&raw)
+        )))
+    }
+
+    /// The matching verifier.
+    pub fn verifier(&self) -> CosignatureVerifier {
+        let mut public_key = [0u8; 32];
+        public_key.copy_from_slice(self.key.public_key().as_ref());
+        CosignatureVerifier {
+            name: self.name.clone(),
+            key_id: self.key_id,
+            public_key,
+        }
+    }
+
+    /// Cosign `checkpoint` (its text, ending in a newline) at `time`.
+    pub fn cosign(&self, checkpoint: &str, time: u64) -> Result<NoteSignature, NoteError> {
+        check_text(checkpoint)?;
+        if time == 0 || time > MAX_TIME {
+            return Err(NoteError::Key("a cosignature's time is 1 to 2^63-1"));
+        }
+        let sig = self
+            .key
+            .try_sign(message(checkpoint, time).as_bytes())
+            .map_err(|_| NoteError::Key("signing failed"))?;
+        let mut signature = time.to_be_bytes().to_vec();
+        signature.extend_from_slice(sig.as_ref());
+        debug_assert_eq!(signature.len(), COSIGNATURE_LEN);
+        Ok(NoteSignature {
+            name: self.name.clone(),
+            key_id: self.key_id,
+            signature,
+        })
+    }
+
+    fn from_key(name: &str, key: Ed25519KeyPair) -> Self {
+        let key_id = typed_key_id(name, COSIGNATURE_TYPE, key.public_key().as_ref());
+        Self {
+            name: name.to_owned(),
+            key_id,
+            key,
+        }
+    }
+}
