@@ -3,12 +3,7 @@
 //! so an independent implementation of the same message gives the same bytes;
 //! `tests/data/c2sp/cosignature-vectors.py` is the script), and forged cosignatures.
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test code: a failed unwrap or index is a failed test"
-)]
-
-use proofs::cosignature::{Cosigner, CosignatureVerifier, cosignatures, message};
+use proofs::cosignature::{CosignatureVerifier, Cosigner, cosignatures, message};
 use proofs::{Note, NoteSigner, NoteVerifier};
 
 /// The checkpoint of the specification's example.

@@ -148,11 +148,9 @@ impl Witness {
 
     /// The size and root this witness cosigned last for `origin`.
     pub fn latest(&self, origin: &str) -> Option<(u64, Hash)> {
-        self.logs.get(origin).and_then(|log| {
-            *log.latest
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        })
+        self.logs
+            .get(origin)
+            .and_then(|log| *log.latest.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Answer an `add-checkpoint` request's body at `now` (seconds since the epoch).

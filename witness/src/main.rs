@@ -89,8 +89,7 @@ struct LogConfig {
 fn load(path: &Path) -> anyhow::Result<(Config, PathBuf)> {
     let bytes = scaffold::read_bounded(path, 1024 * 1024)?;
     let text = std::str::from_utf8(&bytes).context("the configuration is not UTF-8")?;
-    let mut config: Config =
-        toml::from_str(text).with_context(|| format!("{}", path.display()))?;
+    let mut config: Config = toml::from_str(text).with_context(|| format!("{}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new(".")).to_owned();
     config.key = base.join(&config.key);
     config.state_dir = base.join(&config.state_dir);
@@ -111,13 +110,14 @@ fn init(path: &Path) -> anyhow::Result<ExitCode> {
         read_key(&config)?
     } else {
         let cosigner = Cosigner::generate(&config.name)?;
+        let skey = cosigner.to_skey()?;
         write_atomically(
             &config.key,
             Replace {
                 private: true,
                 overwrite: false,
             },
-            |w| std::io::Write::write_all(w, cosigner.to_skey()?.as_bytes()),
+            |w| std::io::Write::write_all(w, skey.as_bytes()),
         )
         .with_context(|| format!("writing {}", config.key.display()))?;
         cosigner
@@ -151,7 +151,9 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
         let keys = log
             .keys
             .iter()
-            .map(|k| NoteVerifier::parse(k).with_context(|| format!("log {:?}: key {k:?}", log.origin)))
+            .map(|k| {
+                NoteVerifier::parse(k).with_context(|| format!("log {:?}: key {k:?}", log.origin))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         logs.push((log.origin.clone(), keys));
     }
@@ -214,7 +216,8 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
 async fn answer(witness: &Arc<Witness>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let reply = |status: u16, content_type: &'static str, body: Vec<u8>| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *response.status_mut() =
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         response
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -246,6 +249,10 @@ async fn answer(witness: &Arc<Witness>, request: Request<Incoming>) -> Response<
             tracing::info!(status = a.status, "add-checkpoint");
             reply(a.status, a.content_type, a.body)
         }
-        Err(_) => reply(500, "text/plain; charset=utf-8", b"internal error\n".to_vec()),
+        Err(_) => reply(
+            500,
+            "text/plain; charset=utf-8",
+            b"internal error\n".to_vec(),
+        ),
     }
 }

@@ -19,7 +19,9 @@ const ORIGIN: &str = "gov.example/key-release-log";
 
 fn post(address: SocketAddr, path: &str, body: &[u8]) -> (u16, String, String) {
     let mut stream = TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     write!(
         stream,
         "POST {path} HTTP/1.1\r\nhost: witness\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -134,7 +136,10 @@ fn the_binary_speaks_tlog_witness() {
     log.append(b"entry 4").unwrap();
     let (stale, _) = body(0, &mut log);
     let (status, content_type, answer) = post(address, "/add-checkpoint", &stale);
-    assert_eq!((status, content_type.as_str(), answer.as_str()), (409, "text/x.tlog.size", "4\n"));
+    assert_eq!(
+        (status, content_type.as_str(), answer.as_str()),
+        (409, "text/x.tlog.size", "4\n")
+    );
     let (request, _) = body(4, &mut log);
     assert_eq!(post(address, "/add-checkpoint", &request).0, 200);
     child.kill().unwrap();

@@ -40,7 +40,8 @@ impl Fixture {
     }
 
     fn witness(&self) -> Witness {
-        let cosigner = Cosigner::from_seed("witness.agency.example/w1", &self.witness_seed).unwrap();
+        let cosigner =
+            Cosigner::from_seed("witness.agency.example/w1", &self.witness_seed).unwrap();
         Witness::open(
             &self.dir,
             cosigner,
@@ -67,7 +68,11 @@ fn request(old: u64, log: &mut Log<MemoryStore>) -> (Vec<u8>, SignedCheckpoint) 
     let checkpoint = log.checkpoint().unwrap();
     let mut body = format!("old {old}\n");
     if old > 0 && old < checkpoint.checkpoint.size {
-        for hash in log.prove_consistency(old, checkpoint.checkpoint.size).unwrap().hashes {
+        for hash in log
+            .prove_consistency(old, checkpoint.checkpoint.size)
+            .unwrap()
+            .hashes
+        {
             body.push_str(&hash.to_base64());
             body.push('\n');
         }
@@ -88,7 +93,12 @@ fn it_cosigns_what_extends_what_it_cosigned_and_nothing_else() {
     let mut log = log(signer, "a", 5);
     let (body, checkpoint) = request(0, &mut log);
     let answer = witness.add_checkpoint(&body, NOW);
-    assert_eq!(status(&answer), 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        status(&answer),
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     // The answer is one cosignature line that verifies on the checkpoint.
     let mut note = checkpoint.note.clone();
     note.push_str(std::str::from_utf8(&answer.body).unwrap());
@@ -120,7 +130,9 @@ fn it_cosigns_what_extends_what_it_cosigned_and_nothing_else() {
     body[flipped] = if body[flipped] == b'A' { b'B' } else { b'A' };
     assert_eq!(status(&witness.add_checkpoint(&body, NOW)), 422);
     let (body, _) = request(8, &mut log);
-    let text = String::from_utf8(body).unwrap().replacen("old 8", "old 99", 1);
+    let text = String::from_utf8(body)
+        .unwrap()
+        .replacen("old 8", "old 99", 1);
     assert_eq!(status(&witness.add_checkpoint(text.as_bytes(), NOW)), 400);
 }
 
