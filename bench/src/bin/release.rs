@@ -239,6 +239,7 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
         verifier: Verifier::new(roots.document_trust().unwrap()),
         policy,
         policy_source: None,
+        logged_revocations: Vec::new(),
         state,
         ledger,
         signer,
