@@ -45,6 +45,15 @@
 //! approvals = "policy-approvals"   # the directory of *.approval files (default)
 //! ```
 //!
+//! ```toml
+//! [witnesses]                      # cosign every checkpoint before a release is answered
+//! required = 1                     # of those named (default: all)
+//! timeout = "5s"                   # per witness
+//! [[witnesses.witness]]
+//! key = "witness.example+8a2b3c4d+BL…"   # its C2SP cosignature/v1 verifier key
+//! url = "http://witness.example:7380"   # it answers POST <url>/add-checkpoint
+//! ```
+//!
 //! Without `[approval]` the broker refuses to start unless `dangerous_single_administrator =
 //! true` is set (development: the policy file takes effect as written, announced at every
 //! start).
@@ -143,6 +152,26 @@ pub struct Config {
     pub key_store: KeyStoreConfig,
     /// Who must approve policy changes; `None` only with `dangerous_single_administrator`.
     pub approval: Option<crate::approval::ApprovalConfig>,
+    /// The witnesses that cosign checkpoints before a release is answered, if any.
+    pub witnesses: Option<WitnessesConfig>,
+}
+
+/// The `[witnesses]` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessesConfig {
+    /// The witnesses.
+    pub witnesses: Vec<crate::witnesses::WitnessConfig>,
+    /// How many must cosign each checkpoint.
+    pub required: usize,
+    /// How long each is waited for.
+    pub timeout: Duration,
+}
+
+impl WitnessesConfig {
+    /// The witnesses, ready to ask.
+    pub fn open(&self) -> crate::witnesses::Witnesses {
+        crate::witnesses::Witnesses::new(self.witnesses.clone(), self.required, self.timeout)
+    }
 }
 
 #[derive(Deserialize)]
@@ -164,6 +193,22 @@ struct Raw {
     approval: Option<RawApproval>,
     #[serde(default)]
     dangerous_single_administrator: bool,
+    witnesses: Option<RawWitnesses>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWitnesses {
+    required: Option<usize>,
+    timeout: Option<String>,
+    witness: Vec<RawWitness>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWitness {
+    key: String,
+    url: String,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +267,35 @@ fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Durat
         return Err(invalid(key, "more than zero and at most a day"));
     }
     Ok(d)
+}
+
+fn witnesses(raw: RawWitnesses) -> Result<WitnessesConfig, ConfigError> {
+    if raw.witness.is_empty() {
+        return Err(invalid(
+            "witnesses.witness",
+            "name at least one witness ([[witnesses.witness]] key, url), or leave [witnesses] out",
+        ));
+    }
+    let mut witnesses = Vec::new();
+    for w in raw.witness {
+        let key = proofs::cosignature::CosignatureVerifier::parse(w.key.trim())
+            .map_err(|e| invalid("witnesses.witness.key", format!("{:?}: {e}", w.key)))?;
+        let url = crate::witnesses::WitnessUrl::parse(&w.url)
+            .map_err(|e| invalid("witnesses.witness.url", e))?;
+        witnesses.push(crate::witnesses::WitnessConfig { key, url });
+    }
+    let required = raw.required.unwrap_or(witnesses.len());
+    // The same checks an enclave's policy makes: distinct names, 1 ≤ required ≤ n.
+    proofs::cosignature::WitnessPolicy::new(
+        witnesses.iter().map(|w| w.key.clone()).collect(),
+        required,
+    )
+    .map_err(|e| invalid("witnesses.required", e))?;
+    Ok(WitnessesConfig {
+        witnesses,
+        required,
+        timeout: duration("witnesses.timeout", raw.timeout, Duration::from_secs(5))?,
+    })
 }
 
 fn limit(
@@ -353,8 +427,10 @@ impl Config {
                     .unwrap_or_else(|| PathBuf::from("policy-approvals"))),
             }),
         };
+        let witnesses = raw.witnesses.map(witnesses).transpose()?;
         Ok(Self {
             approval,
+            witnesses,
             listen,
             state_dir: at(raw.state_dir),
             policy: at(raw.policy),
@@ -496,6 +572,13 @@ impl Config {
                 "approvals": a.dir,
             })),
             "dangerous_single_administrator": self.approval.is_none(),
+            "witnesses": self.witnesses.as_ref().map(|w| serde_json::json!({
+                "required": w.required,
+                "timeout": format_duration(w.timeout),
+                "witness": w.witnesses.iter().map(|w| serde_json::json!({
+                    "key": w.key.to_vkey(), "url": w.url.to_string(),
+                })).collect::<Vec<_>>(),
+            })),
         })
     }
 }
@@ -567,5 +650,40 @@ mod tests {
         let bad_timeout = BASE.replace("policy", "io_timeout = \"0s\"\npolicy")
             + "[key_store]\nkind = \"software\"\nkek_label = \"k\"\nfile = \"f\"\n";
         assert!(Config::parse(&bad_timeout, Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn witnesses_are_checked_like_an_enclave_checks_them() {
+        let store = "[key_store]\nkind = \"software\"\nkek_label = \"k\"\nfile = \"f\"\n";
+        let key = |name: &str| {
+            proofs::cosignature::Cosigner::generate(name)
+                .unwrap()
+                .verifier()
+                .to_vkey()
+        };
+        let (a, b) = (key("a.example"), key("b.example"));
+        let witness = |k: &str, url: &str| format!("[[witnesses.witness]]\nkey = \"{k}\"\nurl = \"{url}\"\n");
+        let two = format!(
+            "{}{}",
+            witness(&a, "http://127.0.0.1:7380"),
+            witness(&b, "http://127.0.0.1:7381/w")
+        );
+        let c = Config::parse(&format!("{BASE}{store}[witnesses]\n{two}"), Path::new(".")).unwrap();
+        let w = c.witnesses.as_ref().unwrap();
+        assert_eq!((w.required, w.witnesses.len()), (2, 2), "all, unless told");
+        assert_eq!(c.to_json()["witnesses"]["witness"][1]["url"], "http://127.0.0.1:7381/w/add-checkpoint");
+        let log_key = proofs::NoteSigner::generate("l.example").unwrap().verifier().to_vkey();
+        for (section, needle) in [
+            (format!("[witnesses]\nrequired = 3\n{two}"), "witnesses.required"),
+            (format!("[witnesses]\nrequired = 0\n{two}"), "witnesses.required"),
+            ("[witnesses]\nwitness = []\n".to_owned(), "witnesses.witness"),
+            (format!("[witnesses]\n{}{}", witness(&a, "http://x:1"), witness(&a, "http://y:1")), "named twice"),
+            (format!("[witnesses]\n{}", witness(&log_key, "http://x:1")), "witnesses.witness.key"),
+            (format!("[witnesses]\n{}", witness(&a, "https://x:1")), "witnesses.witness.url"),
+            (format!("[witnesses]\ntimeout = \"0s\"\n{}", witness(&a, "http://x:1")), "witnesses.timeout"),
+        ] {
+            let err = Config::parse(&format!("{BASE}{store}{section}"), Path::new(".")).unwrap_err();
+            assert!(err.to_string().contains(needle), "{section}: {err}");
+        }
     }
 }

@@ -29,6 +29,7 @@ pub mod seal;
 pub mod secrets;
 pub mod server;
 pub mod state;
+pub mod witnesses;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -483,6 +484,22 @@ pub fn open(config: &Config, clock: Clock) -> Result<Broker, OpenError> {
             OpenError::State(e)
         }
     })?;
+    let ledger = match &config.witnesses {
+        Some(witnesses) => {
+            tracing::info!(
+                required = witnesses.required,
+                witnesses = ?witnesses.open().names(),
+                "every release and renewal waits for the witnesses' cosignatures"
+            );
+            ledger.with_witnesses(Some(witnesses.open()))
+        }
+        None => {
+            tracing::warn!(
+                "no [witnesses]: checkpoints are signed by the log key alone, so whoever holds                  it can show one party a fork of the log; enclaves that require witnesses refuse                  these releases"
+            );
+            ledger
+        }
+    };
     let file = ReleasePolicy::load(&config.policy);
     let control = read_control(&ledger)?;
     let policy_source = match &config.approval {

@@ -159,6 +159,19 @@ pub struct Denial {
     pub message: String,
 }
 
+/// The denial for a decision the log could not prove: not witnessed, or not logged.
+fn unproven(error: &StateError, what: &str) -> Denial {
+    if let StateError::NotWitnessed(e) = error {
+        tracing::error!(error = %e, "the log's witnesses did not cosign the {what}; nothing is sent");
+        return Denial::new(
+            "not_witnessed",
+            format!("the {what} is logged, but too few witnesses cosigned the checkpoint ({} of {})", e.cosigned, e.required),
+        );
+    }
+    tracing::error!(error = %error, "the log refused a {what}; nothing is sent");
+    Denial::new("log_unavailable", format!("the {what} could not be logged"))
+}
+
 impl Denial {
     fn new(reason: &str, message: impl Into<String>) -> Self {
         Self {
@@ -605,10 +618,7 @@ impl Broker {
         );
         let proven = self.ledger.append_proven(entry);
         timings.log = started.elapsed();
-        let proven = proven.map_err(|e| {
-            tracing::error!(error = %e, "the log refused a release; nothing is sent");
-            Denial::new("log_unavailable", "the release could not be logged")
-        })?;
+        let proven = proven.map_err(|e| unproven(&e, "release"))?;
 
         let started = Instant::now();
         let claims = ReleaseClaims {
@@ -731,10 +741,7 @@ impl Broker {
         );
         let proven = self.ledger.append_proven(entry);
         timings.log = started.elapsed();
-        let proven = proven.map_err(|e| {
-            tracing::error!(error = %e, "the log refused a renewal; nothing is sent");
-            Denial::new("log_unavailable", "the renewal could not be logged")
-        })?;
+        let proven = proven.map_err(|e| unproven(&e, "renewal"))?;
         let started = Instant::now();
         let claims = RenewalClaims {
             nonce: *nonce,

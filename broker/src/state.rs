@@ -106,6 +106,9 @@ pub enum StateError {
     /// An entry could not be encoded.
     #[error("log entry: {0}")]
     Entry(#[from] proofs::entry::EntryError),
+    /// Too few witnesses cosigned the checkpoint.
+    #[error("witnesses: {0}")]
+    NotWitnessed(#[from] crate::witnesses::NotWitnessed),
 }
 
 impl From<ConfigError> for StateError {
@@ -287,6 +290,7 @@ impl StateDir {
 #[derive(Debug)]
 pub struct Ledger {
     log: Mutex<Log<FileStore>>,
+    witnesses: Option<crate::witnesses::Witnesses>,
 }
 
 /// An entry appended and proven.
@@ -324,7 +328,15 @@ impl Ledger {
         }
         Ok(Self {
             log: Mutex::new(Log::open(store, signer)?),
+            witnesses: None,
         })
+    }
+
+    /// Have every checkpoint that proves an entry cosigned by `witnesses` first.
+    #[must_use]
+    pub fn with_witnesses(mut self, witnesses: Option<crate::witnesses::Witnesses>) -> Self {
+        self.witnesses = witnesses;
+        self
     }
 
     /// Whether the log is held by another process.
@@ -347,12 +359,18 @@ impl Ledger {
         Ok(self.lock()?.append(entry.bytes())?)
     }
 
-    /// Append `entry` durably, sign a checkpoint over it, and prove its inclusion.
+    /// Append `entry` durably, sign a checkpoint over it, have the witnesses cosign it (if
+    /// configured: fewer than required is an error, the entry then stays appended but unproven),
+    /// and prove its inclusion in the cosigned checkpoint.
     pub fn append_proven(&self, entry: Entry) -> Result<Proven, StateError> {
         let entry = LogEntry::new(entry)?;
         let mut log = self.lock()?;
         let index = log.append(entry.bytes())?;
-        log.checkpoint()?;
+        let checkpoint = log.checkpoint()?;
+        if let Some(witnesses) = &self.witnesses {
+            let cosignatures = witnesses.cosign(&log, &checkpoint)?;
+            log.add_cosignatures(&cosignatures)?;
+        }
         let proof = log.prove_inclusion(index)?.to_text().into_bytes();
         Ok(Proven {
             index,

@@ -60,7 +60,7 @@ pub(crate) struct Args {
     #[arg(long)]
     dangerous_any_image: bool,
     /// Do not check the receipt's log checkpoint (when no log key is at hand).
-    #[arg(long, conflicts_with_all = ["keys", "certs"])]
+    #[arg(long, conflicts_with_all = ["keys", "certs", "witnesses"])]
     no_log_check: bool,
     /// A system message before the question.
     #[arg(long, value_name = "TEXT")]
@@ -145,7 +145,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<Verdict> {
     if let Some(version) = args.policy_version {
         trust = trust.policy_version(version);
     }
-    let trust = Arc::new(trust.log(log_keys, args.log_keys.origin().map(str::to_owned)));
+    let trust = Arc::new(
+        trust
+            .log(log_keys, args.log_keys.origin().map(str::to_owned))
+            .witnesses(args.log_keys.witness_policy()?),
+    );
     let timeouts = Timeouts {
         setup: duration(&args.connect_timeout, "--connect-timeout")?,
         answer: duration(&args.timeout, "--timeout")?,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use attest::Timestamp;
 use proofs::audit::{self, AuditError};
+use proofs::cosignature::{CosignatureVerifier, WitnessPolicy};
 use proofs::entry::{Entry, LogEntry};
 use proofs::{Hash, NoteSigner, NoteVerifier, SignedCheckpoint};
 use serde_json::{Value, json};
@@ -99,9 +100,34 @@ pub(crate) struct LogKeys {
     /// signs for.
     #[arg(long)]
     origin: Option<String>,
+    /// A witness that must have cosigned the checkpoint (C2SP tlog-cosignature),
+    /// `<name>+<key ID>+<base64(0x04 ‖ key)>`, or a file holding one. Repeatable.
+    #[arg(long = "witness", value_name = "VKEY|FILE")]
+    witnesses: Vec<String>,
+    /// How many of the --witness keys must have cosigned. Default: all of them.
+    #[arg(long, value_name = "K", requires = "witnesses")]
+    witnesses_required: Option<usize>,
 }
 
 impl LogKeys {
+    /// The witnesses the checkpoint must carry cosignatures from (none unless --witness).
+    pub(crate) fn witness_policy(&self) -> anyhow::Result<WitnessPolicy> {
+        let mut witnesses = Vec::new();
+        for arg in &self.witnesses {
+            let text = if Path::new(arg).is_file() {
+                String::from_utf8(read_small_file(Path::new(arg), "witness key")?)
+                    .context("the witness key file is not UTF-8")?
+            } else {
+                arg.clone()
+            };
+            witnesses.push(
+                CosignatureVerifier::parse(text.trim()).with_context(|| format!("--witness {arg}"))?,
+            );
+        }
+        let required = self.witnesses_required.unwrap_or(witnesses.len());
+        Ok(WitnessPolicy::new(witnesses, required).context("--witnesses-required")?)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.keys.is_empty() && self.certs.is_empty()
     }
@@ -161,6 +187,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
             json,
         } => {
             let trusted = keys.load()?;
+            let witnesses = keys.witness_policy()?;
             let proof_bytes = read_small_file(&proof, "proof")?;
             let (leaf, typed) = match (&entry, &leaf_hash) {
                 (Some(path), _) => {
@@ -170,14 +197,20 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
                 (None, Some(text)) => (parse_hash(text)?, None),
                 (None, None) => bail!("give --entry or --leaf-hash"),
             };
-            match audit::verify_inclusion_file(&proof_bytes, &leaf, &trusted, keys.origin()) {
-                Ok(included) => {
+            let verified = audit::verify_inclusion_file(&proof_bytes, &leaf, &trusted, keys.origin())
+                .and_then(|included| {
+                    let cosigned = witnesses.check(&included.checkpoint.note)?;
+                    Ok((included, cosigned))
+                });
+            match verified {
+                Ok((included, cosigned)) => {
                     if json {
                         print_json(&json!({
                             "version": json::SCHEMA_VERSION, "verified": true,
                             "index": included.index,
                             "leaf_hash": leaf.to_hex(),
                             "checkpoint": checkpoint_json(&included.checkpoint),
+                            "cosigned_by": cosigned_json(&cosigned),
                             "entry": typed.as_ref().map(|e| entry_json(e.entry())),
                         }))?;
                     } else {
@@ -186,6 +219,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
                         println!("  leaf hash   {}", leaf.to_hex());
                         println!("  checkpoint  size {} root {}", cp.size, cp.root);
                         println!("  signed by   {}", included.checkpoint.signed_by.join(", "));
+                        print_cosigned(&cosigned);
                         if let Some(e) = &typed {
                             println!("  entry       {}", describe(e.entry()));
                         }
@@ -203,15 +237,22 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
             json,
         } => {
             let trusted = keys.load()?;
+            let witnesses = keys.witness_policy()?;
             let old = read_small_file(&old, "old checkpoint")?;
             let new = read_small_file(&new, "new checkpoint")?;
             let proof = read_small_file(&proof, "proof")?;
-            match audit::verify_consistency_files(&old, &new, &proof, &trusted, keys.origin()) {
-                Ok((old, new)) => {
+            let verified = audit::verify_consistency_files(&old, &new, &proof, &trusted, keys.origin())
+                .and_then(|(old, new)| {
+                    let cosigned = witnesses.check(&new.note)?;
+                    Ok((old, new, cosigned))
+                });
+            match verified {
+                Ok((old, new, cosigned)) => {
                     if json {
                         print_json(&json!({
                             "version": json::SCHEMA_VERSION, "verified": true,
                             "old": checkpoint_json(&old), "new": checkpoint_json(&new),
+                            "new_cosigned_by": cosigned_json(&cosigned),
                         }))?;
                     } else {
                         println!(
@@ -220,6 +261,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
                         );
                         println!("  old root    {}", old.checkpoint.root);
                         println!("  new root    {}", new.checkpoint.root);
+                        print_cosigned(&cosigned);
                     }
                     Ok(Verdict::Accepted)
                 }
@@ -237,6 +279,24 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
             println!("  verifier    {}", vkey.display());
             Ok(Verdict::Accepted)
         }
+    }
+}
+
+/// Witnesses' names and cosignature times, for JSON.
+pub(crate) fn cosigned_json(cosigned: &[(String, u64)]) -> Value {
+    cosigned
+        .iter()
+        .map(|(name, time)| json!({ "witness": name, "time": time }))
+        .collect()
+}
+
+fn print_cosigned(cosigned: &[(String, u64)]) {
+    if !cosigned.is_empty() {
+        let names: Vec<String> = cosigned
+            .iter()
+            .map(|(name, time)| format!("{name} (at {time})"))
+            .collect();
+        println!("  cosigned by {}", names.join(", "));
     }
 }
 
@@ -267,6 +327,7 @@ fn audit_kind(error: &AuditError) -> &'static str {
         AuditError::Checkpoint(_) => "malformed_checkpoint",
         AuditError::Sizes { .. } => "size_mismatch",
         AuditError::Proof(_) => "proof_failed",
+        AuditError::Witnesses(_) => "not_witnessed",
         _ => "refused",
     }
 }

@@ -58,7 +58,7 @@ pub(crate) struct VerifyArgs {
     #[command(flatten)]
     log_keys: LogKeys,
     /// Do not check the receipt's log checkpoint (when no log key is at hand).
-    #[arg(long, conflicts_with_all = ["keys", "certs"])]
+    #[arg(long, conflicts_with_all = ["keys", "certs", "witnesses"])]
     no_log_check: bool,
     #[command(flatten)]
     trust: TrustArgs,
@@ -83,6 +83,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
         policy_version: args.policy_version,
         log_keys,
         log_origin: args.log_keys.origin().map(str::to_owned),
+        witnesses: args.log_keys.witness_policy()?,
     };
     let request = body_hash(
         args.request.as_ref(),

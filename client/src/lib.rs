@@ -32,6 +32,7 @@ use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, body::Incoming};
 use hyper_util::rt::TokioIo;
 use proofs::NoteVerifier;
+use proofs::cosignature::WitnessPolicy;
 use proofs::receipt::{MAX_RECEIPT_LEN, Receipt, ReceiptError, ReceiptPolicy, VerifiedReceipt};
 use protocol::channel::{ATTESTATION_PATH, BindingError, RECEIPT_HEADER, check_tls_binding};
 use rustls_pki_types::ServerName;
@@ -69,6 +70,8 @@ pub struct Trust {
     log_keys: Vec<NoteVerifier>,
     /// The log's origin, if pinned.
     log_origin: Option<String>,
+    /// The witnesses that must have cosigned the log's checkpoint.
+    witnesses: WitnessPolicy,
 }
 
 impl Trust {
@@ -91,6 +94,7 @@ impl Trust {
             policy_version: None,
             log_keys: Vec::new(),
             log_origin: None,
+            witnesses: WitnessPolicy::none(),
         }
     }
 
@@ -114,6 +118,14 @@ impl Trust {
     pub fn log(mut self, keys: Vec<NoteVerifier>, origin: Option<String>) -> Self {
         self.log_keys = keys;
         self.log_origin = origin;
+        self
+    }
+
+    /// Require receipts' log checkpoints to carry cosignatures from these witnesses (with
+    /// [`Trust::log`]: a cosigned checkpoint is still one the log's key signed).
+    #[must_use]
+    pub fn witnesses(mut self, witnesses: WitnessPolicy) -> Self {
+        self.witnesses = witnesses;
         self
     }
 
@@ -509,6 +521,7 @@ impl Session {
             policy_version: self.trust.policy_version,
             log_keys: self.trust.log_keys.clone(),
             log_origin: self.trust.log_origin.clone(),
+            witnesses: self.trust.witnesses.clone(),
         };
         Ok(proofs::receipt::verify_receipt(
             receipt,

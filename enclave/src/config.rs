@@ -65,6 +65,11 @@ pub struct ModelConfig {
     pub broker_roots: Vec<Vec<u8>>,
     /// The transparency log's verifier keys (`<name>+<id>+<key>`).
     pub log_keys: Vec<String>,
+    /// The witnesses whose cosignatures the log's checkpoint must carry (C2SP
+    /// tlog-cosignature verifier keys), and how many of them must have cosigned.
+    pub witnesses: Vec<String>,
+    /// How many of `witnesses` must have cosigned (0 when none is named).
+    pub witnesses_required: usize,
     /// The OAEP digests accepted for the wrapped key.
     pub oaep_hashes: Vec<sealing::release::OaepHash>,
     /// The vsock port of the inference API (TLS, OpenAI-compatible).
@@ -174,6 +179,8 @@ struct RawModel {
     max_size: Option<u64>,
     broker_roots: Vec<PathBuf>,
     log_keys: Vec<String>,
+    witnesses: Option<Vec<String>>,
+    witnesses_required: Option<usize>,
     oaep_hashes: Option<Vec<String>>,
     api_port: Option<u32>,
     precision: Option<String>,
@@ -334,6 +341,17 @@ impl Config {
             }
             for key in &model.log_keys {
                 lines.push(format!("model.log_key = {key}"));
+            }
+            // Written only when witnesses are named, so that configurations without any keep
+            // their measurement.
+            for witness in &model.witnesses {
+                lines.push(format!("model.witness = {witness}"));
+            }
+            if !model.witnesses.is_empty() {
+                lines.push(format!(
+                    "model.witnesses_required = {}",
+                    model.witnesses_required
+                ));
             }
             for hash in &model.oaep_hashes {
                 lines.push(format!("model.oaep_hash = {}", hash.as_str()));
@@ -500,6 +518,9 @@ fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> 
     for key in &raw.log_keys {
         proofs::NoteVerifier::parse(key).map_err(|e| invalid("model.log_keys", e))?;
     }
+    let witnesses = raw.witnesses.unwrap_or_default();
+    let witnesses_required = raw.witnesses_required.unwrap_or(witnesses.len());
+    witness_policy(&witnesses, witnesses_required)?;
     let oaep_hashes = raw
         .oaep_hashes
         .unwrap_or_else(|| vec!["sha256".into()])
@@ -548,8 +569,26 @@ fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> 
         max_size: raw.max_size.unwrap_or(DEFAULT_MAX_MODEL_SIZE),
         broker_roots,
         log_keys: raw.log_keys,
+        witnesses,
+        witnesses_required,
         oaep_hashes,
     })
+}
+
+/// The witness policy `witnesses` (verifier keys) and `required` make.
+pub(crate) fn witness_policy(
+    witnesses: &[String],
+    required: usize,
+) -> Result<proofs::cosignature::WitnessPolicy, ConfigError> {
+    let keys = witnesses
+        .iter()
+        .map(|w| {
+            proofs::cosignature::CosignatureVerifier::parse(w)
+                .map_err(|e| invalid("model.witnesses", format!("{w:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    proofs::cosignature::WitnessPolicy::new(keys, required)
+        .map_err(|e| invalid("model.witnesses_required", e))
 }
 
 /// Read a small file, refusing anything over [`MAX_CONFIG_LEN`].

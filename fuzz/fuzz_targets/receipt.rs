@@ -22,6 +22,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             policy_version: None,
             log_keys: Vec::new(),
             log_origin: None,
+            witnesses: proofs::cosignature::WitnessPolicy::none(),
         };
         let document = include_bytes!("../seeds/parse/marlin-20240226-3a4a0301.cbor");
         assert!(verify_receipt(data, document, verifier(), &policy, &[0; 48], &[0; 48]).is_err());

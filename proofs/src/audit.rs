@@ -32,6 +32,9 @@ pub enum AuditError {
         /// The new checkpoint's size.
         new: u64,
     },
+    /// The checkpoint lacks the witnesses' cosignatures required, or one is forged.
+    #[error(transparent)]
+    Witnesses(#[from] crate::cosignature::WitnessError),
     /// The two checkpoints come from different logs.
     #[error("the checkpoints come from different logs: {old:?} and {new:?}")]
     Origins {

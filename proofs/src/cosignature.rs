@@ -270,3 +270,128 @@ impl Cosigner {
         }
     }
 }
+
+/// How many of which witnesses must have cosigned a checkpoint before it is believed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WitnessPolicy {
+    witnesses: Vec<CosignatureVerifier>,
+    required: usize,
+}
+
+/// Why a checkpoint's cosignatures were refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WitnessError {
+    /// The policy itself is unusable.
+    #[error("witness policy: {0}")]
+    Policy(String),
+    /// The note does not parse, or a named witness's signature does not verify.
+    #[error("the checkpoint's cosignatures: {0}")]
+    Note(#[from] NoteError),
+    /// Too few of the named witnesses cosigned.
+    #[error(
+        "the checkpoint is cosigned by {cosigned} of the {required} witnesses required \
+         (cosigned by: {names}; named: {named})"
+    )]
+    TooFew {
+        /// How many cosigned.
+        cosigned: usize,
+        /// How many must.
+        required: usize,
+        /// Who did.
+        names: String,
+        /// Who may.
+        named: String,
+    },
+}
+
+impl WitnessPolicy {
+    /// No witness required: the log's own signature is believed alone.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// `required` of `witnesses`, each named once; `required` is at least 1 when witnesses are
+    /// named, and at most their number.
+    pub fn new(witnesses: Vec<CosignatureVerifier>, required: usize) -> Result<Self, WitnessError> {
+        for (i, w) in witnesses.iter().enumerate() {
+            if witnesses.iter().take(i).any(|o| o.name == w.name) {
+                return Err(WitnessError::Policy(format!(
+                    "the witness {} is named twice",
+                    w.name
+                )));
+            }
+        }
+        if required > witnesses.len() {
+            return Err(WitnessError::Policy(format!(
+                "{required} witnesses required, but only {} named",
+                witnesses.len()
+            )));
+        }
+        if required == 0 && !witnesses.is_empty() {
+            return Err(WitnessError::Policy(
+                "witnesses are named but none is required: require at least 1".into(),
+            ));
+        }
+        Ok(Self {
+            witnesses,
+            required,
+        })
+    }
+
+    /// The witnesses named.
+    pub fn witnesses(&self) -> &[CosignatureVerifier] {
+        &self.witnesses
+    }
+
+    /// How many must cosign.
+    pub fn required(&self) -> usize {
+        self.required
+    }
+
+    /// Whether any cosignature is required.
+    pub fn is_required(&self) -> bool {
+        self.required > 0
+    }
+
+    /// Check the signed checkpoint `note`: at least `required` of the named witnesses cosigned
+    /// its text, and no cosignature claiming a named witness fails to verify. Returns each
+    /// cosigning witness's name and cosignature time.
+    pub fn check(&self, note: &str) -> Result<Vec<(String, u64)>, WitnessError> {
+        if !self.is_required() {
+            return Ok(Vec::new());
+        }
+        let note = Note::parse(note.as_bytes())?;
+        let found = cosignatures(&note, &self.witnesses)?;
+        if found.len() < self.required {
+            let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+            let named: Vec<&str> = self.witnesses.iter().map(|w| w.name()).collect();
+            return Err(WitnessError::TooFew {
+                cosigned: found.len(),
+                required: self.required,
+                names: if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                },
+                named: named.join(", "),
+            });
+        }
+        Ok(found)
+    }
+}
+
+/// `note` with `cosignatures` added after its own signatures (a signature already on it is not
+/// added twice).
+pub fn add_cosignatures(note: &str, cosignatures: &[NoteSignature]) -> Result<String, NoteError> {
+    let mut parsed = Note::parse(note.as_bytes())?;
+    for sig in cosignatures {
+        if !parsed.signatures.contains(sig) {
+            if parsed.signatures.len() == crate::note::MAX_SIGNATURES {
+                return Err(NoteError::Malformed("too many signatures"));
+            }
+            parsed.signatures.push(sig.clone());
+        }
+    }
+    Ok(parsed.to_text())
+}

@@ -6,7 +6,7 @@
 
 use crate::checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
 use crate::hash::Hash;
-use crate::note::{NoteError, NoteSigner, NoteVerifier};
+use crate::note::{NoteError, NoteSignature, NoteSigner, NoteVerifier};
 use crate::proof_file::{ConsistencyProofFile, InclusionProofFile};
 use crate::store::{LogStore, StoreError};
 
@@ -141,6 +141,22 @@ impl<S: LogStore> Log<S> {
         };
         self.latest = Some(signed.clone());
         Ok(signed)
+    }
+
+    /// Add witnesses' `cosignatures` to the latest checkpoint's note and store it; inclusion
+    /// proofs from now on carry them. The caller checks the cosignatures: the log only keeps them.
+    pub fn add_cosignatures(
+        &mut self,
+        cosignatures: &[NoteSignature],
+    ) -> Result<SignedCheckpoint, LogError> {
+        let latest = self
+            .latest
+            .as_mut()
+            .ok_or(NoteError::Malformed("there is no checkpoint to add cosignatures to"))?;
+        let note = crate::cosignature::add_cosignatures(&latest.note, cosignatures)?;
+        self.store.set_checkpoint(note.as_bytes())?;
+        latest.note = note;
+        Ok(latest.clone())
     }
 
     /// The entry at `index`.

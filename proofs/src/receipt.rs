@@ -21,6 +21,7 @@ use cbor::{Map, Profile, Reader, required};
 use coset::CoseSign1;
 
 use crate::checkpoint::{CheckpointError, SignedCheckpoint};
+use crate::cosignature::{WitnessError, WitnessPolicy};
 use crate::note::NoteVerifier;
 
 /// The receipt payload version.
@@ -85,6 +86,9 @@ pub enum ReceiptError {
         /// The checkpoint's size.
         size: u64,
     },
+    /// The checkpoint lacks the cosignatures required, or one of them is forged.
+    #[error("the receipt's checkpoint is refused: {0}")]
+    Witnesses(#[from] WitnessError),
     /// Signing failed.
     #[error("cannot sign: {0}")]
     Sign(&'static str),
@@ -257,6 +261,9 @@ pub struct ReceiptPolicy {
     pub log_keys: Vec<NoteVerifier>,
     /// The log's origin, if pinned.
     pub log_origin: Option<String>,
+    /// The witnesses that must have cosigned the checkpoint (none by default). Requiring any
+    /// needs log keys.
+    pub witnesses: WitnessPolicy,
 }
 
 /// A receipt that verified, with the document that vouches for its key.
@@ -279,7 +286,8 @@ pub struct VerifiedReceipt {
 ///    document is judged at its own time);
 /// 3. verify the receipt's signature with the public key the document binds;
 /// 4. check the request and response hashes, the model digest and the policy version;
-/// 5. if log keys are given, verify the checkpoint and that it covers the key-release index.
+/// 5. if log keys are given, verify the checkpoint, that it covers the key-release index, and
+///    that the witnesses the policy requires cosigned it.
 pub fn verify_receipt(
     receipt: &[u8],
     document: &[u8],
@@ -323,6 +331,11 @@ pub fn verify_receipt(
         });
     }
     let checkpoint = if policy.log_keys.is_empty() {
+        if policy.witnesses.is_required() {
+            return Err(ReceiptError::Witnesses(WitnessError::Policy(
+                "witnesses are required but no log key is given".into(),
+            )));
+        }
         None
     } else {
         let cp = SignedCheckpoint::open(
@@ -336,6 +349,7 @@ pub fn verify_receipt(
                 size: cp.checkpoint.size,
             });
         }
+        policy.witnesses.check(&cp.note)?;
         Some(cp)
     };
     Ok(VerifiedReceipt {

@@ -130,6 +130,7 @@ fn policy(f: &Fixture) -> ReceiptPolicy {
         policy_version: Some(4),
         log_keys: vec![f.log_key.clone()],
         log_origin: Some("gov.example/key-release-log".into()),
+        witnesses: proofs::cosignature::WitnessPolicy::none(),
     }
 }
 

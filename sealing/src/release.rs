@@ -165,6 +165,10 @@ pub enum ReleaseError {
     /// The release is not proven to be in the transparency log.
     #[error("the release is not proven to be in the transparency log: {0}")]
     Log(&'static str),
+    /// The checkpoint that proves the release lacks the witnesses' cosignatures the enclave
+    /// requires, or carries a forged one: the broker may be showing a private fork of its log.
+    #[error("the release's log checkpoint is not witnessed: {0}")]
+    Witnesses(#[from] proofs::cosignature::WitnessError),
     /// The release's log entry is not a valid entry.
     #[error("the release's log entry is refused: {0}")]
     LogEntry(#[from] EntryError),
@@ -204,6 +208,7 @@ impl ReleaseError {
             Self::Signature => "signature",
             Self::Mismatch { .. } => "mismatch",
             Self::Log(_) | Self::LogEntry(_) | Self::Inclusion(_) => "log",
+            Self::Witnesses(_) => "not_witnessed",
             Self::Unwrap => "unwrap",
             Self::OaepNotAllowed(_) => "oaep_not_allowed",
             Self::Lease(_) => "lease",
@@ -701,6 +706,9 @@ pub struct ReleaseTrust {
     pub log_keys: Vec<NoteVerifier>,
     /// The log's origin, if pinned.
     pub log_origin: Option<String>,
+    /// The witnesses that must have cosigned the checkpoint proving a release or a renewal
+    /// (none required by default).
+    pub witnesses: proofs::cosignature::WitnessPolicy,
     /// The OAEP digests accepted.
     pub oaep_hashes: Vec<OaepHash>,
 }
@@ -889,6 +897,7 @@ fn included(
     if included.index != index {
         return Err(ReleaseError::Mismatch { field: "log_index" });
     }
+    trust.witnesses.check(&included.checkpoint.note)?;
     Ok(included.checkpoint)
 }
 

@@ -108,6 +108,7 @@ impl Broker {
             broker_roots: trust_of(&self.root),
             log_keys: vec![self.log_key.clone()],
             log_origin: Some("gov.example/release-log".into()),
+            witnesses: proofs::cosignature::WitnessPolicy::none(),
             oaep_hashes: vec![OaepHash::Sha256],
         }
     }

@@ -224,3 +224,53 @@ fn the_model_s_engine_settings_are_measured_and_precision_is_gone() {
         assert!(error.contains(named), "{text:?}: {error}");
     }
 }
+
+#[test]
+fn witnesses_are_measured_and_a_policy_that_names_them_must_require_one() {
+    let dir = dev_dir("witnesses");
+    let log_key = proofs::NoteSigner::generate("log.example/test")
+        .unwrap()
+        .verifier()
+        .to_vkey();
+    let witness = |name: &str| {
+        proofs::cosignature::Cosigner::generate(name)
+            .unwrap()
+            .verifier()
+            .to_vkey()
+    };
+    let (a, b) = (witness("witness-a.example"), witness("witness-b.example"));
+    let model = format!(
+        "[model]\nid = \"m\"\nbroker_port = 8001\nsource_port = 8002\nbroker_roots = \
+         [\"root.der\"]\nlog_keys = [\"{log_key}\"]\n"
+    );
+    let none = Config::from_toml(&model, &dir).unwrap();
+    assert!(!none.canonical().contains("model.witness"));
+    let both = Config::from_toml(&format!("{model}witnesses = [\"{a}\", \"{b}\"]\n"), &dir).unwrap();
+    let model_config = both.model.as_ref().unwrap();
+    assert_eq!(model_config.witnesses_required, 2, "all named, unless told");
+    assert!(both.canonical().contains(&format!("model.witness = {a}")));
+    let one_of_two = Config::from_toml(
+        &format!("{model}witnesses = [\"{a}\", \"{b}\"]\nwitnesses_required = 1\n"),
+        &dir,
+    )
+    .unwrap();
+    let digests = [none.digest(), both.digest(), one_of_two.digest()];
+    for (i, x) in digests.iter().enumerate() {
+        for y in digests.iter().skip(i + 1) {
+            assert_ne!(x, y, "the witnesses and their threshold are measured");
+        }
+    }
+    for (text, named) in [
+        (format!("witnesses = [\"{a}\"]\nwitnesses_required = 0\n"), "model.witnesses_required"),
+        (format!("witnesses = [\"{a}\"]\nwitnesses_required = 2\n"), "model.witnesses_required"),
+        (format!("witnesses = [\"{a}\", \"{a}\"]\n"), "model.witnesses_required"),
+        // A log key (type 0x01) is not a witness key (type 0x04).
+        (format!("witnesses = [\"{log_key}\"]\n"), "model.witnesses"),
+        ("witnesses = [\"garbage\"]\n".to_owned(), "model.witnesses"),
+    ] {
+        let error = Config::from_toml(&format!("{model}{text}"), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(named), "{text:?}: {error}");
+    }
+}

@@ -391,6 +391,7 @@ impl Broker {
             broker_roots: roots,
             log_keys: vec![proofs::NoteVerifier::parse(&self.log_vkey).unwrap()],
             log_origin: Some("test.example/key-release-log".into()),
+            witnesses: proofs::cosignature::WitnessPolicy::none(),
             oaep_hashes: vec![self.backend.oaep()],
         }
     }
