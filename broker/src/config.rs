@@ -662,7 +662,8 @@ mod tests {
                 .to_vkey()
         };
         let (a, b) = (key("a.example"), key("b.example"));
-        let witness = |k: &str, url: &str| format!("[[witnesses.witness]]\nkey = \"{k}\"\nurl = \"{url}\"\n");
+        let witness =
+            |k: &str, url: &str| format!("[[witnesses.witness]]\nkey = \"{k}\"\nurl = \"{url}\"\n");
         let two = format!(
             "{}{}",
             witness(&a, "http://127.0.0.1:7380"),
@@ -671,18 +672,53 @@ mod tests {
         let c = Config::parse(&format!("{BASE}{store}[witnesses]\n{two}"), Path::new(".")).unwrap();
         let w = c.witnesses.as_ref().unwrap();
         assert_eq!((w.required, w.witnesses.len()), (2, 2), "all, unless told");
-        assert_eq!(c.to_json()["witnesses"]["witness"][1]["url"], "http://127.0.0.1:7381/w/add-checkpoint");
-        let log_key = proofs::NoteSigner::generate("l.example").unwrap().verifier().to_vkey();
+        assert_eq!(
+            c.to_json()["witnesses"]["witness"][1]["url"],
+            "http://127.0.0.1:7381/w/add-checkpoint"
+        );
+        let log_key = proofs::NoteSigner::generate("l.example")
+            .unwrap()
+            .verifier()
+            .to_vkey();
         for (section, needle) in [
-            (format!("[witnesses]\nrequired = 3\n{two}"), "witnesses.required"),
-            (format!("[witnesses]\nrequired = 0\n{two}"), "witnesses.required"),
-            ("[witnesses]\nwitness = []\n".to_owned(), "witnesses.witness"),
-            (format!("[witnesses]\n{}{}", witness(&a, "http://x:1"), witness(&a, "http://y:1")), "named twice"),
-            (format!("[witnesses]\n{}", witness(&log_key, "http://x:1")), "witnesses.witness.key"),
-            (format!("[witnesses]\n{}", witness(&a, "https://x:1")), "witnesses.witness.url"),
-            (format!("[witnesses]\ntimeout = \"0s\"\n{}", witness(&a, "http://x:1")), "witnesses.timeout"),
+            (
+                format!("[witnesses]\nrequired = 3\n{two}"),
+                "witnesses.required",
+            ),
+            (
+                format!("[witnesses]\nrequired = 0\n{two}"),
+                "witnesses.required",
+            ),
+            (
+                "[witnesses]\nwitness = []\n".to_owned(),
+                "witnesses.witness",
+            ),
+            (
+                format!(
+                    "[witnesses]\n{}{}",
+                    witness(&a, "http://x:1"),
+                    witness(&a, "http://y:1")
+                ),
+                "named twice",
+            ),
+            (
+                format!("[witnesses]\n{}", witness(&log_key, "http://x:1")),
+                "witnesses.witness.key",
+            ),
+            (
+                format!("[witnesses]\n{}", witness(&a, "https://x:1")),
+                "witnesses.witness.url",
+            ),
+            (
+                format!(
+                    "[witnesses]\ntimeout = \"0s\"\n{}",
+                    witness(&a, "http://x:1")
+                ),
+                "witnesses.timeout",
+            ),
         ] {
-            let err = Config::parse(&format!("{BASE}{store}{section}"), Path::new(".")).unwrap_err();
+            let err =
+                Config::parse(&format!("{BASE}{store}{section}"), Path::new(".")).unwrap_err();
             assert!(err.to_string().contains(needle), "{section}: {err}");
         }
     }

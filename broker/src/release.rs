@@ -165,7 +165,10 @@ fn unproven(error: &StateError, what: &str) -> Denial {
         tracing::error!(error = %e, "the log's witnesses did not cosign the {what}; nothing is sent");
         return Denial::new(
             "not_witnessed",
-            format!("the {what} is logged, but too few witnesses cosigned the checkpoint ({} of {})", e.cosigned, e.required),
+            format!(
+                "the {what} is logged, but too few witnesses cosigned the checkpoint ({} of {})",
+                e.cosigned, e.required
+            ),
         );
     }
     tracing::error!(error = %error, "the log refused a {what}; nothing is sent");

@@ -41,9 +41,9 @@ impl WitnessUrl {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
-        let port_ok = authority
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let port_ok = authority.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !port_ok {
             return Err(format!("{url:?}: expected http://HOST:PORT[/PATH]"));
         }
@@ -146,7 +146,10 @@ impl Witnesses {
                 .zip(&self.remotes)
                 .map(|(ask, remote)| {
                     ask.join().unwrap_or_else(|_| {
-                        Err(format!("{}: the request panicked", remote.config.key.name()))
+                        Err(format!(
+                            "{}: the request panicked",
+                            remote.config.key.name()
+                        ))
                     })
                 })
                 .collect()
@@ -337,7 +340,10 @@ fn parse_answer(answer: &[u8]) -> Result<(u16, Vec<u8>), String> {
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
-        .and_then(|l| l.strip_prefix("HTTP/1.1 ").or_else(|| l.strip_prefix("HTTP/1.0 ")))
+        .and_then(|l| {
+            l.strip_prefix("HTTP/1.1 ")
+                .or_else(|| l.strip_prefix("HTTP/1.0 "))
+        })
         .and_then(|l| l.get(..3))
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or("not an HTTP/1.1 answer")?;
@@ -354,7 +360,9 @@ fn parse_answer(answer: &[u8]) -> Result<(u16, Vec<u8>), String> {
         }
     }
     let body = match length {
-        Some(n) => body.get(..n).ok_or("the answer is shorter than its Content-Length")?,
+        Some(n) => body
+            .get(..n)
+            .ok_or("the answer is shorter than its Content-Length")?,
         None => body,
     };
     Ok((status, body.to_vec()))
@@ -369,7 +377,10 @@ mod tests {
         let url = WitnessUrl::parse("http://127.0.0.1:7380").unwrap();
         assert_eq!(url.to_string(), "http://127.0.0.1:7380/add-checkpoint");
         let url = WitnessUrl::parse("http://w.example:80/witness/").unwrap();
-        assert_eq!(url.to_string(), "http://w.example:80/witness/add-checkpoint");
+        assert_eq!(
+            url.to_string(),
+            "http://w.example:80/witness/add-checkpoint"
+        );
         for bad in [
             "https://w.example:443",
             "http://w.example",
@@ -399,7 +410,11 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
         ] {
-            assert!(parse_answer(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_answer(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

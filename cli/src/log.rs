@@ -121,11 +121,12 @@ impl LogKeys {
                 arg.clone()
             };
             witnesses.push(
-                CosignatureVerifier::parse(text.trim()).with_context(|| format!("--witness {arg}"))?,
+                CosignatureVerifier::parse(text.trim())
+                    .with_context(|| format!("--witness {arg}"))?,
             );
         }
         let required = self.witnesses_required.unwrap_or(witnesses.len());
-        Ok(WitnessPolicy::new(witnesses, required).context("--witnesses-required")?)
+        WitnessPolicy::new(witnesses, required).context("--witnesses-required")
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -197,11 +198,12 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
                 (None, Some(text)) => (parse_hash(text)?, None),
                 (None, None) => bail!("give --entry or --leaf-hash"),
             };
-            let verified = audit::verify_inclusion_file(&proof_bytes, &leaf, &trusted, keys.origin())
-                .and_then(|included| {
-                    let cosigned = witnesses.check(&included.checkpoint.note)?;
-                    Ok((included, cosigned))
-                });
+            let verified =
+                audit::verify_inclusion_file(&proof_bytes, &leaf, &trusted, keys.origin())
+                    .and_then(|included| {
+                        let cosigned = witnesses.check(&included.checkpoint.note)?;
+                        Ok((included, cosigned))
+                    });
             match verified {
                 Ok((included, cosigned)) => {
                     if json {
@@ -241,11 +243,12 @@ pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
             let old = read_small_file(&old, "old checkpoint")?;
             let new = read_small_file(&new, "new checkpoint")?;
             let proof = read_small_file(&proof, "proof")?;
-            let verified = audit::verify_consistency_files(&old, &new, &proof, &trusted, keys.origin())
-                .and_then(|(old, new)| {
-                    let cosigned = witnesses.check(&new.note)?;
-                    Ok((old, new, cosigned))
-                });
+            let verified =
+                audit::verify_consistency_files(&old, &new, &proof, &trusted, keys.origin())
+                    .and_then(|(old, new)| {
+                        let cosigned = witnesses.check(&new.note)?;
+                        Ok((old, new, cosigned))
+                    });
             match verified {
                 Ok((old, new, cosigned)) => {
                     if json {

@@ -149,10 +149,9 @@ impl<S: LogStore> Log<S> {
         &mut self,
         cosignatures: &[NoteSignature],
     ) -> Result<SignedCheckpoint, LogError> {
-        let latest = self
-            .latest
-            .as_mut()
-            .ok_or(NoteError::Malformed("there is no checkpoint to add cosignatures to"))?;
+        let latest = self.latest.as_mut().ok_or(NoteError::Malformed(
+            "there is no checkpoint to add cosignatures to",
+        ))?;
         let note = crate::cosignature::add_cosignatures(&latest.note, cosignatures)?;
         self.store.set_checkpoint(note.as_bytes())?;
         latest.note = note;

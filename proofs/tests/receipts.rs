@@ -412,3 +412,73 @@ fn the_log_key_is_certified_under_the_national_root() {
     tampered[last] ^= 1;
     assert!(NoteVerifier::from_certificate(&tampered, &trust, now).is_err());
 }
+
+#[test]
+fn witnesses_required_by_the_client_must_have_cosigned_the_receipt_s_checkpoint() {
+    use proofs::cosignature::{Cosigner, WitnessError, WitnessPolicy};
+    let f = fixture();
+    let (a, b, c) = (
+        Cosigner::generate("witness-a.example").unwrap(),
+        Cosigner::generate("witness-b.example").unwrap(),
+        Cosigner::generate("witness-c.example").unwrap(),
+    );
+    let text = proofs::Note::parse(f.claims.checkpoint.as_bytes())
+        .unwrap()
+        .text;
+    let cosigned_by = |cosigners: &[&Cosigner]| {
+        let lines: Vec<_> = cosigners
+            .iter()
+            .map(|w| w.cosign(&text, 1_780_000_000).unwrap())
+            .collect();
+        proofs::cosignature::add_cosignatures(&f.claims.checkpoint, &lines).unwrap()
+    };
+    let two_of_three =
+        WitnessPolicy::new(vec![a.verifier(), b.verifier(), c.verifier()], 2).unwrap();
+    let receipt_with = |checkpoint: String| {
+        let mut claims = f.claims.clone();
+        claims.checkpoint = checkpoint;
+        f.signer.sign(&claims).unwrap()
+    };
+    let mut p = policy(&f);
+    p.witnesses = two_of_three;
+
+    // Two of three cosigned: accepted.
+    let verified = check(&f, &receipt_with(cosigned_by(&[&a, &c])), &p).unwrap();
+    assert!(verified.checkpoint.is_some());
+    // One of three, or none: refused, naming who did.
+    for (signers, cosigned) in [(vec![&b], 1), (vec![], 0)] {
+        let refused = check(&f, &receipt_with(cosigned_by(&signers)), &p).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                ReceiptError::Witnesses(WitnessError::TooFew { cosigned: n, required: 2, .. }) if n == cosigned
+            ),
+            "{refused}"
+        );
+    }
+    // The same witness twice counts once.
+    let twice = cosigned_by(&[&a]);
+    let again = a.cosign(&text, 1_780_000_001).unwrap();
+    let twice = proofs::cosignature::add_cosignatures(&twice, &[again]).unwrap();
+    assert!(check(&f, &receipt_with(twice), &p).is_err());
+    // An impostor under a named witness's name, with its own key, is refused.
+    let impostor = Cosigner::generate("witness-a.example").unwrap();
+    let forged = cosigned_by(&[&impostor, &b]);
+    assert!(check(&f, &receipt_with(forged), &p).is_err());
+    // A cosignature of another checkpoint moved onto this one does not verify.
+    let other_text = text.replace("\n2\n", "\n3\n");
+    let moved = a.cosign(&other_text, 1_780_000_000).unwrap();
+    let moved = proofs::cosignature::add_cosignatures(&cosigned_by(&[&b]), &[moved]).unwrap();
+    assert!(matches!(
+        check(&f, &receipt_with(moved), &p),
+        Err(ReceiptError::Witnesses(WitnessError::Note(
+            proofs::NoteError::BadSignature { .. }
+        )))
+    ));
+    // Witnesses without log keys cannot be judged: refused, not skipped.
+    p.log_keys.clear();
+    assert!(matches!(
+        check(&f, &receipt_with(cosigned_by(&[&a, &b])), &p),
+        Err(ReceiptError::Witnesses(WitnessError::Policy(_)))
+    ));
+}

@@ -245,7 +245,8 @@ fn witnesses_are_measured_and_a_policy_that_names_them_must_require_one() {
     );
     let none = Config::from_toml(&model, &dir).unwrap();
     assert!(!none.canonical().contains("model.witness"));
-    let both = Config::from_toml(&format!("{model}witnesses = [\"{a}\", \"{b}\"]\n"), &dir).unwrap();
+    let both =
+        Config::from_toml(&format!("{model}witnesses = [\"{a}\", \"{b}\"]\n"), &dir).unwrap();
     let model_config = both.model.as_ref().unwrap();
     assert_eq!(model_config.witnesses_required, 2, "all named, unless told");
     assert!(both.canonical().contains(&format!("model.witness = {a}")));
@@ -261,9 +262,18 @@ fn witnesses_are_measured_and_a_policy_that_names_them_must_require_one() {
         }
     }
     for (text, named) in [
-        (format!("witnesses = [\"{a}\"]\nwitnesses_required = 0\n"), "model.witnesses_required"),
-        (format!("witnesses = [\"{a}\"]\nwitnesses_required = 2\n"), "model.witnesses_required"),
-        (format!("witnesses = [\"{a}\", \"{a}\"]\n"), "model.witnesses_required"),
+        (
+            format!("witnesses = [\"{a}\"]\nwitnesses_required = 0\n"),
+            "model.witnesses_required",
+        ),
+        (
+            format!("witnesses = [\"{a}\"]\nwitnesses_required = 2\n"),
+            "model.witnesses_required",
+        ),
+        (
+            format!("witnesses = [\"{a}\", \"{a}\"]\n"),
+            "model.witnesses_required",
+        ),
         // A log key (type 0x01) is not a witness key (type 0x04).
         (format!("witnesses = [\"{log_key}\"]\n"), "model.witnesses"),
         ("witnesses = [\"garbage\"]\n".to_owned(), "model.witnesses"),

@@ -228,6 +228,44 @@ impl Broker {
         broker
     }
 
+    /// A second broker made from a copy of this one's directory while it is stopped: the same
+    /// keys, certificate and configuration, and the same log so far, from which the two logs
+    /// then grow apart. It listens elsewhere.
+    pub fn fork(&self, name: &str) -> Self {
+        assert!(self.child.is_none(), "fork a stopped broker");
+        let dir = std::env::temp_dir().join(format!("e2e-broker-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_dir(&self.dir, &dir);
+        let _ = std::fs::remove_file(dir.join("broker.log"));
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = std::fs::read_to_string(dir.join("broker.toml")).unwrap();
+        let config = config.replace(
+            &format!("listen = \"{}\"", self.listen),
+            &format!("listen = \"{listen}\""),
+        );
+        std::fs::write(dir.join("broker.toml"), config).unwrap();
+        let env = self
+            .env
+            .iter()
+            .map(|(k, v)| {
+                let v = v
+                    .strip_prefix(&self.dir)
+                    .map_or_else(|_| v.clone(), |rest| dir.join(rest));
+                (k.clone(), v)
+            })
+            .collect();
+        Broker {
+            dir,
+            backend: self.backend,
+            root: self.root.clone(),
+            listen,
+            model: self.model.clone(),
+            log_vkey: self.log_vkey.clone(),
+            env,
+            child: None,
+        }
+    }
+
     /// The `broker` binary with this fixture's directory and environment.
     /// Seal `model` as the model the enclave asks for, replacing the one sealed before.
     pub fn seal(&mut self, model: Vec<u8>, chunk_size: u32) {
@@ -400,6 +438,19 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
     }
 }
 
