@@ -21,12 +21,14 @@
 //!                                  # the cross-certificate then no longer stops documents
 //!
 //! [signing]                        # the response key, certified for the key-broker role
-//! key = "broker.key"               # PKCS#8 PEM, P-384
+//! token_key = "response-key"       # a P-384 key pair in the key store's PKCS#11 token
+//! # key = "broker.key"             # or a PKCS#8 PEM file (development; announced at start)
 //! certificate = "broker.pem"       # issued by a national root
 //!
 //! [log]
 //! origin = "gov.example/key-release-log"
-//! key = "log.skey"                 # the C2SP signed-note key (created by `broker init`)
+//! token_key = "log-key"            # an Ed25519 key pair in the token (`broker init` makes it)
+//! # key = "log.skey"               # or a C2SP signed-note key file (development)
 //!
 //! [key_store]
 //! kind = "pkcs11"                  # or "software"
@@ -136,14 +138,14 @@ pub struct Config {
     pub roots: Vec<PathBuf>,
     /// Cross-certificates.
     pub cross_certificates: Vec<PathBuf>,
-    /// The response key (PKCS#8 PEM).
-    pub signing_key: PathBuf,
+    /// The response key (P-384).
+    pub signing_key: ServiceKey,
     /// Its certificate.
     pub signing_certificate: PathBuf,
     /// The log's origin.
     pub log_origin: String,
-    /// The log's signing key file.
-    pub log_key: PathBuf,
+    /// The log's signing key (Ed25519).
+    pub log_key: ServiceKey,
     /// The KEK's label.
     pub kek_label: String,
     /// The OAEP digest for wrapping to enclaves.
@@ -154,6 +156,50 @@ pub struct Config {
     pub approval: Option<crate::approval::ApprovalConfig>,
     /// The witnesses that cosign checkpoints before a release is answered, if any.
     pub witnesses: Option<WitnessesConfig>,
+}
+
+/// Where a service key (the response key, the log key) is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceKey {
+    /// A file on the broker's host (development: whoever reads it can sign as the broker).
+    File(PathBuf),
+    /// A key pair in the key store's PKCS#11 token, by label: it signs there and never leaves.
+    Token(String),
+}
+
+impl ServiceKey {
+    /// For messages and JSON.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(path) => format!("file {}", path.display()),
+            Self::Token(label) => format!("token key {label:?}"),
+        }
+    }
+
+    fn from_raw(
+        section: &str,
+        file: Option<PathBuf>,
+        token_key: Option<String>,
+        at: impl Fn(PathBuf) -> PathBuf,
+    ) -> Result<Self, ConfigError> {
+        match (file, token_key) {
+            (Some(file), None) => Ok(Self::File(at(file))),
+            (None, Some(label)) => {
+                sealing::Id::new(&label)
+                    .map_err(|e| invalid(&format!("{section}.token_key"), e))?;
+                Ok(Self::Token(label))
+            }
+            (Some(_), Some(_)) => Err(invalid(
+                section,
+                "give `key` (a file) or `token_key` (a label in the key store's token), not both",
+            )),
+            (None, None) => Err(invalid(
+                section,
+                "give `token_key` (a label in the key store's PKCS#11 token), or `key` (a file, \
+                 for development)",
+            )),
+        }
+    }
 }
 
 /// The `[witnesses]` section.
@@ -233,7 +279,8 @@ struct RawTrust {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSigning {
-    key: PathBuf,
+    key: Option<PathBuf>,
+    token_key: Option<String>,
     certificate: PathBuf,
 }
 
@@ -241,7 +288,8 @@ struct RawSigning {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     origin: String,
-    key: PathBuf,
+    key: Option<PathBuf>,
+    token_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -428,6 +476,18 @@ impl Config {
             }),
         };
         let witnesses = raw.witnesses.map(witnesses).transpose()?;
+        let signing_key =
+            ServiceKey::from_raw("signing", raw.signing.key, raw.signing.token_key, at)?;
+        let log_key = ServiceKey::from_raw("log", raw.log.key, raw.log.token_key, at)?;
+        let in_token = |key: &ServiceKey| matches!(key, ServiceKey::Token(_));
+        if (in_token(&signing_key) || in_token(&log_key))
+            && !matches!(key_store, KeyStoreConfig::Pkcs11 { .. })
+        {
+            return Err(invalid(
+                "token_key",
+                "keys in a token need a PKCS#11 key store (key_store.kind = \"pkcs11\")",
+            ));
+        }
         Ok(Self {
             approval,
             witnesses,
@@ -452,10 +512,10 @@ impl Config {
             aws_root: raw.trust.aws_root,
             roots: raw.trust.roots.into_iter().map(at).collect(),
             cross_certificates: raw.trust.cross_certificates.into_iter().map(at).collect(),
-            signing_key: at(raw.signing.key),
+            signing_key,
             signing_certificate: at(raw.signing.certificate),
             log_origin: origin,
-            log_key: at(raw.log.key),
+            log_key,
             kek_label: ks.kek_label,
             oaep_hash,
             key_store,
@@ -561,8 +621,16 @@ impl Config {
                 "roots": self.roots,
                 "cross_certificates": self.cross_certificates,
             },
-            "signing": { "key": self.signing_key, "certificate": self.signing_certificate },
-            "log": { "origin": self.log_origin, "key": self.log_key },
+            "signing": {
+                "key": self.signing_key.describe(),
+                "in_token": matches!(self.signing_key, ServiceKey::Token(_)),
+                "certificate": self.signing_certificate,
+            },
+            "log": {
+                "origin": self.log_origin,
+                "key": self.log_key.describe(),
+                "in_token": matches!(self.log_key, ServiceKey::Token(_)),
+            },
             "key_store": key_store,
             "kek_label": self.kek_label,
             "oaep_hash": self.oaep_hash.as_str(),

@@ -40,8 +40,9 @@ use rustls_pki_types::PrivatePkcs8KeyDer;
 use rustls_pki_types::pem::PemObject;
 use sealing::release::{OaepHash, ResponseSigner};
 
+use crate::config::ServiceKey;
 pub use crate::config::{Config, KeyStoreConfig};
-use crate::keystore::{KeyStore, Pkcs11Config, Pkcs11Store, SoftwareStore};
+use crate::keystore::{KeyStore, Pkcs11Config, Pkcs11Store, SigningKeyKind, SoftwareStore};
 use crate::policy::ReleasePolicy;
 use crate::release::{Broker, Clock, Parts};
 use crate::state::{Ledger, PolicyState, StateDir, StateError};
@@ -91,6 +92,9 @@ pub enum OpenError {
     /// The PIN is not text.
     #[error("the PKCS#11 PIN is not text")]
     PinNotText,
+    /// A service key in the token cannot be used.
+    #[error("{0}")]
+    TokenKey(String),
     /// PKCS#11 settings were asked of another key store.
     #[error("the key store is not pkcs11")]
     NotPkcs11,
@@ -98,27 +102,35 @@ pub enum OpenError {
     #[error("{0} is not a PKCS#8 PEM private key")]
     SigningKey(PathBuf),
     /// The response signing certificate could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     SigningCertificate {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: Box<attest::TrustError>,
+        /// Why (in the message, not a source: the message says it once).
+        cause: Box<attest::TrustError>,
     },
     /// The signing key and certificate cannot sign responses enclaves accept.
-    #[error("the signing key and certificate ({key}, {certificate}): {source}")]
+    #[error("the signing key and certificate ({key}, {certificate}): {cause}")]
     Signer {
-        /// The key file.
-        key: PathBuf,
+        /// The key (its file or its label in the token).
+        key: String,
         /// The certificate file.
         certificate: PathBuf,
-        /// Why.
-        source: Box<sealing::release::ReleaseError>,
+        /// Why (in the message, not a source: the message says it once).
+        cause: Box<sealing::release::ReleaseError>,
     },
 }
 
 /// Open the configured key store. The software store warns that it is not an HSM, every time.
 pub fn open_key_store(config: &Config) -> Result<Arc<dyn KeyStore>, OpenError> {
+    Ok(open_key_stores(config)?.0)
+}
+
+/// The key store, and the PKCS#11 store itself when it is one (where token keys are).
+pub type KeyStores = (Arc<dyn KeyStore>, Option<Arc<Pkcs11Store>>);
+
+/// [`open_key_store`], and the PKCS#11 store itself when it is one (where token keys are).
+pub fn open_key_stores(config: &Config) -> Result<KeyStores, OpenError> {
     if config.oaep_hash == OaepHash::Sha1 {
         tracing::warn!(
             "RSA-OAEP with SHA-1 is selected (key_store.oaep_hash = \"sha1\"): use it only with \
@@ -137,11 +149,12 @@ pub fn open_key_store(config: &Config) -> Result<Arc<dyn KeyStore>, OpenError> {
                  in production"
             );
             let passphrase = keystore::software_passphrase(passphrase_file.as_ref())?;
-            Ok(Arc::new(SoftwareStore::open(file, &passphrase)?))
+            Ok((Arc::new(SoftwareStore::open(file, &passphrase)?), None))
         }
         KeyStoreConfig::Pkcs11 { .. } => {
             let (pkcs11, pin) = pkcs11_settings(config)?;
-            Ok(Arc::new(Pkcs11Store::open(pkcs11, &pin)?))
+            let store = Arc::new(Pkcs11Store::open(pkcs11, &pin)?);
+            Ok((store.clone(), Some(store)))
         }
     }
 }
@@ -183,19 +196,11 @@ pub fn open_signer(
     config: &Config,
     trust: &attest::ServiceTrust,
     now: Timestamp,
+    token: Option<&Pkcs11Store>,
 ) -> Result<ResponseSigner, OpenError> {
-    let key_pem = zeroize::Zeroizing::new(config::read_bounded(
-        &config.signing_key,
-        config::MAX_SMALL_FILE,
-    )?);
-    // The decoded key is wiped when dropped, like the PEM it came from.
-    let key = zeroize::Zeroizing::new(
-        PrivatePkcs8KeyDer::from_pem_slice(&key_pem)
-            .map_err(|_| OpenError::SigningKey(config.signing_key.clone()))?,
-    );
-    let certificate_error = |source| OpenError::SigningCertificate {
+    let certificate_error = |cause| OpenError::SigningCertificate {
         path: config.signing_certificate.clone(),
-        source: Box::new(source),
+        cause: Box::new(cause),
     };
     let certificate = attest::load_certificates(&config::read_bounded(
         &config.signing_certificate,
@@ -205,13 +210,76 @@ pub fn open_signer(
     .into_iter()
     .next()
     .ok_or_else(|| certificate_error(attest::TrustError::NoCertificate))?;
-    ResponseSigner::new(key.secret_pkcs8_der(), certificate.to_vec(), trust, now).map_err(
-        |source| OpenError::Signer {
-            key: config.signing_key.clone(),
-            certificate: config.signing_certificate.clone(),
-            source: Box::new(source),
-        },
-    )
+    let signer_error = |cause| OpenError::Signer {
+        key: config.signing_key.describe(),
+        certificate: config.signing_certificate.clone(),
+        cause: Box::new(cause),
+    };
+    match &config.signing_key {
+        ServiceKey::File(path) => {
+            let key_pem =
+                zeroize::Zeroizing::new(config::read_bounded(path, config::MAX_SMALL_FILE)?);
+            // The decoded key is wiped when dropped, like the PEM it came from.
+            let key = zeroize::Zeroizing::new(
+                PrivatePkcs8KeyDer::from_pem_slice(&key_pem)
+                    .map_err(|_| OpenError::SigningKey(path.clone()))?,
+            );
+            ResponseSigner::new(key.secret_pkcs8_der(), certificate.to_vec(), trust, now)
+                .map_err(signer_error)
+        }
+        ServiceKey::Token(label) => {
+            let token = token.ok_or(OpenError::NotPkcs11)?;
+            let key = token
+                .signing_key(label, SigningKeyKind::P384)
+                .map_err(|e| OpenError::TokenKey(format!("signing.token_key: {e}")))?;
+            ResponseSigner::external(Box::new(key), certificate.to_vec(), trust, now)
+                .map_err(signer_error)
+        }
+    }
+}
+
+/// The log's signer: its key from the file, or from the token (`token`, the key store's).
+pub fn open_log_signer(
+    config: &Config,
+    token: Option<&Pkcs11Store>,
+) -> Result<proofs::NoteSigner, OpenError> {
+    let signer = match &config.log_key {
+        ServiceKey::File(path) => state::read_log_key(path)?,
+        ServiceKey::Token(label) => {
+            let token = token.ok_or(OpenError::NotPkcs11)?;
+            let key = token
+                .signing_key(label, SigningKeyKind::Ed25519)
+                .map_err(|e| OpenError::TokenKey(format!("log.token_key: {e}")))?;
+            let public: [u8; 32] = key
+                .public_key()
+                .try_into()
+                .map_err(|_| OpenError::TokenKey("log.token_key: not an Ed25519 key".into()))?;
+            proofs::NoteSigner::external(&config.log_origin, public, Box::new(key))
+                .map_err(|e| OpenError::TokenKey(format!("log.token_key: {e}")))?
+        }
+    };
+    if signer.name() != config.log_origin {
+        return Err(OpenError::TokenKey(format!(
+            "{} is the key of log {:?}, but log.origin is {:?}",
+            config.log_key.describe(),
+            signer.name(),
+            config.log_origin
+        )));
+    }
+    Ok(signer)
+}
+
+/// Announce, at every start, the service keys that are files on this host.
+pub fn announce_file_keys(config: &Config) {
+    for (what, key) in [("response", &config.signing_key), ("log", &config.log_key)] {
+        if let ServiceKey::File(path) = key {
+            tracing::warn!(
+                file = %path.display(),
+                "the {what} signing key is a FILE on this host: whoever reads it can sign as \
+                 the broker. Keep it in the HSM (`token_key`) in production"
+            );
+        }
+    }
 }
 
 /// Adopt `policy` at `now`: if it differs from the one last adopted, its version must be higher,
@@ -475,9 +543,12 @@ pub fn open(config: &Config, clock: Clock) -> Result<Broker, OpenError> {
              key releases"
         );
     }
-    let signer = open_signer(config, &config.service_trust()?, clock())?;
+    announce_file_keys(config);
+    let (key_store, token) = open_key_stores(config)?;
+    let signer = open_signer(config, &config.service_trust()?, clock(), token.as_deref())?;
+    let log_signer = open_log_signer(config, token.as_deref())?;
     let state = StateDir::open(&config.state_dir)?;
-    let ledger = Ledger::open(&state, &config.log_origin, &config.log_key).map_err(|e| {
+    let ledger = Ledger::open(&state, log_signer).map_err(|e| {
         if Ledger::is_locked(&e) {
             OpenError::Locked(e)
         } else {
@@ -535,7 +606,6 @@ pub fn open(config: &Config, clock: Clock) -> Result<Broker, OpenError> {
             control.last_policy.as_ref(),
         )?,
     };
-    let key_store = open_key_store(config)?;
     Ok(Broker::new(Parts {
         key_store,
         verifier: Verifier::new(trust),

@@ -10,8 +10,8 @@ use anyhow::Context;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
-use broker::config::Config;
-use broker::keystore::{DEFAULT_ITERATIONS, Pkcs11Store, SoftwareStore};
+use broker::config::{Config, ServiceKey};
+use broker::keystore::{DEFAULT_ITERATIONS, Pkcs11Store, SigningKeyKind, SoftwareStore};
 use broker::policy::ReleasePolicy;
 use broker::seal::{Pass, SealRequest};
 use broker::state::{Ledger, StateDir};
@@ -359,39 +359,117 @@ fn init(path: &Path, iterations: u32) -> anyhow::Result<ExitCode> {
     let state = StateDir::open(&config.state_dir)?;
     println!("state directory {}", config.state_dir.display());
 
-    if !config.log_key.exists() {
-        let signer = NoteSigner::generate(&config.log_origin)?;
-        write_new(&config.log_key, signer.to_skey()?.as_bytes(), true)?;
-        println!("created the log key {}", config.log_key.display());
+    let token = match &config.key_store {
+        KeyStoreConfig::Software {
+            file,
+            passphrase_file,
+        } => {
+            let passphrase = broker::keystore::software_passphrase(passphrase_file.as_ref())?;
+            if file.exists() {
+                SoftwareStore::open(file, &passphrase)?;
+            } else {
+                SoftwareStore::create(file, &config.kek_label, &passphrase, iterations)?;
+                println!("created the software key store {}", file.display());
+            }
+            eprintln!("broker: warning: the software key store is not an HSM");
+            None
+        }
+        KeyStoreConfig::Pkcs11 { .. } => {
+            let (settings, pin) = broker::pkcs11_settings(&config)?;
+            for label in Pkcs11Store::create_missing(&settings, &pin)? {
+                println!(
+                    "generated {label:?} in token {:?} (256 bits, private, sensitive, never \
+                     extractable, not modifiable)",
+                    settings.token
+                );
+            }
+            Some(Pkcs11Store::open(settings, &pin)?)
+        }
+    };
+    println!("key-encryption key {:?} is ready", config.kek_label);
+
+    match &config.log_key {
+        ServiceKey::File(file) => {
+            if !file.exists() {
+                let signer = NoteSigner::generate(&config.log_origin)?;
+                write_new(file, signer.to_skey()?.as_bytes(), true)?;
+                println!("created the log key {}", file.display());
+            }
+            eprintln!("broker: warning: the log key is a file, not in the HSM");
+        }
+        ServiceKey::Token(label) => {
+            let token = token.as_ref().ok_or(broker::OpenError::NotPkcs11)?;
+            if token.generate_signing_key(label, SigningKeyKind::Ed25519)? {
+                println!("generated the log key {label:?} (Ed25519) in the token");
+            }
+        }
     }
-    let ledger = Ledger::open(&state, &config.log_origin, &config.log_key)?;
+    let ledger = Ledger::open(&state, broker::open_log_signer(&config, token.as_ref())?)?;
     println!("log verifier key: {}", ledger.verifier()?.to_vkey());
 
-    let public = config.signing_key.with_extension("pub.pem");
-    if !config.signing_key.exists() {
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new())
+    let public = match &config.signing_key {
+        ServiceKey::File(file) => {
+            let public = file.with_extension("pub.pem");
+            if !file.exists() {
+                let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+                    &ECDSA_P384_SHA384_FIXED_SIGNING,
+                    &SystemRandom::new(),
+                )
                 .map_err(|_| anyhow::anyhow!("generating the response key"))?;
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref())
-            .map_err(|_| anyhow::anyhow!("reading the new response key"))?;
-        let spki = key
-            .public_key()
-            .as_der()
-            .map_err(|_| anyhow::anyhow!("encoding the response key"))?;
-        write_new(
-            &config.signing_key,
-            zeroize::Zeroizing::new(pem("PRIVATE KEY", pkcs8.as_ref())).as_bytes(),
-            true,
-        )?;
-        write_new(&public, pem("PUBLIC KEY", spki.as_ref()).as_bytes(), false)?;
-        println!(
-            "created the response key {} and its public key {}",
-            config.signing_key.display(),
-            public.display()
-        );
-    }
+                let key =
+                    EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref())
+                        .map_err(|_| anyhow::anyhow!("reading the new response key"))?;
+                let spki = key
+                    .public_key()
+                    .as_der()
+                    .map_err(|_| anyhow::anyhow!("encoding the response key"))?;
+                write_new(
+                    file,
+                    zeroize::Zeroizing::new(pem("PRIVATE KEY", pkcs8.as_ref())).as_bytes(),
+                    true,
+                )?;
+                write_new(&public, pem("PUBLIC KEY", spki.as_ref()).as_bytes(), false)?;
+                println!(
+                    "created the response key {} and its public key {}",
+                    file.display(),
+                    public.display()
+                );
+            }
+            eprintln!("broker: warning: the response key is a file, not in the HSM");
+            public
+        }
+        ServiceKey::Token(label) => {
+            let token = token.as_ref().ok_or(broker::OpenError::NotPkcs11)?;
+            let public = config.signing_certificate.with_extension("pub.pem");
+            if token.generate_signing_key(label, SigningKeyKind::P384)? {
+                println!("generated the response key {label:?} (P-384) in the token");
+            }
+            let spki = token
+                .signing_key(label, SigningKeyKind::P384)?
+                .public_key()
+                .to_vec();
+            let text = pem("PUBLIC KEY", &spki);
+            match std::fs::read(&public) {
+                Ok(existing) if existing == text.as_bytes() => {}
+                Ok(_) => anyhow::bail!(
+                    "{} holds another public key than the token's {label:?}: move it away",
+                    public.display()
+                ),
+                Err(_) => {
+                    write_new(&public, text.as_bytes(), false)?;
+                    println!("wrote its public key {}", public.display());
+                }
+            }
+            public
+        }
+    };
     if config.signing_certificate.exists() {
-        broker::open_signer(&config, &config.service_trust()?, attest::Timestamp::now())?;
+        broker::open_signer(
+            &config,
+            &config.service_trust()?,
+            attest::Timestamp::now(),
+            token.as_ref(),
+        )?;
         println!(
             "response certificate {} is valid for the key-broker role",
             config.signing_certificate.display()
@@ -405,34 +483,6 @@ fn init(path: &Path, iterations: u32) -> anyhow::Result<ExitCode> {
             config.signing_certificate.display()
         );
     }
-
-    match &config.key_store {
-        KeyStoreConfig::Software {
-            file,
-            passphrase_file,
-        } => {
-            let passphrase = broker::keystore::software_passphrase(passphrase_file.as_ref())?;
-            if file.exists() {
-                SoftwareStore::open(file, &passphrase)?;
-            } else {
-                SoftwareStore::create(file, &config.kek_label, &passphrase, iterations)?;
-                println!("created the software key store {}", file.display());
-            }
-            eprintln!("broker: warning: the software key store is not an HSM");
-        }
-        KeyStoreConfig::Pkcs11 { .. } => {
-            let (settings, pin) = broker::pkcs11_settings(&config)?;
-            for label in Pkcs11Store::create_missing(&settings, &pin)? {
-                println!(
-                    "generated {label:?} in token {:?} (256 bits, private, sensitive, never \
-                     extractable, not modifiable)",
-                    settings.token
-                );
-            }
-            Pkcs11Store::open(settings, &pin)?;
-        }
-    }
-    println!("key-encryption key {:?} is ready", config.kek_label);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -451,12 +501,13 @@ fn seal(
         .with_context(|| format!("reading {}", model.display()))?
         .len();
     let state = StateDir::open(&config.state_dir)?;
-    let ledger = match Ledger::open(&state, &config.log_origin, &config.log_key) {
+    let (key_store, token) = broker::open_key_stores(&config)?;
+    let log_signer = broker::open_log_signer(&config, token.as_deref())?;
+    let ledger = match Ledger::open(&state, log_signer) {
         Ok(ledger) => Some(ledger),
         Err(e) if Ledger::is_locked(&e) => None,
         Err(e) => return Err(e.into()),
     };
-    let key_store = broker::open_key_store(&config)?;
     let mut bar = Progress::new(total);
     let sealed = broker::seal::seal_model(
         &SealRequest {

@@ -286,6 +286,17 @@ impl StateDir {
     }
 }
 
+/// A log key from its file (`PRIVATE+KEY+…`).
+pub fn read_log_key(key_file: &Path) -> Result<NoteSigner, StateError> {
+    let skey = read_bounded(key_file, MAX_SMALL_FILE)?;
+    let skey = zeroize::Zeroizing::new(
+        String::from_utf8(skey)
+            .map_err(|_| StateError::File(format!("{} is not text", key_file.display())))?,
+    );
+    NoteSigner::parse(skey.trim())
+        .map_err(|e| StateError::File(format!("{}: {e}", key_file.display())))
+}
+
 /// The transparency log, shared by the broker's workers.
 #[derive(Debug)]
 pub struct Ledger {
@@ -305,23 +316,9 @@ pub struct Proven {
 }
 
 impl Ledger {
-    /// Open the log in `state`, signing with the key in `key_file`, whose name must be `origin`.
-    /// Fails (see [`Ledger::is_locked`]) if another process holds the log.
-    pub fn open(state: &StateDir, origin: &str, key_file: &Path) -> Result<Self, StateError> {
-        let skey = read_bounded(key_file, MAX_SMALL_FILE)?;
-        let skey = zeroize::Zeroizing::new(
-            String::from_utf8(skey)
-                .map_err(|_| StateError::File(format!("{} is not text", key_file.display())))?,
-        );
-        let signer = NoteSigner::parse(skey.trim())
-            .map_err(|e| StateError::File(format!("{}: {e}", key_file.display())))?;
-        if signer.name() != origin {
-            return Err(StateError::File(format!(
-                "{} is the key of log {:?}, but log.origin is {origin:?}",
-                key_file.display(),
-                signer.name()
-            )));
-        }
+    /// Open the log in `state`, signing with `signer` (whose name is the log's origin). Fails
+    /// (see [`Ledger::is_locked`]) if another process holds the log.
+    pub fn open(state: &StateDir, signer: NoteSigner) -> Result<Self, StateError> {
         let store = FileStore::open(state.log_dir()).map_err(proofs::LogError::from)?;
         if store.recovery().repaired() {
             tracing::warn!(recovery = ?store.recovery(), "the log was repaired on open");

@@ -310,7 +310,22 @@ impl std::fmt::Debug for NoteVerifier {
 pub struct NoteSigner {
     name: String,
     key_id: u32,
-    key: Ed25519KeyPair,
+    key: SigningKey,
+}
+
+/// An Ed25519 key held outside this process (an HSM, through PKCS#11): it signs, and never
+/// hands out its private half.
+pub trait ExternalEd25519: Send + Sync {
+    /// The Ed25519 signature (64 bytes) of `message`.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+enum SigningKey {
+    Memory(Ed25519KeyPair),
+    External {
+        public_key: [u8; 32],
+        key: Box<dyn ExternalEd25519>,
+    },
 }
 
 impl NoteSigner {
@@ -357,10 +372,36 @@ impl NoteSigner {
         Ok(signer)
     }
 
-    /// `PRIVATE+KEY+<name>+<key ID>+<base64(0x01 ‖ seed)>`, zeroized on drop.
+    /// A signer for an Ed25519 key held elsewhere, whose public key is `public_key`. Every
+    /// signature it returns is verified under `public_key` before it is used, so a token that
+    /// signs with another key fails at once rather than in a verifier.
+    pub fn external(
+        name: &str,
+        public_key: [u8; 32],
+        key: Box<dyn ExternalEd25519>,
+    ) -> Result<Self, NoteError> {
+        check_name(name)?;
+        Ok(Self {
+            name: name.to_owned(),
+            key_id: key_id(name, &public_key),
+            key: SigningKey::External { public_key, key },
+        })
+    }
+
+    /// Whether the private key is held outside this process.
+    pub fn is_external(&self) -> bool {
+        matches!(self.key, SigningKey::External { .. })
+    }
+
+    /// `PRIVATE+KEY+<name>+<key ID>+<base64(0x01 ‖ seed)>`, zeroized on drop. A key held
+    /// outside this process cannot be exported.
     pub fn to_skey(&self) -> Result<Zeroizing<String>, NoteError> {
-        let seed = self
-            .key
+        let SigningKey::Memory(key) = &self.key else {
+            return Err(NoteError::Key(
+                "the key is held in a token and cannot be exported",
+            ));
+        };
+        let seed = key
             .seed()
             .and_then(|s| s.as_be_bytes())
             .map_err(|_| NoteError::Key("the seed cannot be exported"))?;
@@ -381,8 +422,14 @@ impl NoteSigner {
 
     /// The matching verifier key.
     pub fn verifier(&self) -> NoteVerifier {
-        let mut public_key = [0u8; 32];
-        public_key.copy_from_slice(self.key.public_key().as_ref());
+        let public_key = match &self.key {
+            SigningKey::Memory(key) => {
+                let mut public_key = [0u8; 32];
+                public_key.copy_from_slice(key.public_key().as_ref());
+                public_key
+            }
+            SigningKey::External { public_key, .. } => *public_key,
+        };
         NoteVerifier {
             name: self.name.clone(),
             key_id: self.key_id,
@@ -394,16 +441,31 @@ impl NoteSigner {
     /// and return the signed note.
     pub fn sign(&self, text: &str) -> Result<Note, NoteError> {
         check_text(text)?;
-        let signature = self
-            .key
-            .try_sign(text.as_bytes())
-            .map_err(|_| NoteError::Key("signing failed"))?;
+        let signature = match &self.key {
+            SigningKey::Memory(key) => key
+                .try_sign(text.as_bytes())
+                .map_err(|_| NoteError::Key("signing failed"))?
+                .as_ref()
+                .to_vec(),
+            SigningKey::External { public_key, key } => {
+                let signature = key.sign(text.as_bytes()).map_err(|e| {
+                    tracing::error!(error = %e, "the token could not sign the note");
+                    NoteError::Key("the token could not sign")
+                })?;
+                UnparsedPublicKey::new(&ED25519, public_key)
+                    .verify(text.as_bytes(), &signature)
+                    .map_err(|_| {
+                        NoteError::Key("the token's signature does not verify under its key")
+                    })?;
+                signature
+            }
+        };
         Ok(Note {
             text: text.to_owned(),
             signatures: vec![NoteSignature {
                 name: self.name.clone(),
                 key_id: self.key_id,
-                signature: signature.as_ref().to_vec(),
+                signature,
             }],
         })
     }
@@ -413,7 +475,7 @@ impl NoteSigner {
         Self {
             name: name.to_owned(),
             key_id,
-            key,
+            key: SigningKey::Memory(key),
         }
     }
 }

@@ -37,7 +37,7 @@
 //! Messages are CBOR maps with text keys, `v` (2) and `op`; unknown and duplicate keys are
 //! errors; every field is bounded. Frames are those of the control protocol (the `protocol` crate).
 
-use attest::cose::{CoseError, parse_es384, sign_es384, verify_es384};
+use attest::cose::{CoseError, parse_es384, sign_es384, sign_es384_with, verify_es384};
 use attest::service::{ServiceCertError, ServiceRole, verify_service_certificate};
 use attest::{ServiceTrust, Timestamp};
 use aws_lc_rs::digest::{SHA384, digest};
@@ -534,8 +534,20 @@ fn check_lease(lease_ms: u64) -> Result<(), ReleaseError> {
 /// The broker's response key: a P-384 key whose certificate the national root issued for the
 /// `key-broker` role.
 pub struct ResponseSigner {
-    key: EcdsaKeyPair,
+    key: ResponseKey,
     certificate: Vec<u8>,
+}
+
+/// A P-384 key held outside this process (an HSM, through PKCS#11): it signs, and never hands
+/// out its private half.
+pub trait ExternalP384: Send + Sync {
+    /// The ES384 signature of `message` (SHA-384, then ECDSA): r ‖ s, 96 bytes.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+enum ResponseKey {
+    Memory(EcdsaKeyPair),
+    External(Box<dyn ExternalP384>),
 }
 
 impl std::fmt::Debug for ResponseSigner {
@@ -567,7 +579,38 @@ impl ResponseSigner {
                 "is not the key its certificate certifies",
             ));
         }
-        Ok(Self { key, certificate })
+        Ok(Self {
+            key: ResponseKey::Memory(key),
+            certificate,
+        })
+    }
+
+    /// A signer for a key held elsewhere and its certificate (DER), checked like [`Self::new`]:
+    /// the key signs a probe, which must verify under the certified key, so a token that holds
+    /// another key than the certificate's fails at start.
+    pub fn external(
+        key: Box<dyn ExternalP384>,
+        certificate: Vec<u8>,
+        trust: &ServiceTrust,
+        now: Timestamp,
+    ) -> Result<Self, ReleaseError> {
+        let certified =
+            verify_service_certificate(&certificate, trust, ServiceRole::KeyBroker, now)?;
+        let signer = Self {
+            key: ResponseKey::External(key),
+            certificate,
+        };
+        let probe = signer.sign_payload(RESPONSE_CONTENT_TYPE, b"probe".to_vec())?;
+        let sign1 = parse_es384(&probe, MAX_RESPONSE_LEN, RESPONSE_CONTENT_TYPE)
+            .map_err(ReleaseError::Response)?;
+        verify_es384(&sign1, &certified.spki_der)
+            .map_err(|_| ReleaseError::BrokerKey("is not the key its certificate certifies"))?;
+        Ok(signer)
+    }
+
+    /// Whether the private key is held outside this process.
+    pub fn is_external(&self) -> bool {
+        matches!(self.key, ResponseKey::External(_))
     }
 
     /// The certificate sent with every response.
@@ -586,7 +629,14 @@ impl ResponseSigner {
     }
 
     fn sign_payload(&self, content_type: &str, payload: Vec<u8>) -> Result<Vec<u8>, ReleaseError> {
-        sign_es384(&self.key, content_type, payload).map_err(|e| match e {
+        let signed = match &self.key {
+            ResponseKey::Memory(key) => sign_es384(key, content_type, payload),
+            // The key's own error is its implementation's to log.
+            ResponseKey::External(key) => {
+                sign_es384_with(content_type, payload, |data| key.sign(data))
+            }
+        };
+        signed.map_err(|e| match e {
             CoseError::Sign(reason) => ReleaseError::Crypto(reason),
             _ => ReleaseError::Crypto("the response could not be encoded"),
         })

@@ -174,10 +174,8 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
     .unwrap();
 
     let state = StateDir::open(&dir.join("state")).unwrap();
-    let skey = dir.join("log.skey");
     let note = NoteSigner::generate("bench.example/log").unwrap();
-    std::fs::write(&skey, note.to_skey().unwrap().as_bytes()).unwrap();
-    let ledger = Ledger::open(&state, "bench.example/log", &skey).unwrap();
+    let ledger = Ledger::open(&state, note).unwrap();
 
     let (key_store, oaep): (Arc<dyn KeyStore>, OaepHash) = match backend {
         Backend::Software => {

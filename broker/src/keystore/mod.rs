@@ -9,7 +9,9 @@
 mod pkcs11;
 mod software;
 
-pub use self::pkcs11::{KekWrapMechanism, Pkcs11Config, Pkcs11Store, TokenKey};
+pub use self::pkcs11::{
+    KekWrapMechanism, Pkcs11Config, Pkcs11Store, SigningKeyKind, TokenKey, TokenSigner,
+};
 pub use self::software::{
     DEFAULT_ITERATIONS, MIN_ITERATIONS, SoftwareStore, passphrase as software_passphrase,
 };
