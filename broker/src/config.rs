@@ -328,7 +328,7 @@ fn witnesses(raw: RawWitnesses) -> Result<WitnessesConfig, ConfigError> {
     for w in raw.witness {
         let key = proofs::cosignature::CosignatureVerifier::parse(w.key.trim())
             .map_err(|e| invalid("witnesses.witness.key", format!("{:?}: {e}", w.key)))?;
-        let url = crate::witnesses::WitnessUrl::parse(&w.url)
+        let url = scaffold::http::HttpUrl::parse(&w.url)
             .map_err(|e| invalid("witnesses.witness.url", e))?;
         witnesses.push(crate::witnesses::WitnessConfig { key, url });
     }
@@ -742,7 +742,7 @@ mod tests {
         assert_eq!((w.required, w.witnesses.len()), (2, 2), "all, unless told");
         assert_eq!(
             c.to_json()["witnesses"]["witness"][1]["url"],
-            "http://127.0.0.1:7381/w/add-checkpoint"
+            "http://127.0.0.1:7381/w"
         );
         let log_key = proofs::NoteSigner::generate("l.example")
             .unwrap()

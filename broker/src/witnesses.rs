@@ -12,65 +12,24 @@
 //! The client speaks HTTP/1.1 over TCP (`http://` URLs only): the witness's answer is
 //! self-authenticating (a signature under a configured key), and requests carry nothing secret.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proofs::cosignature::CosignatureVerifier;
 use proofs::note::NoteSignature;
 use proofs::{Log, LogStore, Note, SignedCheckpoint};
+use scaffold::http::{HttpUrl, request};
 
 /// The largest answer read from a witness.
 const MAX_ANSWER_LEN: usize = 16 * 1024;
-
-/// Where a witness listens: `http://host:port[/prefix]`; requests go to `<prefix>/add-checkpoint`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WitnessUrl {
-    authority: String,
-    path: String,
-}
-
-impl WitnessUrl {
-    /// Parse an `http://` URL with a host and a port.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("{url:?}: only http:// URLs (cosignatures authenticate themselves)")
-        })?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        let port_ok = authority.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !port_ok {
-            return Err(format!("{url:?}: expected http://HOST:PORT[/PATH]"));
-        }
-        let visible = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
-        if !visible(authority) || !visible(path) || path.contains(['?', '#']) {
-            return Err(format!("{url:?}: no spaces, queries or fragments"));
-        }
-        Ok(Self {
-            authority: authority.to_owned(),
-            path: format!("{}/add-checkpoint", path.trim_end_matches('/')),
-        })
-    }
-}
-
-impl std::fmt::Display for WitnessUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.path)
-    }
-}
 
 /// One witness: its key and where it listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WitnessConfig {
     /// Its cosignature key.
     pub key: CosignatureVerifier,
-    /// Its URL.
-    pub url: WitnessUrl,
+    /// Its URL: requests go to `<url>/add-checkpoint`.
+    pub url: HttpUrl,
 }
 
 /// The witnesses a broker asks, and how many must cosign.
@@ -201,8 +160,15 @@ impl Remote {
             }
             body.push('\n');
             body.push_str(&checkpoint.note);
-            let (status, answer) = post(&self.config.url, body.as_bytes(), timeout)
-                .map_err(|e| format!("{name} ({}): {e}", self.config.url))?;
+            let (status, answer) = request(
+                "POST",
+                &self.config.url,
+                "add-checkpoint",
+                body.as_bytes(),
+                timeout,
+                MAX_ANSWER_LEN,
+            )
+            .map_err(|e| format!("{name} ({}): {e}", self.config.url))?;
             match status {
                 200 => {
                     let signature = self.cosignature(&checkpoint.note, &answer)?;
@@ -274,147 +240,4 @@ fn printable(bytes: &[u8]) -> String {
         .collect::<String>()
         .trim()
         .to_owned()
-}
-
-/// POST `body` to `url`; returns the status and the body of the answer.
-fn post(url: &WitnessUrl, body: &[u8], timeout: Duration) -> Result<(u16, Vec<u8>), String> {
-    let deadline = Instant::now() + timeout;
-    let left = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| format!("no answer within {timeout:?}"))
-    };
-    let addr = url
-        .authority
-        .to_socket_addrs()
-        .map_err(|e| format!("resolving: {e}"))?
-        .next()
-        .ok_or("resolving: no address")?;
-    let mut stream =
-        TcpStream::connect_timeout(&addr, left()?).map_err(|e| format!("connecting: {e}"))?;
-    stream
-        .set_write_timeout(Some(left()?))
-        .map_err(|e| e.to_string())?;
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        url.path,
-        url.authority,
-        body.len()
-    );
-    stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body))
-        .map_err(|e| format!("sending: {e}"))?;
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        stream
-            .set_read_timeout(Some(left()?))
-            .map_err(|e| e.to_string())?;
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                answer.extend_from_slice(buf.get(..n).unwrap_or_default());
-                if answer.len() > MAX_ANSWER_LEN {
-                    return Err(format!("the answer is over {MAX_ANSWER_LEN} bytes"));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("reading: {e}")),
-        }
-    }
-    parse_answer(&answer)
-}
-
-/// An HTTP/1.1 answer read to the end: the status and the body (bounded by Content-Length).
-fn parse_answer(answer: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("an incomplete HTTP answer")?;
-    let (head, body) = answer.split_at(split);
-    let body = body.get(4..).unwrap_or_default();
-    let head = std::str::from_utf8(head).map_err(|_| "the HTTP head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| {
-            l.strip_prefix("HTTP/1.1 ")
-                .or_else(|| l.strip_prefix("HTTP/1.0 "))
-        })
-        .and_then(|l| l.get(..3))
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or("not an HTTP/1.1 answer")?;
-    let mut length = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            return Err("a malformed HTTP header".into());
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse::<usize>().map_err(|_| "a bad Content-Length")?);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(format!("Transfer-Encoding {value} is not supported"));
-        }
-    }
-    let body = match length {
-        Some(n) => body
-            .get(..n)
-            .ok_or("the answer is shorter than its Content-Length")?,
-        None => body,
-    };
-    Ok((status, body.to_vec()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_http_with_a_port() {
-        let url = WitnessUrl::parse("http://127.0.0.1:7380").unwrap();
-        assert_eq!(url.to_string(), "http://127.0.0.1:7380/add-checkpoint");
-        let url = WitnessUrl::parse("http://w.example:80/witness/").unwrap();
-        assert_eq!(
-            url.to_string(),
-            "http://w.example:80/witness/add-checkpoint"
-        );
-        for bad in [
-            "https://w.example:443",
-            "http://w.example",
-            "http://:80",
-            "http://w.example:0",
-            "http://w.example:99999",
-            "http://w.example:80/a b",
-            "http://w.example:80/?q",
-            "w.example:80",
-        ] {
-            assert!(WitnessUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn answers_are_parsed_strictly() {
-        let ok = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\r\nabcdef";
-        assert_eq!(parse_answer(ok).unwrap(), (200, b"abc".to_vec()));
-        let close = b"HTTP/1.1 409 Conflict\r\n\r\n12\n";
-        assert_eq!(parse_answer(close).unwrap(), (409, b"12\n".to_vec()));
-        for bad in [
-            &b"HTTP/1.1 200 OK\r\n"[..],
-            b"HTTP/2 200\r\n\r\n",
-            b"HTTP/1.1 2x0 OK\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nno-colon\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort",
-            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        ] {
-            assert!(
-                parse_answer(bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
 }

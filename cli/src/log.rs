@@ -16,6 +16,23 @@ use crate::verify::print_json;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
+    /// Audit the whole log as a monitor: hash and decode every entry, rebuild the tree, check
+    /// the served hash tiles, the checkpoint's signature and the witnesses' cosignatures, and
+    /// that a checkpoint saved earlier is still a prefix; then summarise what the log holds.
+    #[command(after_help = "Examples:\n  \
+        attest log audit http://127.0.0.1:7390 --log-key log.vkey --witness w1.vkey \\\n      \
+        --saved last.checkpoint --save last.checkpoint\n  \
+        attest log audit /var/lib/broker/state/log --log-key log.vkey --json\n\n\
+        Exit codes: 0 audited, 1 refused (the log or its checkpoint is not what it claims), \
+        2 usage, configuration or I/O error.")]
+    Audit(Box<crate::audit::AuditArgs>),
+    /// Serve a log directory as C2SP tlog-tiles over HTTP, read-only, beside the broker that
+    /// writes it: what the stored checkpoint covers, re-read every second.
+    #[command(after_help = "Example:\n  \
+        attest log serve /var/lib/broker/state/log --listen 0.0.0.0:7390\n\n\
+        Paths: /checkpoint, /tile/<L>/<N>[.p/<W>], /tile/entries/<N>[.p/<W>] (see docs/cli.md).\n\
+        Exit codes: 0 stopped by SIGTERM or SIGINT, 2 usage, configuration or I/O error.")]
+    Serve(crate::tiles::ServeArgs),
     /// Verify that an entry is in the log: a c2sp.org/tlog-proof@v1 file holds the index, the
     /// audit path and the signed checkpoint; the entry (or its leaf hash) is given separately.
     #[command(after_help = "Examples:\n  \
@@ -180,6 +197,8 @@ pub(crate) fn read_vkey(arg: &str) -> anyhow::Result<NoteVerifier> {
 
 pub(crate) fn run(command: Command) -> anyhow::Result<Verdict> {
     match command {
+        Command::Audit(args) => crate::audit::run(&args),
+        Command::Serve(args) => crate::tiles::run(&args),
         Command::VerifyInclusion {
             proof,
             entry,

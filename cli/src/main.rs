@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 verified (or done), 1 refused (a verdict), 2 usage, configuration or I/O error.
 
+mod audit;
 mod chat;
 mod enclave_image;
 mod fetch;
@@ -15,6 +16,7 @@ mod pki;
 mod policy;
 mod receipt;
 mod shared;
+mod tiles;
 mod trust;
 mod verify;
 

@@ -266,6 +266,19 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// The entry's `type`: `key-release`, `lease-renewal`, `revocation`, and so on.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ImageRegistration(_) => "image-registration",
+            Self::KeyRelease(_) => "key-release",
+            Self::LeaseRenewal(_) => "lease-renewal",
+            Self::Revocation(_) => "revocation",
+            Self::ModelSealed(_) => "model-sealed",
+            Self::PolicyChange(_) => "policy-change",
+            Self::DenialSummary(_) => "denial-summary",
+        }
+    }
+
     /// The canonical encoding. Fails if a field is out of range (an over-long text, a release
     /// without the evidence it was made on).
     pub fn encode(&self) -> Result<Vec<u8>, EntryError> {

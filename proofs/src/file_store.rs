@@ -315,47 +315,17 @@ impl FileStore {
     }
 
     fn index_slot(&self, i: u64) -> Result<u64, StoreError> {
-        let mut buf = [0u8; 8];
-        self.index
-            .read_exact_at(&mut buf, HEADER + i * 8)
-            .map_err(StoreError::io(format!("cannot read index slot {i}")))?;
-        Ok(u64::from_be_bytes(buf))
+        read_index_slot(&self.index, i)
     }
 
     fn read_node(&self, pos: u64) -> Result<Hash, StoreError> {
-        let mut buf = [0u8; HASH_LEN];
-        self.nodes
-            .read_exact_at(&mut buf, HEADER + pos * HASH_LEN_U64)
-            .map_err(StoreError::io(format!("cannot read node {pos}")))?;
-        Ok(Hash(buf))
+        read_node(&self.nodes, pos)
     }
 
     /// The record at `offset` if it is complete and its hash matches; `None` if it is torn or
     /// damaged.
     fn record_at(&self, offset: u64, file_len: u64) -> Result<Option<(Vec<u8>, Hash)>, StoreError> {
-        if offset < HEADER || offset.saturating_add(RECORD_OVERHEAD) > file_len {
-            return Ok(None);
-        }
-        let mut len = [0u8; 4];
-        self.entries
-            .read_exact_at(&mut len, offset)
-            .map_err(StoreError::io("cannot read the entries file"))?;
-        let len = u32::from_be_bytes(len);
-        let Ok(len) = usize::try_from(len) else {
-            return Ok(None);
-        };
-        if len > MAX_ENTRY_LEN || offset + record_len(len) > file_len {
-            return Ok(None);
-        }
-        let mut body = vec![0u8; len + HASH_LEN];
-        self.entries
-            .read_exact_at(&mut body, offset + 4)
-            .map_err(StoreError::io("cannot read the entries file"))?;
-        let stored = Hash::from_slice(body.split_off(len).as_slice());
-        match stored {
-            Some(stored) if stored == Hash::leaf(&body) => Ok(Some((body, stored))),
-            _ => Ok(None),
-        }
+        read_record(&self.entries, offset, file_len)
     }
 
     fn records_from(&self, offset: u64) -> Result<RecordReader<'_>, StoreError> {
@@ -462,22 +432,7 @@ impl LogStore for FileStore {
     }
 
     fn checkpoint(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.dir.join("checkpoint");
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io("cannot open the checkpoint")(e)),
-        };
-        let mut note = Vec::new();
-        file.take(MAX_CHECKPOINT_LEN + 1)
-            .read_to_end(&mut note)
-            .map_err(StoreError::io("cannot read the checkpoint"))?;
-        if u64::try_from(note.len()).unwrap_or(u64::MAX) > MAX_CHECKPOINT_LEN {
-            return Err(StoreError::Corrupt(
-                "the checkpoint file is too large".into(),
-            ));
-        }
-        Ok(Some(note))
+        read_checkpoint(&self.dir)
     }
 
     fn set_checkpoint(&mut self, note: &[u8]) -> Result<(), StoreError> {
@@ -553,6 +508,178 @@ fn largest_size_covered(have: u64, size: u64) -> u64 {
         }
     }
     lo
+}
+
+fn read_index_slot(index: &File, i: u64) -> Result<u64, StoreError> {
+    let mut buf = [0u8; 8];
+    index
+        .read_exact_at(&mut buf, HEADER + i * 8)
+        .map_err(StoreError::io(format!("cannot read index slot {i}")))?;
+    Ok(u64::from_be_bytes(buf))
+}
+
+fn read_node(nodes: &File, pos: u64) -> Result<Hash, StoreError> {
+    let mut buf = [0u8; HASH_LEN];
+    nodes
+        .read_exact_at(&mut buf, HEADER + pos * HASH_LEN_U64)
+        .map_err(StoreError::io(format!("cannot read node {pos}")))?;
+    Ok(Hash(buf))
+}
+
+/// The record at `offset` if it is complete and its hash matches; `None` if it is torn or
+/// damaged.
+fn read_record(
+    entries: &File,
+    offset: u64,
+    file_len: u64,
+) -> Result<Option<(Vec<u8>, Hash)>, StoreError> {
+    if offset < HEADER || offset.saturating_add(RECORD_OVERHEAD) > file_len {
+        return Ok(None);
+    }
+    let mut len = [0u8; 4];
+    entries
+        .read_exact_at(&mut len, offset)
+        .map_err(StoreError::io("cannot read the entries file"))?;
+    let len = u32::from_be_bytes(len);
+    let Ok(len) = usize::try_from(len) else {
+        return Ok(None);
+    };
+    if len > MAX_ENTRY_LEN || offset + record_len(len) > file_len {
+        return Ok(None);
+    }
+    let mut body = vec![0u8; len + HASH_LEN];
+    entries
+        .read_exact_at(&mut body, offset + 4)
+        .map_err(StoreError::io("cannot read the entries file"))?;
+    let stored = Hash::from_slice(body.split_off(len).as_slice());
+    match stored {
+        Some(stored) if stored == Hash::leaf(&body) => Ok(Some((body, stored))),
+        _ => Ok(None),
+    }
+}
+
+/// A read-only view of a log directory, for monitors and tile servers: no lock, no repair, and
+/// nothing beyond the tree size it is opened at (the stored checkpoint's, which the writer
+/// publishes only after the entries under it are synced), so it can run beside the broker that
+/// writes the log.
+#[derive(Debug)]
+pub struct FileLogReader {
+    dir: PathBuf,
+    entries: File,
+    index: File,
+    nodes: File,
+    size: u64,
+    /// The entries file's length after the checkpoint was read: it holds every record the
+    /// checkpoint covers.
+    entries_len: u64,
+}
+
+impl FileLogReader {
+    /// Open the log in `dir` at the size of its stored checkpoint (0 without one). The
+    /// checkpoint's signature is the caller's to check; its size must be within the files.
+    pub fn open(dir: impl AsRef<Path>) -> Result<(Self, Option<Vec<u8>>), StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        let open = |name: &str, magic: &[u8; 8]| -> Result<File, StoreError> {
+            let path = dir.join(name);
+            let file = File::open(&path)
+                .map_err(StoreError::io(format!("cannot open {}", path.display())))?;
+            let mut found = [0u8; 8];
+            if file.read_exact_at(&mut found, 0).is_err() || &found != magic {
+                return Err(StoreError::Corrupt(format!(
+                    "{} is not a log {name} file",
+                    path.display()
+                )));
+            }
+            Ok(file)
+        };
+        let mut reader = Self {
+            entries: open("entries", ENTRIES_MAGIC)?,
+            index: open("index", INDEX_MAGIC)?,
+            nodes: open("nodes", NODES_MAGIC)?,
+            dir,
+            size: 0,
+            entries_len: 0,
+        };
+        let note = read_checkpoint(&reader.dir)?;
+        reader.entries_len = file_len(&reader.entries, "entries")?;
+        if let Some(note) = &note {
+            let size = crate::note::Note::parse(note)
+                .ok()
+                .and_then(|n| crate::Checkpoint::parse_text(&n.text).ok())
+                .ok_or_else(|| StoreError::Corrupt("the stored checkpoint does not parse".into()))?
+                .size;
+            let indexed = (file_len(&reader.index, "index")? - HEADER) / 8;
+            if size > indexed {
+                return Err(StoreError::Corrupt(format!(
+                    "the stored checkpoint covers {size} entries, the index {indexed}"
+                )));
+            }
+            reader.size = size;
+        }
+        Ok((reader, note))
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The tree size it serves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Entry `index`, its stored leaf hash checked.
+    pub fn entry(&self, index: u64) -> Result<Vec<u8>, StoreError> {
+        if index >= self.size {
+            return Err(StoreError::OutOfRange {
+                what: "leaf index",
+                value: index,
+                size: self.size,
+            });
+        }
+        let offset = read_index_slot(&self.index, index)?;
+        read_record(&self.entries, offset, self.entries_len)?
+            .map(|(entry, _)| entry)
+            .ok_or_else(|| StoreError::Corrupt(format!("entry {index} is damaged")))
+    }
+}
+
+impl Subtrees for FileLogReader {
+    type Error = StoreError;
+
+    fn perfect(&self, level: u32, index: u64) -> Result<Hash, StoreError> {
+        if !is_inside(level, index, self.size) {
+            return Err(StoreError::OutOfRange {
+                what: "subtree",
+                value: index,
+                size: self.size,
+            });
+        }
+        let pos = postorder_position(level, index)
+            .ok_or_else(|| StoreError::Corrupt(format!("subtree ({level}, {index})")))?;
+        read_node(&self.nodes, pos)
+    }
+}
+
+/// The stored checkpoint in `dir`, if any.
+fn read_checkpoint(dir: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    let path = dir.join("checkpoint");
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io("cannot open the checkpoint")(e)),
+    };
+    let mut note = Vec::new();
+    file.take(MAX_CHECKPOINT_LEN + 1)
+        .read_to_end(&mut note)
+        .map_err(StoreError::io("cannot read the checkpoint"))?;
+    if u64::try_from(note.len()).unwrap_or(u64::MAX) > MAX_CHECKPOINT_LEN {
+        return Err(StoreError::Corrupt(
+            "the checkpoint file is too large".into(),
+        ));
+    }
+    Ok(Some(note))
 }
 
 fn open_rw(path: &Path) -> Result<File, StoreError> {

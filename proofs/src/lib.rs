@@ -41,9 +41,10 @@ pub mod note;
 pub mod proof_file;
 pub mod receipt;
 mod store;
+pub mod tiles;
 
 pub use crate::checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
-pub use crate::file_store::{FileStore, RECHECK, Recovery};
+pub use crate::file_store::{FileLogReader, FileStore, RECHECK, Recovery};
 pub use crate::hash::{HASH_LEN, Hash};
 pub use crate::log::{Log, LogError};
 pub use crate::note::{Note, NoteError, NoteSigner, NoteVerifier};

@@ -9,8 +9,9 @@ use std::io;
 use crate::hash::Hash;
 use crate::merkle::{self, Frontier, Subtrees, is_inside, postorder_position};
 
-/// The largest entry a log accepts, in bytes. Entries are records of decisions, not documents.
-pub const MAX_ENTRY_LEN: usize = 64 * 1024;
+/// The largest entry a log accepts, in bytes: what a C2SP tlog-tiles entry bundle's 16-bit
+/// length prefix can carry. Entries are records of decisions, not documents.
+pub const MAX_ENTRY_LEN: usize = 65_535;
 
 /// Why storage failed.
 #[derive(Debug, thiserror::Error)]

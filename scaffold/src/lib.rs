@@ -30,6 +30,7 @@
 
 mod connections;
 mod files;
+pub mod http;
 pub mod logging;
 
 // The public interface is:
