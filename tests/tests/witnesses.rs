@@ -247,4 +247,29 @@ fn a_broker_that_keeps_two_logs_cannot_have_the_second_one_witnessed() {
     }
     witness.start();
     release(&honest, requiring(&witness)).unwrap_or_else(|e| panic!("{e}\n{}", honest.log()));
+
+    // A monitor reading both logs: the honest one audits with the witness required, and its
+    // checkpoint, saved, exposes the fork.
+    honest.stop();
+    fork.stop();
+    let saved = honest.dir.join("monitor.checkpoint");
+    let audit = |broker: &Broker, extra: &[&str]| {
+        let out = Command::new(binary("attest"))
+            .args(["log", "audit"])
+            .arg(broker.dir.join("state/log"))
+            .args(["--log-key", &honest.log_vkey])
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (status, out) = audit(
+        &honest,
+        &["--witness", &witness.vkey, "--save", saved.to_str().unwrap()],
+    );
+    assert_eq!(status, Some(0), "{out}");
+    assert!(out.contains("cosigned by witness-a.example"), "{out}");
+    let (status, out) = audit(&fork, &["--saved", saved.to_str().unwrap()]);
+    assert_eq!(status, Some(1), "{out}");
+    assert!(out.contains("fork"), "{out}");
 }
