@@ -5,9 +5,15 @@
 //!   PKCS#11, with the broker's share spent verifying the attestation, in the key store and in
 //!   the log;
 //! - sealing and unsealing throughput against raw AES-256-GCM (and SHA-384, which unsealing
-//!   must also compute) on the same buffer.
+//!   must also compute) on the same buffer;
+//! - with the software store again, the same releases with the log's checkpoints cosigned by 1
+//!   and by 3 real `witness` processes on loopback (all required), and the cosigning step's own
+//!   latency and share of a release.
 //!
-//!     cargo run --release --manifest-path bench/Cargo.toml --bin release [-- RELEASES [MIB]]
+//! ```text
+//! cargo build --release -p witness
+//! cargo run --release --manifest-path bench/Cargo.toml --bin release [-- RELEASES [MIB]]
+//! ```
 //!
 //! RELEASES per backend defaults to 400; MIB (the sealing buffer) to 512. SoftHSM2 must be
 //! installed (`apt-get install softhsm2`): the run re-executes itself with SOFTHSM2_CONF set
@@ -34,6 +40,7 @@ use broker::policy::ReleasePolicy;
 use broker::release::{Broker, Parts, Timings};
 use broker::seal::{SealRequest, seal_model};
 use broker::state::{Ledger, StateDir};
+use broker::witnesses::{WitnessConfig, Witnesses};
 use proofs::NoteSigner;
 use protocol::frame::{read_frame, write_frame};
 use sealing::release::{
@@ -50,7 +57,7 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("--softhsm-child") {
         let dir = PathBuf::from(&args[2]);
         let releases: usize = args[3].parse().unwrap_or(400);
-        release_bench("pkcs11 (SoftHSM2)", &dir, releases, Backend::SoftHsm);
+        release_bench("pkcs11 (SoftHSM2)", &dir, releases, Backend::SoftHsm, 0);
         return;
     }
     let releases: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(400);
@@ -69,7 +76,24 @@ fn main() {
         &dir.join("software"),
         releases,
         Backend::Software,
+        0,
     );
+    // The same with the log's checkpoints cosigned by 1 and by 3 real witness processes.
+    if WitnessProcess::binary().is_some() {
+        for n in [1, 3] {
+            release_bench(
+                &format!("software, {n} witness(es) required"),
+                &dir.join(format!("software-{n}-witnesses")),
+                releases,
+                Backend::Software,
+                n,
+            );
+        }
+    } else {
+        println!(
+            "\nwitness cosigning skipped: build the witness first (cargo build --release -p witness)"
+        );
+    }
 
     // SoftHSM2 reads SOFTHSM2_CONF when the module loads: prepare a token and run again.
     let hsm = dir.join("softhsm");
@@ -140,7 +164,12 @@ struct Fixture {
     key_id: Id,
 }
 
-fn fixture(dir: &Path, backend: Backend) -> Fixture {
+fn fixture(
+    dir: &Path,
+    backend: Backend,
+    note: NoteSigner,
+    witnesses: Option<Witnesses>,
+) -> Fixture {
     std::fs::create_dir_all(dir).unwrap();
     let now = Timestamp::now();
     let roots = DevelopmentRoots::new(
@@ -174,8 +203,9 @@ fn fixture(dir: &Path, backend: Backend) -> Fixture {
     .unwrap();
 
     let state = StateDir::open(&dir.join("state")).unwrap();
-    let note = NoteSigner::generate("bench.example/log").unwrap();
-    let ledger = Ledger::open(&state, note).unwrap();
+    let ledger = Ledger::open(&state, note)
+        .unwrap()
+        .with_witnesses(witnesses);
 
     let (key_store, oaep): (Arc<dyn KeyStore>, OaepHash) = match backend {
         Backend::Software => {
@@ -288,8 +318,20 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn release_bench(label: &str, dir: &Path, releases: usize, backend: Backend) {
-    let f = fixture(dir, backend);
+fn release_bench(label: &str, dir: &Path, releases: usize, backend: Backend, witnesses: usize) {
+    let note = NoteSigner::generate("bench.example/log").unwrap();
+    let cosign_note = NoteSigner::generate("bench.example/cosign-log").unwrap();
+    let logs = [
+        ("bench.example/log", note.verifier().to_vkey()),
+        ("bench.example/cosign-log", cosign_note.verifier().to_vkey()),
+    ];
+    let processes: Vec<WitnessProcess> = (0..witnesses)
+        .map(|i| WitnessProcess::start(&dir.join(format!("witness-{i}")), i, &logs))
+        .collect();
+    let configs: Vec<WitnessConfig> = processes.iter().map(|p| p.config.clone()).collect();
+    let asked =
+        (witnesses > 0).then(|| Witnesses::new(configs.clone(), witnesses, Duration::from_secs(5)));
+    let f = fixture(dir, backend, note, asked);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -409,6 +451,99 @@ fn release_bench(label: &str, dir: &Path, releases: usize, backend: Backend) {
         "  enclave side     RSA-3072 key pair {:.1} ms per release (made before the hello)",
         ms(keygen)
     );
+    if witnesses > 0 {
+        // The cosigning step alone, on a log of its own (the witnesses know it too): append,
+        // checkpoint, then time the requests to every witness until their cosignatures verify.
+        let mut log = proofs::Log::open(proofs::MemoryStore::new(), cosign_note).unwrap();
+        let asked = Witnesses::new(configs, witnesses, Duration::from_secs(5));
+        let mut cosigning = Vec::new();
+        for i in 0..releases {
+            log.append(format!("entry {i}").as_bytes()).unwrap();
+            let checkpoint = log.checkpoint().unwrap();
+            let started = Instant::now();
+            let cosignatures = asked.cosign(&log, &checkpoint).unwrap();
+            cosigning.push(started.elapsed());
+            log.add_cosignatures(&cosignatures).unwrap();
+        }
+        cosigning.sort();
+        let p50 = percentile(&cosigning, 0.50);
+        println!(
+            "  cosigning        p50 {:.2} ms   p99 {:.2} ms   with {witnesses} witness process(es), all required: {:.0}% of the release p50",
+            ms(p50),
+            ms(percentile(&cosigning, 0.99)),
+            100.0 * ms(p50) / ms(percentile(&latencies, 0.50))
+        );
+    }
+    drop(processes);
+}
+
+/// A `witness` process on loopback, as an independent agency would run it: state fsynced before
+/// each answer.
+struct WitnessProcess {
+    child: std::process::Child,
+    config: WitnessConfig,
+}
+
+impl WitnessProcess {
+    /// The witness binary the main workspace builds.
+    fn binary() -> Option<PathBuf> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/witness");
+        path.exists().then_some(path)
+    }
+
+    fn start(dir: &Path, i: usize, logs: &[(&str, String)]) -> Self {
+        let binary = Self::binary().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut config = format!(
+            "listen = \"{listen}\"\nname = \"witness-{i}.bench\"\nkey = \"witness.key\"\nstate_dir = \"state\"\n"
+        );
+        for (origin, vkey) in logs {
+            config.push_str(&format!(
+                "[[log]]\norigin = \"{origin}\"\nkeys = [\"{vkey}\"]\n"
+            ));
+        }
+        std::fs::write(dir.join("witness.toml"), config).unwrap();
+        let out = Command::new(&binary)
+            .current_dir(dir)
+            .args(["init", "--config", "witness.toml"])
+            .output()
+            .unwrap();
+        let vkey = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("witness verifier key: "))
+            .unwrap()
+            .to_owned();
+        let child = Command::new(&binary)
+            .current_dir(dir)
+            .args(["serve", "--config", "witness.toml"])
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(listen).is_err() {
+            assert!(Instant::now() < deadline, "the witness never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            config: WitnessConfig {
+                key: proofs::cosignature::CosignatureVerifier::parse(&vkey).unwrap(),
+                url: scaffold::http::HttpUrl::parse(&format!("http://{listen}")).unwrap(),
+            },
+        }
+    }
+}
+
+impl Drop for WitnessProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// One release; returns the time from hello to the answer minus the client's document signing.
