@@ -316,17 +316,10 @@ fn audit(
                     }
                 }
             }
-            Source::Dir(reader) => {
-                let first = bundle * TILE_WIDTH;
-                let mut entries = Vec::with_capacity(usize::from(width));
-                for i in first..first + u64::from(width) {
-                    match reader.entry(i) {
-                        Ok(entry) => entries.push(entry),
-                        Err(e) => return Ok(Err(refused("damaged_entry", e.to_string()))),
-                    }
-                }
-                entries
-            }
+            Source::Dir(reader) => match reader.entries(bundle * TILE_WIDTH, u64::from(width)) {
+                Ok(entries) => entries,
+                Err(e) => return Ok(Err(refused("damaged_entry", e.to_string()))),
+            },
         };
         for (index, bytes) in (bundle * TILE_WIDTH..).zip(&entries) {
             match LogEntry::decode(bytes) {

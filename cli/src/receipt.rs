@@ -173,6 +173,7 @@ fn receipt_kind(error: &ReceiptError) -> &'static str {
         ReceiptError::BeforeDocument { .. } => "before_document",
         ReceiptError::Checkpoint(_) => "checkpoint_refused",
         ReceiptError::IndexOutsideCheckpoint { .. } => "index_outside_checkpoint",
+        ReceiptError::Witnesses(_) => "not_witnessed",
         _ => "refused",
     }
 }

@@ -109,9 +109,11 @@ fn files(log: &Log<MemoryStore>) -> HashMap<String, Vec<u8>> {
     }
     for index in 0..size.div_ceil(TILE_WIDTH) {
         let width = u16::try_from((size - index * TILE_WIDTH).min(256)).unwrap();
-        let bundle = read_entries(size, index, width, |i| log.entry(i))
-            .unwrap()
-            .unwrap();
+        let bundle = read_entries(size, index, width, |first, n| {
+            (first..first + n).map(|i| log.entry(i)).collect()
+        })
+        .unwrap()
+        .unwrap();
         files.insert(
             format!("/{}", Resource::Entries { index, width }.path()),
             bundle,

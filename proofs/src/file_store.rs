@@ -572,6 +572,8 @@ pub struct FileLogReader {
     /// The entries file's length after the checkpoint was read: it holds every record the
     /// checkpoint covers.
     entries_len: u64,
+    /// Index slots at that moment.
+    indexed: u64,
 }
 
 impl FileLogReader {
@@ -599,19 +601,21 @@ impl FileLogReader {
             dir,
             size: 0,
             entries_len: 0,
+            indexed: 0,
         };
         let note = read_checkpoint(&reader.dir)?;
         reader.entries_len = file_len(&reader.entries, "entries")?;
+        reader.indexed = (file_len(&reader.index, "index")? - HEADER) / 8;
         if let Some(note) = &note {
             let size = crate::note::Note::parse(note)
                 .ok()
                 .and_then(|n| crate::Checkpoint::parse_text(&n.text).ok())
                 .ok_or_else(|| StoreError::Corrupt("the stored checkpoint does not parse".into()))?
                 .size;
-            let indexed = (file_len(&reader.index, "index")? - HEADER) / 8;
-            if size > indexed {
+            if size > reader.indexed {
                 return Err(StoreError::Corrupt(format!(
-                    "the stored checkpoint covers {size} entries, the index {indexed}"
+                    "the stored checkpoint covers {size} entries, the index {}",
+                    reader.indexed
                 )));
             }
             reader.size = size;
@@ -645,6 +649,61 @@ impl FileLogReader {
     }
 }
 
+impl FileLogReader {
+    /// Entries `first .. first + count` (at most 256), read at once: one read of their index
+    /// slots and one of their records, which lie back to back; each record's stored leaf hash is
+    /// checked.
+    pub fn entries(&self, first: u64, count: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let end = first.saturating_add(count);
+        if count == 0 || count > 256 || end > self.size {
+            return Err(StoreError::OutOfRange {
+                what: "entry range end",
+                value: end,
+                size: self.size,
+            });
+        }
+        let mut slots = vec![0u8; usize::try_from(count * 8).unwrap_or(0)];
+        self.index
+            .read_exact_at(&mut slots, HEADER + first * 8)
+            .map_err(StoreError::io("cannot read the index"))?;
+        let offsets: Vec<u64> = slots
+            .chunks_exact(8)
+            .filter_map(|c| <[u8; 8]>::try_from(c).ok().map(u64::from_be_bytes))
+            .collect();
+        let start = offsets.first().copied().unwrap_or(HEADER);
+        let stop = if end < self.indexed {
+            read_index_slot(&self.index, end)?
+        } else {
+            self.entries_len
+        };
+        let most = count * (RECORD_OVERHEAD + u64::from(u16::MAX));
+        if start < HEADER || stop < start || stop - start > most || stop > self.entries_len {
+            return Err(StoreError::Corrupt(format!(
+                "entries {first}..{end}: the index points outside the entries"
+            )));
+        }
+        let mut span = vec![0u8; usize::try_from(stop - start).unwrap_or(0)];
+        self.entries
+            .read_exact_at(&mut span, start)
+            .map_err(StoreError::io("cannot read the entries file"))?;
+        let mut entries = Vec::with_capacity(offsets.len());
+        for (i, offset) in (first..).zip(&offsets) {
+            let damaged = || StoreError::Corrupt(format!("entry {i} is damaged"));
+            let at = usize::try_from(offset - start).map_err(|_| damaged())?;
+            let record = span.get(at..).ok_or_else(damaged)?;
+            let (len, rest) = record.split_first_chunk::<4>().ok_or_else(damaged)?;
+            let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| damaged())?;
+            let body = rest.get(..len).ok_or_else(damaged)?;
+            let stored = rest.get(len..len + HASH_LEN).and_then(Hash::from_slice);
+            if len > MAX_ENTRY_LEN || stored != Some(Hash::leaf(body)) {
+                return Err(damaged());
+            }
+            entries.push(body.to_vec());
+        }
+        Ok(entries)
+    }
+}
+
 impl Subtrees for FileLogReader {
     type Error = StoreError;
 
@@ -659,6 +718,34 @@ impl Subtrees for FileLogReader {
         let pos = postorder_position(level, index)
             .ok_or_else(|| StoreError::Corrupt(format!("subtree ({level}, {index})")))?;
         read_node(&self.nodes, pos)
+    }
+
+    /// Leaf hashes (a level-0 tile) in one read: leaves `i .. j` and the nodes between them lie
+    /// back to back in post-order (at most 511 hashes for 256 leaves).
+    fn perfect_run(&self, level: u32, index: u64, count: u64) -> Result<Vec<Hash>, StoreError> {
+        let last = index.saturating_add(count).saturating_sub(1);
+        if level != 0 || count == 0 || count > 256 || !is_inside(0, last, self.size) {
+            return (index..index.saturating_add(count))
+                .map(|i| self.perfect(level, i))
+                .collect();
+        }
+        let position = |i: u64| {
+            postorder_position(0, i).ok_or_else(|| StoreError::Corrupt(format!("leaf {i}")))
+        };
+        let (first, stop) = (position(index)?, position(last)?);
+        let mut span = vec![0u8; usize::try_from((stop - first + 1) * HASH_LEN_U64).unwrap_or(0)];
+        self.nodes
+            .read_exact_at(&mut span, HEADER + first * HASH_LEN_U64)
+            .map_err(StoreError::io("cannot read the nodes file"))?;
+        (index..=last)
+            .map(|i| {
+                let at = usize::try_from((position(i)? - first) * HASH_LEN_U64)
+                    .map_err(|_| StoreError::Corrupt(format!("leaf {i}")))?;
+                span.get(at..at + HASH_LEN)
+                    .and_then(Hash::from_slice)
+                    .ok_or_else(|| StoreError::Corrupt(format!("leaf {i}")))
+            })
+            .collect()
     }
 }
 

@@ -16,6 +16,14 @@ pub trait Subtrees {
     /// The hash of the perfect subtree of `2^level` leaves that starts at leaf `index << level`.
     /// Only subtrees that lie entirely inside the current tree may be asked for.
     fn perfect(&self, level: u32, index: u64) -> Result<Hash, Self::Error>;
+
+    /// The hashes of `count` consecutive perfect subtrees of `2^level` leaves, from the one at
+    /// `index` (a tile's hashes). Stores that can read them at once override this.
+    fn perfect_run(&self, level: u32, index: u64, count: u64) -> Result<Vec<Hash>, Self::Error> {
+        (index..index.saturating_add(count))
+            .map(|i| self.perfect(level, i))
+            .collect()
+    }
 }
 
 /// A proof asked for a node the tree does not have: the source's hashes contradict its size.

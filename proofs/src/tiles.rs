@@ -176,32 +176,32 @@ pub fn read_tile<S: Subtrees + ?Sized>(
     if level > MAX_LEVEL || !within(index, width, level_width(size, level)) {
         return Ok(None);
     }
-    let mut tile = Vec::with_capacity(usize::from(width) * HASH_LEN);
-    for i in 0..u64::from(width) {
-        let hash = source.perfect(TILE_HEIGHT * u32::from(level), index * TILE_WIDTH + i)?;
-        tile.extend_from_slice(&hash.0);
-    }
-    Ok(Some(tile))
+    let hashes = source.perfect_run(
+        TILE_HEIGHT * u32::from(level),
+        index * TILE_WIDTH,
+        u64::from(width),
+    )?;
+    Ok(Some(hashes.iter().flat_map(|h| h.0).collect()))
 }
 
-/// Entry bundle `(index, width)` of a tree of `size` entries, each read by `entry`; `None` when
-/// the tree does not hold it.
+/// Entry bundle `(index, width)` of a tree of `size` entries; `fetch(first, count)` reads the
+/// entries. `None` when the tree does not hold it.
 pub fn read_entries<E>(
     size: u64,
     index: u64,
     width: u16,
-    mut entry: impl FnMut(u64) -> Result<Vec<u8>, E>,
+    fetch: impl FnOnce(u64, u64) -> Result<Vec<Vec<u8>>, E>,
 ) -> Result<Option<Vec<u8>>, E> {
     if !within(index, width, size) {
         return Ok(None);
     }
-    let mut bundle = Vec::new();
-    for i in 0..u64::from(width) {
-        let bytes = entry(index * TILE_WIDTH + i)?;
+    let entries = fetch(index * TILE_WIDTH, u64::from(width))?;
+    let mut bundle = Vec::with_capacity(entries.iter().map(|e| e.len() + 2).sum());
+    for bytes in &entries {
         // Entries are at most MAX_ENTRY_LEN (65 535) bytes: the prefix always fits.
         let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
         bundle.extend_from_slice(&len.to_be_bytes());
-        bundle.extend_from_slice(&bytes);
+        bundle.extend_from_slice(bytes);
     }
     Ok(Some(bundle))
 }
@@ -398,16 +398,11 @@ mod tests {
         assert_eq!(read_tile(&store, size, 0, 260, 1).unwrap(), None);
         assert_eq!(read_tile(&store, size, 2, 0, 2).unwrap(), None);
         assert_eq!(read_tile(&store, size, 3, 0, 1).unwrap(), None);
-        let bundle = read_entries(size, 259, 7, |i| store.entry(i))
-            .unwrap()
-            .unwrap();
+        let fetch = |first: u64, n: u64| (first..first + n).map(|i| store.entry(i)).collect();
+        let bundle = read_entries(size, 259, 7, fetch).unwrap().unwrap();
         let entries = parse_entries(&bundle, 7).unwrap();
         assert_eq!(entries[6], format!("entry {}", size - 1).as_bytes());
-        assert!(
-            read_entries(size, 259, 8, |i| store.entry(i))
-                .unwrap()
-                .is_none()
-        );
+        assert!(read_entries(size, 259, 8, fetch).unwrap().is_none());
         assert!(parse_entries(&bundle, 6).is_none());
         assert!(parse_entries(&bundle[..bundle.len() - 1], 7).is_none());
     }

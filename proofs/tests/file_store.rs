@@ -327,3 +327,70 @@ fn every_prefix_of_an_interrupted_batch_recovers() {
         }
     }
 }
+
+#[test]
+fn a_reader_beside_the_writer_sees_only_what_the_checkpoint_covers() {
+    use proofs::merkle::Subtrees;
+    let dir = temp_dir("reader");
+    let signer = NoteSigner::generate("example.com/log").unwrap();
+    let mut log = Log::open(FileStore::open(&dir).unwrap(), signer).unwrap();
+    // No checkpoint yet: nothing to read.
+    let (reader, note) = proofs::FileLogReader::open(&dir).unwrap();
+    assert_eq!((reader.size(), note), (0, None));
+    for i in 0..700 {
+        log.append(&entry(i)).unwrap();
+    }
+    log.checkpoint().unwrap();
+    for i in 700..750 {
+        log.append(&entry(i)).unwrap();
+    }
+    // The writer still holds its lock; the reader takes none and stops at the checkpoint.
+    let (reader, note) = proofs::FileLogReader::open(&dir).unwrap();
+    assert_eq!(reader.size(), 700);
+    assert_eq!(
+        note.unwrap(),
+        log.latest_checkpoint().unwrap().note.as_bytes()
+    );
+    let memory = {
+        let mut m = MemoryStore::new();
+        fill(&mut m, 0, 700);
+        m
+    };
+    // One-read runs of leaf hashes and entries agree with the reference, at every edge.
+    for (first, count) in [(0, 256), (256, 256), (512, 188), (699, 1), (3, 7)] {
+        let run = reader.perfect_run(0, first, count).unwrap();
+        let expected: Vec<_> = (first..first + count)
+            .map(|i| memory.perfect(0, i).unwrap())
+            .collect();
+        assert_eq!(run, expected, "{first}+{count}");
+        let entries = reader.entries(first, count).unwrap();
+        assert_eq!(
+            entries,
+            (first..first + count).map(entry).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(
+        reader.perfect_run(8, 0, 2).unwrap(),
+        vec![memory.perfect(8, 0).unwrap(), memory.perfect(8, 1).unwrap()]
+    );
+    for (first, count) in [(512, 189), (700, 1), (0, 0), (0, 257)] {
+        assert!(reader.entries(first, count).is_err(), "{first}+{count}");
+    }
+    assert!(reader.perfect_run(0, 690, 11).is_err());
+    assert!(reader.entry(700).is_err());
+
+    // A damaged record is found by the reader, not served.
+    drop(log);
+    let entries = OpenOptions::new()
+        .write(true)
+        .open(dir.join("entries"))
+        .unwrap();
+    entries.write_all_at(b"X", 8 + 4 + 2).unwrap();
+    let (reader, _) = proofs::FileLogReader::open(&dir).unwrap();
+    assert!(matches!(
+        reader.entries(0, 256),
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(reader.entry(0), Err(StoreError::Corrupt(_))));
+    assert_eq!(reader.entries(256, 1).unwrap(), vec![entry(256)]);
+}

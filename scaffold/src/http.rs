@@ -99,9 +99,11 @@ pub fn request(
         url.path(rest),
         url.authority,
     );
+    let _ = stream.set_nodelay(true);
+    let mut message = head.into_bytes();
+    message.extend_from_slice(body);
     stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body))
+        .write_all(&message)
         .map_err(|e| format!("sending: {e}"))?;
     // Room for the head above the body's bound.
     let limit = max_len.saturating_add(16 * 1024);

@@ -261,11 +261,19 @@ fn a_broker_that_keeps_two_logs_cannot_have_the_second_one_witnessed() {
             .args(extra)
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let (status, out) = audit(
         &honest,
-        &["--witness", &witness.vkey, "--save", saved.to_str().unwrap()],
+        &[
+            "--witness",
+            &witness.vkey,
+            "--save",
+            saved.to_str().unwrap(),
+        ],
     );
     assert_eq!(status, Some(0), "{out}");
     assert!(out.contains("cosigned by witness-a.example"), "{out}");

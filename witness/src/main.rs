@@ -192,6 +192,8 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
                 tracing::warn!(%peer, "at the connection limit; closing a connection");
                 continue;
             };
+            // Answer at once rather than wait for the caller's delayed acknowledgement.
+            let _ = stream.set_nodelay(true);
             let witness = witness.clone();
             connections.spawn(permit, async move {
                 let service = hyper::service::service_fn(move |request| {
