@@ -402,8 +402,10 @@ struct Lease<T> {
 }
 
 /// Denials that say nothing about this enclave's right to the key: retried until the lease ends.
-const TRANSIENT_DENIALS: [&str; 8] = [
+const TRANSIENT_DENIALS: [&str; 9] = [
     "busy",
+    // The broker's witnesses did not answer (it sends nothing uncosigned): they may come back.
+    "not_witnessed",
     "log_unavailable",
     "key_store_error",
     "internal",

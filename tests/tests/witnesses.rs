@@ -16,8 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::broker::{Backend, Broker, Document, MODEL_ID, Setup, client_pcr0, exchange_direct};
-use common::{binary, free_port, temp_dir, test_roots};
-use proofs::cosignature::{CosignatureVerifier, WitnessError, WitnessPolicy};
+use common::{Options, Stack, binary, enclave_pcr0, free_port, model_status, temp_dir, test_roots};
+use proofs::cosignature::{CosignatureVerifier, Cosigner, WitnessError, WitnessPolicy};
 use sealing::Id;
 use sealing::release::{KeyRequest, Message, ReleaseError, ReleasedKey};
 
@@ -280,4 +280,114 @@ fn a_broker_that_keeps_two_logs_cannot_have_the_second_one_witnessed() {
     let (status, out) = audit(&fork, &["--saved", saved.to_str().unwrap()]);
     assert_eq!(status, Some(1), "{out}");
     assert!(out.contains("fork"), "{out}");
+}
+
+#[test]
+fn an_enclave_that_requires_the_witness_serves_answers_whose_receipts_carry_its_cosignature() {
+    use attest::{MeasurementSet, PcrIndex, Policy, Verifier};
+    use client::{ChatRequest, Session, Timeouts, Trust};
+    use protocol::wire::ModelState;
+
+    let root = test_roots("National Root");
+    let mut broker = Broker::setup(
+        "witnessed-enclave",
+        Backend::Software,
+        Setup {
+            root: &root,
+            signing_root: None,
+            rules: "regions = [\"eu-west-3\"]",
+            pcr0s: &[enclave_pcr0()],
+            config_extra: "",
+        },
+    );
+    let mut witness = Witness::setup("witness-e", &broker.log_vkey);
+    let config = broker.dir.join("broker.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}{}", witness.section())).unwrap();
+    witness.start();
+    broker.start();
+
+    // The enclave's measured configuration names the witness, and requires it.
+    let enclave = |name: &str, witness_vkey: &str| {
+        let model = format!(
+            "{}witnesses = [\"{witness_vkey}\"]\nwitnesses_required = 1\n",
+            broker.enclave_model_toml()
+        );
+        Stack::start_with(
+            name,
+            Options {
+                extra: &broker.host_toml(),
+                enclave_extra: &model,
+                root: Some(&broker.root),
+                ..Options::default()
+            },
+        )
+    };
+    let stack = enclave("witnessed-enclave", &witness.vkey);
+    let status = model_status(&stack, Duration::from_secs(120));
+    assert_eq!(
+        status.state,
+        ModelState::Ready,
+        "{:?}\n{}\n{}",
+        status.detail,
+        stack.log(),
+        broker.log()
+    );
+
+    // A client that requires the same witness gets an answer whose receipt's checkpoint the
+    // witness cosigned.
+    let pcrs = std::collections::BTreeMap::from([(PcrIndex::new(0).unwrap(), enclave_pcr0())]);
+    let trust = Trust::new(
+        Verifier::new(broker.root.document_trust().unwrap()),
+        Policy::new().allow_measurements(MeasurementSet::try_from(pcrs).unwrap()),
+    )
+    .unwrap()
+    .log(
+        vec![proofs::NoteVerifier::parse(&broker.log_vkey).unwrap()],
+        Some("test.example/key-release-log".into()),
+    )
+    .witnesses(requiring(&witness));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = runtime.block_on(async {
+        let mut session = Session::connect(
+            &stack.api.to_string(),
+            std::sync::Arc::new(trust),
+            Timeouts::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", stack.log()));
+        session
+            .chat(
+                &ChatRequest {
+                    messages: vec![("user".into(), "Hello".into())],
+                    model: None,
+                    max_tokens: Some(4),
+                    temperature: Some(0.0),
+                    seed: Some(1),
+                    stream: false,
+                },
+                |_| {},
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", stack.log()))
+    });
+    let checkpoint = answer.verified.checkpoint.as_ref().unwrap();
+    assert_eq!(
+        requiring(&witness).check(&checkpoint.note).unwrap().len(),
+        1
+    );
+
+    // An enclave that requires a witness this broker does not ask refuses the release.
+    let other = Cosigner::generate("witness-z.example")
+        .unwrap()
+        .verifier()
+        .to_vkey();
+    let refusing = enclave("unwitnessed-enclave", &other);
+    let status = model_status(&refusing, Duration::from_secs(120));
+    assert_eq!(status.state, ModelState::Failed, "{:?}", status.detail);
+    let detail = status.detail.unwrap_or_default();
+    assert!(detail.contains("not_witnessed"), "{detail}");
 }

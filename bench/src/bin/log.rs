@@ -345,6 +345,7 @@ fn fetch_loop(
     let Ok(stream) = TcpStream::connect(server) else {
         return (0, 0, Vec::new());
     };
+    let _ = stream.set_nodelay(true);
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(_) => return (0, 0, Vec::new()),
@@ -359,7 +360,10 @@ fn fetch_loop(
             Kind::EntryBundle => format!("/tile/entries/{index}"),
         };
         let t = Instant::now();
-        if write!(writer, "GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").is_err() {
+        // One write per request: `write!` would send the pieces separately, and Nagle's
+        // algorithm would hold the rest until the server's delayed acknowledgement.
+        let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        if writer.write_all(request.as_bytes()).is_err() {
             break;
         }
         let mut length = 0usize;
