@@ -333,8 +333,10 @@ fn witnesses(raw: RawWitnesses) -> Result<WitnessesConfig, ConfigError> {
         witnesses.push(crate::witnesses::WitnessConfig { key, url });
     }
     let required = raw.required.unwrap_or(witnesses.len());
-    // The same checks an enclave's policy makes: distinct names, 1 ≤ required ≤ n.
-    proofs::cosignature::WitnessPolicy::new(
+    // The checks an enclave's policy makes (distinct witnesses, 1 ≤ required ≤ n), except the
+    // majority: the broker's `required` is its own availability setting, and a broker cannot
+    // protect parties from itself; their policies require a majority.
+    proofs::cosignature::WitnessPolicy::allowing_minority(
         witnesses.iter().map(|w| w.key.clone()).collect(),
         required,
     )
@@ -767,7 +769,7 @@ mod tests {
                     witness(&a, "http://x:1"),
                     witness(&a, "http://y:1")
                 ),
-                "named twice",
+                "are one",
             ),
             (
                 format!("[witnesses]\n{}", witness(&log_key, "http://x:1")),

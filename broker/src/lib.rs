@@ -92,7 +92,7 @@ pub enum OpenError {
     /// The PIN is not text.
     #[error("the PKCS#11 PIN is not text")]
     PinNotText,
-    /// A service key in the token cannot be used.
+    /// A service key (in the token, or its file) cannot be used.
     #[error("{0}")]
     TokenKey(String),
     /// PKCS#11 settings were asked of another key store.
@@ -254,8 +254,14 @@ pub fn open_log_signer(
                 .public_key()
                 .try_into()
                 .map_err(|_| OpenError::TokenKey("log.token_key: not an Ed25519 key".into()))?;
-            proofs::NoteSigner::external(&config.log_origin, public, Box::new(key))
-                .map_err(|e| OpenError::TokenKey(format!("log.token_key: {e}")))?
+            let signer = proofs::NoteSigner::external(&config.log_origin, public, Box::new(key))
+                .map_err(|e| OpenError::TokenKey(format!("log.token_key: {e}")))?;
+            // A probe: the token signs with the key its public half names (every signature is
+            // verified under it), before any checkpoint depends on it.
+            signer
+                .sign("key probe\n")
+                .map_err(|e| OpenError::TokenKey(format!("log.token_key: {e}")))?;
+            signer
         }
     };
     if signer.name() != config.log_origin {
@@ -566,7 +572,9 @@ pub fn open(config: &Config, clock: Clock) -> Result<Broker, OpenError> {
         }
         None => {
             tracing::warn!(
-                "no [witnesses]: checkpoints are signed by the log key alone, so whoever holds                  it can show one party a fork of the log; enclaves that require witnesses refuse                  these releases"
+                "no [witnesses]: checkpoints are signed by the log key alone, so whoever holds \
+                 it can show one party a fork of the log; enclaves that require witnesses refuse \
+                 these releases"
             );
             ledger
         }

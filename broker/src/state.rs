@@ -357,18 +357,31 @@ impl Ledger {
     }
 
     /// Append `entry` durably, sign a checkpoint over it, have the witnesses cosign it (if
-    /// configured: fewer than required is an error, the entry then stays appended but unproven),
-    /// and prove its inclusion in the cosigned checkpoint.
+    /// configured: fewer than required is an error, and the entry then stays appended, with no
+    /// checkpoint published over it yet), store the checkpoint, and prove the entry's inclusion
+    /// in it.
     pub fn append_proven(&self, entry: Entry) -> Result<Proven, StateError> {
         let entry = LogEntry::new(entry)?;
         let mut log = self.lock()?;
         let index = log.append(entry.bytes())?;
-        let checkpoint = log.checkpoint()?;
-        if let Some(witnesses) = &self.witnesses {
-            let cosignatures = witnesses.cosign(&log, &checkpoint)?;
-            log.add_cosignatures(&cosignatures)?;
-        }
+        // With witnesses, the checkpoint is stored (and so served to monitors) only once they
+        // have cosigned it; without enough of them, the entry stays appended, covered by the
+        // next checkpoint that is cosigned.
+        let signed = log.sign_checkpoint()?;
+        let cosignatures = match &self.witnesses {
+            Some(witnesses) => witnesses.cosign(&log, &signed)?,
+            None => Vec::new(),
+        };
+        log.publish(signed, &cosignatures)?;
         let proof = log.prove_inclusion(index)?.to_text().into_bytes();
+        if proof.len() > sealing::release::MAX_PROOF_LEN {
+            return Err(StateError::File(format!(
+                "the inclusion proof is {} bytes, over the {} an enclave accepts: require fewer \
+                 witnesses, or give them shorter names",
+                proof.len(),
+                sealing::release::MAX_PROOF_LEN
+            )));
+        }
         Ok(Proven {
             index,
             entry: entry.bytes().to_vec(),

@@ -1,19 +1,22 @@
 //! Asking the log's witnesses to cosign each new checkpoint (C2SP `tlog-witness`), before a
 //! release or a renewal is answered.
 //!
-//! Every witness is asked at once, each with a consistency proof from the size it last
-//! acknowledged. A witness that has seen another size answers 409 with that size, and is asked
-//! once more with a proof from there. A cosignature is kept only once it verifies under the
-//! witness's configured key over this checkpoint. A release needs `required` of them: with
-//! fewer, nothing is sent, and the reasons are logged. A witness that reports a larger tree than
+//! Every witness is asked at once, each on a thread of its own with a consistency proof from the
+//! size it last acknowledged. A witness that has seen another size answers 409 with that size,
+//! and is asked once more with a proof from there. A cosignature is kept only once it verifies
+//! under the witness's configured key over this checkpoint. As soon as `required` of them have
+//! verified, the checkpoint is published; with fewer within twice the timeout, nothing is sent,
+//! and the reasons are logged. A witness that failed rests for ten seconds while enough others
+//! can cosign, so one that is down does not slow every release. The log stays locked while its
+//! witnesses are asked: checkpoints reach them in order. A witness that reports a larger tree than
 //! the log holds, or refuses the checkpoint as inconsistent (422), has seen another history of
 //! this log: that is logged as an error, because the log was forked or rolled back.
 //!
 //! The client speaks HTTP/1.1 over TCP (`http://` URLs only): the witness's answer is
 //! self-authenticating (a signature under a configured key), and requests carry nothing secret.
 
-use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError, mpsc};
+use std::time::{Duration, Instant};
 
 use proofs::cosignature::CosignatureVerifier;
 use proofs::note::NoteSignature;
@@ -45,6 +48,8 @@ struct Remote {
     config: WitnessConfig,
     /// The tree size this witness acknowledged last (0 before it is asked).
     known: Mutex<u64>,
+    /// Left alone until then after a failure, while enough others can cosign.
+    resting_until: Mutex<Option<Instant>>,
 }
 
 /// Fewer witnesses cosigned than required; each failure, by witness.
@@ -68,6 +73,7 @@ impl Witnesses {
                 .map(|config| Remote {
                     config,
                     known: Mutex::new(0),
+                    resting_until: Mutex::new(None),
                 })
                 .collect(),
             required,
@@ -88,41 +94,87 @@ impl Witnesses {
             .collect()
     }
 
-    /// Ask every witness to cosign `checkpoint`, the latest of `log`; returns the cosignatures
-    /// that verified, at least `required` of them.
-    pub fn cosign<S: LogStore + Sync>(
+    /// Ask the witnesses to cosign `checkpoint`, the current tree of `log` (signed, not yet
+    /// published); returns as soon as `required` cosignatures verified. Requests run on threads
+    /// of their own, so a witness that hangs costs at most the timeout (twice, with a 409 in
+    /// between), and one that failed rests for [`REST`] while enough others remain.
+    pub fn cosign<S: LogStore>(
         &self,
         log: &Log<S>,
         checkpoint: &SignedCheckpoint,
     ) -> Result<Vec<NoteSignature>, NotWitnessed> {
-        let answers: Vec<Result<NoteSignature, String>> = std::thread::scope(|scope| {
-            let asks: Vec<_> = self
-                .remotes
-                .iter()
-                .map(|remote| scope.spawn(|| remote.ask(log, checkpoint, self.timeout)))
-                .collect();
-            asks.into_iter()
-                .zip(&self.remotes)
-                .map(|(ask, remote)| {
-                    ask.join().unwrap_or_else(|_| {
-                        Err(format!(
-                            "{}: the request panicked",
-                            remote.config.key.name()
-                        ))
-                    })
-                })
-                .collect()
-        });
-        let mut cosignatures = Vec::new();
+        let size = checkpoint.checkpoint.size;
+        let now = Instant::now();
+        let awake: Vec<usize> = (0..self.remotes.len())
+            .filter(|&i| self.remotes.get(i).is_some_and(|r| !r.resting(now)))
+            .collect();
+        let asked: Vec<usize> = if awake.len() >= self.required {
+            awake
+        } else {
+            (0..self.remotes.len()).collect()
+        };
+        let (answers, answered) = mpsc::channel();
         let mut failures = Vec::new();
-        for answer in answers {
-            match answer {
-                Ok(signature) => cosignatures.push(signature),
-                Err(failure) => failures.push(failure),
+        let mut pending = 0usize;
+        for &i in &asked {
+            let Some(remote) = self.remotes.get(i) else {
+                continue;
+            };
+            let old = (*remote.known.lock().unwrap_or_else(PoisonError::into_inner)).min(size);
+            match remote.send(i, old, log, checkpoint, self.timeout, &answers) {
+                Ok(()) => pending += 1,
+                Err(e) => failures.push(e),
+            }
+        }
+        let deadline = now + self.timeout * 2;
+        let mut retried = vec![false; self.remotes.len()];
+        let mut cosignatures = Vec::new();
+        while pending > 0 && cosignatures.len() < self.required {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok((i, result)) = answered.recv_timeout(left) else {
+                failures.push(format!("{pending} witness(es) gave no answer in time"));
+                break;
+            };
+            pending -= 1;
+            let Some(remote) = self.remotes.get(i) else {
+                continue;
+            };
+            match remote.judge(result, &checkpoint.note, size) {
+                Judged::Cosigned(signature) => {
+                    *remote.known.lock().unwrap_or_else(PoisonError::into_inner) = size;
+                    *remote
+                        .resting_until
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = None;
+                    cosignatures.push(signature);
+                }
+                Judged::SeenSize(seen) if !retried.get(i).copied().unwrap_or(true) => {
+                    if let Some(r) = retried.get_mut(i) {
+                        *r = true;
+                    }
+                    *remote.known.lock().unwrap_or_else(PoisonError::into_inner) = seen;
+                    match remote.send(i, seen, log, checkpoint, self.timeout, &answers) {
+                        Ok(()) => pending += 1,
+                        Err(e) => failures.push(e),
+                    }
+                }
+                Judged::SeenSize(_) => {
+                    failures.push(format!(
+                        "{} changed its tree size twice while asked",
+                        remote.config.key.name()
+                    ));
+                }
+                Judged::Failed(why) => {
+                    *remote
+                        .resting_until
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + REST);
+                    failures.push(why);
+                }
             }
         }
         for failure in &failures {
-            tracing::warn!(size = checkpoint.checkpoint.size, "witness: {failure}");
+            tracing::warn!(size, "witness: {failure}");
         }
         if cosignatures.len() < self.required {
             return Err(NotWitnessed {
@@ -135,52 +187,92 @@ impl Witnesses {
     }
 }
 
+/// How long a witness that failed is left alone while enough others can cosign.
+const REST: Duration = Duration::from_secs(10);
+
+/// A witness's answer, tagged with its index: the HTTP status and body, or why there is none.
+type Answer = (usize, Result<(u16, Vec<u8>), String>);
+
+/// What a witness's answer means.
+enum Judged {
+    Cosigned(NoteSignature),
+    /// 409: it cosigned this size last.
+    SeenSize(u64),
+    Failed(String),
+}
+
 impl Remote {
-    fn ask<S: LogStore>(
+    fn resting(&self, now: Instant) -> bool {
+        self.resting_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|until| now < until)
+    }
+
+    /// Send `checkpoint` with a consistency proof from `old`, on a thread of its own; the
+    /// answer arrives on `answers` tagged `i`.
+    fn send<S: LogStore>(
         &self,
+        i: usize,
+        old: u64,
         log: &Log<S>,
         checkpoint: &SignedCheckpoint,
         timeout: Duration,
-    ) -> Result<NoteSignature, String> {
+        answers: &mpsc::Sender<Answer>,
+    ) -> Result<(), String> {
         let name = self.config.key.name();
         let size = checkpoint.checkpoint.size;
-        let mut old = (*self.known.lock().unwrap_or_else(PoisonError::into_inner)).min(size);
-        for _ in 0..2 {
-            let proof = if old == 0 || old == size {
-                Vec::new()
-            } else {
-                log.prove_consistency(old, size)
-                    .map_err(|e| format!("{name}: no consistency proof from {old}: {e}"))?
-                    .hashes
-            };
-            let mut body = format!("old {old}\n");
-            for hash in &proof {
-                body.push_str(&hash.to_base64());
-                body.push('\n');
-            }
+        let proof = if old == 0 || old == size {
+            Vec::new()
+        } else {
+            log.prove_consistency(old, size)
+                .map_err(|e| format!("{name}: no consistency proof from {old}: {e}"))?
+                .hashes
+        };
+        let mut body = format!("old {old}\n");
+        for hash in &proof {
+            body.push_str(&hash.to_base64());
             body.push('\n');
-            body.push_str(&checkpoint.note);
-            let (status, answer) = request(
-                "POST",
-                &self.config.url,
-                "add-checkpoint",
-                body.as_bytes(),
-                timeout,
-                MAX_ANSWER_LEN,
-            )
-            .map_err(|e| format!("{name} ({}): {e}", self.config.url))?;
-            match status {
-                200 => {
-                    let signature = self.cosignature(&checkpoint.note, &answer)?;
-                    *self.known.lock().unwrap_or_else(PoisonError::into_inner) = size;
-                    return Ok(signature);
-                }
-                409 => {
-                    let seen = std::str::from_utf8(&answer)
-                        .ok()
-                        .and_then(|t| t.trim_end_matches('\n').parse::<u64>().ok())
-                        .ok_or_else(|| format!("{name}: a 409 without a tree size"))?;
-                    if seen > size {
+        }
+        body.push('\n');
+        body.push_str(&checkpoint.note);
+        let (url, answers) = (self.config.url.clone(), answers.clone());
+        std::thread::Builder::new()
+            .name("witness-request".into())
+            .spawn(move || {
+                let result = request(
+                    "POST",
+                    &url,
+                    "add-checkpoint",
+                    body.as_bytes(),
+                    timeout,
+                    MAX_ANSWER_LEN,
+                );
+                // The broker may have stopped waiting: then nobody reads this.
+                let _ = answers.send((i, result));
+            })
+            .map(drop)
+            .map_err(|e| format!("{name}: cannot start a request: {e}"))
+    }
+
+    fn judge(&self, result: Result<(u16, Vec<u8>), String>, note: &str, size: u64) -> Judged {
+        let name = self.config.key.name();
+        let (status, answer) = match result {
+            Ok(answer) => answer,
+            Err(e) => return Judged::Failed(format!("{name} ({}): {e}", self.config.url)),
+        };
+        match status {
+            200 => match self.cosignature(note, &answer) {
+                Ok(signature) => Judged::Cosigned(signature),
+                Err(e) => Judged::Failed(e),
+            },
+            409 => {
+                let seen = std::str::from_utf8(&answer)
+                    .ok()
+                    .and_then(|t| t.trim_end_matches('\n').parse::<u64>().ok());
+                match seen {
+                    None => Judged::Failed(format!("{name}: a 409 without a tree size")),
+                    Some(seen) if seen > size => {
                         tracing::error!(
                             witness = name,
                             witness_size = seen,
@@ -188,26 +280,24 @@ impl Remote {
                             "a witness has cosigned a larger tree of this log than it holds: \
                              the log was rolled back or forked"
                         );
-                        return Err(format!(
+                        Judged::Failed(format!(
                             "{name} has cosigned a tree of {seen} entries; this log holds {size}"
-                        ));
+                        ))
                     }
-                    *self.known.lock().unwrap_or_else(PoisonError::into_inner) = seen;
-                    old = seen;
+                    Some(seen) => Judged::SeenSize(seen),
                 }
-                422 => {
-                    tracing::error!(
-                        witness = name,
-                        size,
-                        "a witness refuses the checkpoint as inconsistent with the tree it \
-                         cosigned: the log was forked or rewritten"
-                    );
-                    return Err(format!("{name} refuses: {}", printable(&answer)));
-                }
-                other => return Err(format!("{name} answered {other}: {}", printable(&answer))),
             }
+            422 => {
+                tracing::error!(
+                    witness = name,
+                    size,
+                    "a witness refuses the checkpoint as inconsistent with the tree it \
+                     cosigned: the log was forked or rewritten"
+                );
+                Judged::Failed(format!("{name} refuses: {}", printable(&answer)))
+            }
+            other => Judged::Failed(format!("{name} answered {other}: {}", printable(&answer))),
         }
-        Err(format!("{name} changed its tree size twice while asked"))
     }
 
     /// This witness's cosignature among the lines of `answer`, verified over `note`'s text.

@@ -53,17 +53,32 @@ enum Source {
 }
 
 impl Source {
-    fn get(&self, resource: Resource) -> anyhow::Result<Vec<u8>> {
+    /// `resource` from the server; `None` when it answers 404.
+    fn get(&self, resource: Resource) -> anyhow::Result<Option<Vec<u8>>> {
         let Self::Tiles { url, timeout } = self else {
             bail!("not a URL");
         };
         let path = resource.path();
         let (status, body) = request("GET", url, &path, &[], *timeout, MAX_BUNDLE)
             .map_err(|e| anyhow::anyhow!("{}: {e}", url.join(&path)))?;
-        if status != 200 {
-            bail!("{}: HTTP {status}", url.join(&path));
+        match status {
+            200 => Ok(Some(body)),
+            404 => Ok(None),
+            other => bail!("{}: HTTP {other}", url.join(&path)),
         }
-        Ok(body)
+    }
+
+    /// A tile or bundle the checkpoint covers: withheld (404) is a refusal.
+    fn covered(&self, resource: Resource) -> anyhow::Result<Result<Vec<u8>, Refusal>> {
+        Ok(self.get(resource)?.ok_or_else(|| {
+            refused(
+                "withheld",
+                format!(
+                    "{} is covered by the signed checkpoint but not served",
+                    resource.path()
+                ),
+            )
+        }))
     }
 }
 
@@ -114,7 +129,8 @@ impl Summary {
                 }
             }
             Entry::DenialSummary(d) => {
-                *self.summarised_denials.entry(d.reason.clone()).or_default() += d.count;
+                let total = self.summarised_denials.entry(d.reason.clone()).or_default();
+                *total = total.saturating_add(d.count);
             }
             Entry::Revocation(_) => self.revocations += 1,
             Entry::PolicyChange(p) => self.policy_versions.push(p.policy_version),
@@ -185,12 +201,14 @@ pub(crate) fn run(args: &AuditArgs) -> anyhow::Result<Verdict> {
                 .with_context(|| format!("--saved {}", path.display()))
         })
         .transpose()?;
-    let (source, note) = if args.source.starts_with("http://") {
+    let (source, note) = if args.source.contains("://") {
         let url = HttpUrl::parse(&args.source).map_err(anyhow::Error::msg)?;
         let timeout =
             attest::parse_duration(&args.timeout).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
         let source = Source::Tiles { url, timeout };
-        let note = source.get(Resource::Checkpoint)?;
+        let note = source
+            .get(Resource::Checkpoint)?
+            .with_context(|| format!("{}: no checkpoint (404)", args.source))?;
         (source, note)
     } else {
         let (reader, note) = FileLogReader::open(Path::new(&args.source))?;
@@ -236,10 +254,7 @@ fn report(args: &AuditArgs, audited: &Audited) -> anyhow::Result<()> {
         println!("audited: {} entries of {}", cp.size, cp.origin);
         println!("  root        {}", cp.root);
         println!("  signed by   {}", audited.checkpoint.signed_by.join(", "));
-        if !audited.cosigned.is_empty() {
-            let names: Vec<&str> = audited.cosigned.iter().map(|(n, _)| n.as_str()).collect();
-            println!("  cosigned by {}", names.join(", "));
-        }
+        crate::log::print_cosigned(&audited.cosigned);
         if let Some(size) = audited.saved {
             println!("  extends     the saved checkpoint of {size} entries");
         }
@@ -302,10 +317,13 @@ fn audit(
         let width = u16::try_from((size - bundle * TILE_WIDTH).min(TILE_WIDTH)).unwrap_or(256);
         let entries: Vec<Vec<u8>> = match source {
             Source::Tiles { .. } => {
-                let bytes = source.get(Resource::Entries {
+                let bytes = match source.covered(Resource::Entries {
                     index: bundle,
                     width,
-                })?;
+                })? {
+                    Ok(bytes) => bytes,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
                 match parse_entries(&bytes, width) {
                     Some(entries) => entries.into_iter().map(<[u8]>::to_vec).collect(),
                     None => {
@@ -393,7 +411,10 @@ fn compare_tiles(
             index: *index,
             width,
         };
-        let served = source.get(resource)?;
+        let served = match source.covered(resource)? {
+            Ok(served) => served,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         if parse_tile(&served, width).as_ref() != Some(hashes) {
             return Ok(Err(refused(
                 "tile_mismatch",

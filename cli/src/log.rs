@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use attest::Timestamp;
 use proofs::audit::{self, AuditError};
-use proofs::cosignature::{CosignatureVerifier, WitnessPolicy};
+use proofs::cosignature::WitnessPolicy;
 use proofs::entry::{Entry, LogEntry};
 use proofs::{Hash, NoteSigner, NoteVerifier, SignedCheckpoint};
 use serde_json::{Value, json};
@@ -121,29 +121,34 @@ pub(crate) struct LogKeys {
     /// `<name>+<key ID>+<base64(0x04 ‖ key)>`, or a file holding one. Repeatable.
     #[arg(long = "witness", value_name = "VKEY|FILE")]
     witnesses: Vec<String>,
-    /// How many of the --witness keys must have cosigned. Default: all of them.
+    /// How many of the --witness keys must have cosigned. Default: all of them. It must be more
+    /// than half of them, unless --dangerous-witness-minority.
     #[arg(long, value_name = "K", requires = "witnesses")]
     witnesses_required: Option<usize>,
+    /// Accept --witnesses-required of half the witnesses or fewer: two halves could then each
+    /// cosign another history of the log.
+    #[arg(long, requires = "witnesses_required")]
+    dangerous_witness_minority: bool,
 }
 
 impl LogKeys {
     /// The witnesses the checkpoint must carry cosignatures from (none unless --witness).
     pub(crate) fn witness_policy(&self) -> anyhow::Result<WitnessPolicy> {
-        let mut witnesses = Vec::new();
+        let mut vkeys = Vec::new();
         for arg in &self.witnesses {
-            let text = if Path::new(arg).is_file() {
+            vkeys.push(if Path::new(arg).is_file() {
                 String::from_utf8(read_small_file(Path::new(arg), "witness key")?)
-                    .context("the witness key file is not UTF-8")?
+                    .with_context(|| format!("--witness {arg}: not UTF-8"))?
             } else {
                 arg.clone()
-            };
-            witnesses.push(
-                CosignatureVerifier::parse(text.trim())
-                    .with_context(|| format!("--witness {arg}"))?,
-            );
+            });
         }
-        let required = self.witnesses_required.unwrap_or(witnesses.len());
-        WitnessPolicy::new(witnesses, required).context("--witnesses-required")
+        WitnessPolicy::from_vkeys(
+            &vkeys,
+            self.witnesses_required,
+            self.dangerous_witness_minority,
+        )
+        .context("--witness, --witnesses-required")
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -312,7 +317,7 @@ pub(crate) fn cosigned_json(cosigned: &[(String, u64)]) -> Value {
         .collect()
 }
 
-fn print_cosigned(cosigned: &[(String, u64)]) {
+pub(crate) fn print_cosigned(cosigned: &[(String, u64)]) {
     if !cosigned.is_empty() {
         let names: Vec<String> = cosigned
             .iter()

@@ -427,6 +427,12 @@ fn a_monitor_refuses_forks_rollbacks_and_forged_tiles() {
     let out = audit(&url(forged), &vkey, &[]);
     assert_eq!(refusal(&out), "malformed_bundle");
 
+    // A bundle the checkpoint covers, withheld.
+    let mut withheld = honest_files.clone();
+    withheld.remove("/tile/entries/001");
+    let out = audit(&url(withheld), &vkey, &[]);
+    assert_eq!(refusal(&out), "withheld");
+
     // A checkpoint by another key under the same name.
     let impostor = NoteSigner::generate(ORIGIN).unwrap();
     let out = audit(&url(files(&memory_log(&impostor, 700, 0, 0))), &vkey, &[]);

@@ -70,6 +70,8 @@ pub struct ModelConfig {
     pub witnesses: Vec<String>,
     /// How many of `witnesses` must have cosigned (0 when none is named).
     pub witnesses_required: usize,
+    /// Whether `witnesses_required` may be half the witnesses or fewer (asked for by name).
+    pub dangerous_witness_minority: bool,
     /// The OAEP digests accepted for the wrapped key.
     pub oaep_hashes: Vec<sealing::release::OaepHash>,
     /// The vsock port of the inference API (TLS, OpenAI-compatible).
@@ -181,6 +183,7 @@ struct RawModel {
     log_keys: Vec<String>,
     witnesses: Option<Vec<String>>,
     witnesses_required: Option<usize>,
+    dangerous_witness_minority: Option<bool>,
     oaep_hashes: Option<Vec<String>>,
     api_port: Option<u32>,
     precision: Option<String>,
@@ -353,6 +356,9 @@ impl Config {
                     model.witnesses_required
                 ));
             }
+            if model.dangerous_witness_minority {
+                lines.push("model.dangerous_witness_minority = true".to_owned());
+            }
             for hash in &model.oaep_hashes {
                 lines.push(format!("model.oaep_hash = {}", hash.as_str()));
             }
@@ -520,7 +526,8 @@ fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> 
     }
     let witnesses = raw.witnesses.unwrap_or_default();
     let witnesses_required = raw.witnesses_required.unwrap_or(witnesses.len());
-    witness_policy(&witnesses, witnesses_required)?;
+    let dangerous_witness_minority = raw.dangerous_witness_minority.unwrap_or(false);
+    witness_policy(&witnesses, witnesses_required, dangerous_witness_minority)?;
     let oaep_hashes = raw
         .oaep_hashes
         .unwrap_or_else(|| vec!["sha256".into()])
@@ -571,14 +578,17 @@ fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> 
         log_keys: raw.log_keys,
         witnesses,
         witnesses_required,
+        dangerous_witness_minority,
         oaep_hashes,
     })
 }
 
-/// The witness policy `witnesses` (verifier keys) and `required` make.
+/// The witness policy `witnesses` (verifier keys) and `required` make: a majority of them
+/// unless `allow_minority`.
 pub(crate) fn witness_policy(
     witnesses: &[String],
     required: usize,
+    allow_minority: bool,
 ) -> Result<proofs::cosignature::WitnessPolicy, ConfigError> {
     let keys = witnesses
         .iter()
@@ -587,8 +597,12 @@ pub(crate) fn witness_policy(
                 .map_err(|e| invalid("model.witnesses", format!("{w:?}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    proofs::cosignature::WitnessPolicy::new(keys, required)
-        .map_err(|e| invalid("model.witnesses_required", e))
+    let policy = if allow_minority {
+        proofs::cosignature::WitnessPolicy::allowing_minority(keys, required)
+    } else {
+        proofs::cosignature::WitnessPolicy::new(keys, required)
+    };
+    policy.map_err(|e| invalid("model.witnesses_required", e))
 }
 
 /// Read a small file, refusing anything over [`MAX_CONFIG_LEN`].

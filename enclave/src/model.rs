@@ -301,8 +301,12 @@ fn release_trust(config: &ModelConfig) -> Result<ReleaseTrust, String> {
         broker_roots: roots,
         log_keys,
         log_origin: None,
-        witnesses: crate::config::witness_policy(&config.witnesses, config.witnesses_required)
-            .map_err(|e| e.to_string())?,
+        witnesses: crate::config::witness_policy(
+            &config.witnesses,
+            config.witnesses_required,
+            config.dangerous_witness_minority,
+        )
+        .map_err(|e| e.to_string())?,
         oaep_hashes: config.oaep_hashes.clone(),
     })
 }

@@ -271,6 +271,9 @@ impl Cosigner {
     }
 }
 
+/// The most witnesses a policy names.
+pub const MAX_WITNESSES: usize = 32;
+
 /// How many of which witnesses must have cosigned a checkpoint before it is believed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WitnessPolicy {
@@ -311,14 +314,48 @@ impl WitnessPolicy {
         Self::default()
     }
 
-    /// `required` of `witnesses`, each named once; `required` is at least 1 when witnesses are
-    /// named, and at most their number.
+    /// `required` of `witnesses`: each named once and with a key of its own, at most
+    /// [`MAX_WITNESSES`], `required` at least 1 when witnesses are named and at most their
+    /// number, and more than half of them (see [`WitnessPolicy::allowing_minority`]).
     pub fn new(witnesses: Vec<CosignatureVerifier>, required: usize) -> Result<Self, WitnessError> {
+        let policy = Self::allowing_minority(witnesses, required)?;
+        if policy.required > 0 && policy.required * 2 <= policy.witnesses.len() {
+            return Err(WitnessError::Policy(format!(
+                "{} of {} witnesses is not a majority: a log could have one history cosigned by \
+                 some of them and another by the others; require at least {}, or allow a \
+                 minority by name",
+                policy.required,
+                policy.witnesses.len(),
+                policy.witnesses.len() / 2 + 1
+            )));
+        }
+        Ok(policy)
+    }
+
+    /// Like [`WitnessPolicy::new`], but `required` may be half the witnesses or fewer. Two
+    /// disjoint sets of `required` witnesses can then each cosign a different history of one
+    /// log, so a broker that picks whom to ask can show two parties two logs: only for
+    /// witnesses trusted to gossip, or for the broker's own availability setting.
+    pub fn allowing_minority(
+        witnesses: Vec<CosignatureVerifier>,
+        required: usize,
+    ) -> Result<Self, WitnessError> {
+        if witnesses.len() > MAX_WITNESSES {
+            return Err(WitnessError::Policy(format!(
+                "{} witnesses named: at most {MAX_WITNESSES}",
+                witnesses.len()
+            )));
+        }
         for (i, w) in witnesses.iter().enumerate() {
-            if witnesses.iter().take(i).any(|o| o.name == w.name) {
+            if let Some(other) = witnesses
+                .iter()
+                .take(i)
+                .find(|o| o.name == w.name || o.public_key == w.public_key)
+            {
                 return Err(WitnessError::Policy(format!(
-                    "the witness {} is named twice",
-                    w.name
+                    "the witnesses {} and {} are one (the same name or the same key): each \
+                     counts once",
+                    other.name, w.name
                 )));
             }
         }
@@ -337,6 +374,28 @@ impl WitnessPolicy {
             witnesses,
             required,
         })
+    }
+
+    /// The policy of verifier keys (`<name>+<key ID>+<base64(0x04 ‖ key)>`): `required` of them
+    /// (all when `None`), a minority only if `allow_minority`.
+    pub fn from_vkeys(
+        vkeys: &[String],
+        required: Option<usize>,
+        allow_minority: bool,
+    ) -> Result<Self, WitnessError> {
+        let witnesses = vkeys
+            .iter()
+            .map(|v| {
+                CosignatureVerifier::parse(v.trim())
+                    .map_err(|e| WitnessError::Policy(format!("witness key {v:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let required = required.unwrap_or(witnesses.len());
+        if allow_minority {
+            Self::allowing_minority(witnesses, required)
+        } else {
+            Self::new(witnesses, required)
+        }
     }
 
     /// The witnesses named.

@@ -35,7 +35,7 @@ use attest::{PcrIndex, PcrValue, Timestamp};
 use cbor::{Fields, Map, Profile, Reader, Value};
 
 use crate::hash::Hash;
-use crate::store::MAX_ENTRY_LEN;
+use crate::store::MAX_STORED_ENTRY_LEN;
 
 /// The entry format version.
 pub const ENTRY_VERSION: u64 = 1;
@@ -521,7 +521,12 @@ impl LogEntry {
 
     /// Decode stored bytes. Anything but the canonical encoding of a valid entry is refused.
     pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
-        let entry = Reader::read_all(bytes, MAX_ENTRY_LEN, Profile::Deterministic, read_entry)?;
+        let entry = Reader::read_all(
+            bytes,
+            MAX_STORED_ENTRY_LEN,
+            Profile::Deterministic,
+            read_entry,
+        )?;
         // The reader accepts only the deterministic encoding; encoding again also checks what
         // `encode` requires of the values (bounds, a release's evidence).
         if entry.encode()? != bytes {

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use crate::hash::{HASH_LEN, Hash};
 use crate::merkle::{Frontier, Subtrees, is_inside, postorder_count, postorder_position};
-use crate::store::{LogStore, MAX_ENTRY_LEN, StoreError, check_entry};
+use crate::store::{LogStore, MAX_STORED_ENTRY_LEN, StoreError, check_entry};
 
 /// How many of the newest entries recovery reads back and re-hashes on every open.
 pub const RECHECK: u64 = 1024;
@@ -478,7 +478,7 @@ impl RecordReader<'_> {
         let Ok(len) = usize::try_from(u32::from_be_bytes(len)) else {
             return Ok(None);
         };
-        if len > MAX_ENTRY_LEN {
+        if len > MAX_STORED_ENTRY_LEN {
             return Ok(None);
         }
         let mut body = vec![0u8; len + HASH_LEN];
@@ -544,7 +544,7 @@ fn read_record(
     let Ok(len) = usize::try_from(len) else {
         return Ok(None);
     };
-    if len > MAX_ENTRY_LEN || offset + record_len(len) > file_len {
+    if len > MAX_STORED_ENTRY_LEN || offset + record_len(len) > file_len {
         return Ok(None);
     }
     let mut body = vec![0u8; len + HASH_LEN];
@@ -671,12 +671,20 @@ impl FileLogReader {
             .filter_map(|c| <[u8; 8]>::try_from(c).ok().map(u64::from_be_bytes))
             .collect();
         let start = offsets.first().copied().unwrap_or(HEADER);
-        let stop = if end < self.indexed {
-            read_index_slot(&self.index, end)?
-        } else {
-            self.entries_len
-        };
-        let most = count * (RECORD_OVERHEAD + u64::from(u16::MAX));
+        // The span ends with the last record, whose length its own header gives (what follows
+        // it may be a batch still being written).
+        let last = offsets.last().copied().unwrap_or(HEADER);
+        let mut len = [0u8; 4];
+        if last.saturating_add(RECORD_OVERHEAD) <= self.entries_len {
+            self.entries
+                .read_exact_at(&mut len, last)
+                .map_err(StoreError::io("cannot read the entries file"))?;
+        }
+        let stop = u64::from(u32::from_be_bytes(len))
+            .checked_add(RECORD_OVERHEAD)
+            .and_then(|n| n.checked_add(last))
+            .unwrap_or(u64::MAX);
+        let most = count * (RECORD_OVERHEAD + u64::from(u16::MAX) + 1);
         if start < HEADER || stop < start || stop - start > most || stop > self.entries_len {
             return Err(StoreError::Corrupt(format!(
                 "entries {first}..{end}: the index points outside the entries"
@@ -689,13 +697,16 @@ impl FileLogReader {
         let mut entries = Vec::with_capacity(offsets.len());
         for (i, offset) in (first..).zip(&offsets) {
             let damaged = || StoreError::Corrupt(format!("entry {i} is damaged"));
-            let at = usize::try_from(offset - start).map_err(|_| damaged())?;
+            let at = offset
+                .checked_sub(start)
+                .and_then(|at| usize::try_from(at).ok())
+                .ok_or_else(damaged)?;
             let record = span.get(at..).ok_or_else(damaged)?;
             let (len, rest) = record.split_first_chunk::<4>().ok_or_else(damaged)?;
             let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| damaged())?;
             let body = rest.get(..len).ok_or_else(damaged)?;
             let stored = rest.get(len..len + HASH_LEN).and_then(Hash::from_slice);
-            if len > MAX_ENTRY_LEN || stored != Some(Hash::leaf(body)) {
+            if len > MAX_STORED_ENTRY_LEN || stored != Some(Hash::leaf(body)) {
                 return Err(damaged());
             }
             entries.push(body.to_vec());

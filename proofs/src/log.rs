@@ -120,6 +120,16 @@ impl<S: LogStore> Log<S> {
     /// Sign and store a checkpoint over every entry appended so far (or return the latest one if
     /// nothing was appended since).
     pub fn checkpoint(&mut self) -> Result<SignedCheckpoint, LogError> {
+        let signed = self.sign_checkpoint()?;
+        if self.latest.as_ref() == Some(&signed) {
+            return Ok(signed);
+        }
+        self.publish(signed, &[])
+    }
+
+    /// Sign a checkpoint over every entry appended so far without storing it (the latest one if
+    /// nothing was appended since), for witnesses to cosign before [`Log::publish`].
+    pub fn sign_checkpoint(&self) -> Result<SignedCheckpoint, LogError> {
         let size = self.store.size();
         if let Some(latest) = &self.latest
             && latest.checkpoint.size == size
@@ -133,12 +143,29 @@ impl<S: LogStore> Log<S> {
             extensions: Vec::new(),
         };
         let note = self.signer.sign(&checkpoint.to_text())?.to_text();
-        self.store.set_checkpoint(note.as_bytes())?;
-        let signed = SignedCheckpoint {
+        Ok(SignedCheckpoint {
             checkpoint,
             note,
             signed_by: vec![self.signer.name().to_owned()],
-        };
+        })
+    }
+
+    /// Store `signed` (from [`Log::sign_checkpoint`]) with `cosignatures` added, as the latest
+    /// checkpoint: inclusion proofs from now on are in it. It must still be this log's current
+    /// tree. The caller checks the cosignatures; the log only keeps them.
+    pub fn publish(
+        &mut self,
+        mut signed: SignedCheckpoint,
+        cosignatures: &[NoteSignature],
+    ) -> Result<SignedCheckpoint, LogError> {
+        let size = signed.checkpoint.size;
+        if size != self.store.size() || self.store.root_at(size)? != signed.checkpoint.root {
+            return Err(LogError::CheckpointMismatch { size });
+        }
+        if !cosignatures.is_empty() {
+            signed.note = crate::cosignature::add_cosignatures(&signed.note, cosignatures)?;
+        }
+        self.store.set_checkpoint(signed.note.as_bytes())?;
         self.latest = Some(signed.clone());
         Ok(signed)
     }
@@ -149,13 +176,14 @@ impl<S: LogStore> Log<S> {
         &mut self,
         cosignatures: &[NoteSignature],
     ) -> Result<SignedCheckpoint, LogError> {
-        let latest = self.latest.as_mut().ok_or(NoteError::Malformed(
+        let latest = self.latest.clone().ok_or(NoteError::Malformed(
             "there is no checkpoint to add cosignatures to",
         ))?;
         let note = crate::cosignature::add_cosignatures(&latest.note, cosignatures)?;
         self.store.set_checkpoint(note.as_bytes())?;
-        latest.note = note;
-        Ok(latest.clone())
+        let latest = SignedCheckpoint { note, ..latest };
+        self.latest = Some(latest.clone());
+        Ok(latest)
     }
 
     /// The entry at `index`.

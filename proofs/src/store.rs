@@ -12,6 +12,9 @@ use crate::merkle::{self, Frontier, Subtrees, is_inside, postorder_position};
 /// The largest entry a log accepts, in bytes: what a C2SP tlog-tiles entry bundle's 16-bit
 /// length prefix can carry. Entries are records of decisions, not documents.
 pub const MAX_ENTRY_LEN: usize = 65_535;
+/// The largest entry a stored log may hold: logs written before the limit above took 64 KiB,
+/// and their entries stay readable (they cannot be served as tiles).
+pub(crate) const MAX_STORED_ENTRY_LEN: usize = 64 * 1024;
 
 /// Why storage failed.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@
 
 use crate::hash::{HASH_LEN, Hash};
 use crate::merkle::{Frontier, Subtrees};
+use crate::store::StoreError;
 
 /// Hashes (or entries) in a full tile.
 pub const TILE_WIDTH: u64 = 256;
@@ -185,8 +186,9 @@ pub fn read_tile<S: Subtrees + ?Sized>(
 }
 
 /// Entry bundle `(index, width)` of a tree of `size` entries; `fetch(first, count)` reads the
-/// entries. `None` when the tree does not hold it.
-pub fn read_entries<E>(
+/// entries. `None` when the tree does not hold it; an entry over 65 535 bytes (possible only in
+/// logs written before that limit) cannot be bundled and is an error.
+pub fn read_entries<E: From<StoreError>>(
     size: u64,
     index: u64,
     width: u16,
@@ -198,8 +200,8 @@ pub fn read_entries<E>(
     let entries = fetch(index * TILE_WIDTH, u64::from(width))?;
     let mut bundle = Vec::with_capacity(entries.iter().map(|e| e.len() + 2).sum());
     for bytes in &entries {
-        // Entries are at most MAX_ENTRY_LEN (65 535) bytes: the prefix always fits.
-        let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+        let len =
+            u16::try_from(bytes.len()).map_err(|_| StoreError::EntrySize { len: bytes.len() })?;
         bundle.extend_from_slice(&len.to_be_bytes());
         bundle.extend_from_slice(bytes);
     }
@@ -211,6 +213,9 @@ pub fn parse_entries(bundle: &[u8], width: u16) -> Option<Vec<&[u8]>> {
     let mut entries = Vec::with_capacity(usize::from(width));
     let mut rest = bundle;
     while !rest.is_empty() {
+        if entries.len() == usize::from(width) {
+            return None;
+        }
         let (len, tail) = rest.split_first_chunk::<2>()?;
         let len = usize::from(u16::from_be_bytes(*len));
         let (entry, tail) = tail.split_at_checked(len)?;
@@ -234,13 +239,19 @@ pub fn parse_tile(tile: &[u8], width: u16) -> Option<Vec<Hash>> {
 
 /// Builds a tree from its leaves, one at a time, and hands out each hash tile as it completes:
 /// what a monitor recomputes from the entries alone, to compare with what a server serves.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TileHasher {
     frontier: Frontier,
     /// The hashes of each level's current, incomplete tile.
     pending: Vec<Vec<Hash>>,
     /// Full tiles completed at each level.
     completed: Vec<u64>,
+}
+
+impl Default for TileHasher {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A tile: its level, index and hashes.

@@ -75,14 +75,22 @@ pub fn request(
             .filter(|d| !d.is_zero())
             .ok_or_else(|| format!("no answer within {timeout:?}"))
     };
-    let addr = url
+    let addrs: Vec<std::net::SocketAddr> = url
         .authority
         .to_socket_addrs()
         .map_err(|e| format!("resolving: {e}"))?
-        .next()
-        .ok_or("resolving: no address")?;
-    let mut stream =
-        TcpStream::connect_timeout(&addr, left()?).map_err(|e| format!("connecting: {e}"))?;
+        .collect();
+    let mut connected = Err("resolving: no address".to_owned());
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, left()?) {
+            Ok(stream) => {
+                connected = Ok(stream);
+                break;
+            }
+            Err(e) => connected = Err(format!("connecting to {addr}: {e}")),
+        }
+    }
+    let mut stream = connected?;
     stream
         .set_write_timeout(Some(left()?))
         .map_err(|e| e.to_string())?;
@@ -120,6 +128,13 @@ pub fn request(
                 if answer.len() > limit {
                     return Err(format!("the answer is over {max_len} bytes"));
                 }
+                // Complete once the head and the body it announces are in: a server that keeps
+                // the connection open costs nothing more.
+                if let Ok((_, body, Some(length))) = split_answer(&answer)
+                    && body.len() >= length
+                {
+                    break;
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("reading: {e}")),
@@ -134,6 +149,18 @@ pub fn request(
 
 /// An HTTP/1.1 answer read to the end: the status and the body (bounded by Content-Length).
 fn parse_answer(answer: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    let (status, body, length) = split_answer(answer)?;
+    let body = match length {
+        Some(n) => body
+            .get(..n)
+            .ok_or("the answer is shorter than its Content-Length")?,
+        None => body,
+    };
+    Ok((status, body.to_vec()))
+}
+
+/// The status, the bytes after the head, and the Content-Length, once the head is complete.
+fn split_answer(answer: &[u8]) -> Result<(u16, &[u8], Option<usize>), String> {
     let split = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -142,6 +169,7 @@ fn parse_answer(answer: &[u8]) -> Result<(u16, Vec<u8>), String> {
     let body = body.get(4..).unwrap_or_default();
     let head = std::str::from_utf8(head).map_err(|_| "the HTTP head is not UTF-8")?;
     let mut lines = head.split("\r\n");
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let status = lines
         .next()
         .and_then(|l| {
@@ -149,6 +177,7 @@ fn parse_answer(answer: &[u8]) -> Result<(u16, Vec<u8>), String> {
                 .or_else(|| l.strip_prefix("HTTP/1.0 "))
         })
         .and_then(|l| l.get(..3))
+        .filter(|s| digits(s))
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or("not an HTTP/1.1 answer")?;
     let mut length = None;
@@ -158,18 +187,15 @@ fn parse_answer(answer: &[u8]) -> Result<(u16, Vec<u8>), String> {
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
+            if !digits(value) || length.is_some() {
+                return Err("a bad Content-Length".into());
+            }
             length = Some(value.parse::<usize>().map_err(|_| "a bad Content-Length")?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(format!("Transfer-Encoding {value} is not supported"));
         }
     }
-    let body = match length {
-        Some(n) => body
-            .get(..n)
-            .ok_or("the answer is shorter than its Content-Length")?,
-        None => body,
-    };
-    Ok((status, body.to_vec()))
+    Ok((status, body, length))
 }
 
 #[cfg(test)]
@@ -216,6 +242,9 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nno-colon\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort",
             b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\nx",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\nx",
+            b"HTTP/1.1 +20 OK\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
         ] {
             assert!(

@@ -184,6 +184,46 @@ fn the_response_and_log_keys_live_in_the_hsm() {
         "{stderr}"
     );
 
+    // A key pair under the label that `broker init` did not make (here one made for an approver,
+    // with no CKA_ID pairing its halves) is refused at start.
+    run(broker
+        .command(&[
+            "policy",
+            "approver-key",
+            "--pkcs11-module",
+            common::broker::SOFTHSM_MODULE,
+            "--token",
+            "broker",
+            "--key-label",
+            "foreign-key",
+            "--public-key",
+            "foreign.pub.pem",
+        ])
+        .env("APPROVER_PKCS11_PIN", "1234"));
+    let config = std::fs::read_to_string(&config_path).unwrap().replace(
+        "token_key = \"response-key\"",
+        "token_key = \"foreign-key\"",
+    );
+    std::fs::write(&config_path, &config).unwrap();
+    let out = broker
+        .command(&["serve", "--config", "broker.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("foreign-key") && stderr.contains("CKA_ID"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &config_path,
+        config.replace(
+            "token_key = \"foreign-key\"",
+            "token_key = \"response-key\"",
+        ),
+    )
+    .unwrap();
+
     // A label the token does not hold is named.
     std::fs::write(broker.dir.join("broker.pem"), good_certificate).unwrap();
     let config = std::fs::read_to_string(&config_path)

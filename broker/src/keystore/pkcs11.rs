@@ -433,6 +433,10 @@ impl Pkcs11Store {
                 return Ok(false);
             }
             let label = label.as_bytes().to_vec();
+            // One random CKA_ID pairs the public key with the private one.
+            let mut id = [0u8; 16];
+            aws_lc_rs::rand::fill(&mut id)
+                .map_err(|_| KeyStoreError::Device("no randomness for CKA_ID".into()))?;
             let (mechanism, params) = match kind {
                 SigningKeyKind::P384 => (Mechanism::EccKeyPairGen, P384_PARAMS.to_vec()),
                 SigningKeyKind::Ed25519 => {
@@ -447,6 +451,7 @@ impl Pkcs11Store {
                         Attribute::EcParams(params),
                         Attribute::Verify(true),
                         Attribute::Label(label.clone()),
+                        Attribute::Id(id.to_vec()),
                     ],
                     &[
                         Attribute::Token(true),
@@ -455,6 +460,7 @@ impl Pkcs11Store {
                         Attribute::Extractable(false),
                         Attribute::Sign(true),
                         Attribute::Label(label),
+                        Attribute::Id(id.to_vec()),
                     ],
                 )
                 .map_err(device("generating a signing key pair"))?;
@@ -488,6 +494,9 @@ impl Pkcs11Store {
             SigningKeyKind::P384 => KeyType::EC,
             SigningKeyKind::Ed25519 => KeyType::EC_EDWARDS,
         };
+        // Generated in the token (CKA_LOCAL), never known outside it (always sensitive, never
+        // extractable), usable only after login (private): an imported key, or one that was
+        // ever exportable, is refused.
         for (attribute, wanted, what) in [
             (
                 AttributeType::KeyType,
@@ -495,14 +504,34 @@ impl Pkcs11Store {
                 "of the wrong key type",
             ),
             (
+                AttributeType::Private,
+                Attribute::Private(true),
+                "usable without a login",
+            ),
+            (
                 AttributeType::Sensitive,
                 Attribute::Sensitive(true),
                 "not sensitive",
             ),
             (
+                AttributeType::AlwaysSensitive,
+                Attribute::AlwaysSensitive(true),
+                "not always sensitive",
+            ),
+            (
                 AttributeType::Extractable,
                 Attribute::Extractable(false),
                 "extractable",
+            ),
+            (
+                AttributeType::NeverExtractable,
+                Attribute::NeverExtractable(true),
+                "once extractable",
+            ),
+            (
+                AttributeType::Local,
+                Attribute::Local(true),
+                "not generated in the token",
             ),
             (
                 AttributeType::Sign,
@@ -517,9 +546,29 @@ impl Pkcs11Store {
                 return Err(problem(format!("the private key is {what}")));
             }
         }
-        let [public] = find_labelled(&session, ObjectClass::PUBLIC_KEY, label)?[..] else {
+        let id = match session
+            .get_attributes(key, &[AttributeType::Id])
+            .map_err(device("reading the key's CKA_ID"))?
+            .into_iter()
+            .next()
+        {
+            Some(Attribute::Id(id)) if !id.is_empty() => id,
+            _ => {
+                return Err(problem(
+                    "the private key has no CKA_ID to pair it with".into(),
+                ));
+            }
+        };
+        let publics = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Id(id),
+            ])
+            .map_err(device("searching for the public key"))?;
+        let [public] = publics[..] else {
             return Err(problem(
-                "expected exactly one public key with this label".into(),
+                "expected exactly one public key with this label and CKA_ID".into(),
             ));
         };
         let attributes = session

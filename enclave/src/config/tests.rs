@@ -250,11 +250,20 @@ fn witnesses_are_measured_and_a_policy_that_names_them_must_require_one() {
     let model_config = both.model.as_ref().unwrap();
     assert_eq!(model_config.witnesses_required, 2, "all named, unless told");
     assert!(both.canonical().contains(&format!("model.witness = {a}")));
+    // One of two is not a majority: two halves could cosign two histories. Only by name.
+    let minority = format!("{model}witnesses = [\"{a}\", \"{b}\"]\nwitnesses_required = 1\n");
+    let error = Config::from_toml(&minority, &dir).unwrap_err().to_string();
+    assert!(error.contains("not a majority"), "{error}");
     let one_of_two = Config::from_toml(
-        &format!("{model}witnesses = [\"{a}\", \"{b}\"]\nwitnesses_required = 1\n"),
+        &format!("{minority}dangerous_witness_minority = true\n"),
         &dir,
     )
     .unwrap();
+    assert!(
+        one_of_two
+            .canonical()
+            .contains("model.dangerous_witness_minority = true")
+    );
     let digests = [none.digest(), both.digest(), one_of_two.digest()];
     for (i, x) in digests.iter().enumerate() {
         for y in digests.iter().skip(i + 1) {
