@@ -332,6 +332,24 @@ fn witnesses(raw: RawWitnesses) -> Result<WitnessesConfig, ConfigError> {
             .map_err(|e| invalid("witnesses.witness.url", e))?;
         witnesses.push(crate::witnesses::WitnessConfig { key, url });
     }
+    // Every cosignature rides in the inclusion proof an enclave accepts (at most 8 KiB, with
+    // up to 63 proof hashes and the log's own signature line): refuse what could not fit.
+    let worst: usize = witnesses
+        .iter()
+        .map(|w| w.key.name().len() + 110)
+        .sum::<usize>()
+        + 3_500;
+    if worst > sealing::release::MAX_PROOF_LEN {
+        return Err(invalid(
+            "witnesses.witness",
+            format!(
+                "{} witnesses with these names could make an inclusion proof of {worst} bytes, \
+                 over the {} an enclave accepts: name fewer, or shorter-named, witnesses",
+                witnesses.len(),
+                sealing::release::MAX_PROOF_LEN
+            ),
+        ));
+    }
     let required = raw.required.unwrap_or(witnesses.len());
     // The checks an enclave's policy makes (distinct witnesses, 1 ≤ required ≤ n), except the
     // majority: the broker's `required` is its own availability setting, and a broker cannot

@@ -4,18 +4,22 @@
 //! Every witness is asked at once, each on a thread of its own with a consistency proof from the
 //! size it last acknowledged. A witness that has seen another size answers 409 with that size,
 //! and is asked once more with a proof from there. A cosignature is kept only once it verifies
-//! under the witness's configured key over this checkpoint. As soon as `required` of them have
-//! verified, the checkpoint is published; with fewer within twice the timeout, nothing is sent,
-//! and the reasons are logged. A witness that failed rests for ten seconds while enough others
-//! can cosign, so one that is down does not slow every release. The log stays locked while its
-//! witnesses are asked: checkpoints reach them in order. A witness that reports a larger tree than
+//! under the witness's configured key over this checkpoint. The answers are collected until all
+//! are in, or 100 ms after `required` have verified, so the checkpoint carries every cosignature
+//! that comes promptly (parties may require more than the broker does); with fewer than
+//! `required` within twice the timeout, nothing is sent, and the reasons are logged. A witness
+//! that failed rests for ten seconds while enough others can cosign, and one whose request is
+//! still in flight is not asked again, so a witness that hangs costs one thread and one socket,
+//! not one per release. The log stays locked while its witnesses are asked: checkpoints reach
+//! them in order. A witness that reports a larger tree than
 //! the log holds, or refuses the checkpoint as inconsistent (422), has seen another history of
 //! this log: that is logged as an error, because the log was forked or rolled back.
 //!
 //! The client speaks HTTP/1.1 over TCP (`http://` URLs only): the witness's answer is
 //! self-authenticating (a signature under a configured key), and requests carry nothing secret.
 
-use std::sync::{Mutex, PoisonError, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use proofs::cosignature::CosignatureVerifier;
@@ -38,11 +42,12 @@ pub struct WitnessConfig {
 /// The witnesses a broker asks, and how many must cosign.
 #[derive(Debug)]
 pub struct Witnesses {
-    remotes: Vec<Remote>,
+    remotes: Vec<Arc<Remote>>,
     required: usize,
     timeout: Duration,
 }
 
+/// One witness and what the broker knows of it, shared with the request in flight.
 #[derive(Debug)]
 struct Remote {
     config: WitnessConfig,
@@ -50,6 +55,9 @@ struct Remote {
     known: Mutex<u64>,
     /// Left alone until then after a failure, while enough others can cosign.
     resting_until: Mutex<Option<Instant>>,
+    /// A request to it is in flight: it is not asked again until that one ends, so a witness
+    /// that hangs holds one thread and one socket, not one per release.
+    busy: AtomicBool,
 }
 
 /// Fewer witnesses cosigned than required; each failure, by witness.
@@ -70,10 +78,13 @@ impl Witnesses {
         Self {
             remotes: witnesses
                 .into_iter()
-                .map(|config| Remote {
-                    config,
-                    known: Mutex::new(0),
-                    resting_until: Mutex::new(None),
+                .map(|config| {
+                    Arc::new(Remote {
+                        config,
+                        known: Mutex::new(0),
+                        resting_until: Mutex::new(None),
+                        busy: AtomicBool::new(false),
+                    })
                 })
                 .collect(),
             required,
@@ -95,9 +106,10 @@ impl Witnesses {
     }
 
     /// Ask the witnesses to cosign `checkpoint`, the current tree of `log` (signed, not yet
-    /// published); returns as soon as `required` cosignatures verified. Requests run on threads
-    /// of their own, so a witness that hangs costs at most the timeout (twice, with a 409 in
-    /// between), and one that failed rests for [`REST`] while enough others remain.
+    /// published). Every witness that is not resting or still busy is asked at once, on a
+    /// thread of its own; the answers are collected until all are in, or [`GRACE`] after
+    /// `required` have verified (so a checkpoint carries every cosignature that comes promptly,
+    /// for parties that require more than the broker does), or twice the timeout.
     pub fn cosign<S: LogStore>(
         &self,
         log: &Log<S>,
@@ -105,72 +117,73 @@ impl Witnesses {
     ) -> Result<Vec<NoteSignature>, NotWitnessed> {
         let size = checkpoint.checkpoint.size;
         let now = Instant::now();
-        let awake: Vec<usize> = (0..self.remotes.len())
-            .filter(|&i| self.remotes.get(i).is_some_and(|r| !r.resting(now)))
-            .collect();
-        let asked: Vec<usize> = if awake.len() >= self.required {
+        let idle: Vec<&Arc<Remote>> = self.remotes.iter().filter(|r| !r.is_busy()).collect();
+        let awake: Vec<&Arc<Remote>> = idle.iter().copied().filter(|r| !r.resting(now)).collect();
+        let asked = if awake.len() >= self.required {
             awake
         } else {
-            (0..self.remotes.len()).collect()
+            idle
         };
+        let mut failures: Vec<String> = self
+            .remotes
+            .iter()
+            .filter(|r| r.is_busy())
+            .map(|r| {
+                format!(
+                    "{}: still answering an earlier request",
+                    r.config.key.name()
+                )
+            })
+            .collect();
         let (answers, answered) = mpsc::channel();
-        let mut failures = Vec::new();
         let mut pending = 0usize;
-        for &i in &asked {
-            let Some(remote) = self.remotes.get(i) else {
-                continue;
-            };
+        for (i, remote) in asked.iter().enumerate() {
             let old = (*remote.known.lock().unwrap_or_else(PoisonError::into_inner)).min(size);
-            match remote.send(i, old, log, checkpoint, self.timeout, &answers) {
+            match Remote::send(remote, i, old, log, checkpoint, self.timeout, &answers) {
                 Ok(()) => pending += 1,
                 Err(e) => failures.push(e),
             }
         }
         let deadline = now + self.timeout * 2;
-        let mut retried = vec![false; self.remotes.len()];
+        let mut quorum_at: Option<Instant> = None;
+        let mut retried = vec![false; asked.len()];
         let mut cosignatures = Vec::new();
-        while pending > 0 && cosignatures.len() < self.required {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok((i, result)) = answered.recv_timeout(left) else {
-                failures.push(format!("{pending} witness(es) gave no answer in time"));
+        while pending > 0 {
+            let mut until = deadline;
+            if let Some(at) = quorum_at {
+                until = until.min(at + GRACE);
+            }
+            let Ok((i, judged)) =
+                answered.recv_timeout(until.saturating_duration_since(Instant::now()))
+            else {
+                if quorum_at.is_none() {
+                    failures.push(format!("{pending} witness(es) gave no answer in time"));
+                }
                 break;
             };
             pending -= 1;
-            let Some(remote) = self.remotes.get(i) else {
-                continue;
-            };
-            match remote.judge(result, &checkpoint.note, size) {
+            match judged {
                 Judged::Cosigned(signature) => {
-                    *remote.known.lock().unwrap_or_else(PoisonError::into_inner) = size;
-                    *remote
-                        .resting_until
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = None;
                     cosignatures.push(signature);
+                    if cosignatures.len() == self.required {
+                        quorum_at = Some(Instant::now());
+                    }
                 }
                 Judged::SeenSize(seen) if !retried.get(i).copied().unwrap_or(true) => {
-                    if let Some(r) = retried.get_mut(i) {
+                    if let (Some(r), Some(remote)) = (retried.get_mut(i), asked.get(i)) {
                         *r = true;
-                    }
-                    *remote.known.lock().unwrap_or_else(PoisonError::into_inner) = seen;
-                    match remote.send(i, seen, log, checkpoint, self.timeout, &answers) {
-                        Ok(()) => pending += 1,
-                        Err(e) => failures.push(e),
+                        match Remote::send(remote, i, seen, log, checkpoint, self.timeout, &answers)
+                        {
+                            Ok(()) => pending += 1,
+                            Err(e) => failures.push(e),
+                        }
                     }
                 }
                 Judged::SeenSize(_) => {
-                    failures.push(format!(
-                        "{} changed its tree size twice while asked",
-                        remote.config.key.name()
-                    ));
+                    let name = asked.get(i).map_or("?", |r| r.config.key.name());
+                    failures.push(format!("{name} changed its tree size twice while asked"));
                 }
-                Judged::Failed(why) => {
-                    *remote
-                        .resting_until
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + REST);
-                    failures.push(why);
-                }
+                Judged::Failed(why) => failures.push(why),
             }
         }
         for failure in &failures {
@@ -187,11 +200,14 @@ impl Witnesses {
     }
 }
 
+/// How long the answers of other witnesses are still awaited once enough have cosigned.
+const GRACE: Duration = Duration::from_millis(100);
+
 /// How long a witness that failed is left alone while enough others can cosign.
 const REST: Duration = Duration::from_secs(10);
 
-/// A witness's answer, tagged with its index: the HTTP status and body, or why there is none.
-type Answer = (usize, Result<(u16, Vec<u8>), String>);
+/// A witness's answer, judged, tagged with its index among those asked.
+type Answer = (usize, Judged);
 
 /// What a witness's answer means.
 enum Judged {
@@ -209,10 +225,15 @@ impl Remote {
             .is_some_and(|until| now < until)
     }
 
-    /// Send `checkpoint` with a consistency proof from `old`, on a thread of its own; the
-    /// answer arrives on `answers` tagged `i`.
+    fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    /// Send `checkpoint` with a consistency proof from `old` on a thread of its own, which
+    /// judges the answer, records what it learnt of the witness (its size; a failure puts it to
+    /// rest), and reports on `answers` tagged `i`, if anyone still listens.
     fn send<S: LogStore>(
-        &self,
+        remote: &Arc<Self>,
         i: usize,
         old: u64,
         log: &Log<S>,
@@ -220,7 +241,7 @@ impl Remote {
         timeout: Duration,
         answers: &mpsc::Sender<Answer>,
     ) -> Result<(), String> {
-        let name = self.config.key.name();
+        let name = remote.config.key.name();
         let size = checkpoint.checkpoint.size;
         let proof = if old == 0 || old == size {
             Vec::new()
@@ -236,23 +257,48 @@ impl Remote {
         }
         body.push('\n');
         body.push_str(&checkpoint.note);
-        let (url, answers) = (self.config.url.clone(), answers.clone());
+        let (remote, answers, note) = (remote.clone(), answers.clone(), checkpoint.note.clone());
+        remote.busy.store(true, Ordering::Release);
+        let thread = remote.clone();
         std::thread::Builder::new()
             .name("witness-request".into())
             .spawn(move || {
                 let result = request(
                     "POST",
-                    &url,
+                    &thread.config.url,
                     "add-checkpoint",
                     body.as_bytes(),
                     timeout,
                     MAX_ANSWER_LEN,
                 );
+                let judged = thread.judge(result, &note, size);
+                thread.record(&judged, size);
+                thread.busy.store(false, Ordering::Release);
                 // The broker may have stopped waiting: then nobody reads this.
-                let _ = answers.send((i, result));
+                let _ = answers.send((i, judged));
             })
             .map(drop)
-            .map_err(|e| format!("{name}: cannot start a request: {e}"))
+            .map_err(|e| {
+                remote.busy.store(false, Ordering::Release);
+                format!("{name}: cannot start a request: {e}")
+            })
+    }
+
+    /// What an answer taught about the witness, whether or not anyone waits for it.
+    fn record(&self, judged: &Judged, size: u64) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut resting = self
+            .resting_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match judged {
+            Judged::Cosigned(_) => {
+                *known = (*known).max(size);
+                *resting = None;
+            }
+            Judged::SeenSize(seen) => *known = *seen,
+            Judged::Failed(_) => *resting = Some(Instant::now() + REST),
+        }
     }
 
     fn judge(&self, result: Result<(u16, Vec<u8>), String>, note: &str, size: u64) -> Judged {

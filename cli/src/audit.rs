@@ -53,7 +53,7 @@ enum Source {
 }
 
 impl Source {
-    /// `resource` from the server; `None` when it answers 404.
+    /// `resource` from the server; `None` when it answers anything but 200.
     fn get(&self, resource: Resource) -> anyhow::Result<Option<Vec<u8>>> {
         let Self::Tiles { url, timeout } = self else {
             bail!("not a URL");
@@ -63,8 +63,8 @@ impl Source {
             .map_err(|e| anyhow::anyhow!("{}: {e}", url.join(&path)))?;
         match status {
             200 => Ok(Some(body)),
-            404 => Ok(None),
-            other => bail!("{}: HTTP {other}", url.join(&path)),
+            // Anything else for what a signed checkpoint covers is withholding it.
+            _ => Ok(None),
         }
     }
 
@@ -74,7 +74,7 @@ impl Source {
             refused(
                 "withheld",
                 format!(
-                    "{} is covered by the signed checkpoint but not served",
+                    "{} is covered by the signed checkpoint but not served (not HTTP 200)",
                     resource.path()
                 ),
             )
@@ -208,7 +208,7 @@ pub(crate) fn run(args: &AuditArgs) -> anyhow::Result<Verdict> {
         let source = Source::Tiles { url, timeout };
         let note = source
             .get(Resource::Checkpoint)?
-            .with_context(|| format!("{}: no checkpoint (404)", args.source))?;
+            .with_context(|| format!("{}: no checkpoint (not HTTP 200)", args.source))?;
         (source, note)
     } else {
         let (reader, note) = FileLogReader::open(Path::new(&args.source))?;

@@ -176,13 +176,15 @@ fn split_answer(answer: &[u8]) -> Result<(u16, &[u8], Option<usize>), String> {
             l.strip_prefix("HTTP/1.1 ")
                 .or_else(|| l.strip_prefix("HTTP/1.0 "))
         })
+        .filter(|l| l.len() == 3 || l.as_bytes().get(3) == Some(&b' '))
         .and_then(|l| l.get(..3))
         .filter(|s| digits(s))
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or("not an HTTP/1.1 answer")?;
     let mut length = None;
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
+        let token = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic());
+        let Some((name, value)) = line.split_once(':').filter(|(n, _)| token(n)) else {
             return Err("a malformed HTTP header".into());
         };
         let value = value.trim();
@@ -245,6 +247,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\nx",
             b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\nx",
             b"HTTP/1.1 +20 OK\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\nx",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
         ] {
             assert!(

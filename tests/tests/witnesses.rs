@@ -391,3 +391,68 @@ fn an_enclave_that_requires_the_witness_serves_answers_whose_receipts_carry_its_
     let detail = status.detail.unwrap_or_default();
     assert!(detail.contains("not_witnessed"), "{detail}");
 }
+
+#[test]
+fn a_witness_that_holds_its_connections_open_delays_no_release_once_the_others_answer() {
+    let root = test_roots("National Root");
+    let mut broker = Broker::setup(
+        "hanging-witness",
+        Backend::Software,
+        Setup {
+            root: &root,
+            signing_root: None,
+            rules: "regions = [\"eu-west-3\"]",
+            pcr0s: &[client_pcr0()],
+            config_extra: "",
+        },
+    );
+    let mut a = Witness::setup("witness-h1", &broker.log_vkey);
+    let mut b = Witness::setup("witness-h2", &broker.log_vkey);
+    // A "witness" that accepts connections, reads nothing and never answers.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hanging_address = hanging.local_addr().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            for stream in hanging.incoming().flatten() {
+                held.lock().unwrap().push(stream);
+            }
+        });
+    }
+    let hanging_key = Cosigner::generate("witness-hang.example")
+        .unwrap()
+        .verifier()
+        .to_vkey();
+    let config = broker.dir.join("broker.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}[witnesses]\nrequired = 2\ntimeout = \"5s\"\n\
+             [[witnesses.witness]]\nkey = \"{}\"\nurl = \"http://{}\"\n\
+             [[witnesses.witness]]\nkey = \"{}\"\nurl = \"http://{}\"\n\
+             [[witnesses.witness]]\nkey = \"{hanging_key}\"\nurl = \"http://{hanging_address}\"\n",
+            a.vkey, a.listen, b.vkey, b.listen
+        ),
+    )
+    .unwrap();
+    a.start();
+    b.start();
+    broker.start();
+    let both = WitnessPolicy::new(vec![a.verifier(), b.verifier()], 2).unwrap();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let released =
+            release(&broker, both.clone()).unwrap_or_else(|e| panic!("{e}\n{}", broker.log()));
+        assert_eq!(both.check(&released.checkpoint.note).unwrap().len(), 2);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a release waited {:?} for the hanging witness",
+            started.elapsed()
+        );
+    }
+    // One connection held open, not one per release: the hanging witness is not asked again
+    // while its request is in flight.
+    assert_eq!(held.lock().unwrap().len(), 1);
+}
