@@ -17,7 +17,7 @@ const MOST_TOKENS: usize = 3;
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let gguf = inference::tiny::model(1).expect("the tiny model builds");
+        let gguf = inference::tiny::model(1);
         Engine::load(Zeroizing::new(gguf))
             .expect("the tiny model loads")
             .0

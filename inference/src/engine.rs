@@ -11,14 +11,11 @@
 //! the request and freed when it ends, its KV cache overwritten with zeros first; the weights
 //! are shared.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file;
-use candle_core::{DType, Device, Tensor};
-use candle_transformers::generation::{LogitsProcessor, Sampling};
-
+use crate::gguf::Header;
+use crate::sample::Sampler;
 use crate::template::{ChatTemplate, ControlTexts};
 use zeroize::Zeroizing;
 
@@ -183,41 +180,6 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
 }
 
-impl SamplingParams {
-    /// candle's sampler, for logits that [`scale`](Self::scale) has already divided by the
-    /// temperature. `top_p` is kept at least the smallest positive `f32`, because candle compares
-    /// in `f32` and a smaller value would round to 0 and leave no token at all; any top_p that
-    /// small keeps just the most likely token, as it should.
-    fn sampling(&self) -> Sampling {
-        if self.temperature <= 0.0 {
-            Sampling::ArgMax
-        } else if self.top_p < 1.0 {
-            Sampling::TopP {
-                p: self.top_p.max(f64::from(f32::MIN_POSITIVE)),
-                temperature: 1.0,
-            }
-        } else {
-            Sampling::All { temperature: 1.0 }
-        }
-    }
-
-    /// The logits less the largest, divided by the temperature. Subtracting first keeps a
-    /// temperature near zero meaningful: the most likely token gets 0 and every other a large
-    /// negative number or -inf (probability 0), where dividing first would overflow to
-    /// inf - inf = NaN in the softmax and fail the request.
-    fn scale(&self, logits: &Tensor) -> candle_core::Result<Tensor> {
-        if self.temperature <= 0.0 {
-            return Ok(logits.clone());
-        }
-        let mut values = logits.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        for value in &mut values {
-            *value = (*value - max) / self.temperature;
-        }
-        Tensor::new(values, logits.device())
-    }
-}
-
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FinishReason {
@@ -289,13 +251,15 @@ impl Engine {
     ) -> Result<(Self, LoadReport), EngineError> {
         let threads = settings.threads.max(1);
         let started = Instant::now();
-        let mut reader = file.reader().map_err(model_error)?;
-        let content = gguf_file::Content::read(&mut reader).map_err(model_error)?;
-        drop(reader);
+        let reader = std::io::BufReader::new(file.reader().map_err(model_error)?);
+        let header = Header::read(reader, file.len()).map_err(model_error)?;
         let template_source = match &settings.chat_template {
             Some(template) => template.clone(),
-            None => match content.metadata.get("tokenizer.chat_template") {
-                Some(value) => value.to_string().map_err(model_error)?.clone(),
+            None => match header.metadata.get("tokenizer.chat_template") {
+                Some(value) => value
+                    .as_str()
+                    .ok_or_else(|| model_error("tokenizer.chat_template is not a string"))?
+                    .to_owned(),
                 None => {
                     return Err(EngineError::Template(
                         "the model carries no chat template (tokenizer.chat_template) and none \
@@ -305,23 +269,12 @@ impl Engine {
                 }
             },
         };
-        let tensors = content.tensor_infos.len();
-        let mut types: Vec<(String, usize)> = Vec::new();
-        for info in content.tensor_infos.values() {
-            let name = format!("{:?}", info.ggml_dtype).to_lowercase();
-            match types.iter_mut().find(|(t, _)| *t == name) {
-                Some((_, n)) => *n = n.saturating_add(1),
-                None => types.push((name, 1)),
-            }
-        }
-        types.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let kv_bytes_per_position = kv_bytes_per_position(&content.metadata);
-        let special = |key: &str| content.metadata.get(key).and_then(|v| v.to_u32().ok());
+        let kv_bytes_per_position = kv_bytes_per_position(&header);
         let special_ids = (
-            special("tokenizer.ggml.bos_token_id"),
-            special("tokenizer.ggml.eos_token_id"),
+            header.u32("tokenizer.ggml.bos_token_id"),
+            header.u32("tokenizer.ggml.eos_token_id"),
         );
-        drop(content);
+        let Header { tensors, types, .. } = header;
         let options = llama::LoadOptions {
             mmap: true,
             repack: settings.repack,
@@ -467,7 +420,7 @@ impl Engine {
         let tokens = self.conversation(messages)?;
         fits(tokens.len(), params.max_tokens)?;
         let mut context = self.context(tokens.len().saturating_add(params.max_tokens))?;
-        let mut sampler = LogitsProcessor::from_sampling(params.seed, params.sampling());
+        let mut sampler = Sampler::new(params.seed, params.temperature, params.top_p);
         let mut output = Output::new(&params.stop);
         let mut generated = Zeroizing::new(Vec::<u32>::with_capacity(params.max_tokens));
         let mut bytes = Zeroizing::new(Vec::<u8>::new());
@@ -476,12 +429,9 @@ impl Engine {
         let mut input = Zeroizing::new(tokens.to_vec());
         while generated.len() < params.max_tokens {
             let logits = context.evaluate(&input).map_err(generation_error)?;
-            let logits =
-                Tensor::from_slice(logits, logits.len(), &Device::Cpu).map_err(generation_error)?;
-            let next = params
-                .scale(&logits)
-                .and_then(|l| sampler.sample(&l))
-                .map_err(generation_error)?;
+            let next = sampler
+                .sample(logits)
+                .ok_or_else(|| generation_error("the model gave no logit that is a number"))?;
             if self.end_of_turn.contains(&next) {
                 finish = FinishReason::Stop;
                 break;
@@ -703,17 +653,9 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
 
 /// The bytes of one position of a KV cache in F16, from the model's metadata (0 if it lacks the
 /// figures).
-fn kv_bytes_per_position(metadata: &HashMap<String, gguf_file::Value>) -> u64 {
-    let number = |key: &str| {
-        metadata
-            .get(key)
-            .and_then(|v| v.to_u32().ok())
-            .map(u64::from)
-    };
-    let Some(arch) = metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-    else {
+fn kv_bytes_per_position(header: &Header) -> u64 {
+    let number = |key: &str| header.u32(key).map(u64::from);
+    let Some(arch) = header.str("general.architecture") else {
         return 0;
     };
     let key = |name: &str| format!("{arch}.{name}");

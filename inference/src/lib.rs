@@ -6,6 +6,8 @@
 //!   OpenAI-style errors.
 //! - [`server`]: the HTTP/1.1 API over TLS that terminates in the enclave, with a receipt on
 //!   every answer.
+//! - [`gguf`]: the GGUF header's scalar metadata, read before llama.cpp maps the file, and the
+//!   writer of [`tiny`]'s model.
 //! - [`tiny`]: a tiny random-weight model for tests and benchmarks.
 
 #![forbid(unsafe_code)]
@@ -13,6 +15,8 @@
 pub mod api;
 mod deadline;
 pub mod engine;
+pub mod gguf;
+mod sample;
 pub mod server;
 mod template;
 pub mod tiny;

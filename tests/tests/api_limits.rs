@@ -40,7 +40,7 @@ async fn serve(limits: Limits) -> SocketAddr {
         limits,
     )
     .unwrap();
-    let bytes = Zeroizing::new(inference::tiny::model(3).unwrap());
+    let bytes = Zeroizing::new(inference::tiny::model(3));
     let (engine, _) = Engine::load(bytes).unwrap();
     api.set_model(Loaded {
         engine,
