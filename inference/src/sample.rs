@@ -48,10 +48,11 @@ impl Sampler {
 
     /// Uniform in [0, 1).
     fn unit(&mut self) -> f64 {
-        // 53 random bits, exactly representable, scaled by 2^-53.
-        let bits = u32::try_from(self.next_u64() >> 43).unwrap_or(0);
-        let low = u32::try_from((self.next_u64() >> 43) & 0x3f_ffff).unwrap_or(0);
-        (f64::from(bits) * f64::from(1u32 << 22) + f64::from(low)) / 9_007_199_254_740_992.0
+        // The top 53 bits, exactly representable (32 high, 21 low), scaled by 2^-53.
+        let x = self.next_u64();
+        let high = u32::try_from(x >> 32).unwrap_or(0);
+        let low = u32::try_from((x >> 11) & 0x1f_ffff).unwrap_or(0);
+        (f64::from(high) * f64::from(1u32 << 21) + f64::from(low)) / 9_007_199_254_740_992.0
     }
 
     /// The next token. NaN logits count as impossible; `None` when no logit is a number.
@@ -144,6 +145,16 @@ mod tests {
         assert_eq!(s.sample(&[f32::NAN, -1.0, f32::NAN]), Some(1));
         assert_eq!(s.sample(&[f32::NAN, f32::NAN]), None);
         assert_eq!(s.sample(&[]), None);
+    }
+
+    #[test]
+    fn units_cover_zero_to_one() {
+        let mut s = Sampler::new(11, 1.0, 1.0);
+        let draws: Vec<f64> = (0..10_000).map(|_| s.unit()).collect();
+        assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
+        let mean = draws.iter().sum::<f64>() / 10_000.0;
+        assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+        assert!(draws.iter().any(|&u| u > 0.99) && draws.iter().any(|&u| u < 0.01));
     }
 
     #[test]
