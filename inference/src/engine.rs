@@ -256,6 +256,11 @@ impl Engine {
         let template_source = match &settings.chat_template {
             Some(template) => template.clone(),
             None => match header.metadata.get("tokenizer.chat_template") {
+                Some(crate::gguf::Value::LongString(len)) => {
+                    return Err(EngineError::Template(format!(
+                        "the model's chat template is {len} bytes, more than 1 MiB"
+                    )));
+                }
                 Some(value) => value
                     .as_str()
                     .ok_or_else(|| model_error("tokenizer.chat_template is not a string"))?

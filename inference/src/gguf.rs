@@ -15,8 +15,12 @@ use std::io::{self, Read};
 
 /// "GGUF", little-endian.
 const MAGIC: u32 = 0x4655_4747;
-/// Arrays inside arrays, at most this deep.
-const MAX_DEPTH: u32 = 4;
+/// The most metadata pairs read (models carry a few dozen).
+const MAX_PAIRS: u64 = 65_536;
+/// The longest key, and the longest string value kept (chat templates run to tens of
+/// kilobytes); a longer value is skipped and kept as its length only.
+const MAX_KEY: u64 = 65_536;
+const MAX_KEPT_STRING: u64 = 1 << 20;
 /// The default alignment of the tensor data, when `general.alignment` does not set one.
 pub const ALIGNMENT: usize = 32;
 
@@ -50,8 +54,10 @@ pub enum Value {
     Float(f64),
     /// A boolean.
     Bool(bool),
-    /// A UTF-8 string.
+    /// A string (invalid UTF-8 replaced, trailing NULs trimmed, as llama.cpp's tools read it).
     String(String),
+    /// A string longer than is kept: its length.
+    LongString(u64),
     /// An array, skipped: its element type (GGUF's code) and length.
     Array {
         /// GGUF's code for the elements' type.
@@ -109,16 +115,24 @@ impl Header {
         }
         let tensors = r.u64()?;
         let pairs = r.u64()?;
+        if pairs > MAX_PAIRS {
+            return Err(format(format!(
+                "{pairs} metadata pairs (at most {MAX_PAIRS} are read)"
+            )));
+        }
         let mut metadata = HashMap::new();
         for _ in 0..pairs {
-            let key = r.string()?;
+            let key = match r.string(MAX_KEY)? {
+                Value::String(key) => key,
+                _ => return Err(format("a key longer than 64 KiB")),
+            };
             let kind = r.u32()?;
-            let value = r.value(kind, 0)?;
+            let value = r.value(kind, false)?;
             if metadata.insert(key.clone(), value).is_some() {
                 return Err(format(format!("the key {key} appears twice")));
             }
         }
-        let mut types: Vec<(String, usize)> = Vec::new();
+        let mut counts: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
         for _ in 0..tensors {
             r.skip_string()?; // the name
             let dims = r.u32()?;
@@ -128,13 +142,14 @@ impl Header {
             for _ in 0..dims {
                 r.u64()?;
             }
-            let name = type_name(r.u32()?);
+            let count = counts.entry(r.u32()?).or_default();
+            *count = count.saturating_add(1);
             r.u64()?; // offset
-            match types.iter_mut().find(|(t, _)| *t == name) {
-                Some((_, n)) => *n = n.saturating_add(1),
-                None => types.push((name, 1)),
-            }
         }
+        let mut types: Vec<(String, usize)> = counts
+            .into_iter()
+            .map(|(code, n)| (type_name(code), n))
+            .collect();
         types.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Ok(Header {
             metadata,
@@ -235,13 +250,19 @@ impl<R: Read> Reader<R> {
         Ok(())
     }
 
-    fn string(&mut self) -> Result<String, GgufError> {
+    /// A string of at most `keep` bytes, or its length when it is longer (skipped).
+    fn string(&mut self, keep: u64) -> Result<Value, GgufError> {
         let len = self.u64()?;
+        if len > keep {
+            self.skip(len)?;
+            return Ok(Value::LongString(len));
+        }
         self.take(len)?;
         let len = usize::try_from(len).map_err(|_| format("a string too long"))?;
         let mut buf = vec![0u8; len];
         self.inner.read_exact(&mut buf)?;
-        String::from_utf8(buf).map_err(|_| format("a string that is not UTF-8"))
+        let text = String::from_utf8_lossy(&buf);
+        Ok(Value::String(text.trim_end_matches('\0').to_owned()))
     }
 
     fn skip_string(&mut self) -> Result<(), GgufError> {
@@ -260,7 +281,9 @@ impl<R: Read> Reader<R> {
         }
     }
 
-    fn value(&mut self, kind: u32, depth: u32) -> Result<Value, GgufError> {
+    /// A value of type `kind`; `in_array` for an array's elements (arrays of arrays are
+    /// refused, as ggml refuses them).
+    fn value(&mut self, kind: u32, in_array: bool) -> Result<Value, GgufError> {
         Ok(match kind {
             0 => Value::Unsigned(u64::from(self.bytes::<1>()?[0])),
             1 => Value::Signed(i64::from(i8::from_le_bytes(self.bytes()?))),
@@ -269,15 +292,12 @@ impl<R: Read> Reader<R> {
             4 => Value::Unsigned(u64::from(self.u32()?)),
             5 => Value::Signed(i64::from(i32::from_le_bytes(self.bytes()?))),
             6 => Value::Float(f64::from(f32::from_le_bytes(self.bytes()?))),
-            7 => match self.bytes::<1>()?[0] {
-                0 => Value::Bool(false),
-                1 => Value::Bool(true),
-                b => return Err(format(format!("a boolean of {b}"))),
-            },
-            8 => Value::String(self.string()?),
+            // Any byte but 0 is true, as ggml reads it.
+            7 => Value::Bool(self.bytes::<1>()?[0] != 0),
+            8 => self.string(MAX_KEPT_STRING)?,
             9 => {
-                if depth >= MAX_DEPTH {
-                    return Err(format("arrays nested too deep"));
+                if in_array {
+                    return Err(format("an array of arrays"));
                 }
                 let element = self.u32()?;
                 let len = self.u64()?;
@@ -291,8 +311,8 @@ impl<R: Read> Reader<R> {
                         self.skip_string()?;
                     }
                 } else if element == 9 {
-                    for _ in 0..len {
-                        self.value(9, depth + 1)?;
+                    if len > 0 {
+                        self.value(9, true)?;
                     }
                 } else {
                     return Err(format(format!("an array of unknown type {element}")));
@@ -514,7 +534,42 @@ mod tests {
     }
 
     #[test]
-    fn nested_arrays_are_bounded() {
+    fn long_strings_are_kept_as_their_length_and_text_is_read_leniently() {
+        let template = "x".repeat(usize::try_from(MAX_KEPT_STRING).unwrap() + 1);
+        let bytes = write(
+            &[
+                ("long", Write::String(template)),
+                ("bad", Write::String("ok\0\0".into())),
+            ],
+            &[],
+        );
+        let mut bytes = bytes;
+        // Make "ok" invalid UTF-8: its first byte becomes 0xff.
+        let at = bytes.windows(4).position(|w| w == b"ok\0\0").unwrap();
+        bytes[at] = 0xff;
+        let header = Header::read(&bytes[..], len64(bytes.len())).unwrap();
+        assert_eq!(
+            header.metadata["long"],
+            Value::LongString(MAX_KEPT_STRING + 1)
+        );
+        assert_eq!(header.str("bad"), Some("\u{fffd}k"));
+    }
+
+    #[test]
+    fn too_many_pairs_are_refused_before_reading_them() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&MAGIC.to_le_bytes());
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&(MAX_PAIRS + 1).to_le_bytes());
+        let err = Header::read(&b[..], len64(b.len()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metadata pairs"), "{err}");
+    }
+
+    #[test]
+    fn nested_arrays_are_refused() {
         let mut b = Vec::new();
         b.extend_from_slice(&MAGIC.to_le_bytes());
         b.extend_from_slice(&3u32.to_le_bytes());
@@ -532,6 +587,6 @@ mod tests {
         let err = Header::read(&b[..], len64(b.len()))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("nested too deep"), "{err}");
+        assert!(err.contains("an array of arrays"), "{err}");
     }
 }

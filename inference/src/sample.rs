@@ -62,12 +62,12 @@ impl Sampler {
             .copied()
             .filter(|l| !l.is_nan())
             .fold(f32::NEG_INFINITY, f32::max);
-        if max.is_nan() || logits.iter().all(|l| l.is_nan()) {
+        if max == f32::NEG_INFINITY {
+            // Every logit NaN or -inf: no token is possible.
             return None;
         }
-        if self.temperature <= 0.0 || max.is_infinite() {
-            // The highest logit, the lowest id on a tie (an infinite one wins outright; all of
-            // them -inf leaves nothing to weigh).
+        if self.temperature <= 0.0 || max == f32::INFINITY {
+            // The highest logit, the lowest id on a tie (an infinite one wins outright).
             return logits
                 .iter()
                 .position(|&l| l == max)
@@ -106,21 +106,25 @@ impl Sampler {
 
     /// Sort the most likely candidates first and return how many make up the nucleus: the
     /// fewest whose probability reaches `top_p` of the whole (at least one). Only as many as
-    /// needed are sorted, growing the prefix fourfold until it holds the nucleus.
+    /// needed are sorted: the 64 most likely, then each time the next ones from the unsorted
+    /// rest, four times as many in all, the mass so far carried forward.
     fn nucleus(&mut self, total: f64) -> usize {
         let target = self.top_p.max(0.0) * total;
         let n = self.candidates.len();
         let by_probability =
             |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1));
+        let mut sorted = 0;
+        let mut mass = 0.0;
         let mut k = n.min(64);
         loop {
-            if k < n {
-                self.candidates.select_nth_unstable_by(k, by_probability);
+            let rest = self.candidates.get_mut(sorted..).unwrap_or_default();
+            let want = k.saturating_sub(sorted);
+            if want < rest.len() {
+                rest.select_nth_unstable_by(want, by_probability);
             }
-            let prefix = self.candidates.get_mut(..k).unwrap_or_default();
-            prefix.sort_unstable_by(by_probability);
-            let mut mass = 0.0;
-            for (i, c) in prefix.iter().enumerate() {
+            let next = rest.get_mut(..want).unwrap_or_default();
+            next.sort_unstable_by(by_probability);
+            for (i, c) in (sorted..).zip(next.iter()) {
                 mass += c.0;
                 if mass >= target {
                     return i + 1;
@@ -129,6 +133,7 @@ impl Sampler {
             if k == n {
                 return n;
             }
+            sorted = k;
             k = n.min(k.saturating_mul(4));
         }
     }
@@ -200,6 +205,31 @@ mod tests {
             seen[usize::try_from(s.sample(&logits).unwrap()).unwrap()] = true;
         }
         assert_eq!(seen, [false, false, true, true]);
+        // The nucleus is the same set however far the sorting had to go: against a full sort.
+        let wide: Vec<f32> = (0..5000u16).map(|i| f32::from(i % 97) / 7.0).collect();
+        for top_p in [0.01, 0.3, 0.9, 0.999] {
+            let mut s = Sampler::new(1, 1.0, top_p);
+            let max = wide.iter().copied().fold(f32::MIN, f32::max);
+            s.candidates = (0u32..)
+                .zip(&wide)
+                .map(|(i, &l)| ((f64::from(l) - f64::from(max)).exp(), i))
+                .collect();
+            let total: f64 = s.candidates.iter().map(|c| c.0).sum();
+            let kept = s.nucleus(total);
+            let mut full = s.candidates.clone();
+            full.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            let mut mass = 0.0;
+            let expected = full
+                .iter()
+                .position(|c| {
+                    mass += c.0;
+                    mass >= top_p * total
+                })
+                .unwrap()
+                + 1;
+            assert_eq!(kept, expected, "top_p {top_p}");
+            assert_eq!(s.candidates[..kept], full[..kept], "top_p {top_p}");
+        }
         // A nucleus larger than the first sorted prefix (64) is found whole.
         let flat = vec![0f32; 1000];
         let mut s = Sampler::new(3, 1.0, 0.9);
@@ -221,6 +251,6 @@ mod tests {
         assert!(s.sample(&[f32::MIN, f32::MAX, 0.0]).is_some());
         let mut s = Sampler::new(1, 2.0, 1.0);
         assert_eq!(s.sample(&[f32::NEG_INFINITY, f32::INFINITY]), Some(1));
-        assert_eq!(s.sample(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), Some(0));
+        assert_eq!(s.sample(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), None);
     }
 }

@@ -182,10 +182,11 @@ fn byte(x: f32) -> u8 {
     b
 }
 
-/// GGML's Q8_0: blocks of 32, each an F16 scale and 32 signed bytes.
+/// GGML's Q8_0: blocks of 32, each an F16 scale and 32 signed bytes. Every row here is a
+/// multiple of 32 wide.
 fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len() / 32 * 34);
-    for block in values.chunks(32) {
+    for block in values.chunks_exact(32) {
         let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = max / 127.0;
         let inverse = if d > 0.0 { 1.0 / d } else { 0.0 };
@@ -204,7 +205,7 @@ fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
 /// block's first half in the low nibbles.
 fn quantize_q4_1(values: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(values.len() / 32 * 20);
-    for block in values.chunks(32) {
+    for block in values.chunks_exact(32) {
         let min = block.iter().copied().fold(f32::INFINITY, f32::min);
         let max = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let d = (max - min) / 15.0;
@@ -212,7 +213,7 @@ fn quantize_q4_1(values: &[f32]) -> Vec<u8> {
         out.extend_from_slice(&f16_bits(d).to_le_bytes());
         out.extend_from_slice(&f16_bits(min).to_le_bytes());
         let q = |v: &f32| byte((v - min) * inverse).min(15);
-        let (low, high) = block.split_at(block.len().min(16));
+        let (low, high) = block.split_at(16);
         for (a, b) in low.iter().zip(high) {
             out.push(q(a) | (q(b) << 4));
         }
