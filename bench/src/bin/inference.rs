@@ -24,8 +24,9 @@
 //!     cargo run --release --manifest-path bench/Cargo.toml --bin inference
 //!     BENCH_THREADS=1 cargo run --release --manifest-path bench/Cargo.toml --bin inference
 //!
-//! `BENCH_TYPES=q4_1,gemma3` limits the comparison to some types (q4_0, q4_1, q8_0, q4_k_m,
-//! q5_k_m, q6_k, gemma3).
+//! `BENCH_TYPES=q4_1,qwen2.5` limits the comparison to some types (q4_0, q4_1, q8_0, q4_k_m,
+//! q5_k_m, q6_k) and models (qwen2.5 and gemma3, each once `scripts/fetch-model NAME` has
+//! fetched it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -273,6 +274,24 @@ fn model_file(kind: llama::FileType) -> std::path::PathBuf {
     path
 }
 
+/// The models besides the reference one, when `scripts/fetch-model NAME` has fetched them: the
+/// name, the GGUF, and the chat template the enclave is configured with (`None`: the GGUF's own).
+fn other_models() -> Vec<(&'static str, std::path::PathBuf, Option<std::path::PathBuf>)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    vec![
+        (
+            "qwen2.5",
+            root.join("models/qwen2.5-coder-0.5b-instruct-Q4_K_M.gguf"),
+            None,
+        ),
+        (
+            "gemma3",
+            root.join("models/gemma-3-270m-Q4_K_M.gguf"),
+            Some(root.join("scripts/templates/gemma-turns.jinja")),
+        ),
+    ]
+}
+
 /// Whether `BENCH_TYPES` (a comma-separated list such as `q4_1,q8_0,gemma3`) names `name`;
 /// without it, every type is run.
 fn chosen(name: &str) -> bool {
@@ -329,40 +348,32 @@ fn against_llama_cpp(messages: &[Message]) {
             threads,
         );
     }
-    let gemma =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/gemma-3-270m-Q4_K_M.gguf");
-    if gemma.exists() && chosen("gemma3") {
-        let template = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../scripts/templates/gemma-turns.jinja"),
-        )
-        .unwrap();
-        compare(
-            "gemma3 q4_k_m",
-            &gemma,
-            Some(template),
-            true,
-            messages,
-            threads,
-        );
-    } else {
-        println!("  (gemma3: not fetched; `bash scripts/fetch-model gemma3` adds its rows)");
+    for (name, path, template) in other_models() {
+        if !chosen(name) {
+            continue;
+        }
+        if !path.exists() {
+            println!("  ({name}: not fetched; `bash scripts/fetch-model {name}` adds its rows)");
+            continue;
+        }
+        let template = template.map(|t| std::fs::read_to_string(t).unwrap());
+        compare(name, &path, template, true, messages, threads);
     }
     println!();
     println!(
         "peak memory: a fresh process streams the GGUF into the engine's memory file, loads it \
-         and answers one request of 64 tokens; VmHWM against the GGUF's size plus that \
-         request's KV cache (F16, its context rounded up to 256 positions)"
+         and answers one request of 64 tokens; VmHWM plus the memory file's pages it does not \
+         count (the header llama.cpp unmaps), against the GGUF's size plus that request's KV \
+         cache (F16, its context rounded up to 256 positions)"
     );
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files: Vec<(String, std::path::PathBuf, Option<std::path::PathBuf>)> = chosen_types()
         .into_iter()
         .map(|kind| (kind.as_str().to_owned(), model_file(kind), None))
         .collect();
-    let gemma = root.join("models/gemma-3-270m-Q4_K_M.gguf");
-    if gemma.exists() && chosen("gemma3") {
-        let template = root.join("scripts/templates/gemma-turns.jinja");
-        files.push(("gemma3".into(), gemma, Some(template)));
+    for (name, path, template) in other_models() {
+        if path.exists() && chosen(name) {
+            files.push((name.into(), path, template));
+        }
     }
     for (label, path, template) in files {
         let mut command = std::process::Command::new(std::env::current_exe().unwrap());
@@ -440,13 +451,34 @@ fn peak(path: &std::path::Path) {
     // The request's context: its prompt and completion, rounded up to 256 positions.
     let positions = (prompt + params.max_tokens).div_ceil(256) as u64 * 256;
     engine.generate(&messages, &params, |_| true).unwrap();
+    // The memory file's pages are memory whether mapped or not, but VmHWM counts only the
+    // mapped ones: llama.cpp unmaps the GGUF's header (its metadata) once read. Those pages
+    // are added to the peak.
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut in_model = false;
+    let mut mapped = 0u64;
+    for line in smaps.lines() {
+        if let Some(rest) = line.strip_prefix("Rss:") {
+            if in_model {
+                let kib: u64 = rest.trim().trim_end_matches("kB").trim().parse().unwrap();
+                mapped = mapped.max(kib * 1024);
+            }
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-'))
+        {
+            in_model = line.contains("memfd:model.gguf");
+        }
+    }
     println!(
         "{}",
         serde_json::json!({
             "gguf_bytes": gguf_bytes,
             "kv_bytes": report.kv_bytes_per_position * positions,
             "baseline_bytes": baseline,
-            "peak_bytes": status("VmHWM:"),
+            "peak_bytes": status("VmHWM:") + gguf_bytes.saturating_sub(mapped),
+            "unmapped_file_bytes": gguf_bytes.saturating_sub(mapped),
         })
     );
 }
