@@ -16,7 +16,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use proofs::FileLogReader;
 use proofs::tiles::{Resource, read_entries, read_tile};
 
@@ -98,54 +97,20 @@ pub(crate) fn run(args: &ServeArgs) -> anyhow::Result<Verdict> {
                 }
             })
         };
-        let mut connections = scaffold::Connections::new();
-        let limit = scaffold::Limit::new(args.max_connections.max(1));
-        let shutdown = scaffold::shutdown_signal();
-        tokio::pin!(shutdown);
         let prefix = Arc::new(prefix);
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = &mut shutdown => break,
-                () = connections.reap() => continue,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let Some(permit) = limit.admit() else {
-                tracing::warn!(%peer, "at the connection limit; closing a connection");
-                continue;
-            };
-            // Headers and body leave in separate writes: without this, Nagle's algorithm holds
-            // the body until the client's delayed acknowledgement (40 ms) on every request.
-            let _ = stream.set_nodelay(true);
+        let limits = scaffold::HttpLimits {
+            max_connections: args.max_connections,
+            header_timeout: Duration::from_secs(10),
+            lifetime: Duration::from_secs(60),
+            grace: Duration::from_secs(5),
+        };
+        scaffold::serve_http(listener, limits, move |request: Request<Incoming>| {
             let published = published.clone();
             let prefix = prefix.clone();
-            connections.spawn(permit, async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let published = published.clone();
-                    let prefix = prefix.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            answer(&published, &prefix, &request).await,
-                        )
-                    }
-                });
-                let served = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service);
-                if tokio::time::timeout(Duration::from_secs(60), served).await.is_err() {
-                    tracing::info!(%peer, "connection closed after 60 s");
-                }
-            });
-        }
+            async move { answer(&published, &prefix, &request).await }
+        })
+        .await;
         refresher.abort();
-        connections.drain(Duration::from_secs(5)).await;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(Verdict::Accepted)

@@ -7,7 +7,8 @@
 //! - [`main`]: the frame every binary's `main` shares: logging started, the command run, an
 //!   error printed with its causes and turned into exit code 2;
 //! - [`Connections`] and [`Limit`]: the one bounded accept loop's parts: admission against a
-//!   limit, the tasks of a listener, and draining them within a grace period at shutdown.
+//!   limit, the tasks of a listener, and draining them within a grace period at shutdown;
+//! - [`serve_http`]: a plain HTTP/1.1 server on them (the tile server, the witness).
 //!
 //! ```
 //! use scaffold::{Connections, Limit};
@@ -32,10 +33,12 @@ mod connections;
 mod files;
 pub mod http;
 pub mod logging;
+mod serve;
 
 // The public interface is:
 pub use crate::connections::{Connections, Limit, Permit};
 pub use crate::files::{ReadError, read_bounded};
+pub use crate::serve::{HttpLimits, serve_http};
 
 /// The frame of every binary's `main`: start logging (`log`, at `level` unless `RUST_LOG` says
 /// otherwise), run the command, and turn an error into `program: error: …` (with its causes)

@@ -13,7 +13,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use proofs::NoteVerifier;
 use proofs::cosignature::Cosigner;
 use proofs::durable::{Replace, write_atomically};
@@ -171,45 +170,17 @@ fn serve(path: &Path) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         tracing::info!(listen = %config.listen, key = %vkey, logs = config.log.len(), "witness serving");
-        let mut connections = scaffold::Connections::new();
-        let limit = scaffold::Limit::new(256);
-        let shutdown = scaffold::shutdown_signal();
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = &mut shutdown => break,
-                () = connections.reap() => continue,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let Some(permit) = limit.admit() else {
-                tracing::warn!(%peer, "at the connection limit; closing a connection");
-                continue;
-            };
-            // Answer at once rather than wait for the caller's delayed acknowledgement.
-            let _ = stream.set_nodelay(true);
+        let limits = scaffold::HttpLimits {
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            lifetime: Duration::from_secs(30),
+            grace: Duration::from_secs(5),
+        };
+        scaffold::serve_http(listener, limits, move |request| {
             let witness = witness.clone();
-            connections.spawn(permit, async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let witness = witness.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(&witness, request).await) }
-                });
-                let served = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service);
-                if tokio::time::timeout(Duration::from_secs(30), served).await.is_err() {
-                    tracing::info!(%peer, "connection closed after 30 s");
-                }
-            });
-        }
-        connections.drain(Duration::from_secs(5)).await;
+            async move { answer(&witness, request).await }
+        })
+        .await;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
