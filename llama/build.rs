@@ -31,7 +31,16 @@ fn main() {
         .compile("llama_shim");
     let lib = install.join("lib");
     println!("cargo:rustc-link-search=native={}", lib.display());
-    for name in ["llama", "ggml", "ggml-cpu", "ggml-base"] {
+    // ggml's CPU backend three times (AVX2 and two AVX-512 builds), each archive's symbols
+    // renamed apart; the shim's ggml_backend_cpu_reg calls the one chosen at start-up.
+    for name in [
+        "llama",
+        "ggml",
+        "ggml-cpu-haswell",
+        "ggml-cpu-skylakex",
+        "ggml-cpu-icelake",
+        "ggml-base",
+    ] {
         println!("cargo:rustc-link-lib=static={name}");
     }
     // llama.cpp is C++: its runtime, static too where the whole binary is (crt-static).

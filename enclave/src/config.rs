@@ -79,6 +79,9 @@ pub struct ModelConfig {
     /// Let llama.cpp repack Q4_0 and Q4_K weights (faster, stock llama.cpp's exact kernels, a
     /// second copy of those tensors in memory); off unless asked for.
     pub repack: bool,
+    /// The build of the CPU kernels to run (`haswell`: AVX2; `skylakex`, `icelake`: AVX-512);
+    /// none (`auto`, the default) for the best this CPU runs.
+    pub cpu: Option<inference::engine::Cpu>,
     /// A chat template (Jinja) used instead of the GGUF's own (a model without one needs it);
     /// measured as its SHA-384.
     pub chat_template: Option<String>,
@@ -188,6 +191,7 @@ struct RawModel {
     api_port: Option<u32>,
     precision: Option<String>,
     repack: Option<bool>,
+    cpu: Option<String>,
     chat_template: Option<String>,
     max_concurrent: Option<usize>,
     max_connections: Option<usize>,
@@ -364,6 +368,10 @@ impl Config {
             }
             lines.push(format!("model.api_port = {}", model.api_port));
             lines.push(format!("model.repack = {}", model.repack));
+            lines.push(format!(
+                "model.cpu = {}",
+                model.cpu.map_or("auto", inference::engine::Cpu::as_str)
+            ));
             if let Some(template) = &model.chat_template {
                 lines.push(format!(
                     "model.chat_template = sha384:{}",
@@ -560,6 +568,13 @@ fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> 
         id,
         api_port,
         repack: raw.repack.unwrap_or(false),
+        cpu: match raw.cpu.as_deref() {
+            None | Some("auto") => None,
+            Some(name) => Some(
+                inference::engine::Cpu::from_name(name)
+                    .ok_or_else(|| invalid("model.cpu", "auto, haswell, skylakex or icelake"))?,
+            ),
+        },
         chat_template: match raw.chat_template {
             Some(t) if t.trim().is_empty() => {
                 return Err(invalid("model.chat_template", "empty"));

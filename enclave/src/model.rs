@@ -248,6 +248,7 @@ pub async fn acquire<T: Transport>(
     let settings = inference::engine::Settings {
         repack: config.repack,
         chat_template: config.chat_template.clone(),
+        cpu: config.cpu,
         ..Default::default()
     };
     let loaded = tokio::task::spawn_blocking(move || Engine::load_file(plaintext, settings)).await;
@@ -264,6 +265,7 @@ pub async fn acquire<T: Transport>(
                 tensors = report.tensors,
                 weights_bytes = report.weights_bytes,
                 threads = report.threads,
+                cpu = report.cpu.as_str(),
                 load_ms = report.elapsed.as_millis(),
                 total_ms = started.elapsed().as_millis(),
                 "model loaded from its memory file, as shipped"

@@ -36,6 +36,10 @@ pub enum EngineError {
     /// The bytes are not a GGUF model this engine runs.
     #[error("the model is not a usable GGUF llama: {0}")]
     Model(String),
+    /// This CPU cannot run the build of the CPU kernels asked for, or any of them, or another
+    /// build already runs in this process.
+    #[error("{0}")]
+    Cpu(String),
     /// The GGUF carries no usable tokenizer.
     #[error("the model's tokenizer cannot be built: {0}")]
     Tokenizer(String),
@@ -82,7 +86,7 @@ fn generation_error(e: impl std::fmt::Display) -> EngineError {
 }
 
 /// How loading went, for the cold-start figures.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct LoadReport {
     /// Tensors in the model.
     pub tensors: usize,
@@ -95,6 +99,8 @@ pub struct LoadReport {
     pub kv_bytes_per_position: u64,
     /// Threads each request's evaluation uses.
     pub threads: usize,
+    /// The build of the CPU kernels that runs (see [`Settings::cpu`]).
+    pub cpu: llama::Cpu,
     /// Time spent loading.
     pub elapsed: Duration,
 }
@@ -102,6 +108,9 @@ pub struct LoadReport {
 /// An anonymous file in memory that a model is written into before loading: no name in any file
 /// system (`memfd_create`), sealed against writes once loaded.
 pub use llama::MemoryFile as ModelFile;
+
+/// A build of the CPU kernels (AVX2 or AVX-512), chosen with [`Settings::cpu`].
+pub use llama::Cpu;
 
 /// The evaluation threads when none are given: the machine's.
 pub fn default_threads() -> usize {
@@ -122,6 +131,10 @@ pub struct Settings {
     /// the one the GGUF carries (`tokenizer.chat_template`): a model without one needs it, and
     /// a model with neither is refused.
     pub chat_template: Option<String>,
+    /// The build of the CPU kernels to run (AVX2 or AVX-512; see [`llama::Cpu`]), or none for
+    /// the best this CPU runs. One build runs per process: asking for another than the first
+    /// model's is refused, as is one this CPU cannot run.
+    pub cpu: Option<llama::Cpu>,
 }
 
 impl Default for Settings {
@@ -130,6 +143,7 @@ impl Default for Settings {
             threads: default_threads(),
             repack: false,
             chat_template: None,
+            cpu: None,
         }
     }
 }
@@ -251,6 +265,11 @@ impl Engine {
     ) -> Result<(Self, LoadReport), EngineError> {
         let threads = settings.threads.max(1);
         let started = Instant::now();
+        let cpu_error = |e: llama::Error| EngineError::Cpu(e.to_string());
+        if let Some(cpu) = settings.cpu {
+            llama::use_cpu(cpu).map_err(cpu_error)?;
+        }
+        let cpu = llama::cpu().map_err(cpu_error)?;
         let reader = std::io::BufReader::new(file.reader().map_err(model_error)?);
         let header = Header::read(reader, file.len()).map_err(model_error)?;
         let template_source = match &settings.chat_template {
@@ -322,6 +341,7 @@ impl Engine {
                 weights_bytes,
                 kv_bytes_per_position,
                 threads: threads.max(1),
+                cpu,
                 elapsed: started.elapsed(),
             },
         ))

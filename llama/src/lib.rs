@@ -8,6 +8,8 @@
 //!   dropping it) overwrites its KV cache with zeros.
 //! - Text reaches llama.cpp only through [`Model::tokenize`]; its log is discarded, except its
 //!   last error line, which becomes the error's message.
+//! - The CPU kernels are linked in three builds, AVX2 and two AVX-512 ones; each process runs
+//!   one, the best its CPU runs unless [`use_cpu`] pins another ([`Cpu`]).
 //!
 //! llama.cpp is built once per machine by `scripts/llama-cpp` (release v0.5.0, pinned). This is
 //! the workspace's only crate with unsafe code, all of it in the `ffi` module and the few calls
@@ -39,7 +41,7 @@ mod ffi {
     }
 
     unsafe extern "C" {
-        pub(crate) fn sv_init() -> i32;
+        pub(crate) fn sv_init(cpu: i32) -> i32;
         pub(crate) fn sv_last_error() -> *const c_char;
         pub(crate) fn sv_clear_error();
         pub(crate) fn sv_model_load(fd: c_int, mmap: bool, repack: bool) -> *mut LlamaModel;
@@ -82,10 +84,17 @@ mod ffi {
     }
 }
 
+mod cpu;
+
+pub use cpu::{Cpu, cpu, use_cpu};
+
 /// What went wrong in llama.cpp or around it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// No build of the CPU kernels can run, or the one asked for cannot.
+    #[error("the engine's CPU build: {0}")]
+    Cpu(String),
     /// The anonymous memory file could not be made or written.
     #[error("the in-memory model file: {0}")]
     MemoryFile(#[from] std::io::Error),
@@ -144,15 +153,18 @@ pub enum Error {
     },
 }
 
-fn init() {
+/// Chooses the CPU build (see [`cpu()`]) and initialises llama.cpp with it, once.
+fn init() -> Result<Cpu, Error> {
+    let cpu = cpu::cpu()?;
     static INIT: Once = Once::new();
     #[allow(unsafe_code)]
-    // SAFETY: sets llama.cpp's log callback (a static function) and initialises its backend,
-    // once, before any other llama.cpp call.
+    // SAFETY: sets the CPU build (an index the shim checks), llama.cpp's log callback (a static
+    // function) and initialises its backend, once, before any other llama.cpp call.
     // A failure here shows at the first load, which then fails with llama.cpp's reason.
     INIT.call_once(|| unsafe {
-        ffi::sv_init();
+        ffi::sv_init(cpu.index());
     });
+    Ok(cpu)
 }
 
 /// Forget llama.cpp's last error line on this thread, before a call that may fail.
@@ -358,7 +370,7 @@ unsafe impl Sync for Model {}
 impl Model {
     /// Load a GGUF from `file`, which is sealed first and closed once llama.cpp has it.
     pub fn load(file: MemoryFile, options: LoadOptions) -> Result<Self, Error> {
-        init();
+        init()?;
         let (fd, wipe) = file.seal()?;
         let fd = fd.into_raw_fd();
         clear_error();
@@ -734,7 +746,7 @@ pub fn quantize(
     kind: FileType,
     threads: usize,
 ) -> Result<(), Error> {
-    init();
+    init()?;
     let fail = |message: String| Error::Quantize {
         input: input.display().to_string(),
         kind: kind.as_str(),

@@ -44,15 +44,40 @@ template <typename T, typename F> T guarded(T failed, F body) {
     return failed;
 }
 
+/* The CPU build chosen at start-up (llama::Cpu::index): 0 haswell, 1 skylakex, 2 icelake. */
+int cpu_build = 0;
+
 }  // namespace
 
 extern "C" {
+
+/* ggml's CPU backend, built three times by scripts/llama-cpp with each build's symbols
+ * renamed apart (sv_<build>_...). */
+ggml_backend_reg_t sv_haswell_ggml_backend_cpu_reg(void);
+ggml_backend_reg_t sv_skylakex_ggml_backend_cpu_reg(void);
+ggml_backend_reg_t sv_icelake_ggml_backend_cpu_reg(void);
+
+/* What ggml's backend registry calls to register the CPU backend: the chosen build's. Only
+ * that build's code ever runs, so a CPU without AVX-512 never meets an AVX-512 instruction. */
+ggml_backend_reg_t ggml_backend_cpu_reg(void) {
+    switch (cpu_build) {
+        case 1:
+            return sv_skylakex_ggml_backend_cpu_reg();
+        case 2:
+            return sv_icelake_ggml_backend_cpu_reg();
+        default:
+            return sv_haswell_ggml_backend_cpu_reg();
+    }
+}
 
 const char *sv_last_error(void) { return last_error; }
 
 void sv_clear_error(void) { last_error[0] = '\0'; }
 
-int32_t sv_init(void) {
+/* Chooses the CPU build (checked by the caller against this CPU) and initialises llama.cpp;
+ * once, before any other call. */
+int32_t sv_init(int32_t cpu) {
+    cpu_build = cpu;
     return guarded<int32_t>(-1, [] {
         /* Allocations of 64 KiB or more (KV caches, work buffers, logits) are made as their own
          * mappings, returned to the kernel when freed, whenever glibc must grow its heap for

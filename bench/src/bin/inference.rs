@@ -24,6 +24,9 @@
 //!     cargo run --release --manifest-path bench/Cargo.toml --bin inference
 //!     BENCH_THREADS=1 cargo run --release --manifest-path bench/Cargo.toml --bin inference
 //!
+//! The engine runs the best build of its CPU kernels this machine runs (AVX-512 where it has
+//! it), as llama.cpp picks its variant; `BENCH_CPU=haswell` (or `skylakex`, `icelake`) pins one.
+//!
 //! `BENCH_TYPES=q4_1,qwen2.5` limits the comparison to some types (q4_0, q4_1, q8_0, q4_k_m,
 //! q5_k_m, q6_k) and models (qwen2.5 and gemma3, each once `scripts/fetch-model NAME` has
 //! fetched it).
@@ -132,8 +135,20 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// Pins the engine's CPU build when `BENCH_CPU` names one (haswell, skylakex, icelake); the
+/// build that runs.
+fn engine_cpu() -> llama::Cpu {
+    if let Ok(name) = std::env::var("BENCH_CPU") {
+        let cpu = llama::Cpu::from_name(&name)
+            .unwrap_or_else(|| panic!("BENCH_CPU={name}: haswell, skylakex or icelake"));
+        llama::use_cpu(cpu).unwrap();
+    }
+    llama::cpu().unwrap()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let cpu = engine_cpu();
     if let [_, flag, path] = args.as_slice()
         && flag == "--peak"
     {
@@ -147,8 +162,10 @@ fn main() {
          tokens, median of {ROUNDS} alternating rounds"
     );
     println!(
-        "machine: {} logical CPUs",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "machine: {} logical CPUs; the engine runs its {cpu} build of the CPU kernels ({}; \
+         BENCH_CPU=haswell|skylakex|icelake pins one)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu.features().join(" ")
     );
 
     let (engine, load_time) = load(&bytes);
@@ -328,7 +345,8 @@ fn against_llama_cpp(messages: &[Message]) {
     );
     println!(
         "  llama.cpp best = the CPU variant llama.cpp picks here (AVX-512 where the CPU has it); \
-         llama.cpp avx2 = its haswell variant, the instruction set the engine is built for"
+         llama.cpp avx2 = its haswell variant; engine = its {} build",
+        llama::cpu().unwrap()
     );
     println!(
         "  {:<16} {:<9} {:>17} {:>17} {:>17} {:>15} {:>15}",
@@ -388,6 +406,7 @@ fn compare(
             threads,
             repack,
             chat_template: template.clone(),
+            ..Settings::default()
         };
         let (engine, _) = Engine::load_file(file, settings).unwrap();
         let chat = engine

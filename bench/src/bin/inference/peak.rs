@@ -82,6 +82,7 @@ pub(crate) fn measure(path: &std::path::Path) {
             repack: false,
             chat_template: std::env::var_os("BENCH_TEMPLATE")
                 .map(|path| std::fs::read_to_string(path).unwrap()),
+            ..Settings::default()
         },
     )
     .unwrap();
