@@ -2,11 +2,6 @@
 //! build this CPU cannot run is refused naming what it lacks. (Its own test binary: the choice
 //! is the process's.)
 
-#![expect(
-    clippy::unwrap_used,
-    reason = "test code: a failed unwrap is a failed test"
-)]
-
 use llama::{Cpu, cpu, use_cpu};
 
 #[test]
