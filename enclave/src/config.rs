@@ -79,9 +79,8 @@ pub struct ModelConfig {
     /// Let llama.cpp repack Q4_0 and Q4_K weights (faster, stock llama.cpp's exact kernels, a
     /// second copy of those tensors in memory); off unless asked for.
     pub repack: bool,
-    /// The build of the CPU kernels to run (`haswell`: AVX2; `skylakex`, `icelake`: AVX-512);
-    /// none (`auto`, the default) for the best this CPU runs.
-    pub cpu: Option<inference::engine::Cpu>,
+    /// The build of the CPU kernels to run.
+    pub cpu: CpuSetting,
     /// A chat template (Jinja) used instead of the GGUF's own (a model without one needs it);
     /// measured as its SHA-384.
     pub chat_template: Option<String>,
@@ -89,6 +88,36 @@ pub struct ModelConfig {
     pub max_concurrent: usize,
     /// Connections served at once on the API port; more are closed at once.
     pub max_connections: usize,
+}
+
+/// Which build of the CPU kernels the engine runs (`[model] cpu`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuSetting {
+    /// The best build this CPU runs, AVX-512 where it has it (`auto`).
+    Auto,
+    /// This build (`haswell`, the default: AVX2; `skylakex`, `icelake`: AVX-512).
+    Build(inference::engine::Cpu),
+}
+
+impl CpuSetting {
+    /// The setting as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CpuSetting::Auto => "auto",
+            CpuSetting::Build(cpu) => cpu.as_str(),
+        }
+    }
+
+    /// The build to run on this CPU (`auto` resolved; haswell, to be refused by name, on a CPU
+    /// that runs none).
+    pub fn resolve(self) -> inference::engine::Cpu {
+        match self {
+            CpuSetting::Auto => {
+                inference::engine::Cpu::best().unwrap_or(inference::engine::Cpu::Haswell)
+            }
+            CpuSetting::Build(cpu) => cpu,
+        }
+    }
 }
 
 /// The NSM the configuration asks for.
@@ -368,10 +397,7 @@ impl Config {
             }
             lines.push(format!("model.api_port = {}", model.api_port));
             lines.push(format!("model.repack = {}", model.repack));
-            lines.push(format!(
-                "model.cpu = {}",
-                model.cpu.map_or("auto", inference::engine::Cpu::as_str)
-            ));
+            lines.push(format!("model.cpu = {}", model.cpu.as_str()));
             if let Some(template) = &model.chat_template {
                 lines.push(format!(
                     "model.chat_template = sha384:{}",
@@ -569,10 +595,11 @@ fn model_config(raw: RawModel, base: &Path) -> Result<ModelConfig, ConfigError> 
         api_port,
         repack: raw.repack.unwrap_or(false),
         cpu: match raw.cpu.as_deref() {
-            None | Some("auto") => None,
-            Some(name) => Some(
+            None => CpuSetting::Build(inference::engine::Cpu::Haswell),
+            Some("auto") => CpuSetting::Auto,
+            Some(name) => CpuSetting::Build(
                 inference::engine::Cpu::from_name(name)
-                    .ok_or_else(|| invalid("model.cpu", "auto, haswell, skylakex or icelake"))?,
+                    .ok_or_else(|| invalid("model.cpu", "haswell, skylakex, icelake or auto"))?,
             ),
         },
         chat_template: match raw.chat_template {

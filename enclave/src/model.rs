@@ -248,7 +248,7 @@ pub async fn acquire<T: Transport>(
     let settings = inference::engine::Settings {
         repack: config.repack,
         chat_template: config.chat_template.clone(),
-        cpu: config.cpu,
+        cpu: Some(config.cpu.resolve()),
         ..Default::default()
     };
     let loaded = tokio::task::spawn_blocking(move || Engine::load_file(plaintext, settings)).await;

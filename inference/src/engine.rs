@@ -132,8 +132,8 @@ pub struct Settings {
     /// a model with neither is refused.
     pub chat_template: Option<String>,
     /// The build of the CPU kernels to run (AVX2 or AVX-512; see [`llama::Cpu`]), or none for
-    /// the best this CPU runs. One build runs per process: asking for another than the first
-    /// model's is refused, as is one this CPU cannot run.
+    /// the process's: haswell (AVX2) unless another was asked for. One build runs per process:
+    /// asking for another than the first model's is refused, as is one this CPU cannot run.
     pub cpu: Option<llama::Cpu>,
 }
 

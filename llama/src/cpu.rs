@@ -3,8 +3,10 @@
 //! `scripts/llama-cpp` builds llama.cpp's CPU kernels three times, as stock llama.cpp's variants
 //! of the same names, and links them side by side (each archive's symbols renamed apart):
 //! [`Cpu::Haswell`] for AVX2, the instruction set of every CPU Nitro enclaves run on, and two
-//! AVX-512 builds. One is chosen per process, before the first model is loaded: the best this
-//! CPU runs unless [`use_cpu`] asked for another, and it stays for the life of the process.
+//! AVX-512 builds. One runs per process, chosen before the first model is loaded: haswell
+//! unless [`use_cpu`] asked for another ([`Cpu::best`] names the most capable this CPU runs),
+//! and it stays for the life of the process. The AVX-512 builds are asked for by name because
+//! the project's own measurements and parity results come from the haswell build.
 //!
 //! The variants compute the same model with other instructions, so their floating-point sums
 //! round differently: a greedy answer can differ between them where two tokens are nearly tied.
@@ -160,18 +162,20 @@ pub fn use_cpu(cpu: Cpu) -> Result<(), Error> {
     }
 }
 
-/// The build this process runs: the one [`use_cpu`] chose, else the best this CPU runs (chosen
-/// now, for good). An error when the CPU runs none of them (it lacks AVX2 or one of its
-/// companions).
+/// The build this process runs: the one [`use_cpu`] chose, else haswell (chosen now, for good).
+/// An error when the CPU cannot run it (it lacks AVX2 or one of its companions).
 pub fn cpu() -> Result<Cpu, Error> {
     CHOSEN
         .get_or_init(|| {
-            Cpu::best().ok_or_else(|| {
-                format!(
+            let missing = Cpu::Haswell.missing();
+            if missing.is_empty() {
+                Ok(Cpu::Haswell)
+            } else {
+                Err(format!(
                     "this CPU lacks {}, which every build of the engine needs",
-                    Cpu::Haswell.missing().join(", ")
-                )
-            })
+                    missing.join(", ")
+                ))
+            }
         })
         .clone()
         .map_err(Error::Cpu)

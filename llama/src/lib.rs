@@ -9,7 +9,7 @@
 //! - Text reaches llama.cpp only through [`Model::tokenize`]; its log is discarded, except its
 //!   last error line, which becomes the error's message.
 //! - The CPU kernels are linked in three builds, AVX2 and two AVX-512 ones; each process runs
-//!   one, the best its CPU runs unless [`use_cpu`] pins another ([`Cpu`]).
+//!   one: the AVX2 build unless [`use_cpu`] asked for another ([`Cpu`]).
 //!
 //! llama.cpp is built once per machine by `scripts/llama-cpp` (release v0.5.0, pinned). This is
 //! the workspace's only crate with unsafe code, all of it in the `ffi` module and the few calls

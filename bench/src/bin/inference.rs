@@ -24,8 +24,9 @@
 //!     cargo run --release --manifest-path bench/Cargo.toml --bin inference
 //!     BENCH_THREADS=1 cargo run --release --manifest-path bench/Cargo.toml --bin inference
 //!
-//! The engine runs the best build of its CPU kernels this machine runs (AVX-512 where it has
-//! it), as llama.cpp picks its variant; `BENCH_CPU=haswell` (or `skylakex`, `icelake`) pins one.
+//! The engine runs its haswell (AVX2) build of the CPU kernels, as the enclave does unless
+//! configured otherwise; `BENCH_CPU=auto` runs the best this machine runs (AVX-512 where it
+//! has it), as llama.cpp picks its variant, and `skylakex` or `icelake` name one.
 //!
 //! `BENCH_TYPES=q4_1,qwen2.5` limits the comparison to some types (q4_0, q4_1, q8_0, q4_k_m,
 //! q5_k_m, q6_k) and models (qwen2.5 and gemma3, each once `scripts/fetch-model NAME` has
@@ -135,12 +136,15 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Pins the engine's CPU build when `BENCH_CPU` names one (haswell, skylakex, icelake); the
-/// build that runs.
+/// Pins the engine's CPU build when `BENCH_CPU` names one (haswell, skylakex, icelake, or auto
+/// for the best this CPU runs); the build that runs (haswell unless asked).
 fn engine_cpu() -> llama::Cpu {
     if let Ok(name) = std::env::var("BENCH_CPU") {
-        let cpu = llama::Cpu::from_name(&name)
-            .unwrap_or_else(|| panic!("BENCH_CPU={name}: haswell, skylakex or icelake"));
+        let cpu = match name.as_str() {
+            "auto" => llama::Cpu::best().unwrap_or(llama::Cpu::Haswell),
+            name => llama::Cpu::from_name(name)
+                .unwrap_or_else(|| panic!("BENCH_CPU={name}: haswell, skylakex, icelake or auto")),
+        };
         llama::use_cpu(cpu).unwrap();
     }
     llama::cpu().unwrap()
@@ -163,7 +167,7 @@ fn main() {
     );
     println!(
         "machine: {} logical CPUs; the engine runs its {cpu} build of the CPU kernels ({}; \
-         BENCH_CPU=haswell|skylakex|icelake pins one)",
+         BENCH_CPU=auto|skylakex|icelake asks for another)",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu.features().join(" ")
     );

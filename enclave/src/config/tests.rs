@@ -186,18 +186,22 @@ fn the_model_s_engine_settings_are_measured_and_precision_is_gone() {
     );
     let base = Config::from_toml(&model, &dir).unwrap();
     assert!(base.canonical().contains("model.repack = false"));
-    assert!(base.canonical().contains("model.cpu = auto"));
+    assert!(base.canonical().contains("model.cpu = haswell"));
     assert!(!base.canonical().contains("model.chat_template"));
     let repack = Config::from_toml(&format!("{model}repack = true\n"), &dir).unwrap();
-    let auto = Config::from_toml(&format!("{model}cpu = \"auto\"\n"), &dir).unwrap();
-    assert_eq!(auto.digest(), base.digest(), "auto is the default");
     let haswell = Config::from_toml(&format!("{model}cpu = \"haswell\"\n"), &dir).unwrap();
-    assert!(haswell.canonical().contains("model.cpu = haswell"));
+    assert_eq!(haswell.digest(), base.digest(), "haswell is the default");
+    let auto = Config::from_toml(&format!("{model}cpu = \"auto\"\n"), &dir).unwrap();
+    assert!(auto.canonical().contains("model.cpu = auto"));
+    let icelake = Config::from_toml(&format!("{model}cpu = \"icelake\"\n"), &dir).unwrap();
+    assert!(icelake.canonical().contains("model.cpu = icelake"));
     for wrong in ["zen4", "Haswell", "", "avx2"] {
         let err = Config::from_toml(&format!("{model}cpu = \"{wrong}\"\n"), &dir).unwrap_err();
         assert!(
             err.to_string().contains("model.cpu")
-                && err.to_string().contains("haswell, skylakex or icelake"),
+                && err
+                    .to_string()
+                    .contains("haswell, skylakex, icelake or auto"),
             "{wrong}: {err}"
         );
     }
@@ -218,7 +222,8 @@ fn the_model_s_engine_settings_are_measured_and_precision_is_gone() {
     );
     let digests = [
         base.digest(),
-        haswell.digest(),
+        auto.digest(),
+        icelake.digest(),
         repack.digest(),
         template.digest(),
         other_template.digest(),
