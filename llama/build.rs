@@ -9,6 +9,7 @@ fn main() {
     let script = manifest.join("../scripts/llama-cpp");
     println!("cargo:rerun-if-changed={}", script.display());
     println!("cargo:rerun-if-changed=src/shim.cpp");
+    println!("cargo:rerun-if-changed=patches");
     println!("cargo:rerun-if-env-changed=LLAMA_CPP_CACHE");
     let output = Command::new("bash").arg(&script).output();
     let install = match output {
@@ -29,6 +30,11 @@ fn main() {
         .warnings(true)
         .extra_warnings(true)
         .compile("llama_shim");
+    // llama.cpp's tokenizer suite, for tests/vocab.rs.
+    println!(
+        "cargo:rustc-env=LLAMA_CPP_VOCAB_SUITE={}",
+        install.join("vocab").display()
+    );
     let lib = install.join("lib");
     println!("cargo:rustc-link-search=native={}", lib.display());
     // ggml's CPU backend three times (AVX2 and two AVX-512 builds), each archive's symbols

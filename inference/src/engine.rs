@@ -302,6 +302,7 @@ impl Engine {
         let options = llama::LoadOptions {
             mmap: true,
             repack: settings.repack,
+            vocab_only: false,
         };
         let model = llama::Model::load(file, options).map_err(model_error)?;
         let weights_bytes = model.weights_size();

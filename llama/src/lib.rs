@@ -6,12 +6,13 @@
 //!   size (shared by every context), plus each context's KV cache and work buffers.
 //! - A [`Context`] evaluates token ids and gives the logits of the last one. Clearing it (and
 //!   dropping it) overwrites its KV cache with zeros.
-//! - Text reaches llama.cpp only through [`Model::tokenize`]; its log is discarded, except its
-//!   last error line, which becomes the error's message.
+//! - Text reaches llama.cpp only through [`Model::tokenize`]; its log is discarded, except the
+//!   first error line of a call (its cause), which becomes the error's message.
 //! - The CPU kernels are linked in three builds, AVX2 and two AVX-512 ones; each process runs
 //!   one: the AVX2 build unless [`use_cpu`] asked for another ([`Cpu`]).
 //!
-//! llama.cpp is built once per machine by `scripts/llama-cpp` (release v0.5.0, pinned). This is
+//! llama.cpp is built once per machine by `scripts/llama-cpp` (release v0.5.0, pinned, with the
+//! patches in `llama/patches/`, which cut its tokenizer's tables' memory). This is
 //! the workspace's only crate with unsafe code, all of it in the `ffi` module and the few calls
 //! below, each with its reason.
 
@@ -44,7 +45,12 @@ mod ffi {
         pub(crate) fn sv_init(cpu: i32) -> i32;
         pub(crate) fn sv_last_error() -> *const c_char;
         pub(crate) fn sv_clear_error();
-        pub(crate) fn sv_model_load(fd: c_int, mmap: bool, repack: bool) -> *mut LlamaModel;
+        pub(crate) fn sv_model_load(
+            fd: c_int,
+            mmap: bool,
+            repack: bool,
+            vocab_only: bool,
+        ) -> *mut LlamaModel;
         pub(crate) fn sv_model_free(model: *mut LlamaModel);
         pub(crate) fn sv_n_vocab(model: *const LlamaModel) -> i32;
         pub(crate) fn sv_model_size(model: *const LlamaModel) -> u64;
@@ -106,7 +112,7 @@ pub enum Error {
     Context {
         /// The context size asked for.
         tokens: u32,
-        /// llama.cpp's last error line.
+        /// llama.cpp's error line.
         message: String,
     },
     /// A token id outside the vocabulary.
@@ -134,7 +140,7 @@ pub enum Error {
         input: String,
         /// The type asked for.
         kind: &'static str,
-        /// llama.cpp's last error line.
+        /// llama.cpp's error line.
         message: String,
     },
     /// The tokenizer failed.
@@ -148,7 +154,7 @@ pub enum Error {
     Decode {
         /// llama_decode's status.
         code: i32,
-        /// llama.cpp's last error line.
+        /// llama.cpp's error line.
         message: String,
     },
 }
@@ -167,7 +173,7 @@ fn init() -> Result<Cpu, Error> {
     Ok(cpu)
 }
 
-/// Forget llama.cpp's last error line on this thread, before a call that may fail.
+/// Forget llama.cpp's error line on this thread, before a call that may fail.
 fn clear_error() {
     #[allow(unsafe_code)]
     // SAFETY: clears a thread-local buffer.
@@ -176,7 +182,8 @@ fn clear_error() {
     };
 }
 
-/// llama.cpp's last error line on this thread, cleared.
+/// llama.cpp's error line on this thread (the first it logged since cleared, or what it
+/// threw), cleared.
 fn last_error() -> String {
     #[allow(unsafe_code)]
     // SAFETY: sv_last_error returns a NUL-terminated thread-local buffer that lives as long as
@@ -338,6 +345,9 @@ pub struct LoadOptions {
     /// Let llama.cpp repack tensors into its interleaved layouts where it has them (faster
     /// prompt processing for some types; the repacked tensors are copies). Default false.
     pub repack: bool,
+    /// Load the tokenizer alone, without weights: such a model tokenizes and detokenizes but
+    /// cannot make a context. Default false.
+    pub vocab_only: bool,
 }
 
 impl Default for LoadOptions {
@@ -345,6 +355,7 @@ impl Default for LoadOptions {
         LoadOptions {
             mmap: true,
             repack: false,
+            vocab_only: false,
         }
     }
 }
@@ -355,6 +366,7 @@ pub struct Model {
     ptr: NonNull<ffi::LlamaModel>,
     vocab: usize,
     size: u64,
+    vocab_only: bool,
     /// Dropped after the model is freed (fields drop after `drop`): zeroes the weights.
     _wipe: Option<Wipe>,
 }
@@ -377,7 +389,8 @@ impl Model {
         #[allow(unsafe_code)]
         // SAFETY: sv_model_load takes over `fd` (an open descriptor we own and give up here)
         // and closes it; it returns a model we own or NULL.
-        let ptr = unsafe { ffi::sv_model_load(fd, options.mmap, options.repack) };
+        let ptr =
+            unsafe { ffi::sv_model_load(fd, options.mmap, options.repack, options.vocab_only) };
         let ptr = NonNull::new(ptr).ok_or_else(|| Error::Load(last_error()))?;
         #[allow(unsafe_code)]
         // SAFETY: `ptr` is a live model.
@@ -391,6 +404,7 @@ impl Model {
             ptr,
             vocab: usize::try_from(vocab).unwrap_or(0),
             size,
+            vocab_only: options.vocab_only,
             _wipe: wipe,
         };
         if model.vocab == 0 {
@@ -570,6 +584,12 @@ impl Context {
             return Err(Error::Context {
                 tokens,
                 message: "a context needs at least one position".into(),
+            });
+        }
+        if model.vocab_only {
+            return Err(Error::Context {
+                tokens,
+                message: "the model was loaded without its weights (vocab_only)".into(),
             });
         }
         let threads = i32::try_from(threads.max(1)).unwrap_or(1);

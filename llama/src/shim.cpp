@@ -3,8 +3,9 @@
  * here, by a compiler that reads the real header, so that Rust never mirrors their layout.
  *
  * C++, so that every entry point can catch what llama.cpp throws (std::bad_alloc, its own
- * errors): no exception crosses into Rust; it becomes the call's failure and the last error
- * line. llama.cpp's log goes nowhere but that line (sv_last_error).
+ * errors): no exception crosses into Rust; it becomes the call's failure and its error line.
+ * llama.cpp's log goes nowhere but that line (sv_last_error): the first error it logs in a call
+ * (the cause; the lines after it are llama.cpp saying that the load or decode failed).
  */
 #include <malloc.h>
 #include <unistd.h>
@@ -29,7 +30,7 @@ void set_error(const char *text) {
 }
 
 void sv_log(enum ggml_log_level level, const char *text, void *) {
-    if (level == GGML_LOG_LEVEL_ERROR) set_error(text);
+    if (level == GGML_LOG_LEVEL_ERROR && last_error[0] == '\0') set_error(text);
 }
 
 /* Runs `body`; an exception becomes the last error line and `failed`. */
@@ -89,8 +90,9 @@ int32_t sv_init(int32_t cpu) {
     });
 }
 
-/* Loads from `fd` (from its start), which this call takes over and closes. */
-struct llama_model *sv_model_load(int fd, bool mmap, bool repack) {
+/* Loads from `fd` (from its start), which this call takes over and closes; with `vocab_only`,
+ * the tokenizer alone. */
+struct llama_model *sv_model_load(int fd, bool mmap, bool repack, bool vocab_only) {
     if (lseek(fd, 0, SEEK_SET) != 0) {
         close(fd);
         return nullptr;
@@ -103,9 +105,11 @@ struct llama_model *sv_model_load(int fd, bool mmap, bool repack) {
     struct llama_model *model = guarded<struct llama_model *>(nullptr, [&] {
         struct llama_model_params p = llama_model_default_params();
         p.n_gpu_layers = 0;
-        p.load_mode = mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+        /* (no weights to map: a vocabulary-only GGUF's data section need not be aligned) */
+        p.load_mode = mmap && !vocab_only ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
         p.use_extra_bufts = repack;
         p.check_tensors = true;
+        p.vocab_only = vocab_only;
         return llama_model_load_from_file_ptr(file, p);
     });
     fclose(file);
