@@ -286,6 +286,10 @@ fn llama_refuses_what_it_cannot_evaluate() {
     let garbage = llama::MemoryFile::with("garbage", &[0u8; 4096]).unwrap();
     let error = llama::Model::load(garbage, llama::LoadOptions::default()).unwrap_err();
     assert!(matches!(error, llama::Error::Load(_)), "{error}");
+    // The cause, not llama.cpp's closing line.
+    let message = error.to_string();
+    assert!(!message.contains("failed to load model"), "{message}");
+    assert!(message.contains("magic"), "{message}");
     // So is an empty file.
     let empty = llama::MemoryFile::new("empty").unwrap();
     assert!(empty.is_empty());

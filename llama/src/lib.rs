@@ -20,7 +20,7 @@ use std::ffi::{CStr, CString};
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::{Arc, Once};
+use std::sync::{Arc, OnceLock};
 
 use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::mm::{MapFlags, ProtFlags};
@@ -162,14 +162,21 @@ pub enum Error {
 /// Chooses the CPU build (see [`cpu()`]) and initialises llama.cpp with it, once.
 fn init() -> Result<Cpu, Error> {
     let cpu = cpu::cpu()?;
-    static INIT: Once = Once::new();
-    #[allow(unsafe_code)]
-    // SAFETY: sets the CPU build (an index the shim checks), llama.cpp's log callback (a static
-    // function) and initialises its backend, once, before any other llama.cpp call.
-    // A failure here shows at the first load, which then fails with llama.cpp's reason.
-    INIT.call_once(|| unsafe {
-        ffi::sv_init(cpu.index());
-    });
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| {
+        clear_error();
+        #[allow(unsafe_code)]
+        // SAFETY: sets the CPU build (an index the shim checks), llama.cpp's log callback (a
+        // static function) and initialises its backend, once, before any other llama.cpp call.
+        let code = unsafe { ffi::sv_init(cpu.index()) };
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(format!("initialising llama.cpp: {}", last_error()))
+        }
+    })
+    .clone()
+    .map_err(Error::Load)?;
     Ok(cpu)
 }
 
@@ -664,6 +671,7 @@ impl Context {
             });
         }
         self.evaluated = self.evaluated.saturating_add(ids.len());
+        clear_error();
         #[allow(unsafe_code)]
         // SAFETY: after a successful decode whose last id requested output, llama.cpp's logits
         // buffer holds `vocab` floats for it, unchanged until the next call on this context,

@@ -4,8 +4,9 @@
 //! - llama.cpp's own tokenizer suite: each vocabulary-only GGUF in its `models/` with its cases
 //!   (`.inp`) and the ids the model's reference tokenizer gives them (`.out`), as its
 //!   `test-tokenizer-0` runs them. `scripts/llama-cpp` keeps the suite beside the libraries.
-//! - Small vocabularies written here for the two cases the suite does not reach: a merge whose
-//!   left half is not a token, and a merge listed twice.
+//! - Small vocabularies written here for what the suite does not reach: a merge whose left
+//!   half is not a token, merges listed twice (kept by ids and by strings), and merges that name
+//!   no pair.
 
 #![allow(
     clippy::panic,
@@ -100,6 +101,10 @@ fn llama_cpp_s_tokenizer_suite_passes() {
         SUITE.map(|name| format!("ggml-vocab-{name}.gguf")),
         "the suite"
     );
+    for name in BYTE_LEVEL {
+        assert!(SUITE.contains(&name), "{name} is not in the suite");
+    }
+    let mut round_trips = 0;
     let mut failures = Vec::new();
     let mut checked = 0;
     for gguf in &vocabularies {
@@ -128,6 +133,7 @@ fn llama_cpp_s_tokenizer_suite_passes() {
                 for &id in &got {
                     model.piece(id, &mut text).unwrap();
                 }
+                round_trips += 1;
                 if text != case.as_bytes() {
                     failures.push(format!(
                         "{name}: {case:?} comes back as {:?}",
@@ -138,6 +144,7 @@ fn llama_cpp_s_tokenizer_suite_passes() {
             checked += 1;
         }
     }
+    assert!(round_trips >= 9 * 46, "{round_trips} round trips");
     assert!(
         failures.is_empty(),
         "{} of {checked} cases differ:\n{}",
